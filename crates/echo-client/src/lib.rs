@@ -1,0 +1,74 @@
+//! The local echo client, for people without `nc`, for the tests and for the benchmark.
+//!
+//! # Layout
+//! - [`interactive`]: `client [--addr A]`, like `nc`: stdin to the server, the server to stdout.
+//! - [`timed`]: `client --clients N --every-ms M --for-secs S`: N clients at once, each
+//!   timing every answer, so you *see* whether a server serves everyone or one at a time.
+//! - this file: small blocking helpers the tests and the benchmark share.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+pub mod interactive;
+pub mod timed;
+
+pub use interactive::run_interactive;
+pub use timed::{TimedPlan, run_timed};
+
+/// Connects to `addr` with `timeout` on the connect and on every later read and write, so a
+/// server that stops answering makes a call fail instead of hanging.
+pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sends `payload` in writes of at most `chunk` bytes from a second thread while this one
+/// reads, and returns the first `payload.len()` bytes that came back. Writing and reading at
+/// once matters: an echo server stops reading from a client that does not read its echo.
+pub fn exchange(stream: &TcpStream, payload: &[u8], chunk: usize) -> io::Result<Vec<u8>> {
+    thread::scope(|scope| {
+        let sender = scope.spawn(|| -> io::Result<()> {
+            let mut writer = stream;
+            for piece in payload.chunks(chunk.max(1)) {
+                writer.write_all(piece)?;
+            }
+            Ok(())
+        });
+        let mut received = vec![0; payload.len()];
+        let read = (&mut &*stream).read_exact(&mut received);
+        let sent = sender
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("sender thread panicked")));
+        read.and(sent).map(|()| received)
+    })
+}
+
+/// A duration the way a person reads it: `0.21 ms`, `12.3 ms`, `5.00 s`.
+pub fn human(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs >= 1.0 {
+        format!("{secs:.2} s")
+    } else if secs >= 0.01 {
+        format!("{:.1} ms", secs * 1e3)
+    } else {
+        format!("{:.2} ms", secs * 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations print in the unit a person would pick.
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_micros(210)), "0.21 ms");
+        assert_eq!(human(Duration::from_micros(12_340)), "12.3 ms");
+        assert_eq!(human(Duration::from_millis(5_004)), "5.00 s");
+    }
+}

@@ -1,0 +1,92 @@
+//! File descriptors: the non-blocking switch, the fd limit, and the errors a loop tells apart.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+/// Switches `fd` to non-blocking mode: from now on a read or write that would have to wait
+/// returns `WouldBlock` at once instead. Note that the flag belongs to the open file
+/// *description*, which other processes may share: never do this to an inherited stdin,
+/// or the shell you return to finds its terminal non-blocking.
+pub fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// One `read(2)` straight on `fd`, retried if a signal interrupts it; `Ok(0)` means EOF.
+///
+/// For stdin, use this rather than `std::io::stdin()`: `Stdin` keeps its own 8 KiB buffer,
+/// and bytes already pulled into a buffer the kernel does not know about never make
+/// `select` or `poll` say "readable" again.
+pub fn read_fd(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd.as_fd(), buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit and returns the new
+/// soft limit. The default soft limit (often 1024) is far below what a server holding
+/// 10,000 connections needs.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
+/// The call would have had to wait: try again when the fd is ready.
+pub fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
+
+/// A signal arrived during the call: simply make the call again.
+pub fn interrupted(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Interrupted
+}
+
+/// `accept` failed because this process (`EMFILE`) or the whole system (`ENFILE`) has no
+/// file descriptor left. The pending connection stays in the backlog, so the listener stays
+/// readable: a loop that simply retries spins the CPU. Stop accepting for a moment instead.
+pub fn out_of_fds(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A fresh pipe blocks on read; after `set_nonblocking` an empty read says `WouldBlock`.
+    #[test]
+    fn nonblocking_read_of_empty_pipe_would_block() {
+        let (mut reader, _writer) = io::pipe().unwrap();
+        set_nonblocking(&reader).unwrap();
+        let err = reader.read(&mut [0; 8]).unwrap_err();
+        assert!(would_block(&err), "{err}");
+    }
+
+    /// `EMFILE` and `ENFILE` are recognised as running out of fds; other errors are not.
+    #[test]
+    fn out_of_fds_matches_emfile_and_enfile_only() {
+        assert!(out_of_fds(&io::Error::from_raw_os_error(nix::libc::EMFILE)));
+        assert!(out_of_fds(&io::Error::from_raw_os_error(nix::libc::ENFILE)));
+        assert!(!out_of_fds(&io::Error::from_raw_os_error(
+            nix::libc::ECONNABORTED
+        )));
+    }
+
+    /// The soft fd limit ends up equal to the hard limit.
+    #[test]
+    fn fd_limit_is_raised_to_the_hard_limit() {
+        let raised = raise_fd_limit().unwrap();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!((soft, hard), (raised, raised));
+    }
+}

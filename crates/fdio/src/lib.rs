@@ -1,0 +1,30 @@
+//! `fdio`: the small helpers every lesson shares, so each lesson's code is only about its lesson.
+//!
+//! # Layout
+//! - [`cli`]: the clap arguments every lesson takes (`--addr`, `--trace`, `--output`, …).
+//! - [`fd`]: pipes, the non-blocking switch, the fd limit, and names for the I/O errors a
+//!   loop must tell apart (`would_block`, `interrupted`, `out_of_fds`).
+//! - [`ticker`]: the writer program's background thread that writes into a pipe.
+//! - [`output`]: the output log, `[ 3.02s pipe ] External message from pipe 3`.
+//! - [`session`]: the writer program's log, ticker and EOF handling, shared by every lesson.
+//! - [`net`]: binding and announcing a listener, and the one-line connection log.
+//! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
+//! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
+
+pub mod cli;
+pub mod fd;
+pub mod net;
+pub mod output;
+pub mod pending;
+pub mod session;
+pub mod ticker;
+pub mod trace;
+
+pub use cli::{ServerArgs, WriterArgs, exit_code};
+pub use fd::{interrupted, out_of_fds, raise_fd_limit, read_fd, set_nonblocking, would_block};
+pub use net::{listen, log_closed, log_connected};
+pub use output::{OutputLog, Source};
+pub use pending::PendingWrite;
+pub use session::WriterSession;
+pub use ticker::Ticker;
+pub use trace::{FdList, Trace};

@@ -1,0 +1,74 @@
+//! The parts of the writer program that are the same in every lesson: the output log, the
+//! ticker thread, and what happens at EOF. Each lesson only decides *how it waits* for
+//! stdin and the pipe — which is the lesson.
+
+use std::io::{self, PipeReader};
+use std::path::PathBuf;
+
+use crate::cli::WriterArgs;
+use crate::output::{OutputLog, Source};
+use crate::ticker::Ticker;
+
+/// A running writer program: lines go to the log; EOF on stdin stops the ticker.
+pub struct WriterSession {
+    log: OutputLog,
+    ticker: Ticker,
+    output: PathBuf,
+}
+
+impl WriterSession {
+    /// Opens the output, starts the ticker, and returns the pipe's read end to watch.
+    pub fn start(args: &WriterArgs) -> io::Result<(WriterSession, PipeReader)> {
+        let log = OutputLog::open(&args.output).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot open {}: {err}", args.output.display()),
+            )
+        })?;
+        let (pipe, pipe_writer) = io::pipe()?;
+        let ticker = Ticker::start(pipe_writer, args.interval(), args.count);
+        eprintln!(
+            "appending to {}: type lines, Ctrl+D to stop",
+            args.output.display()
+        );
+        let output = args.output.clone();
+        Ok((
+            WriterSession {
+                log,
+                ticker,
+                output,
+            },
+            pipe,
+        ))
+    }
+
+    /// Takes what one read from `source` returned. Returns whether the source is still open:
+    /// an empty read is EOF. EOF on stdin asks the ticker to stop; the caller keeps reading
+    /// the pipe until its EOF, so every line already written to it reaches the file.
+    pub fn on_read(&mut self, source: Source, bytes: &[u8]) -> io::Result<bool> {
+        if !bytes.is_empty() {
+            self.log.record(source, bytes)?;
+            return Ok(true);
+        }
+        self.log.finish(source)?;
+        match source {
+            Source::Stdin => {
+                eprintln!("EOF on stdin: stopping the pipe's writer, keeping what it wrote");
+                self.ticker.request_stop();
+            }
+            Source::Pipe => eprintln!("the pipe's writer closed it: no longer reading the pipe"),
+        }
+        Ok(false)
+    }
+
+    /// Waits for the ticker thread and prints a summary.
+    pub fn finish(self) -> io::Result<()> {
+        let sent = self.ticker.join()?;
+        let lines = self.log.lines_written();
+        eprintln!(
+            "done: {sent} pipe messages sent, {lines} lines appended to {}",
+            self.output.display()
+        );
+        Ok(())
+    }
+}
