@@ -1,0 +1,228 @@
+//! The echo conformance suite: what every lesson's `echo` must do, whatever its design.
+//! Each check takes a running [`Server`]; the `conformance_suite!` macro turns the list into
+//! one `#[test]` per check for a given server command.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use echo_client::{connect, exchange};
+use nix::sys::socket::{setsockopt, sockopt};
+
+use super::{PATIENCE, Server, wait_until};
+
+/// One `#[test]` per conformance check, each against a fresh server `bin args…`.
+/// `concurrent` adds the checks that need a server serving many clients at once.
+#[macro_export]
+macro_rules! conformance_suite {
+    (single_client: $bin:expr, $args:expr) => {
+        $crate::conformance_suite!(@checks $bin, $args;
+            binary_bytes, large_payload, one_byte_writes, half_close);
+    };
+    (concurrent: $bin:expr, $args:expr) => {
+        $crate::conformance_suite!(single_client: $bin, $args);
+        $crate::conformance_suite!(@checks $bin, $args;
+            several_clients_at_once, serves_two_clients_at_once, abrupt_close_spares_others,
+            slow_reader_keeps_its_bytes_and_others_are_served);
+        /// Running out of fds neither kills the server nor spins the CPU, and it accepts
+        /// the waiting clients once fds are free again.
+        #[test]
+        fn survives_running_out_of_fds() {
+            let server = $crate::common::Server::start_with_fd_limit($bin, $args, 32);
+            $crate::common::conformance::survives_running_out_of_fds(&server);
+        }
+    };
+    (@checks $bin:expr, $args:expr; $($check:ident),+) => {
+        $(
+            /// The conformance check of the same name in tests/common/conformance.rs.
+            #[test]
+            fn $check() {
+                let server = $crate::common::Server::start($bin, $args);
+                $crate::common::conformance::$check(&server);
+            }
+        )+
+    };
+}
+
+fn client(server: &Server) -> TcpStream {
+    connect(server.addr, PATIENCE).expect("connect to the server")
+}
+
+/// Sends `message` and checks the echo is exactly `message`.
+pub fn round_trip(stream: &TcpStream, message: &[u8]) {
+    let echoed = exchange(stream, message, message.len()).expect("echo of a message");
+    assert_eq!(echoed, message, "the echo differs from what was sent");
+}
+
+/// `len` deterministic bytes covering all 256 values (a xorshift generator).
+fn noise(len: usize) -> Vec<u8> {
+    let mut state: u32 = 0x9E37_79B9;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+fn assert_same(got: &[u8], sent: &[u8]) {
+    if let Some(at) = got.iter().zip(sent).position(|(a, b)| a != b) {
+        panic!(
+            "the echo differs from what was sent at byte {at} of {}",
+            sent.len()
+        );
+    }
+    assert_eq!(got.len(), sent.len(), "the echo has the wrong length");
+}
+
+/// Bytes that are not text — 0x00, 0xFF, invalid UTF-8, every byte value — come back
+/// unchanged.
+pub fn binary_bytes(server: &Server) {
+    let mut payload: Vec<u8> = (0..=255).collect();
+    payload.extend_from_slice(b"\x00\x00\xff\xfe not utf-8: \xc3\x28 \xa0\xa1\n\r\n");
+    round_trip(&client(server), &payload);
+}
+
+/// A 4 MiB payload, written while the echo is read, comes back byte for byte.
+pub fn large_payload(server: &Server) {
+    let payload = noise(4 << 20);
+    let echoed = exchange(&client(server), &payload, 64 * 1024).expect("4 MiB echo");
+    assert_same(&echoed, &payload);
+}
+
+/// A message written one byte per `write` comes back whole and in order.
+pub fn one_byte_writes(server: &Server) {
+    let payload = noise(2000);
+    let echoed = exchange(&client(server), &payload, 1).expect("echo of 1-byte writes");
+    assert_same(&echoed, &payload);
+}
+
+/// After the client shuts its sending side, it still gets the whole echo, then EOF.
+pub fn half_close(server: &Server) {
+    let stream = client(server);
+    let payload = noise(1 << 20);
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            (&stream).write_all(&payload).expect("send");
+            stream
+                .shutdown(Shutdown::Write)
+                .expect("shut down the sending side");
+        });
+        let mut echoed = Vec::new();
+        (&stream).read_to_end(&mut echoed).expect("echo, then EOF");
+        assert_same(&echoed, &payload);
+    });
+}
+
+/// Eight clients connected at once, sending in turn, each get exactly their own bytes.
+pub fn several_clients_at_once(server: &Server) {
+    let clients: Vec<TcpStream> = (0..8).map(|_| client(server)).collect();
+    for round in 0..3 {
+        for (id, stream) in clients.iter().enumerate() {
+            (&*stream)
+                .write_all(format!("client {id} round {round}\n").as_bytes())
+                .unwrap();
+        }
+        for (id, stream) in clients.iter().enumerate() {
+            let expected = format!("client {id} round {round}\n");
+            let mut echoed = vec![0; expected.len()];
+            (&*stream)
+                .read_exact(&mut echoed)
+                .expect("each client's echo");
+            assert_eq!(String::from_utf8_lossy(&echoed), expected);
+        }
+    }
+}
+
+/// While one client stays connected, a second one is answered too.
+pub fn serves_two_clients_at_once(server: &Server) {
+    let first = client(server);
+    round_trip(&first, b"first\n");
+    let second = client(server);
+    round_trip(&second, b"second, while first is still connected\n");
+    round_trip(&first, b"first again\n");
+}
+
+/// A client that resets its connection (RST) closes only itself: other clients, old and
+/// new, keep being served.
+pub fn abrupt_close_spares_others(server: &Server) {
+    let survivor = client(server);
+    round_trip(&survivor, b"before\n");
+
+    let rude = client(server);
+    (&rude).write_all(&noise(64 * 1024)).unwrap();
+    // Linger 0: close() sends RST instead of FIN, as a crashed client would.
+    setsockopt(
+        &rude,
+        sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    drop(rude);
+
+    assert!(
+        server.process.wait_for_stderr("closed"),
+        "the server never logged the reset connection"
+    );
+    round_trip(&survivor, b"after\n");
+    round_trip(&client(server), b"newcomer\n");
+}
+
+/// A client that sends 4 MiB without reading: the server keeps every byte for it (nothing
+/// dropped), and meanwhile keeps answering another client.
+pub fn slow_reader_keeps_its_bytes_and_others_are_served(server: &Server) {
+    let slow = client(server);
+    let payload = noise(4 << 20);
+    thread::scope(|scope| {
+        let sender = scope.spawn(|| (&slow).write_all(&payload));
+        // Let the slow client's bytes pile up in the server while it reads nothing.
+        thread::sleep(Duration::from_millis(300));
+        let other = client(server);
+        for n in 0..20 {
+            round_trip(&other, format!("other client, message {n}\n").as_bytes());
+        }
+        let mut echoed = vec![0; payload.len()];
+        (&slow)
+            .read_exact(&mut echoed)
+            .expect("the slow reader's whole echo");
+        assert_same(&echoed, &payload);
+        sender
+            .join()
+            .unwrap()
+            .expect("the slow reader's sending side");
+    });
+}
+
+/// With at most 32 fds, 40 clients connect: the server logs that it ran out, does not
+/// spin the CPU while out, and once 20 clients leave it accepts and answers the rest.
+pub fn survives_running_out_of_fds(server: &Server) {
+    let mut clients: Vec<TcpStream> = (0..40).map(|_| client(server)).collect();
+    assert!(
+        server.process.wait_for_stderr("Too many open files"),
+        "the server never ran out of fds: {:?}",
+        server.process.stderr()
+    );
+    round_trip(&clients[0], b"still serving\n");
+
+    let ticks_before = server.process.cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let used = server.process.cpu_ticks() - ticks_before;
+    assert!(
+        used <= 30,
+        "out of fds, the server used {used}/100 s of CPU in 1 s: it spins"
+    );
+
+    let staying = clients.split_off(20);
+    drop(clients);
+    assert!(
+        wait_until(|| server.process.count_stderr(" closed") >= 20),
+        "the server did not notice 20 clients leaving"
+    );
+    round_trip(staying.last().unwrap(), b"accepted once fds were free\n");
+}

@@ -1,0 +1,202 @@
+//! Helpers for the integration tests: start a lesson binary, read its `listening on` line,
+//! collect its stderr, and kill it when the test ends; temporary files; CPU time.
+//!
+//! Every wait here is bounded: a broken server fails a test, it never hangs the suite.
+
+// Each test binary uses its own part of these helpers; the rest would warn as unused.
+#![allow(dead_code)]
+
+pub mod conformance;
+pub mod writer;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single step may take before the test calls it a hang.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Raises the test process's own fd limit (tests that open thousands of connections).
+pub fn raise_fd_limit() {
+    fdio::raise_fd_limit().expect("raise the fd limit");
+}
+
+/// A spawned lesson process. Its stderr is collected line by line; it is killed on drop.
+pub struct Process {
+    pub child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Spawns `command` with stdin, stdout and stderr piped (never the test's own stdin).
+    pub fn spawn(mut command: Command) -> Process {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn the lesson binary");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stderr);
+        let pipe = child.stderr.take().expect("stderr is piped");
+        // Drain stderr for the whole life of the process: a full pipe would block a server
+        // that logs every connection.
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Process { child, stderr }
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until some stderr line contains `text`; returns whether one did.
+    pub fn wait_for_stderr(&self, text: &str) -> bool {
+        wait_until(|| self.stderr().iter().any(|line| line.contains(text)))
+    }
+
+    /// How many stderr lines contain `text`.
+    pub fn count_stderr(&self, text: &str) -> usize {
+        self.stderr()
+            .iter()
+            .filter(|line| line.contains(text))
+            .count()
+    }
+
+    /// CPU time (user + system) the process has used, in clock ticks (1/100 s on Linux).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/<pid>/stat");
+        // The command name may hold spaces; the fields after its closing ')' do not.
+        let after_name = &stat[stat.rfind(')').expect("stat has (comm)") + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        // Fields 14 (utime) and 15 (stime) of proc(5); `after_name` starts at field 3.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the process did not exit within {PATIENCE:?}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` every 20 ms for up to [`PATIENCE`]; returns whether it became true.
+pub fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A lesson's echo server on a free port.
+pub struct Server {
+    pub process: Process,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Runs `bin args… --addr 127.0.0.1:0` and reads the `listening on` line.
+    pub fn start(bin: &str, args: &[&str]) -> Server {
+        Server::start_command(server_command(bin, args))
+    }
+
+    /// Like [`start`](Self::start), but the server may open at most `max_fds` files
+    /// (soft and hard limit), so the test can make it run out.
+    pub fn start_with_fd_limit(bin: &str, args: &[&str], max_fds: u64) -> Server {
+        let mut command = server_command(bin, args);
+        // Safety: the closure runs in the child between fork and exec, where only
+        // async-signal-safe calls are allowed; setrlimit is one, and nothing here allocates.
+        unsafe {
+            command.pre_exec(move || {
+                use nix::sys::resource::{Resource, setrlimit};
+                setrlimit(Resource::RLIMIT_NOFILE, max_fds, max_fds).map_err(Into::into)
+            });
+        }
+        Server::start_command(command)
+    }
+
+    fn start_command(command: Command) -> Server {
+        let mut process = Process::spawn(command);
+        let mut stdout = process.child.stdout.take().expect("stdout is piped");
+        let (first_line, received) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(&mut stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = first_line.send(line);
+            // Keep reading (and so keep the pipe open) until the server exits.
+            let _ = reader.read_to_end(&mut Vec::new());
+        });
+        let line = received
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("no `listening on` line; stderr: {:?}", process.stderr()));
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("first line {line:?}; stderr: {:?}", process.stderr()));
+        Server { process, addr }
+    }
+}
+
+fn server_command(bin: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(bin);
+    command.args(args).args(["--addr", "127.0.0.1:0"]);
+    command
+}
+
+/// A path in the system's temporary folder, unique to this test, removed on drop.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    pub fn new(name: &str) -> TempFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        let file = format!("async-ladder-{}-{unique}-{name}", std::process::id());
+        TempFile {
+            path: std::env::temp_dir().join(file),
+        }
+    }
+
+    /// The file's text, or "" if it does not exist yet.
+    pub fn read(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,156 @@
+//! Driving a lesson's `writer` program: type into its stdin, read its output file, check
+//! which lines arrived, and whether it sits idle.
+
+use std::io::Write;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use super::{Process, TempFile, wait_until};
+
+/// A running `writer`, appending to a temporary file.
+pub struct Writer {
+    pub process: Process,
+    pub output: TempFile,
+}
+
+impl Writer {
+    /// Runs `bin args… --output <temp> --interval-ms <interval_ms> --count <count>`.
+    pub fn start(bin: &str, args: &[&str], interval_ms: u64, count: u32) -> Writer {
+        let output = TempFile::new("output.txt");
+        let mut command = Command::new(bin);
+        command.args(args).arg("--output").arg(&output.path);
+        command.args([
+            "--interval-ms",
+            &interval_ms.to_string(),
+            "--count",
+            &count.to_string(),
+        ]);
+        Writer {
+            process: Process::spawn(command),
+            output,
+        }
+    }
+
+    /// Writes `line` and a newline to the program's stdin.
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self
+            .process
+            .child
+            .stdin
+            .as_mut()
+            .expect("stdin is still open");
+        writeln!(stdin, "{line}").expect("write to the writer's stdin");
+    }
+
+    /// Closes the program's stdin: what Ctrl+D does in a terminal.
+    pub fn close_stdin(&mut self) {
+        drop(self.process.child.stdin.take());
+    }
+
+    /// The output file's lines.
+    pub fn lines(&self) -> Vec<String> {
+        self.output.read().lines().map(str::to_string).collect()
+    }
+
+    /// The numbers of the pipe messages in the file, in file order.
+    pub fn pipe_numbers(&self) -> Vec<u32> {
+        self.lines()
+            .iter()
+            .filter_map(|line| line.split_once(" pipe ] External message from pipe "))
+            .map(|(_, number)| number.parse().expect("a message number"))
+            .collect()
+    }
+
+    /// The index in the file of the first line ending with `text`.
+    pub fn position(&self, text: &str) -> Option<usize> {
+        self.lines().iter().position(|line| line.ends_with(text))
+    }
+
+    /// How many pipe messages the program says its ticker sent (from its last stderr line).
+    pub fn messages_sent(&self) -> u32 {
+        let done = self
+            .process
+            .stderr()
+            .into_iter()
+            .find(|line| line.starts_with("done: "));
+        let done = done.expect("a `done:` summary on stderr");
+        done["done: ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Stdin lines and pipe lines reach the file tagged with their source; EOF on stdin stops
+/// the ticker early (the run would take 20 s otherwise), the program exits 0, and every
+/// message the ticker wrote is in the file exactly once, in order.
+pub fn exits_on_eof_keeping_every_line(bin: &str, args: &[&str]) {
+    let mut writer = Writer::start(bin, args, 20, 1000);
+    assert!(
+        wait_until(|| !writer.pipe_numbers().is_empty()),
+        "no pipe line arrived"
+    );
+    writer.type_line("hello from stdin");
+    writer.type_line("caf\u{e9} \u{2615}");
+    thread::sleep(Duration::from_millis(200));
+    writer.close_stdin();
+    assert_eq!(
+        writer.process.wait_exit(),
+        Some(0),
+        "{:?}",
+        writer.process.stderr()
+    );
+
+    assert!(
+        writer.position("s stdin ] hello from stdin").is_some(),
+        "{:?}",
+        writer.lines()
+    );
+    assert!(
+        writer.position("s stdin ] caf\u{e9} \u{2615}").is_some(),
+        "{:?}",
+        writer.lines()
+    );
+    let sent = writer.messages_sent();
+    assert!(sent < 1000, "the ticker was not stopped by EOF on stdin");
+    assert_eq!(
+        writer.pipe_numbers(),
+        (1..=sent).collect::<Vec<_>>(),
+        "pipe lines lost"
+    );
+}
+
+/// Once the pipe's writer has closed it, the program sits idle: its CPU time barely moves
+/// over a second (the Python originals spin at 100% here).
+pub fn idles_after_the_pipe_closes(bin: &str, args: &[&str]) {
+    let mut writer = Writer::start(bin, args, 10, 3);
+    // In lesson 0 the pipe is read only between stdin lines: feed a few until it closes.
+    let closed = "the pipe's writer closed it";
+    for n in 0..20 {
+        if writer.process.count_stderr(closed) > 0 {
+            break;
+        }
+        writer.type_line(&format!("line {n}"));
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        writer.process.wait_for_stderr(closed),
+        "{:?}",
+        writer.process.stderr()
+    );
+    assert_eq!(writer.pipe_numbers(), [1, 2, 3]);
+
+    let ticks_before = writer.process.cpu_ticks();
+    thread::sleep(Duration::from_millis(1500));
+    let used = writer.process.cpu_ticks() - ticks_before;
+    assert!(
+        used <= 20,
+        "after the pipe closed, {used}/100 s of CPU in 1.5 s: it spins"
+    );
+
+    writer.close_stdin();
+    assert_eq!(writer.process.wait_exit(), Some(0));
+}

@@ -1,0 +1,119 @@
+//! Lesson 1: one `select` (or `poll`) loop serves every client and both writer sources.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+
+use common::writer::{self, Writer};
+use common::{PATIENCE, Server, conformance::round_trip, wait_until};
+use echo_client::connect;
+
+const SELECT: &str = env!("CARGO_BIN_EXE_select");
+
+/// The whole suite against `select echo`.
+mod select {
+    crate::conformance_suite!(concurrent: super::SELECT, &["echo"]);
+}
+
+/// The whole suite against `select echo --poll`.
+mod poll {
+    crate::conformance_suite!(concurrent: super::SELECT, &["echo", "--poll"]);
+}
+
+/// Past FD_SETSIZE, `select echo` refuses the connection with one line naming FD_SETSIZE
+/// and closes it; earlier clients keep their echo, and once fds below 1024 are free again a
+/// new client is served.
+#[test]
+fn select_refuses_fds_beyond_fd_setsize_and_keeps_serving() {
+    common::raise_fd_limit();
+    let server = Server::start(SELECT, &["echo"]);
+    let mut clients: Vec<TcpStream> = (0..1100)
+        .map(|_| connect(server.addr, PATIENCE).unwrap())
+        .collect();
+    assert!(
+        server
+            .process
+            .wait_for_stderr("is beyond FD_SETSIZE (1024)"),
+        "no refusal line; last stderr lines: {:?}",
+        server
+            .process
+            .stderr()
+            .iter()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    let refusal = server
+        .process
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("FD_SETSIZE"))
+        .unwrap();
+    assert!(
+        refusal.contains("--poll"),
+        "the refusal does not point to --poll: {refusal}"
+    );
+
+    // The last client was refused: the server closed it (EOF, or a reset).
+    let mut last = clients.pop().unwrap();
+    match last.read(&mut [0; 1]) {
+        Ok(0) => {}
+        Err(err) if err.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("the refused client got {other:?}"),
+    }
+    // The first one is still served.
+    round_trip(&clients[0], b"still here\n");
+
+    // Free 200 fds below 1024; a newcomer gets one of them.
+    drop(clients.drain(..200));
+    assert!(
+        wait_until(|| server.process.count_stderr(" closed") >= 200),
+        "closes not seen"
+    );
+    round_trip(&connect(server.addr, PATIENCE).unwrap(), b"newcomer\n");
+}
+
+/// `select echo --poll` holds 10,000 connections at once and still echoes on them.
+#[test]
+fn poll_serves_ten_thousand_connections() {
+    common::raise_fd_limit();
+    let server = Server::start(SELECT, &["echo", "--poll"]);
+    let clients: Vec<TcpStream> = (0..10_000)
+        .map(|_| connect(server.addr, PATIENCE).unwrap())
+        .collect();
+    for (n, stream) in clients.iter().enumerate().step_by(499) {
+        round_trip(stream, format!("connection {n}\n").as_bytes());
+    }
+    round_trip(clients.last().unwrap(), b"the 10,000th\n");
+    assert_eq!(server.process.count_stderr("connection from"), 10_000);
+}
+
+/// In `select writer` pipe lines arrive while stdin stays silent.
+#[test]
+fn writer_pipe_lines_arrive_while_stdin_is_silent() {
+    for args in [&["writer"][..], &["writer", "--poll"]] {
+        let mut writer = Writer::start(SELECT, args, 20, 5);
+        assert!(
+            wait_until(|| writer.pipe_numbers() == [1, 2, 3, 4, 5]),
+            "{args:?}: {:?}",
+            writer.lines()
+        );
+        writer.close_stdin();
+        assert_eq!(writer.process.wait_exit(), Some(0));
+    }
+}
+
+/// EOF on stdin ends `select writer` with exit 0, losing no line.
+#[test]
+fn writer_exits_on_eof_keeping_every_line() {
+    writer::exits_on_eof_keeping_every_line(SELECT, &["writer"]);
+    writer::exits_on_eof_keeping_every_line(SELECT, &["writer", "--poll"]);
+}
+
+/// `select writer` stops watching the closed pipe and sits idle.
+#[test]
+fn writer_idles_after_the_pipe_closes() {
+    writer::idles_after_the_pipe_closes(SELECT, &["writer"]);
+    writer::idles_after_the_pipe_closes(SELECT, &["writer", "--poll"]);
+}
