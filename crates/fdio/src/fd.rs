@@ -51,6 +51,29 @@ pub fn interrupted(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Interrupted
 }
 
+/// `register` failed because epoll refuses this kind of fd (`EPERM`): regular files and
+/// `/dev/null` are "always ready" and epoll will not watch them. Such an fd never blocks,
+/// so a loop can simply read it whenever it likes.
+pub fn epoll_refuses(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(nix::libc::EPERM)
+}
+
+/// Asks the kernel, without waiting, whether a read of `fd` would return at once (data, EOF
+/// or an error). An edge-triggered loop must read until nothing is left; on a *blocking*
+/// fd such as an inherited stdin, "until `WouldBlock`" would block instead, so it asks this
+/// before each further read.
+pub fn readable_now(fd: impl AsFd) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut poll_fd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut poll_fd, PollTimeout::ZERO) {
+            Ok(ready) => return Ok(ready > 0),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
 /// `accept` failed because this process (`EMFILE`) or the whole system (`ENFILE`) has no
 /// file descriptor left. The pending connection stays in the backlog, so the listener stays
 /// readable: a loop that simply retries spins the CPU. Stop accepting for a moment instead.
@@ -80,6 +103,18 @@ mod tests {
         assert!(!out_of_fds(&io::Error::from_raw_os_error(
             nix::libc::ECONNABORTED
         )));
+    }
+
+    /// `readable_now` is false on an empty pipe, true once a byte is in it, and true at EOF.
+    #[test]
+    fn readable_now_tells_without_blocking() {
+        use std::io::Write;
+        let (reader, mut writer) = io::pipe().unwrap();
+        assert!(!readable_now(&reader).unwrap());
+        writer.write_all(b"x").unwrap();
+        assert!(readable_now(&reader).unwrap());
+        drop(writer);
+        assert!(readable_now(&reader).unwrap());
     }
 
     /// The soft fd limit ends up equal to the hard limit.

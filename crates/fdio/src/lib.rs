@@ -21,7 +21,10 @@ pub mod ticker;
 pub mod trace;
 
 pub use cli::{ServerArgs, WriterArgs, exit_code};
-pub use fd::{interrupted, out_of_fds, raise_fd_limit, read_fd, set_nonblocking, would_block};
+pub use fd::{
+    epoll_refuses, interrupted, out_of_fds, raise_fd_limit, read_fd, readable_now, set_nonblocking,
+    would_block,
+};
 pub use net::{listen, log_closed, log_connected};
 pub use output::{OutputLog, Source};
 pub use pending::PendingWrite;
