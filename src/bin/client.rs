@@ -24,14 +24,16 @@ struct Cli {
     #[arg(long, default_value_t = 1000, requires = "clients")]
     every_ms: u64,
 
-    /// With --clients: how long each client keeps sending, in seconds.
+    /// With --clients: how long each client sends for, in seconds (it sends for-secs×1000 /
+    /// every-ms messages).
     #[arg(long, default_value_t = 5, requires = "clients")]
     for_secs: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.clients {
+    // Each timed client is one connection, one fd: allow more than the usual 1024.
+    let result = fdio::raise_fd_limit().and_then(|_| match cli.clients {
         None => run_interactive(cli.addr),
         Some(clients) => run_timed(&TimedPlan {
             addr: cli.addr,
@@ -40,6 +42,6 @@ fn main() -> ExitCode {
             duration: Duration::from_secs(cli.for_secs),
         })
         .map(drop),
-    };
+    });
     fdio::exit_code("client", result)
 }

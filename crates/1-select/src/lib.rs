@@ -20,8 +20,8 @@
 //! nc 127.0.0.1 5000                     # in two or three more terminals
 //! ```
 //! Observe: every client gets its echo at once. `--trace` shows each turn of the loop:
-//! `select: waiting on read=[3,5,6] write=[] timeout=none` (fd 3 is the listener, 5 and 6
-//! are clients), then `select: ready read=[6] write=[]` when client 6 sent something.
+//! `select: waiting on read=[3,4,5] write=[] timeout=none` (fd 3 is the listener, 4 and 5
+//! are clients), then `select: ready read=[5] write=[]` when client 5 sent something.
 //! A client appears in `write=[…]` only while we owe it bytes it has not read yet.
 //! (Python original: `2_event_loop/event_loop.py`.)
 //!

@@ -1,7 +1,7 @@
-//! `client --clients N --every-ms M --for-secs S`: N clients connect at once; each sends a
-//! numbered line every M ms for S seconds, waits for its echo, and prints how long the answer
-//! took. Against `sync echo`, client 2 waits until client 1 leaves; against `select echo`,
-//! everyone is answered at once.
+//! `client --clients N --every-ms M --for-secs S`: N clients connect at once; each sends
+//! S×1000/M numbered lines, M ms apart, waits for each echo, and prints how long it took.
+//! Against `sync echo`, client 2 waits until client 1 has sent all its lines and left, and
+//! client 3 waits for both; against `select echo`, everyone is answered at once.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -29,7 +29,8 @@ pub struct ClientReport {
 }
 
 /// Runs the plan, printing one line per answer and a summary per client. Fails if any client
-/// could not connect, got a wrong echo, or waited for an answer longer than the run plus 10 s.
+/// could not connect, got a wrong echo, or waited for an answer longer than every client's
+/// run one after another, plus 10 s.
 pub fn run_timed(plan: &TimedPlan) -> io::Result<Vec<ClientReport>> {
     let reports: Vec<ClientReport> = thread::scope(|scope| {
         let handles: Vec<_> = (1..=plan.clients)
@@ -83,14 +84,22 @@ fn run_client(plan: &TimedPlan, id: usize) -> ClientReport {
     report
 }
 
-/// Sends numbered messages on schedule until the run is over; each waits for its echo.
+/// How many messages each client sends: one per `every` over `duration`, at least one.
+pub fn messages_per_client(plan: &TimedPlan) -> u32 {
+    let count = plan.duration.as_millis() / plan.every.as_millis().max(1);
+    u32::try_from(count).unwrap_or(u32::MAX).max(1)
+}
+
+/// Sends numbered messages `every` apart; each waits for its echo.
 fn talk(plan: &TimedPlan, id: usize, report: &mut ClientReport) -> io::Result<()> {
-    // A blocking server may keep us waiting for the whole run: allow that, and 10 s more.
-    let patience = plan.duration + Duration::from_secs(10);
+    // A blocking server serves the clients one after another: the last one may wait for
+    // all the others' runs. Allow that, and 10 s more.
+    let patience =
+        plan.duration * u32::try_from(plan.clients).unwrap_or(u32::MAX) + Duration::from_secs(10);
     let mut stream = connect(plan.addr, patience)?;
-    let started = Instant::now();
+    let messages = messages_per_client(plan);
     let mut answer = Vec::new();
-    for number in 1.. {
+    for number in 1..=messages {
         let message = format!("client {id} message {number}\n");
         let sent_at = Instant::now();
         stream.write_all(message.as_bytes())?;
@@ -107,11 +116,9 @@ fn talk(plan: &TimedPlan, id: usize, report: &mut ClientReport) -> io::Result<()
         report.slowest = report.slowest.max(took);
         println!("client {id}: message {number} answered in {}", human(took));
 
-        let next = started + plan.every * number;
-        if next.duration_since(started) >= plan.duration {
-            break;
+        if number < messages {
+            thread::sleep((sent_at + plan.every).saturating_duration_since(Instant::now()));
         }
-        thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     Ok(())
 }

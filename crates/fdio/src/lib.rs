@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //! - [`cli`]: the clap arguments every lesson takes (`--addr`, `--trace`, `--output`, …).
-//! - [`fd`]: pipes, the non-blocking switch, the fd limit, and names for the I/O errors a
-//!   loop must tell apart (`would_block`, `interrupted`, `out_of_fds`).
+//! - [`fd`]: reading an fd directly, the non-blocking switch, the fd limit, and names for
+//!   the I/O errors a loop must tell apart (`would_block`, `interrupted`, `out_of_fds`, …).
+//!   Pipes themselves are `std::io::pipe()`.
 //! - [`ticker`]: the writer program's background thread that writes into a pipe.
 //! - [`output`]: the output log, `[ 3.02s pipe ] External message from pipe 3`.
 //! - [`session`]: the writer program's log, ticker and EOF handling, shared by every lesson.

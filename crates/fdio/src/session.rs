@@ -14,6 +14,7 @@ pub struct WriterSession {
     log: OutputLog,
     ticker: Ticker,
     output: PathBuf,
+    pipe_open: bool,
 }
 
 impl WriterSession {
@@ -32,14 +33,13 @@ impl WriterSession {
             args.output.display()
         );
         let output = args.output.clone();
-        Ok((
-            WriterSession {
-                log,
-                ticker,
-                output,
-            },
-            pipe,
-        ))
+        let session = WriterSession {
+            log,
+            ticker,
+            output,
+            pipe_open: true,
+        };
+        Ok((session, pipe))
     }
 
     /// Takes what one read from `source` returned. Returns whether the source is still open:
@@ -52,11 +52,15 @@ impl WriterSession {
         }
         self.log.finish(source)?;
         match source {
-            Source::Stdin => {
+            Source::Stdin if self.pipe_open => {
                 eprintln!("EOF on stdin: stopping the pipe's writer, keeping what it wrote");
                 self.ticker.request_stop();
             }
-            Source::Pipe => eprintln!("the pipe's writer closed it: no longer reading the pipe"),
+            Source::Stdin => eprintln!("EOF on stdin"),
+            Source::Pipe => {
+                self.pipe_open = false;
+                eprintln!("the pipe's writer closed it: no longer reading the pipe");
+            }
         }
         Ok(false)
     }

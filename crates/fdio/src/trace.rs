@@ -2,7 +2,7 @@
 //! the loop wait, wake up, and dispatch:
 //!
 //! ```text
-//! select: waiting on read=[0,3,5] write=[]
+//! select: waiting on read=[3,4,5] write=[] timeout=none
 //! select: ready read=[5] write=[]
 //! ```
 
