@@ -36,11 +36,17 @@ pub struct Process {
 
 impl Process {
     /// Spawns `command` with stdin, stdout and stderr piped (never the test's own stdin).
-    pub fn spawn(mut command: Command) -> Process {
+    pub fn spawn(command: Command) -> Process {
+        Process::spawn_adjusted(command, |_| {})
+    }
+
+    /// Like [`spawn`](Self::spawn), with `adjust` applied last (to give stdin a file, say).
+    pub fn spawn_adjusted(mut command: Command, adjust: impl FnOnce(&mut Command)) -> Process {
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        adjust(&mut command);
         let mut child = command.spawn().expect("spawn the lesson binary");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = Arc::clone(&stderr);

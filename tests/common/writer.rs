@@ -1,8 +1,9 @@
 //! Driving a lesson's `writer` program: type into its stdin, read its output file, check
 //! which lines arrived, and whether it sits idle.
 
+use std::fs::File;
 use std::io::Write;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
@@ -17,19 +18,34 @@ pub struct Writer {
 impl Writer {
     /// Runs `bin args… --output <temp> --interval-ms <interval_ms> --count <count>`.
     pub fn start(bin: &str, args: &[&str], interval_ms: u64, count: u32) -> Writer {
+        Writer::start_command(bin, args, interval_ms, count, |_| {})
+    }
+
+    fn start_command(
+        bin: &str,
+        args: &[&str],
+        interval_ms: u64,
+        count: u32,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Writer {
         let output = TempFile::new("output.txt");
         let mut command = Command::new(bin);
         command.args(args).arg("--output").arg(&output.path);
-        command.args([
-            "--interval-ms",
-            &interval_ms.to_string(),
-            "--count",
-            &count.to_string(),
-        ]);
-        Writer {
-            process: Process::spawn(command),
-            output,
-        }
+        let (interval_ms, count) = (interval_ms.to_string(), count.to_string());
+        command.args(["--interval-ms", &interval_ms, "--count", &count]);
+        let process = Process::spawn_adjusted(command, adjust);
+        Writer { process, output }
+    }
+
+    /// Like [`start`](Self::start), but stdin is the regular file `stdin_file` instead of a pipe.
+    pub fn start_with_stdin_file(bin: &str, args: &[&str], stdin_file: &TempFile) -> Writer {
+        let mut writer = Writer::start_command(bin, args, 20, 3, |command| {
+            command.stdin(Stdio::from(
+                File::open(&stdin_file.path).expect("open the stdin file"),
+            ));
+        });
+        writer.process.child.stdin = None;
+        writer
     }
 
     /// Writes `line` and a newline to the program's stdin.
@@ -153,4 +169,34 @@ pub fn idles_after_the_pipe_closes(bin: &str, args: &[&str]) {
 
     writer.close_stdin();
     assert_eq!(writer.process.wait_exit(), Some(0));
+}
+
+/// With stdin a regular file (which epoll refuses to watch), the program says so in one line,
+/// reads the file anyway, and ends with exit 0 once the file and the pipe are both drained.
+pub fn works_with_stdin_from_a_file(bin: &str, args: &[&str]) {
+    let input = TempFile::new("stdin.txt");
+    std::fs::write(&input.path, "first line from a file\nsecond line\n").unwrap();
+    let mut writer = Writer::start_with_stdin_file(bin, args, &input);
+    assert_eq!(
+        writer.process.wait_exit(),
+        Some(0),
+        "{:?}",
+        writer.process.stderr()
+    );
+    assert!(
+        writer
+            .position("s stdin ] first line from a file")
+            .is_some(),
+        "{:?}",
+        writer.lines()
+    );
+    assert!(
+        writer.position("s stdin ] second line").is_some(),
+        "{:?}",
+        writer.lines()
+    );
+    assert_eq!(
+        writer.pipe_numbers(),
+        (1..=writer.messages_sent()).collect::<Vec<_>>()
+    );
 }

@@ -1,0 +1,5 @@
+//! Lesson 2: epoll through mio, with a registry of callbacks. The lesson's code is in
+//! `crates/2-selector`.
+fn main() -> std::process::ExitCode {
+    lesson_selector::main()
+}

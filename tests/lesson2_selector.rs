@@ -1,0 +1,91 @@
+//! Lesson 2: a selector with callbacks on epoll serves every client and both writer sources.
+
+mod common;
+
+use std::net::TcpStream;
+
+use common::writer::{self, Writer};
+use common::{PATIENCE, Server, conformance::round_trip, wait_until};
+use echo_client::connect;
+
+const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
+
+/// The whole conformance suite against `selector echo`.
+mod selector {
+    crate::conformance_suite!(concurrent: super::SELECTOR, &["echo"]);
+}
+
+/// `selector echo` holds 10,000 connections at once and still echoes on them.
+#[test]
+fn serves_ten_thousand_connections() {
+    common::raise_fd_limit();
+    let server = Server::start(SELECTOR, &["echo"]);
+    let clients: Vec<TcpStream> = (0..10_000)
+        .map(|_| connect(server.addr, PATIENCE).unwrap())
+        .collect();
+    for (n, stream) in clients.iter().enumerate().step_by(499) {
+        round_trip(stream, format!("connection {n}\n").as_bytes());
+    }
+    round_trip(clients.last().unwrap(), b"the 10,000th\n");
+    assert!(wait_until(|| server
+        .process
+        .count_stderr("connection from")
+        == 10_000));
+}
+
+/// `--trace` names the callback each event runs, and the registrations as they change.
+#[test]
+fn trace_shows_callbacks_and_registrations() {
+    let server = Server::start(SELECTOR, &["echo", "--trace"]);
+    let client = connect(server.addr, PATIENCE).unwrap();
+    round_trip(&client, b"traced\n");
+    drop(client);
+    for expected in [
+        "(listener 127.0.0.1:",
+        "is readable → its callback",
+        "selector: register Token(1) (client 127.0.0.1:",
+        "selector: unregister Token(1)",
+    ] {
+        assert!(
+            server.process.wait_for_stderr(expected),
+            "no {expected:?} in {:?}",
+            server.process.stderr()
+        );
+    }
+}
+
+/// In `selector writer` pipe lines arrive while stdin stays silent.
+#[test]
+fn writer_pipe_lines_arrive_while_stdin_is_silent() {
+    let mut writer = Writer::start(SELECTOR, &["writer"], 20, 5);
+    assert!(
+        wait_until(|| writer.pipe_numbers() == [1, 2, 3, 4, 5]),
+        "{:?}",
+        writer.lines()
+    );
+    writer.close_stdin();
+    assert_eq!(writer.process.wait_exit(), Some(0));
+}
+
+/// EOF on stdin ends `selector writer` with exit 0, losing no line.
+#[test]
+fn writer_exits_on_eof_keeping_every_line() {
+    writer::exits_on_eof_keeping_every_line(SELECTOR, &["writer"]);
+}
+
+/// `selector writer` unregisters the closed pipe and sits idle.
+#[test]
+fn writer_idles_after_the_pipe_closes() {
+    writer::idles_after_the_pipe_closes(SELECTOR, &["writer"]);
+}
+
+/// `selector writer < file`: epoll refuses a regular file; the writer says so and reads it.
+#[test]
+fn writer_reads_stdin_from_a_regular_file() {
+    writer::works_with_stdin_from_a_file(SELECTOR, &["writer"]);
+    let input = common::TempFile::new("stdin.txt");
+    std::fs::write(&input.path, "x\n").unwrap();
+    let mut writer = Writer::start_with_stdin_file(SELECTOR, &["writer"], &input);
+    assert_eq!(writer.process.wait_exit(), Some(0));
+    assert_eq!(writer.process.count_stderr("epoll refuses stdin"), 1);
+}
