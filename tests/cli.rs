@@ -9,6 +9,8 @@ use common::Server;
 
 const SYNC: &str = env!("CARGO_BIN_EXE_sync");
 const SELECT: &str = env!("CARGO_BIN_EXE_select");
+const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
+const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
 fn run(bin: &str, args: &[&str]) -> Output {
@@ -36,6 +38,15 @@ fn every_help_parses() {
         (SELECT, &["--help"], "echo"),
         (SELECT, &["echo", "--help"], "--poll"),
         (SELECT, &["writer", "--help"], "--output"),
+        (SELECTOR, &["--help"], "writer"),
+        (SELECTOR, &["echo", "--help"], "--trace"),
+        (SELECTOR, &["writer", "--help"], "--count"),
+        (ASYNC_AWAIT, &["--help"], "download"),
+        (ASYNC_AWAIT, &["echo", "--help"], "--addr"),
+        (ASYNC_AWAIT, &["writer", "--help"], "--output"),
+        (ASYNC_AWAIT, &["clock", "--help"], "--for-secs"),
+        (ASYNC_AWAIT, &["download", "--help"], "--delay-ms"),
+        (ASYNC_AWAIT, &["tasks", "--help"], "Usage:"),
         (CLIENT, &["--help"], "--clients"),
     ];
     for &(bin, args, option) in cases {
@@ -62,6 +73,8 @@ fn bad_input_gets_usage_and_exit_code_2() {
         (SYNC, &[]),
         (SELECT, &["echo", "--addr", "not-an-address"]),
         (SELECT, &["writer", "--count", "-1"]),
+        (ASYNC_AWAIT, &["clock", "--tick-ms", "0"]),
+        (ASYNC_AWAIT, &["download", "--count", "0"]),
         (CLIENT, &["--every-ms", "10"]), // only meaningful with --clients
         (CLIENT, &["--clients", "0"]),
     ];

@@ -1,0 +1,162 @@
+//! The echo server: one task per connection, written as straight-line `async fn`s.
+//!
+//! Compare lesson 2, where a connection's state lived in a callback's captures and lesson 3,
+//! where it was an enum: here it is just the local variables of `echo`, kept across each
+//! `.await` by the state machine the compiler writes.
+//!
+//! Ctrl+C (SIGINT) or SIGTERM shuts down gracefully: stop accepting, let every connection
+//! finish writing what it already read, close each one cleanly, print one summary line.
+
+use std::cell::Cell;
+use std::io;
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::Duration;
+
+use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds, would_block};
+use nix::sys::signal::Signal;
+
+use crate::executor::{Either, block_on, race, spawn};
+use crate::net::{TcpListener, TcpStream};
+use crate::signal::Signals;
+use crate::sync::Event;
+use crate::time::{sleep, timeout};
+
+/// How much one read takes. The buffer is on the stack of a plain function, not in the task,
+/// so an idle connection holds none.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How long to stop accepting after running out of file descriptors.
+const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long, at shutdown, connections get to finish before we give up on them.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// How long a closing connection waits for its client's EOF (see `close_gracefully`).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What the server counts for its summary line.
+#[derive(Default)]
+struct Stats {
+    open: Cell<usize>,
+    served: Cell<u64>,
+    echoed: Cell<u64>,
+}
+
+/// Binds, prints `listening on …`, and serves until SIGINT or SIGTERM.
+pub fn run(args: &ServerArgs) -> io::Result<()> {
+    fdio::raise_fd_limit()?;
+    let listener = fdio::listen(args.addr)?;
+    block_on(Trace::new(args.trace), serve(listener))?
+}
+
+async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
+    let mut listener = TcpListener::from_std(listener)?;
+    let mut signals = Signals::new(&[Signal::SIGINT, Signal::SIGTERM])?;
+    let shutdown = Rc::new(Event::new());
+    let all_closed = Rc::new(Event::new());
+    let stats = Rc::new(Stats::default());
+
+    let signal = loop {
+        match race(listener.accept(), signals.recv()).await {
+            Either::Left(Ok((stream, peer))) => {
+                log_connected(peer);
+                stats.open.set(stats.open.get() + 1);
+                stats.served.set(stats.served.get() + 1);
+                let (shutdown, all_closed, stats) = (
+                    Rc::clone(&shutdown),
+                    Rc::clone(&all_closed),
+                    Rc::clone(&stats),
+                );
+                spawn(async move {
+                    let result = echo(stream, &shutdown, &stats).await;
+                    log_closed(peer, result.err().as_ref());
+                    stats.open.set(stats.open.get() - 1);
+                    if stats.open.get() == 0 && shutdown.is_set() {
+                        all_closed.set();
+                    }
+                });
+            }
+            Either::Left(Err(err)) if out_of_fds(&err) => {
+                // The connection stays in the backlog; retrying at once would spin.
+                eprintln!("accept: {err}; pausing for {OUT_OF_FDS_PAUSE:?}");
+                sleep(OUT_OF_FDS_PAUSE).await;
+            }
+            Either::Left(Err(err)) => eprintln!("accept: {err}"),
+            Either::Right(signal) => break signal?,
+        }
+    };
+
+    // Graceful shutdown: refuse new connections, ask the open ones to finish, wait for them.
+    drop(listener);
+    let open = stats.open.get();
+    eprintln!("{signal}: shutting down; waiting for {open} open connections to finish");
+    shutdown.set();
+    let finished = open == 0 || timeout(GRACE, all_closed.wait()).await.is_ok();
+    let (served, echoed) = (stats.served.get(), stats.echoed.get());
+    let unfinished = if finished {
+        String::new()
+    } else {
+        format!("; gave up on {} after {GRACE:?}", stats.open.get())
+    };
+    eprintln!("shutdown complete: served {served} connections, echoed {echoed} bytes{unfinished}");
+    Ok(())
+}
+
+/// Echoes until the client's EOF or the shutdown; then closes cleanly.
+async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Result<()> {
+    loop {
+        // Wait for bytes — or for the shutdown, which wins only between two echoes: a
+        // chunk already read is always written back in full first. `race` polls its first
+        // future first, so a client that never stops sending cannot hold the shutdown off.
+        if let Either::Left(()) = race(shutdown.wait(), stream.readable()).await {
+            break;
+        }
+        let Some(chunk) = read_chunk(&mut stream)? else {
+            continue;
+        };
+        if chunk.is_empty() {
+            break; // EOF
+        }
+        stream.write_all(&chunk).await?;
+        stats.echoed.set(stats.echoed.get() + chunk.len() as u64);
+    }
+    close_gracefully(&mut stream).await
+}
+
+/// One read into a stack buffer; `None` if nothing was there after all, empty at EOF.
+fn read_chunk(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = [0; READ_CHUNK];
+    match stream.try_read(&mut buf) {
+        Ok(n) => Ok(Some(buf[..n].to_vec())),
+        Err(err) if would_block(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Reads and drops what is there, on the stack; `Some(0)` at EOF, `None` if nothing was.
+fn discard(stream: &mut TcpStream) -> io::Result<Option<usize>> {
+    let mut buf = [0; 4096];
+    match stream.try_read(&mut buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(err) if would_block(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Sends EOF, then reads (and drops) whatever the client still sends until its own EOF.
+/// Closing a socket that has unread bytes makes the kernel send a reset, and a reset can
+/// destroy echo bytes still on their way to the client: lingering avoids that.
+async fn close_gracefully(stream: &mut TcpStream) -> io::Result<()> {
+    stream.shutdown(Shutdown::Write)?;
+    let drain = async {
+        loop {
+            stream.readable().await?;
+            if let Some(0) = discard(stream)? {
+                return Ok::<(), io::Error>(()); // the client's EOF
+            }
+        }
+    };
+    // A client that never closes only delays us by LINGER.
+    timeout(LINGER, drain).await.unwrap_or(Ok(()))
+}

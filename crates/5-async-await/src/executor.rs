@@ -1,0 +1,345 @@
+//! The executor: `block_on`, `spawn`, and the loop that runs everything.
+//!
+//! ```text
+//! loop {
+//!     run every task that was woken          (poll its future once)
+//!     poll the reactor                       (sleep until I/O, or the nearest timer,
+//!                                             or not at all if a task is ready)
+//!     fire the timers that are due           (wake their tasks)
+//! }
+//! ```
+//!
+//! A task is a boxed future plus its waker. A waker is an `Arc<TaskWaker>`: waking it puts
+//! the task's id on the ready queue. Wakers may be woken from any thread (the blocking pool
+//! does so); if the loop is asleep in `epoll_wait` at that moment, the waker also pokes a
+//! `mio::Waker`, which makes `epoll_wait` return.
+//!
+//! Like asyncio's "running loop", the runtime a future runs on is found through a
+//! thread-local set by `block_on`: that is how `spawn`, `sleep` and the I/O types reach it.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use fdio::Trace;
+
+use crate::blocking::BlockingPool;
+use crate::reactor::{Reactor, WAKE_TOKEN};
+use crate::task::{JoinHandle, JoinState, Spawned};
+use crate::time::Timers;
+
+/// The id of the future given to `block_on`; spawned tasks count from 0.
+const MAIN: usize = usize::MAX;
+
+/// Everything one running loop owns.
+pub(crate) struct Runtime {
+    pub(crate) reactor: RefCell<Reactor>,
+    pub(crate) timers: RefCell<Timers>,
+    pub(crate) blocking: BlockingPool,
+    tasks: RefCell<Tasks>,
+    ready: Arc<ReadyQueue>,
+    trace: Trace,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the runtime of the current `block_on`.
+///
+/// # Panics
+/// Outside `block_on`: a future that needs the runtime was polled without one.
+pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
+    try_with_runtime(f).expect("no async runtime here: run this inside block_on")
+}
+
+/// Like [`with_runtime`], but `None` outside `block_on` (for destructors).
+pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
+    let runtime = CURRENT.with(|current| current.borrow().clone())?;
+    Some(f(&runtime))
+}
+
+/// Runs `future` to completion on a new runtime in this thread, with every task it spawns.
+/// Returns its output, or the I/O error that stopped the loop itself (epoll failing).
+pub fn block_on<F: Future>(trace: Trace, future: F) -> io::Result<F::Output> {
+    let reactor = Reactor::new(trace)?;
+    let poll_waker = mio::Waker::new(reactor.registry(), WAKE_TOKEN)?;
+    let ready = Arc::new(ReadyQueue {
+        ids: Mutex::new(VecDeque::new()),
+        sleeping: AtomicBool::new(false),
+        poll_waker,
+    });
+    let runtime = Rc::new(Runtime {
+        reactor: RefCell::new(reactor),
+        timers: RefCell::new(Timers::default()),
+        blocking: BlockingPool::new(4)?,
+        tasks: RefCell::new(Tasks::default()),
+        ready: Arc::clone(&ready),
+        trace,
+    });
+    let previous = CURRENT.with(|current| current.replace(Some(Rc::clone(&runtime))));
+    let result = run(&runtime, future);
+    // Drop the tasks still pending while the runtime is still reachable from their
+    // destructors (an I/O type deregisters itself when dropped).
+    let leftover = std::mem::take(&mut *runtime.tasks.borrow_mut());
+    drop(leftover);
+    CURRENT.with(|current| current.replace(previous));
+    result
+}
+
+fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
+    let mut future = pin!(future);
+    let main_waker = Arc::new(TaskWaker {
+        id: MAIN,
+        scheduled: AtomicBool::new(false),
+        ready: Arc::clone(&runtime.ready),
+    });
+    main_waker.wake_by_ref();
+    let main_task_waker = Arc::clone(&main_waker);
+    let main_waker = Waker::from(main_waker);
+    loop {
+        // 1. Run the tasks that are ready now. Those woken meanwhile wait for the next turn,
+        //    so a task that keeps waking itself cannot starve the reactor.
+        for id in runtime.ready.take_all() {
+            if id == MAIN {
+                main_task_waker.scheduled.store(false, Ordering::SeqCst);
+                runtime
+                    .trace
+                    .say(|| "executor: polling the main future".to_string());
+                if let Poll::Ready(output) =
+                    future.as_mut().poll(&mut Context::from_waker(&main_waker))
+                {
+                    return Ok(output);
+                }
+            } else {
+                runtime.poll_task(id);
+            }
+        }
+        // 2. Wait for I/O — not at all if some task is ready, else until the nearest timer.
+        let now = Instant::now();
+        let nearest = runtime.timers.borrow().next_deadline();
+        runtime.ready.sleeping.store(true, Ordering::SeqCst);
+        let timeout = if runtime.ready.is_empty() {
+            nearest.map(|deadline| deadline.saturating_duration_since(now))
+        } else {
+            Some(std::time::Duration::ZERO)
+        };
+        let waited = runtime.reactor.borrow_mut().wait(timeout);
+        runtime.ready.sleeping.store(false, Ordering::SeqCst);
+        waited?;
+        runtime.reactor.borrow_mut().wake_ready();
+        // 3. Fire the timers that are due.
+        let fired = runtime.timers.borrow_mut().fire_due(Instant::now());
+        if fired > 0 {
+            runtime.trace.say(|| format!("timers: {fired} due → woken"));
+        }
+    }
+}
+
+/// Starts `future` as a new task: `asyncio.create_task`. It runs concurrently with the
+/// caller; the returned handle awaits its result, tells whether it finished, or aborts it.
+///
+/// # Panics
+/// Outside `block_on`.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let state = Rc::new(JoinState::new());
+    let task = Spawned {
+        future: Box::pin(future),
+        state: Rc::clone(&state),
+    };
+    let id = with_runtime(|runtime| runtime.insert(Box::pin(task)));
+    JoinHandle::new(id, state)
+}
+
+/// Lets other ready tasks run before continuing: `await asyncio.sleep(0)`.
+pub async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
+/// One of two outputs: which future of a [`race`] finished first.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Polls both futures and returns the output of the first to finish; the other is dropped,
+/// which cancels it. (tokio's `select!`, asyncio's `wait(…, FIRST_COMPLETED)` for two.)
+pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(output));
+        }
+        if let Poll::Ready(output) = b.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(output));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+type BoxedTask = Pin<Box<dyn Future<Output = ()>>>;
+
+/// One spawned task. `future` is `None` while the task is being polled.
+struct Task {
+    future: Option<BoxedTask>,
+    waker: Arc<TaskWaker>,
+    /// Aborted while it was being polled: drop it when the poll returns.
+    cancelled: bool,
+}
+
+/// The tasks, in a slab: a task's id is its index; freed ids are reused.
+#[derive(Default)]
+struct Tasks {
+    slots: Vec<Option<Task>>,
+    free: Vec<usize>,
+}
+
+impl Runtime {
+    fn insert(&self, future: BoxedTask) -> usize {
+        let mut tasks = self.tasks.borrow_mut();
+        let id = tasks.free.pop().unwrap_or(tasks.slots.len());
+        let waker = Arc::new(TaskWaker {
+            id,
+            scheduled: AtomicBool::new(false),
+            ready: Arc::clone(&self.ready),
+        });
+        waker.wake_by_ref(); // a new task is ready to run
+        let task = Task {
+            future: Some(future),
+            waker,
+            cancelled: false,
+        };
+        match tasks.slots.get_mut(id) {
+            Some(slot) => *slot = Some(task),
+            None => tasks.slots.push(Some(task)),
+        }
+        self.trace.say(|| format!("executor: spawned task {id}"));
+        id
+    }
+
+    /// Polls task `id` once, unless it finished or was cancelled since it was woken.
+    fn poll_task(&self, id: usize) {
+        let (mut future, task_waker) = {
+            let mut tasks = self.tasks.borrow_mut();
+            let Some(Some(task)) = tasks.slots.get_mut(id) else {
+                return;
+            };
+            let Some(future) = task.future.take() else {
+                return;
+            };
+            (future, Arc::clone(&task.waker))
+        };
+        // Cleared before polling: a wake during the poll schedules the task again.
+        task_waker.scheduled.store(false, Ordering::SeqCst);
+        let waker = Waker::from(task_waker);
+        self.trace.say(|| format!("executor: polling task {id}"));
+        // No borrow is held here: the task may spawn, sleep, do I/O, abort others.
+        let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+        let mut tasks = self.tasks.borrow_mut();
+        let Some(task) = tasks.slots[id].as_mut() else {
+            return;
+        };
+        if poll.is_pending() && !task.cancelled {
+            task.future = Some(future);
+            return;
+        }
+        tasks.slots[id] = None;
+        tasks.free.push(id);
+        drop(tasks);
+        // Dropped with no borrow held: its destructors may reach the runtime.
+        drop(future);
+    }
+
+    /// Drops task `id`'s future (cancelling it at its current `.await`).
+    pub(crate) fn cancel(&self, id: usize) {
+        let mut tasks = self.tasks.borrow_mut();
+        let Some(Some(task)) = tasks.slots.get_mut(id) else {
+            return;
+        };
+        let Some(future) = task.future.take() else {
+            task.cancelled = true; // it is running: dropped when its poll returns
+            return;
+        };
+        tasks.slots[id] = None;
+        tasks.free.push(id);
+        drop(tasks);
+        self.trace.say(|| format!("executor: task {id} aborted"));
+        drop(future);
+    }
+}
+
+/// Ids of tasks ready to be polled, shared with every waker (and so with other threads).
+struct ReadyQueue {
+    ids: Mutex<VecDeque<usize>>,
+    /// The loop is (about to be) asleep in `epoll_wait`: a wake must interrupt it.
+    sleeping: AtomicBool,
+    poll_waker: mio::Waker,
+}
+
+impl ReadyQueue {
+    fn push(&self, id: usize) {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(id);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            // Woken from another thread while the loop sleeps: interrupt `epoll_wait`.
+            // If this fails the loop wakes at its next event or timer; nothing is lost.
+            let _ = self.poll_waker.wake();
+        }
+    }
+
+    fn take_all(&self) -> VecDeque<usize> {
+        std::mem::take(&mut *self.ids.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+}
+
+/// What a `Waker` carries: which task to schedule, and where.
+struct TaskWaker {
+    id: usize,
+    /// Already in the ready queue: waking again adds nothing.
+    scheduled: AtomicBool,
+    ready: Arc<ReadyQueue>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::SeqCst) {
+            self.ready.push(self.id);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! # Lesson 5 — async/await on a runtime of our own
+//!
+//! Lessons 3 and 4 wrote state machines by hand and a scheduler that resumed them. Rust's
+//! `async fn` *is* such a state machine, written by the compiler: each `.await` is a state,
+//! and `Future::poll` resumes it. What `async`/`await` does not give you is the scheduler —
+//! that is the runtime, and this lesson builds one, small enough to read:
+//!
+//! - the **executor** polls tasks that are ready, one after another, on one thread;
+//! - a task that cannot go on returns `Pending` after leaving its **`Waker`** somewhere —
+//!   with the **reactor** (mio/epoll) for I/O, with the **timers** for `sleep`, with a lock's
+//!   queue, or with a thread of the **blocking** pool;
+//! - whoever holds the waker calls `wake()` when the task can go on, which puts the task
+//!   back on the executor's ready queue.
+//!
+//! That is asyncio's design too (slides: the loop sleeps in `select`/`epoll` with the nearest
+//! timer as its timeout; a coroutine awaiting a read is parked and its fd watched).
+//!
+//! ## Run it
+//! ```text
+//! cargo run --bin async-await -- echo          # Ctrl+C shuts it down gracefully
+//! cargo run --bin async-await -- clock         # two coroutines printing side by side
+//! cargo run --bin async-await -- download      # 20 downloads, one by one, then at once
+//! cargo run --bin async-await -- tasks         # a guided tour: spawn, panic, abort, locks…
+//! cargo run --bin async-await -- writer        # stdin and the pipe, as in every lesson
+//! ```
+//! `--trace` (on `echo` and `writer`) shows the runtime at work: `executor: polling task 3`,
+//! `reactor: waiting for I/O, timeout=none`, `reactor: Token(2) readable → wake its reader`.
+//!
+//! # Layout
+//! - [`executor`]: `block_on`, `spawn`, the loop, wakers, `race`, `yield_now`.
+//! - [`task`]: `JoinHandle` (await, `is_finished`, `abort`) and `JoinError`.
+//! - [`reactor`]: epoll through mio; a read waker and a write waker per source.
+//! - [`time`]: `sleep`, `sleep_until`, `timeout`, `interval`.
+//! - [`net`]: `TcpListener`, `TcpStream`. [`io`]: stdin and pipes.
+//! - [`sync`]: `Mutex`, `Semaphore`, `Event`. [`blocking`]: `spawn_blocking`, `resolve`.
+//! - [`signal`]: signals through a self-pipe.
+//! - The programs: [`echo`], [`writer`], [`clock`], [`download`], [`tour`].
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use fdio::{ServerArgs, Trace, WriterArgs};
+
+pub mod blocking;
+pub mod clock;
+pub mod download;
+pub mod echo;
+pub mod executor;
+pub mod io;
+pub mod net;
+pub mod reactor;
+pub mod signal;
+pub mod sync;
+pub mod task;
+pub mod time;
+pub mod tour;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+/// Lesson 5: async/await on a runtime of our own.
+#[derive(Parser, Debug)]
+#[command(name = "async-await", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// A TCP echo server: one task per connection; Ctrl+C or SIGTERM shuts it down gracefully.
+    Echo(ServerArgs),
+    /// Read stdin and a pipe as async streams; append every line to --output as it arrives.
+    Writer(WriterArgs),
+    /// Two coroutines side by side: one counts every second, one reports every 3 seconds.
+    Clock {
+        /// Stop after this many seconds (default: run until Ctrl+C).
+        #[arg(long)]
+        for_secs: Option<u32>,
+        /// How long a "second" lasts, in milliseconds (to watch it faster).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        tick_ms: u64,
+    },
+    /// Fetch --count resources from a slow local HTTP server: one by one, then all at once.
+    Download {
+        /// How many resources to fetch.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
+        /// How long the server waits before each response, in milliseconds.
+        #[arg(long, default_value_t = 300)]
+        delay_ms: u64,
+    },
+    /// A guided tour of the runtime: spawn, results, panics, abort, timeout, locks, DNS.
+    Tasks,
+}
+
+/// The `async-await` binary: parses the command line and runs the chosen program.
+pub fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Echo(server) => echo::run(&server),
+        Command::Writer(args) => {
+            executor::block_on(Trace::new(args.trace), writer::run(&args)).and_then(|r| r)
+        }
+        Command::Clock { for_secs, tick_ms } => {
+            clock::run(for_secs, Duration::from_millis(tick_ms))
+        }
+        Command::Download { count, delay_ms } => {
+            download::run(count, Duration::from_millis(delay_ms))
+        }
+        Command::Tasks => tour::run(),
+    };
+    fdio::exit_code("async-await", result)
+}

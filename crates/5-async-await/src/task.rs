@@ -1,0 +1,140 @@
+//! Tasks seen from outside: `JoinHandle`, `JoinError`, and how a panic becomes an error.
+//!
+//! asyncio's `Task` can be asked `done()`, `result()` (which re-raises the task's exception),
+//! and `cancel()`. Here: `is_finished()`, `.await` (which gives `Err(JoinError::Panicked)`
+//! if the task panicked) and `abort()`.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind as catch_panic};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::executor::with_runtime;
+
+/// Why a task has no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// The task panicked, with this message. The runtime and the other tasks go on.
+    Panicked(String),
+    /// The task was aborted before it finished.
+    Cancelled,
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(message) => write!(f, "task panicked: {message}"),
+            JoinError::Cancelled => f.write_str("task was cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// Where a task leaves its result, and who waits for it.
+pub(crate) struct JoinState<T> {
+    result: RefCell<Option<Result<T, JoinError>>>,
+    finished: Cell<bool>,
+    waiter: RefCell<Option<Waker>>,
+}
+
+impl<T> JoinState<T> {
+    pub(crate) fn new() -> JoinState<T> {
+        JoinState {
+            result: RefCell::new(None),
+            finished: Cell::new(false),
+            waiter: RefCell::new(None),
+        }
+    }
+
+    /// Stores the result (the first one only) and wakes whoever awaits the handle.
+    pub(crate) fn complete(&self, result: Result<T, JoinError>) {
+        if self.finished.replace(true) {
+            return;
+        }
+        *self.result.borrow_mut() = Some(result);
+        if let Some(waker) = self.waiter.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The handle `spawn` returns. Awaiting it gives the task's output; dropping it lets the
+/// task run on, detached.
+pub struct JoinHandle<T> {
+    id: usize,
+    state: Rc<JoinState<T>>,
+}
+
+impl<T> JoinHandle<T> {
+    pub(crate) fn new(id: usize, state: Rc<JoinState<T>>) -> JoinHandle<T> {
+        JoinHandle { id, state }
+    }
+
+    /// The task has finished: returned, panicked, or been aborted (`task.done()`).
+    pub fn is_finished(&self) -> bool {
+        self.state.finished.get()
+    }
+
+    /// Cancels the task: its future is dropped where it is suspended, and awaiting this
+    /// handle gives `Err(JoinError::Cancelled)`. Nothing happens if it already finished.
+    pub fn abort(&self) {
+        if self.is_finished() {
+            return; // its id may already belong to another task
+        }
+        self.state.complete(Err(JoinError::Cancelled));
+        with_runtime(|runtime| runtime.cancel(self.id));
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(result) = self.state.result.borrow_mut().take() {
+            return Poll::Ready(result);
+        }
+        *self.state.waiter.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A spawned future, as the executor runs it: it polls the user's future, turns a panic
+/// into `Err(JoinError::Panicked)`, and leaves the result in the join state.
+///
+/// A plain struct rather than an `async` block around the future: an `async` wrapper may
+/// store its argument twice, doubling the memory of every task.
+pub(crate) struct Spawned<F: Future> {
+    pub(crate) future: Pin<Box<F>>,
+    pub(crate) state: Rc<JoinState<F::Output>>,
+}
+
+impl<F: Future> Future for Spawned<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // AssertUnwindSafe: after a panic the future is never polled again, only dropped.
+        let result = match catch_panic(AssertUnwindSafe(|| self.future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(payload) => Err(JoinError::Panicked(panic_message(payload.as_ref()))),
+        };
+        self.state.complete(result);
+        Poll::Ready(())
+    }
+}
+
+/// The message of a panic payload: `panic!("…")` gives a `&str` or a `String`.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        message.to_string()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}

@@ -1,0 +1,267 @@
+//! Tests of the runtime as a whole, with logical assertions: orders, counts and drops —
+//! never timings.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
+use std::thread;
+use std::time::Duration;
+
+use fdio::Trace;
+
+use crate::blocking::spawn_blocking;
+use crate::executor::{block_on, spawn, yield_now};
+use crate::sync::{Mutex, Semaphore};
+use crate::task::JoinError;
+use crate::time::{sleep, timeout};
+
+fn run<T>(future: impl Future<Output = T>) -> T {
+    block_on(Trace::new(false), future).expect("the runtime itself failed")
+}
+
+/// Fails the test run if the test it guards has not finished within 10 s: for the tests
+/// whose failure mode is a loop that never wakes up again (a hang, not a wrong value).
+struct Watchdog(Arc<AtomicBool>);
+
+impl Watchdog {
+    fn arm(test: &'static str) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = Arc::clone(&done);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_secs(10));
+            if !finished.load(Ordering::SeqCst) {
+                eprintln!("{test}: the loop never woke up (10 s)");
+                std::process::exit(101);
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sets a flag when dropped: proves a future was dropped (cancelled).
+struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// Timers spawned in shuffled order fire in the order of their deadlines.
+#[test]
+fn timers_fire_in_deadline_order() {
+    let fired = run(async {
+        let fired = Rc::new(RefCell::new(Vec::new()));
+        let handles: Vec<_> = [30, 10, 50, 20, 40]
+            .into_iter()
+            .map(|ms| {
+                let fired = Rc::clone(&fired);
+                spawn(async move {
+                    sleep(Duration::from_millis(ms)).await;
+                    fired.borrow_mut().push(ms);
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        Rc::try_unwrap(fired).unwrap().into_inner()
+    });
+    assert_eq!(fired, [10, 20, 30, 40, 50]);
+}
+
+/// `abort` drops the task's future at its `.await`, and awaiting the handle says Cancelled.
+#[test]
+fn abort_drops_the_future() {
+    let dropped = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&dropped);
+    let result = run(async move {
+        let task = spawn(async move {
+            let _flag = DropFlag(flag);
+            sleep(Duration::from_secs(3600)).await;
+        });
+        yield_now().await;
+        task.abort();
+        assert!(task.is_finished());
+        task.await
+    });
+    assert_eq!(result, Err(JoinError::Cancelled));
+    assert!(dropped.get(), "the aborted task's future was not dropped");
+}
+
+/// A task that panics yields `JoinError::Panicked` with its message; the other tasks and
+/// the runtime keep running.
+#[test]
+fn a_panicking_task_does_not_take_the_runtime_down() {
+    let (panicked, survivor) = run(async {
+        let survivor = spawn(async {
+            sleep(Duration::from_millis(20)).await;
+            "still here"
+        });
+        let panicked = spawn(async {
+            yield_now().await;
+            panic!("boom");
+        });
+        (panicked.await, survivor.await)
+    });
+    assert_eq!(
+        panicked,
+        Err::<(), _>(JoinError::Panicked("boom".to_string()))
+    );
+    assert_eq!(survivor, Ok("still here"));
+}
+
+/// 100 tasks contend for one `Mutex`, each yielding inside it: all finish, none ever
+/// overlaps another inside the lock, and no increment is lost.
+#[test]
+fn mutex_excludes_and_loses_no_update() {
+    let (total, overlapped) = run(async {
+        let counter = Rc::new(Mutex::new(0));
+        let inside = Rc::new(Cell::new(false));
+        let overlapped = Rc::new(Cell::new(false));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let (counter, inside, overlapped) = (
+                    Rc::clone(&counter),
+                    Rc::clone(&inside),
+                    Rc::clone(&overlapped),
+                );
+                spawn(async move {
+                    let mut value = counter.lock().await;
+                    overlapped.set(overlapped.get() || inside.replace(true));
+                    let seen = *value;
+                    yield_now().await;
+                    *value = seen + 1;
+                    inside.set(false);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let total = *counter.lock().await;
+        (total, overlapped.get())
+    });
+    assert_eq!(total, 100);
+    assert!(!overlapped, "two tasks held the lock at once");
+}
+
+/// A semaphore of 3 never has more than 3 holders, and all 20 tasks get through.
+#[test]
+fn semaphore_never_admits_more_than_its_permits() {
+    let (most, done) = run(async {
+        let semaphore = Rc::new(Semaphore::new(3));
+        let (holders, most, done) = (
+            Rc::new(Cell::new(0)),
+            Rc::new(Cell::new(0)),
+            Rc::new(Cell::new(0)),
+        );
+        let tasks: Vec<_> = (0..20)
+            .map(|n| {
+                let (semaphore, holders, most, done) = (
+                    Rc::clone(&semaphore),
+                    Rc::clone(&holders),
+                    Rc::clone(&most),
+                    Rc::clone(&done),
+                );
+                spawn(async move {
+                    let _permit = semaphore.acquire().await;
+                    holders.set(holders.get() + 1);
+                    most.set(most.get().max(holders.get()));
+                    for _ in 0..n % 4 {
+                        yield_now().await;
+                    }
+                    holders.set(holders.get() - 1);
+                    done.set(done.get() + 1);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(semaphore.available(), 3, "a permit was lost");
+        (most.get(), done.get())
+    });
+    assert_eq!(most, 3);
+    assert_eq!(done, 20);
+}
+
+/// A waiter that gives up (its acquire is dropped) does not keep the permit it was handed.
+#[test]
+fn a_cancelled_acquire_passes_its_permit_on() {
+    let available = run(async {
+        let semaphore = Rc::new(Semaphore::new(1));
+        let held = semaphore.acquire().await;
+        let gives_up = timeout(Duration::from_millis(20), semaphore.acquire()).await;
+        assert!(gives_up.is_err());
+        drop(held);
+        let again = timeout(Duration::from_secs(5), semaphore.acquire()).await;
+        assert!(again.is_ok(), "the permit was lost");
+        drop(again);
+        semaphore.available()
+    });
+    assert_eq!(available, 1);
+}
+
+/// The result of `spawn_blocking` wakes the loop, which sleeps in epoll with no timer.
+#[test]
+fn spawn_blocking_result_wakes_the_loop() {
+    let _watchdog = Watchdog::arm("spawn_blocking_result_wakes_the_loop");
+    let result = run(async {
+        spawn_blocking(|| {
+            thread::sleep(Duration::from_millis(50));
+            thread::current().name().map(str::to_string)
+        })
+        .await
+    });
+    let name = result.unwrap().unwrap();
+    assert!(name.starts_with("blocking-"), "ran on {name}");
+}
+
+/// A waker fired from another thread wakes the loop out of `epoll_wait`.
+#[test]
+fn a_waker_from_another_thread_wakes_the_loop() {
+    let _watchdog = Watchdog::arm("a_waker_from_another_thread_wakes_the_loop");
+    let woken = run(async {
+        let fired = Arc::new(AtomicBool::new(false));
+        let mut sent: Option<thread::JoinHandle<()>> = None;
+        std::future::poll_fn(|cx| {
+            if fired.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            if sent.is_none() {
+                let (fired, waker): (_, Waker) = (Arc::clone(&fired), cx.waker().clone());
+                sent = Some(thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(50));
+                    fired.store(true, Ordering::SeqCst);
+                    waker.wake();
+                }));
+            }
+            Poll::Pending
+        })
+        .await;
+        sent.map(|thread| thread.join().is_ok())
+    });
+    assert_eq!(woken, Some(true));
+}
+
+/// A `timeout` that expires drops (cancels) the future it was given.
+#[test]
+fn an_expired_timeout_cancels_its_future() {
+    let dropped = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&dropped);
+    let result = run(timeout(Duration::from_millis(20), async move {
+        let _flag = DropFlag(flag);
+        sleep(Duration::from_secs(3600)).await;
+    }));
+    assert!(result.is_err());
+    assert!(dropped.get(), "the timed-out future was not dropped");
+}

@@ -1,0 +1,118 @@
+//! `async-await tasks`: a guided tour of the runtime, each step printed as it happens.
+
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use fdio::Trace;
+
+use crate::blocking::resolve;
+use crate::executor::{block_on, spawn, yield_now};
+use crate::sync::{Mutex, Semaphore};
+use crate::time::{sleep, timeout};
+
+/// Prints "dropped" when dropped: shows that `abort` really drops a task's future.
+struct DropNotice(&'static str);
+
+impl Drop for DropNotice {
+    fn drop(&mut self) {
+        println!("   … {} was dropped", self.0);
+    }
+}
+
+/// Runs the tour.
+pub fn run() -> io::Result<()> {
+    block_on(Trace::new(false), tour())?
+}
+
+async fn tour() -> io::Result<()> {
+    println!("1. spawn a task and await its result (asyncio.create_task, await task)");
+    let answer = spawn(async {
+        sleep(Duration::from_millis(50)).await;
+        6 * 7
+    });
+    println!(
+        "   is_finished() right after spawn: {}",
+        answer.is_finished()
+    );
+    println!("   awaited: {:?}", answer.await);
+
+    println!("2. a task that panics: the panic becomes its result; the runtime goes on");
+    println!("   (Rust's panic hook prints the panic on stderr)");
+    let failing = spawn(async {
+        yield_now().await;
+        panic!("something went wrong in a task");
+    });
+    println!("   awaited: {:?}", failing.await);
+
+    println!("3. abort a task sleeping for an hour (task.cancel())");
+    let sleeper = spawn(async {
+        let _notice = DropNotice("the sleeping task's future");
+        sleep(Duration::from_secs(3600)).await;
+    });
+    yield_now().await; // let it start sleeping
+    sleeper.abort();
+    println!("   is_finished() after abort: {}", sleeper.is_finished());
+    println!("   awaited: {:?}", sleeper.await);
+
+    println!("4. timeout: give a 1-hour sleep 100 ms (asyncio.wait_for)");
+    let timed_out = timeout(Duration::from_millis(100), async {
+        let _notice = DropNotice("the timed-out future");
+        sleep(Duration::from_secs(3600)).await;
+    })
+    .await;
+    println!("   result: {timed_out:?}");
+
+    println!("5. a semaphore of 3 permits and 10 tasks: at most 3 run at once (async with sem)");
+    let semaphore = Rc::new(Semaphore::new(3));
+    let (running, most) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let workers: Vec<_> = (0..10)
+        .map(|_| {
+            let (semaphore, running, most) =
+                (Rc::clone(&semaphore), Rc::clone(&running), Rc::clone(&most));
+            spawn(async move {
+                let _permit = semaphore.acquire().await;
+                running.set(running.get() + 1);
+                most.set(most.get().max(running.get()));
+                sleep(Duration::from_millis(20)).await;
+                running.set(running.get() - 1);
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.map_err(io::Error::other)?;
+    }
+    println!(
+        "   10 tasks done; at most {} held a permit at the same time",
+        most.get()
+    );
+
+    println!(
+        "6. a mutex shared by 5 tasks, each adding 1 with an await inside the lock (async with lock)"
+    );
+    let counter = Rc::new(Mutex::new(0));
+    let adders: Vec<_> = (0..5)
+        .map(|_| {
+            let counter = Rc::clone(&counter);
+            spawn(async move {
+                let mut value = counter.lock().await;
+                let seen = *value;
+                yield_now().await; // others run now, but cannot get in
+                *value = seen + 1;
+            })
+        })
+        .collect();
+    for adder in adders {
+        adder.await.map_err(io::Error::other)?;
+    }
+    println!("   counter = {} (no update lost)", *counter.lock().await);
+
+    println!(
+        "7. resolve(\"localhost\", 80) on the blocking pool: getaddrinfo blocks, the loop does not"
+    );
+    let addresses = resolve("localhost", 80).await?;
+    println!("   {addresses:?}");
+    println!("tour done");
+    Ok(())
+}

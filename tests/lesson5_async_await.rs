@@ -1,0 +1,222 @@
+//! Lesson 5: our runtime serves every client, shuts down gracefully, and runs the Python
+//! lesson's programs.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use common::writer::{self, Writer};
+use common::{PATIENCE, Server, conformance::round_trip, wait_until};
+use echo_client::connect;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
+
+/// The whole conformance suite against `async-await echo`.
+mod echo {
+    crate::conformance_suite!(concurrent: super::ASYNC_AWAIT, &["echo"]);
+}
+
+fn signal(server: &Server, signal: Signal) {
+    kill(Pid::from_raw(server.process.child.id() as i32), signal).expect("send the signal");
+}
+
+/// `async-await echo` holds 10,000 connections at once and still echoes on them.
+#[test]
+fn serves_ten_thousand_connections() {
+    common::raise_fd_limit();
+    let server = Server::start(ASYNC_AWAIT, &["echo"]);
+    let clients: Vec<TcpStream> = (0..10_000)
+        .map(|_| connect(server.addr, PATIENCE).unwrap())
+        .collect();
+    for (n, stream) in clients.iter().enumerate().step_by(499) {
+        round_trip(stream, format!("connection {n}\n").as_bytes());
+    }
+    round_trip(clients.last().unwrap(), b"the 10,000th\n");
+}
+
+/// On SIGINT, a client in the middle of a large echo still gets every byte the server read,
+/// then a clean EOF (not a reset); the server prints its summary with that byte count and
+/// exits 0.
+#[test]
+fn sigint_shuts_down_gracefully_without_losing_echo() {
+    let mut server = Server::start(ASYNC_AWAIT, &["echo"]);
+    let stream = connect(server.addr, PATIENCE).unwrap();
+    let payload: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let received = thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            // Stops with an error once the server has closed: that is expected.
+            let _ = (&stream).write_all(&payload);
+            let _ = stream.shutdown(Shutdown::Write);
+        });
+        let mut received = vec![0; 1 << 20];
+        (&stream)
+            .read_exact(&mut received)
+            .expect("the first MiB of echo");
+        signal(&server, Signal::SIGINT);
+        (&stream)
+            .read_to_end(&mut received)
+            .expect("the rest of the echo, then EOF (no reset)");
+        sender.join().unwrap();
+        received
+    });
+    assert_eq!(
+        received,
+        payload[..received.len()],
+        "the echo differs from what was sent"
+    );
+    assert_eq!(
+        server.process.wait_exit(),
+        Some(0),
+        "{:?}",
+        server.process.stderr()
+    );
+    let summary = format!("served 1 connections, echoed {} bytes", received.len());
+    assert!(
+        server.process.wait_for_stderr(&summary),
+        "{:?}",
+        server.process.stderr()
+    );
+}
+
+/// SIGTERM shuts down the same way: new connections are refused, exit 0.
+#[test]
+fn sigterm_stops_accepting_and_exits_zero() {
+    let mut server = Server::start(ASYNC_AWAIT, &["echo"]);
+    round_trip(&connect(server.addr, PATIENCE).unwrap(), b"before\n");
+    signal(&server, Signal::SIGTERM);
+    assert_eq!(server.process.wait_exit(), Some(0));
+    assert!(server.process.wait_for_stderr("SIGTERM: shutting down"));
+    assert!(
+        connect(server.addr, Duration::from_secs(1)).is_err(),
+        "still accepting"
+    );
+}
+
+/// `--trace` shows the executor polling tasks and the reactor waking them.
+#[test]
+fn trace_shows_executor_and_reactor() {
+    let server = Server::start(ASYNC_AWAIT, &["echo", "--trace"]);
+    let client = connect(server.addr, PATIENCE).unwrap();
+    // Let the connection's task wait for bytes, so the reactor has to wake it.
+    assert!(
+        server
+            .process
+            .wait_for_stderr("reactor: waiting for I/O, timeout=none")
+    );
+    thread::sleep(Duration::from_millis(100));
+    round_trip(&client, b"traced\n");
+    for expected in [
+        "executor: spawned task",
+        "executor: polling task",
+        "reactor: waiting for I/O",
+        "readable → wake its reader",
+    ] {
+        assert!(
+            server.process.wait_for_stderr(expected),
+            "no {expected:?}: {:?}",
+            server.process.stderr()
+        );
+    }
+}
+
+fn run(args: &[&str]) -> (String, String) {
+    let output = Command::new(ASYNC_AWAIT)
+        .args(args)
+        .output()
+        .expect("run async-await");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `clock` interleaves the two coroutines exactly as the Python lesson does.
+#[test]
+fn clock_prints_both_coroutines() {
+    let (stdout, _) = run(&["clock", "--for-secs", "7", "--tick-ms", "40"]);
+    let expected = "0\n0 seconds passed.\n1\n2\n3\n3 seconds passed.\n4\n5\n6\n6 seconds passed.\n";
+    assert_eq!(stdout, expected);
+}
+
+/// `download` prints both times, and the concurrent run takes well under half the time of
+/// the sequential one (5 waits of 200 ms: ~1 s against ~0.2 s).
+#[test]
+fn download_concurrently_is_faster() {
+    let (stdout, _) = run(&["download", "--count", "5", "--delay-ms", "200"]);
+    let seconds = |prefix: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        line[prefix.len()..]
+            .trim_end_matches(" seconds.")
+            .parse()
+            .unwrap()
+    };
+    let sequential = seconds("Synchronous download of 5 images took: ");
+    let concurrent = seconds("Asynchronous download of 5 images took: ");
+    assert!(sequential >= 1.0, "{stdout}");
+    assert!(concurrent < sequential / 2.0, "{stdout}");
+    assert!(stdout.contains("faster."), "{stdout}");
+}
+
+/// `tasks` runs the whole tour and each step shows what the lesson says it shows.
+#[test]
+fn tasks_tour_runs_to_the_end() {
+    let (stdout, _) = run(&["tasks"]);
+    for expected in [
+        "is_finished() right after spawn: false",
+        "awaited: Ok(42)",
+        "awaited: Err(Panicked(\"something went wrong in a task\"))",
+        "the sleeping task's future was dropped",
+        "awaited: Err(Cancelled)",
+        "result: Err(Elapsed)",
+        "at most 3 held a permit at the same time",
+        "counter = 5 (no update lost)",
+        "tour done",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
+/// In `async-await writer` pipe lines arrive while stdin stays silent.
+#[test]
+fn writer_pipe_lines_arrive_while_stdin_is_silent() {
+    let mut writer = Writer::start(ASYNC_AWAIT, &["writer"], 20, 5);
+    assert!(
+        wait_until(|| writer.pipe_numbers() == [1, 2, 3, 4, 5]),
+        "{:?}",
+        writer.lines()
+    );
+    writer.close_stdin();
+    assert_eq!(writer.process.wait_exit(), Some(0));
+}
+
+/// EOF on stdin ends `async-await writer` with exit 0, losing no line.
+#[test]
+fn writer_exits_on_eof_keeping_every_line() {
+    writer::exits_on_eof_keeping_every_line(ASYNC_AWAIT, &["writer"]);
+}
+
+/// `async-await writer` stops reading the closed pipe and sits idle.
+#[test]
+fn writer_idles_after_the_pipe_closes() {
+    writer::idles_after_the_pipe_closes(ASYNC_AWAIT, &["writer"]);
+}
+
+/// `async-await writer < file`: epoll refuses a regular file; the writer reads it anyway.
+#[test]
+fn writer_reads_stdin_from_a_regular_file() {
+    writer::works_with_stdin_from_a_file(ASYNC_AWAIT, &["writer"]);
+}
