@@ -5,7 +5,7 @@ mod common;
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 
-use common::writer::{self, Writer};
+use common::writer;
 use common::{PATIENCE, Server, conformance::round_trip, wait_until};
 use echo_client::connect;
 
@@ -77,31 +77,14 @@ fn select_refuses_fds_beyond_fd_setsize_and_keeps_serving() {
 /// `select echo --poll` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn poll_serves_ten_thousand_connections() {
-    common::raise_fd_limit();
-    let server = Server::start(SELECT, &["echo", "--poll"]);
-    let clients: Vec<TcpStream> = (0..10_000)
-        .map(|_| connect(server.addr, PATIENCE).unwrap())
-        .collect();
-    for (n, stream) in clients.iter().enumerate().step_by(499) {
-        round_trip(stream, format!("connection {n}\n").as_bytes());
-    }
-    round_trip(clients.last().unwrap(), b"the 10,000th\n");
-    assert_eq!(server.process.count_stderr("connection from"), 10_000);
+    common::conformance::holds_ten_thousand_connections(SELECT, &["echo", "--poll"]);
 }
 
 /// In `select writer` pipe lines arrive while stdin stays silent.
 #[test]
 fn writer_pipe_lines_arrive_while_stdin_is_silent() {
-    for args in [&["writer"][..], &["writer", "--poll"]] {
-        let mut writer = Writer::start(SELECT, args, 20, 5);
-        assert!(
-            wait_until(|| writer.pipe_numbers() == [1, 2, 3, 4, 5]),
-            "{args:?}: {:?}",
-            writer.lines()
-        );
-        writer.close_stdin();
-        assert_eq!(writer.process.wait_exit(), Some(0));
-    }
+    writer::pipe_lines_arrive_while_stdin_is_silent(SELECT, &["writer"]);
+    writer::pipe_lines_arrive_while_stdin_is_silent(SELECT, &["writer", "--poll"]);
 }
 
 /// EOF on stdin ends `select writer` with exit 0, losing no line.

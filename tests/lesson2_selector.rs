@@ -2,10 +2,9 @@
 
 mod common;
 
-use std::net::TcpStream;
 
 use common::writer::{self, Writer};
-use common::{PATIENCE, Server, conformance::round_trip, wait_until};
+use common::{PATIENCE, Server, conformance::round_trip};
 use echo_client::connect;
 
 const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
@@ -18,19 +17,7 @@ mod selector {
 /// `selector echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn serves_ten_thousand_connections() {
-    common::raise_fd_limit();
-    let server = Server::start(SELECTOR, &["echo"]);
-    let clients: Vec<TcpStream> = (0..10_000)
-        .map(|_| connect(server.addr, PATIENCE).unwrap())
-        .collect();
-    for (n, stream) in clients.iter().enumerate().step_by(499) {
-        round_trip(stream, format!("connection {n}\n").as_bytes());
-    }
-    round_trip(clients.last().unwrap(), b"the 10,000th\n");
-    assert!(wait_until(|| server
-        .process
-        .count_stderr("connection from")
-        == 10_000));
+    common::conformance::holds_ten_thousand_connections(SELECTOR, &["echo"]);
 }
 
 /// `--trace` names the callback each event runs, and the registrations as they change.
@@ -57,14 +44,7 @@ fn trace_shows_callbacks_and_registrations() {
 /// In `selector writer` pipe lines arrive while stdin stays silent.
 #[test]
 fn writer_pipe_lines_arrive_while_stdin_is_silent() {
-    let mut writer = Writer::start(SELECTOR, &["writer"], 20, 5);
-    assert!(
-        wait_until(|| writer.pipe_numbers() == [1, 2, 3, 4, 5]),
-        "{:?}",
-        writer.lines()
-    );
-    writer.close_stdin();
-    assert_eq!(writer.process.wait_exit(), Some(0));
+    writer::pipe_lines_arrive_while_stdin_is_silent(SELECTOR, &["writer"]);
 }
 
 /// EOF on stdin ends `selector writer` with exit 0, losing no line.

@@ -4,13 +4,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use common::writer::{self, Writer};
-use common::{PATIENCE, Server, conformance::round_trip, wait_until};
+use common::writer;
+use common::{PATIENCE, Server, conformance::round_trip};
 use echo_client::connect;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -29,15 +29,7 @@ fn signal(server: &Server, signal: Signal) {
 /// `async-await echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn serves_ten_thousand_connections() {
-    common::raise_fd_limit();
-    let server = Server::start(ASYNC_AWAIT, &["echo"]);
-    let clients: Vec<TcpStream> = (0..10_000)
-        .map(|_| connect(server.addr, PATIENCE).unwrap())
-        .collect();
-    for (n, stream) in clients.iter().enumerate().step_by(499) {
-        round_trip(stream, format!("connection {n}\n").as_bytes());
-    }
-    round_trip(clients.last().unwrap(), b"the 10,000th\n");
+    common::conformance::holds_ten_thousand_connections(ASYNC_AWAIT, &["echo"]);
 }
 
 /// On SIGINT, a client in the middle of a large echo still gets every byte the server read,
@@ -193,14 +185,7 @@ fn tasks_tour_runs_to_the_end() {
 /// In `async-await writer` pipe lines arrive while stdin stays silent.
 #[test]
 fn writer_pipe_lines_arrive_while_stdin_is_silent() {
-    let mut writer = Writer::start(ASYNC_AWAIT, &["writer"], 20, 5);
-    assert!(
-        wait_until(|| writer.pipe_numbers() == [1, 2, 3, 4, 5]),
-        "{:?}",
-        writer.lines()
-    );
-    writer.close_stdin();
-    assert_eq!(writer.process.wait_exit(), Some(0));
+    writer::pipe_lines_arrive_while_stdin_is_silent(ASYNC_AWAIT, &["writer"]);
 }
 
 /// EOF on stdin ends `async-await writer` with exit 0, losing no line.

@@ -226,3 +226,19 @@ pub fn survives_running_out_of_fds(server: &Server) {
     );
     round_trip(staying.last().unwrap(), b"accepted once fds were free\n");
 }
+
+/// 10,000 connections open at once are all accepted, and a sample of them (every 499th and
+/// the last) still echoes. Starts its own server: it needs a raised fd limit on both sides.
+pub fn holds_ten_thousand_connections(bin: &str, args: &[&str]) {
+    super::raise_fd_limit();
+    let server = Server::start(bin, args);
+    let clients: Vec<TcpStream> = (0..10_000).map(|_| client(&server)).collect();
+    for (n, stream) in clients.iter().enumerate().step_by(499) {
+        round_trip(stream, format!("connection {n}\n").as_bytes());
+    }
+    round_trip(clients.last().unwrap(), b"the 10,000th\n");
+    assert!(
+        wait_until(|| server.process.count_stderr("connection from") == 10_000),
+        "the server did not log 10,000 connections"
+    );
+}

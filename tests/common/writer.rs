@@ -200,3 +200,16 @@ pub fn works_with_stdin_from_a_file(bin: &str, args: &[&str]) {
         (1..=writer.messages_sent()).collect::<Vec<_>>()
     );
 }
+
+/// Pipe lines reach the file while stdin stays silent: the loop waits on both sources at
+/// once (every lesson but lesson 0).
+pub fn pipe_lines_arrive_while_stdin_is_silent(bin: &str, args: &[&str]) {
+    let mut writer = Writer::start(bin, args, 20, 5);
+    assert!(
+        wait_until(|| writer.pipe_numbers() == [1, 2, 3, 4, 5]),
+        "{args:?}: {:?}",
+        writer.lines()
+    );
+    writer.close_stdin();
+    assert_eq!(writer.process.wait_exit(), Some(0));
+}
