@@ -2,7 +2,6 @@
 
 mod common;
 
-
 use common::writer::{self, Writer};
 use common::{PATIENCE, Server, conformance::round_trip};
 use echo_client::connect;
