@@ -9,8 +9,10 @@ use common::Server;
 
 const SYNC: &str = env!("CARGO_BIN_EXE_sync");
 const SELECT: &str = env!("CARGO_BIN_EXE_select");
+const GENERATORS: &str = env!("CARGO_BIN_EXE_generators");
 const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
 const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
+const COROUTINES: &str = env!("CARGO_BIN_EXE_coroutines");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
 fn run(bin: &str, args: &[&str]) -> Output {
@@ -38,6 +40,9 @@ fn every_help_parses() {
         (SELECT, &["--help"], "echo"),
         (SELECT, &["echo", "--help"], "--poll"),
         (SELECT, &["writer", "--help"], "--output"),
+        (GENERATORS, &["--help"], "writer"),
+        (GENERATORS, &["echo", "--help"], "--trace"),
+        (GENERATORS, &["writer", "--help"], "--interval-ms"),
         (SELECTOR, &["--help"], "writer"),
         (SELECTOR, &["echo", "--help"], "--trace"),
         (SELECTOR, &["writer", "--help"], "--count"),
@@ -47,6 +52,10 @@ fn every_help_parses() {
         (ASYNC_AWAIT, &["clock", "--help"], "--for-secs"),
         (ASYNC_AWAIT, &["download", "--help"], "--delay-ms"),
         (ASYNC_AWAIT, &["tasks", "--help"], "Usage:"),
+        (COROUTINES, &["--help"], "repl"),
+        (COROUTINES, &["echo", "--help"], "--trace"),
+        (COROUTINES, &["writer", "--help"], "--interval-ms"),
+        (COROUTINES, &["repl", "--help"], "interpreter session"),
         (CLIENT, &["--help"], "--clients"),
     ];
     for &(bin, args, option) in cases {
