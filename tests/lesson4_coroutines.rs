@@ -1,0 +1,213 @@
+//! Lesson 4: coroutine tasks on a scheduler serve every client and both writer sources, and
+//! `coroutines repl` replays the Python lesson's interpreter session line for line.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use common::writer::{self, Writer};
+use common::{PATIENCE, Process, Server, conformance::round_trip, wait_until};
+use echo_client::connect;
+
+const COROUTINES: &str = env!("CARGO_BIN_EXE_coroutines");
+
+/// The whole conformance suite against `coroutines echo`.
+mod coroutines {
+    crate::conformance_suite!(concurrent: super::COROUTINES, &["echo"]);
+}
+
+/// `coroutines echo` holds 10,000 connections at once and still echoes on them.
+#[test]
+fn serves_ten_thousand_connections() {
+    common::conformance::holds_ten_thousand_connections(COROUTINES, &["echo"]);
+}
+
+/// `--trace` narrates the scheduler: tasks started, parked on an fd, woken, finished, and
+/// each wait with its `to_read` / `to_write` lists.
+#[test]
+fn trace_shows_tasks_parking_and_waking() {
+    let server = Server::start(COROUTINES, &["echo", "--trace"]);
+    let client = connect(server.addr, PATIENCE).unwrap();
+    // Send only once the client's task has parked: bytes already there when it first runs
+    // would be echoed at once, and the task would never have to wait for them.
+    let parked = |line: &String| {
+        line.starts_with("scheduler: client ") && line.contains(" parks on read fd ")
+    };
+    assert!(
+        wait_until(|| server.process.stderr().iter().any(parked)),
+        "{:?}",
+        server.process.stderr()
+    );
+    round_trip(&client, b"traced\n");
+    drop(client);
+    for expected in [
+        "scheduler: listener 127.0.0.1:",
+        " starts client 127.0.0.1:",
+        "scheduler: waiting with to_read=[",
+        "is READABLE → client 127.0.0.1:",
+        "scheduler: resume client 127.0.0.1:",
+        "finished",
+    ] {
+        assert!(
+            server.process.wait_for_stderr(expected),
+            "no {expected:?} in {:?}",
+            server.process.stderr()
+        );
+    }
+}
+
+/// In `coroutines writer` pipe lines arrive while stdin stays silent.
+#[test]
+fn writer_pipe_lines_arrive_while_stdin_is_silent() {
+    writer::pipe_lines_arrive_while_stdin_is_silent(COROUTINES, &["writer"]);
+}
+
+/// EOF on stdin ends `coroutines writer` with exit 0, losing no line.
+#[test]
+fn writer_exits_on_eof_keeping_every_line() {
+    writer::exits_on_eof_keeping_every_line(COROUTINES, &["writer"]);
+}
+
+/// `coroutines writer` forgets the closed pipe and sits idle.
+#[test]
+fn writer_idles_after_the_pipe_closes() {
+    writer::idles_after_the_pipe_closes(COROUTINES, &["writer"]);
+}
+
+/// `coroutines writer < file`: epoll refuses a regular file; the writer says so once and
+/// reads it.
+#[test]
+fn writer_reads_stdin_from_a_regular_file() {
+    writer::works_with_stdin_from_a_file(COROUTINES, &["writer"]);
+    let input = common::TempFile::new("stdin.txt");
+    std::fs::write(&input.path, "x\n").unwrap();
+    let mut writer = Writer::start_with_stdin_file(COROUTINES, &["writer"], &input);
+    assert_eq!(writer.process.wait_exit(), Some(0));
+    assert_eq!(
+        writer.process.count_stderr("epoll refuses fd 0 of stdin"),
+        1,
+        "{:?}",
+        writer.process.stderr()
+    );
+}
+
+/// Runs `coroutines repl` with `commands` piped into stdin until EOF; returns its stdout,
+/// and the exited process (for its stderr).
+fn repl(commands: &str) -> (String, Process) {
+    let mut command = Command::new(COROUTINES);
+    command.arg("repl");
+    let mut process = Process::spawn(command);
+    let mut stdin = process.child.stdin.take().expect("stdin is piped");
+    stdin.write_all(commands.as_bytes()).unwrap();
+    drop(stdin);
+    assert_eq!(process.wait_exit(), Some(0), "{:?}", process.stderr());
+    let mut stdout = String::new();
+    let mut pipe = process.child.stdout.take().expect("stdout is piped");
+    pipe.read_to_string(&mut stdout).unwrap();
+    (stdout, process)
+}
+
+/// Types the `>>> command  # Python` lines of a documented session, comments and all, and
+/// checks the lines under each are exactly what the repl prints.
+fn replay(session: &[&str]) {
+    assert!(session.len() >= 20, "the documented session was not found");
+    let mut commands = String::new();
+    let mut expected = String::new();
+    for line in session {
+        match line.strip_prefix(">>> ") {
+            Some(command) => commands.push_str(command),
+            None => expected.push_str(line),
+        }
+        let target = if line.starts_with(">>> ") {
+            &mut commands
+        } else {
+            &mut expected
+        };
+        target.push('\n');
+    }
+    let (stdout, process) = repl(&commands);
+    assert_eq!(stdout, expected, "stderr: {:?}", process.stderr());
+}
+
+/// The lines of the code block that starts with the repl command, in `text`.
+fn session_in(text: &str, strip: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(strip))
+        .map(|line| line.strip_prefix(' ').unwrap_or(line).to_string())
+        .skip_while(|line| line != "$ cargo run -q --bin coroutines -- repl")
+        .skip(1)
+        .take_while(|line| line != "```")
+        .collect()
+}
+
+/// The session in the lesson's `//!` doc (crates/4-coroutines/src/lib.rs), replayed as
+/// written: the lesson text and the program cannot drift apart.
+#[test]
+fn repl_replays_the_session_in_the_lesson_text() {
+    let session = session_in(include_str!("../crates/4-coroutines/src/lib.rs"), "//!");
+    replay(&session.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// The session in the README, pasted as it is, prints what the README shows.
+#[test]
+fn repl_replays_the_session_in_the_readme() {
+    let session = session_in(include_str!("../README.md"), "");
+    replay(&session.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Python's errors come out as a traceback's last line: a message before the first `yield`,
+/// `next` on a finished coroutine, `next` into `average` (None cannot be added), a
+/// `StopIteration` escaping `gen` (PEP 479), and `close()` on a coroutine that is already
+/// closed, which says nothing.
+#[test]
+fn repl_prints_python_errors() {
+    let (stdout, _) = repl(
+        "next\nnew gen\nsend early\nstate\nnext\nthrow StopIteration\nstate\nnext\nclose\n\
+         new average\nnext\nstate\n",
+    );
+    assert_eq!(
+        stdout,
+        "NameError: name 'g' is not defined\n\
+         TypeError: can't send non-None value to a just-started generator\n\
+         'GEN_CREATED'\n\
+         'Ready to accept message.'\n\
+         RuntimeError: generator raised StopIteration\n\
+         'GEN_CLOSED'\n\
+         StopIteration\n\
+         TypeError: unsupported operand type(s) for +=: 'int' and 'NoneType'\n\
+         'GEN_CLOSED'\n"
+    );
+}
+
+/// `close()` on the delegator closes subgen through the `yield from`; a thrown exception
+/// subgen does not catch (GeneratorExit is not an Exception) passes through both.
+#[test]
+fn repl_close_and_throw_go_through_the_delegator() {
+    let (stdout, _) = repl(
+        "new delegator\nsend hello\nnext\nclose\nstate\nnew delegator\nthrow GeneratorExit\nstate\n",
+    );
+    assert_eq!(
+        stdout,
+        ".......... hello\n\
+         .......... None\n\
+         'GEN_CLOSED'\n\
+         GeneratorExit\n\
+         'GEN_CLOSED'\n"
+    );
+}
+
+/// A command the console does not know, or one missing its argument, gets one `error:`
+/// line on stderr, and the session goes on to the next command.
+#[test]
+fn repl_bad_commands_get_one_line_and_the_session_goes_on() {
+    let (stdout, process) =
+        repl("frobnicate\nnew\nnew average\nsend\nsend ten\nthrow 42\nsend 3\nquit\nsend 4\n");
+    assert_eq!(stdout, "3.0\n", "quit ends the session");
+    assert!(
+        wait_until(|| process.count_stderr("error: ") == 5),
+        "{:?}",
+        process.stderr()
+    );
+    assert_eq!(process.stderr().len(), 5, "{:?}", process.stderr());
+}
