@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::writer::{self, Writer};
+use common::writer;
 use common::{PATIENCE, Server, conformance::round_trip};
 use echo_client::connect;
 
@@ -62,9 +62,4 @@ fn writer_idles_after_the_pipe_closes() {
 #[test]
 fn writer_reads_stdin_from_a_regular_file() {
     writer::works_with_stdin_from_a_file(SELECTOR, &["writer"]);
-    let input = common::TempFile::new("stdin.txt");
-    std::fs::write(&input.path, "x\n").unwrap();
-    let mut writer = Writer::start_with_stdin_file(SELECTOR, &["writer"], &input);
-    assert_eq!(writer.process.wait_exit(), Some(0));
-    assert_eq!(writer.process.count_stderr("epoll refuses stdin"), 1);
 }

@@ -2,8 +2,7 @@
 
 mod common;
 
-use common::TempFile;
-use common::writer::{self, Writer};
+use common::writer;
 
 const GENERATORS: &str = env!("CARGO_BIN_EXE_generators");
 
@@ -41,14 +40,4 @@ fn writer_idles_after_the_pipe_closes() {
 #[test]
 fn writer_reads_stdin_from_a_regular_file() {
     writer::works_with_stdin_from_a_file(GENERATORS, &["writer"]);
-    let input = TempFile::new("stdin.txt");
-    std::fs::write(&input.path, "x\n").unwrap();
-    let mut writer = Writer::start_with_stdin_file(GENERATORS, &["writer"], &input);
-    assert_eq!(writer.process.wait_exit(), Some(0));
-    assert_eq!(
-        writer.process.count_stderr("epoll refuses"),
-        1,
-        "{:?}",
-        writer.process.stderr()
-    );
 }

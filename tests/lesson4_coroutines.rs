@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::process::Command;
 
-use common::writer::{self, Writer};
+use common::writer;
 use common::{PATIENCE, Process, Server, conformance::round_trip, wait_until};
 use echo_client::connect;
 
@@ -80,16 +80,6 @@ fn writer_idles_after_the_pipe_closes() {
 #[test]
 fn writer_reads_stdin_from_a_regular_file() {
     writer::works_with_stdin_from_a_file(COROUTINES, &["writer"]);
-    let input = common::TempFile::new("stdin.txt");
-    std::fs::write(&input.path, "x\n").unwrap();
-    let mut writer = Writer::start_with_stdin_file(COROUTINES, &["writer"], &input);
-    assert_eq!(writer.process.wait_exit(), Some(0));
-    assert_eq!(
-        writer.process.count_stderr("epoll refuses fd 0 of stdin"),
-        1,
-        "{:?}",
-        writer.process.stderr()
-    );
 }
 
 /// Runs `coroutines repl` with `commands` piped into stdin until EOF; returns its stdout,

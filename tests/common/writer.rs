@@ -171,8 +171,9 @@ pub fn idles_after_the_pipe_closes(bin: &str, args: &[&str]) {
     assert_eq!(writer.process.wait_exit(), Some(0));
 }
 
-/// With stdin a regular file (which epoll refuses to watch), the program says so in one line,
-/// reads the file anyway, and ends with exit 0 once the file and the pipe are both drained.
+/// With stdin a regular file (which epoll refuses to watch), the program says so in one
+/// `epoll refuses …` line, reads the file anyway, and ends with exit 0 once the file and the
+/// pipe are both drained.
 pub fn works_with_stdin_from_a_file(bin: &str, args: &[&str]) {
     let input = TempFile::new("stdin.txt");
     std::fs::write(&input.path, "first line from a file\nsecond line\n").unwrap();
@@ -199,6 +200,8 @@ pub fn works_with_stdin_from_a_file(bin: &str, args: &[&str]) {
         writer.pipe_numbers(),
         (1..=writer.messages_sent()).collect::<Vec<_>>()
     );
+    let refusals = writer.process.count_stderr("epoll refuses");
+    assert_eq!(refusals, 1, "{:?}", writer.process.stderr());
 }
 
 /// Pipe lines reach the file while stdin stays silent: the loop waits on both sources at
