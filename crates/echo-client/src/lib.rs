@@ -4,6 +4,9 @@
 //! - [`interactive`]: `client [--addr A]`, like `nc`: stdin to the server, the server to stdout.
 //! - [`timed`]: `client --clients N --every-ms M --for-secs S`: N clients at once, each
 //!   timing every answer, so you *see* whether a server serves everyone or one at a time.
+//! - [`load`]: the benchmark's load generator: ping-pong on many connections from one mio
+//!   thread, idle connections beside them, every byte verified, latency and its own CPU measured.
+//! - [`latency`]: the latency histogram [`load`] records into.
 //! - this file: small blocking helpers the tests and the benchmark share.
 
 use std::io::{self, Read, Write};
@@ -12,9 +15,13 @@ use std::thread;
 use std::time::Duration;
 
 pub mod interactive;
+pub mod latency;
+pub mod load;
 pub mod timed;
 
 pub use interactive::run_interactive;
+pub use latency::LatencyHistogram;
+pub use load::{Load, LoadShape, Window};
 pub use timed::{TimedPlan, run_timed};
 
 /// Connects to `addr` with `timeout` on the connect and on every later read and write, so a

@@ -1,0 +1,330 @@
+//! `cargo run --release -p bench`: every lesson's echo server under the same load, beside a
+//! tokio reference peer measured in the same run; a markdown report on stdout, SVG plots in
+//! `imgs/`.
+//!
+//! The lessons make claims with numbers behind them; this measures them:
+//! - **ping-pong** on 1 to 1,000 connections, 64 B and 4 KiB messages: messages/s, p50/p99
+//!   latency, the server's CPU — is our async runtime a real one?
+//! - **idle scaling**: 10 busy connections while 0 to 1,000 idle ones are open — `select` and
+//!   `poll` scan every fd on every wakeup, epoll does not (lessons 1 and 2).
+//! - **memory**: peak RSS holding 1,000 and 10,000 idle connections — a thread per connection
+//!   costs memory (lesson 0), a task or a callback almost none.
+//!
+//! Machines are noisy, so every number is also given as a ratio to tokio runs made right before
+//! and after it (see `measure`). The load generator is `echo_client::load`: one mio thread,
+//! every byte verified. Its own CPU is reported: on 2 cores a server as efficient as tokio and
+//! the client both fill their core (loopback TCP costs the same on both sides), so the report
+//! also gives each server's CPU time per message, which tells servers apart whoever set the pace.
+//!
+//! ```text
+//! cargo run --release -p bench                        # everything: about 6 minutes on 2 cores
+//! cargo run --release -p bench -- --quick             # under a minute
+//! cargo run --release -p bench -- --only selector,async-await
+//! cargo run --release -p bench -- load --addr 127.0.0.1:5000   # load a server you started,
+//!                                                     # e.g. to profile it with perf
+//! ```
+//!
+//! # Layout
+//! - [`cpus`]: the client on one core, the servers on another; how busy the machine was.
+//! - [`servers`]: finding and building the lesson binaries, starting and killing servers,
+//!   reading their CPU time and peak memory from `/proc`.
+//! - [`tokio_echo`]: the reference peer, run as `bench tokio-echo --addr …` (hidden).
+//! - [`measure`]: the points, the A B A B order, one measurement.
+//! - [`report`]: the markdown tables and the targets.
+//! - [`plots`]: the SVG plots.
+
+mod cpus;
+mod measure;
+mod plots;
+mod report;
+mod servers;
+mod tokio_echo;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::measure::{Outcome, Plan};
+use crate::servers::{LESSONS, REFERENCE, Server};
+
+/// The most connections one measurement opens (memory, 10,000 idle), plus room.
+const FDS_NEEDED: u64 = 10_100;
+
+/// Benchmark every lesson's echo server against a tokio reference peer.
+#[derive(Parser, Debug)]
+#[command(name = "bench", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Tool>,
+
+    /// A short run (under a minute): fewer points, shorter windows, no 10,000-connection point.
+    #[arg(long)]
+    quick: bool,
+
+    /// Seconds each measured window lasts; a quarter of that is spent warming up before it.
+    /// Default: 0.5, or 0.25 with --quick.
+    #[arg(long)]
+    seconds: Option<f64>,
+
+    /// How many times each traffic point is measured; each lesson's numbers are the median
+    /// over the rounds, so one run that noise made fast or slow is outvoted.
+    /// Default: 3, or 1 with --quick.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=9))]
+    rounds: Option<u8>,
+
+    /// Only these lessons (comma-separated): sync-threads, select, select-poll, selector,
+    /// generators, coroutines, async-await. tokio is always measured.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+
+    /// Where the lesson binaries are. Default: beside this binary (target/release), after
+    /// `cargo build --release --bins` brought them up to date. Given, nothing is built.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+
+    /// Do not run `cargo build --release --bins` first (benchmark the binaries as they are).
+    #[arg(long)]
+    no_build: bool,
+
+    /// Where to write the SVG plots.
+    #[arg(long, default_value_os_t = workspace_root().join("imgs"))]
+    imgs: PathBuf,
+}
+
+/// The pieces of the benchmark, one at a time.
+#[derive(Subcommand, Debug)]
+enum Tool {
+    /// The reference peer: a tokio current-thread echo server (what the benchmark runs).
+    #[command(hide = true)]
+    TokioEcho {
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        addr: SocketAddr,
+    },
+    /// Drive one running echo server with the benchmark's ping-pong load and print what the
+    /// client saw: for profiling a server, e.g. `perf record -g -p <its pid>` meanwhile.
+    Load {
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        addr: SocketAddr,
+        /// Connections playing ping-pong.
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// Idle connections held open beside them.
+        #[arg(long, default_value_t = 0)]
+        idle: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// How long to run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Tool::TokioEcho { addr }) => {
+            fdio::exit_code("bench tokio-echo", tokio_echo::run(addr))
+        }
+        Some(Tool::Load {
+            addr,
+            connections,
+            idle,
+            size,
+            seconds,
+        }) => {
+            let shape = echo_client::LoadShape {
+                active: connections,
+                idle,
+                message_size: size,
+            };
+            fdio::exit_code("bench load", load_one(addr, &shape, seconds))
+        }
+        None => match run(&cli) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(failed) => {
+                eprintln!("bench: {failed} measurements failed (listed under the tables)");
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                eprintln!("bench: {err}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Runs the benchmark; returns how many measurements failed.
+fn run(cli: &Cli) -> io::Result<usize> {
+    let started = Instant::now();
+    let fd_limit = fdio::raise_fd_limit()?;
+    if fd_limit < FDS_NEEDED {
+        eprintln!(
+            "bench: warning: the fd limit is {fd_limit}; the 10,000-connection point needs \
+             {FDS_NEEDED} (raise it with `ulimit -Hn`)"
+        );
+    }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "bench: warning: built without --release: the load client is slow and the numbers \
+             mean little (use `cargo run --release -p bench`)"
+        );
+    }
+    let lessons = lessons_to_measure(cli)?;
+    let reference = Server {
+        spec: REFERENCE,
+        executable: std::env::current_exe()?,
+    };
+    let plan = plan(cli)?;
+    eprintln!(
+        "bench: {} points × {} rounds × ({} lessons + tokio around each), {:.2} s windows",
+        plan.points.len(),
+        plan.rounds,
+        lessons.len(),
+        plan.window.as_secs_f64()
+    );
+
+    // Before pinning: a pinned thread sees one core.
+    let machine = report::Machine::describe_this_one();
+    let pinning = cpus::Pinning::choose();
+    match pinning {
+        Some(pinning) => eprintln!(
+            "bench: load client on CPU {}, servers on CPU {}",
+            pinning.client_cpu, pinning.server_cpu
+        ),
+        None => eprintln!("bench: warning: only one CPU allowed: client and server share it"),
+    }
+    let results = measure::run(&plan, &lessons, &reference, pinning)?;
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = if args.is_empty() {
+        "cargo run --release -p bench".to_string()
+    } else {
+        format!("cargo run --release -p bench -- {}", args.join(" "))
+    };
+    print!(
+        "{}",
+        report::markdown(&results, &machine, pinning, &command, started.elapsed())
+    );
+    for path in plots::write_all(&results, &cli.imgs)? {
+        eprintln!("bench: wrote {path}");
+    }
+    eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
+    let failed = results
+        .iter()
+        .flat_map(measure::PointResult::outcomes)
+        .filter(|outcome| matches!(outcome, Outcome::Failed(_)))
+        .count();
+    Ok(failed)
+}
+
+/// `bench load`: one window of ping-pong against a server someone else started.
+fn load_one(addr: SocketAddr, shape: &echo_client::LoadShape, seconds: f64) -> io::Result<()> {
+    if !addr.ip().is_loopback() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--addr {addr}: the load goes only to servers on this machine (127.0.0.1, ::1)"
+            ),
+        ));
+    }
+    fdio::raise_fd_limit()?;
+    let mut load = echo_client::Load::open(addr, shape, Duration::from_secs(10))?;
+    let window = load.run_for(Duration::from_secs_f64(seconds.clamp(0.01, 600.0)))?;
+    let percentile = |percent| {
+        let latency = window.latency.percentile(percent).unwrap_or_default();
+        format!("{:.0} µs", latency.as_secs_f64() * 1e6)
+    };
+    println!(
+        "{:.0} messages/s, p50 {}, p99 {}, {} bytes verified, client CPU {:.0} %, {} idle held",
+        window.messages_per_sec(),
+        percentile(50.0),
+        percentile(99.0),
+        window.bytes_verified,
+        window.client_cpu_share() * 100.0,
+        load.idle_held()
+    );
+    Ok(())
+}
+
+/// The lesson servers to measure: built (or found), filtered by `--only`.
+fn lessons_to_measure(cli: &Cli) -> io::Result<Vec<Server>> {
+    for id in &cli.only {
+        if !LESSONS.iter().any(|spec| spec.id == id) {
+            let ids: Vec<&str> = LESSONS.iter().map(|spec| spec.id).collect();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--only {id}: no such lesson server; choose from {}",
+                    ids.join(", ")
+                ),
+            ));
+        }
+    }
+    let bin_dir = match &cli.bin_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            if !cli.no_build && !servers::build_lessons(&workspace_root()) {
+                eprintln!(
+                    "bench: warning: `cargo build --release --bins` failed (see above); \
+                     benchmarking the binaries already built, which may be stale"
+                );
+            }
+            beside_this_binary()?
+        }
+    };
+    let (found, missing) = servers::find_lessons(&bin_dir);
+    let wanted = |id: &str| cli.only.is_empty() || cli.only.iter().any(|only| only == id);
+    for id in missing.into_iter().filter(|id| wanted(id)) {
+        eprintln!(
+            "bench: {id}: no binary in {} yet — skipped (run `cargo build --release --bins`)",
+            bin_dir.display()
+        );
+    }
+    Ok(found
+        .into_iter()
+        .filter(|server| wanted(server.spec.id))
+        .collect())
+}
+
+fn plan(cli: &Cli) -> io::Result<Plan> {
+    let (default_seconds, default_rounds) = if cli.quick { (0.25, 1) } else { (0.5, 3) };
+    let seconds = cli.seconds.unwrap_or(default_seconds);
+    let rounds = cli.rounds.map_or(default_rounds, usize::from);
+    if !(0.01..=60.0).contains(&seconds) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--seconds {seconds}: choose between 0.01 and 60"),
+        ));
+    }
+    let window = Duration::from_secs_f64(seconds);
+    Ok(if cli.quick {
+        Plan::quick(window, rounds)
+    } else {
+        Plan::full(window, rounds)
+    })
+}
+
+/// The workspace this benchmark was built from: where `cargo build` runs and `imgs/` is.
+fn workspace_root() -> PathBuf {
+    let bench_crate = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // crates/bench → crates → the workspace.
+    bench_crate
+        .ancestors()
+        .nth(2)
+        .unwrap_or(bench_crate)
+        .to_path_buf()
+}
+
+/// The directory of this executable: `target/release` under `cargo run --release`, where
+/// `cargo build --release --bins` puts the lesson binaries too (whatever CARGO_TARGET_DIR is).
+fn beside_this_binary() -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| io::Error::other("this executable has no directory"))
+}

@@ -1,0 +1,126 @@
+//! The benchmark cannot rot: a tiny `--quick` run, every step of the real one — start the
+//! servers and the tokio peer, load them, pair the runs, print the tables, draw the plots —
+//! in a few seconds; and `bench load`, the command for profiling one server. Nothing here
+//! asserts a speed: CI machines are noisy, and speed is the benchmark's business, not a test's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A folder for the plots, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the spawned process when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bench --quick` with 50 ms windows and two rounds against `select` and `selector` (when
+/// built beside the benchmark: `cargo test --workspace` builds them) and tokio: it succeeds,
+/// prints every table and the targets, and writes three SVGs whose labels are real text.
+#[test]
+fn quick_run_prints_tables_and_writes_plots() {
+    let bench = Path::new(env!("CARGO_BIN_EXE_bench"));
+    let bin_dir = bench.parent().expect("the bench binary has a directory");
+    let imgs = TempDir(std::env::temp_dir().join(format!("bench-smoke-{}", std::process::id())));
+    let output = Command::new(bench)
+        .args(["--quick", "--seconds", "0.05", "--rounds", "2"])
+        .args(["--only", "select,selector"])
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .arg("--imgs")
+        .arg(&imgs.0)
+        .output()
+        .expect("run the bench binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    for heading in [
+        "### Ping-pong: messages/s",
+        "### Server CPU time per message",
+        "### Idle scaling",
+        "### Peak memory",
+        "### Targets",
+    ] {
+        assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("| tokio (reference) |"), "{stdout}");
+    for lesson in ["select", "selector"] {
+        if bin_dir.join(lesson).is_file() {
+            assert!(stdout.contains(&format!("| {lesson} |")), "{stdout}");
+        }
+    }
+
+    for (plot, label) in [
+        ("bench-throughput.svg", "messages/s"),
+        ("bench-idle-scaling.svg", "idle connections"),
+        ("bench-memory.svg", "peak RSS"),
+    ] {
+        let svg = std::fs::read_to_string(imgs.0.join(plot)).expect("the plot was written");
+        assert!(
+            svg.contains("<text") && svg.contains(label),
+            "{plot}: no {label:?} text"
+        );
+    }
+}
+
+/// `bench load` (the README's profiling command) drives a server started by hand — here the
+/// tokio peer, `bench tokio-echo` — and reports verified messages; it refuses any address
+/// that is not on this machine.
+#[test]
+fn load_drives_a_running_server_and_stays_on_this_machine() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let bench = env!("CARGO_BIN_EXE_bench");
+    let mut server = Killed(
+        Command::new(bench)
+            .args(["tokio-echo", "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bench tokio-echo"),
+    );
+    let stdout = server.0.stdout.take().expect("stdout is piped");
+    let mut first_line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first_line)
+        .expect("read the listening line");
+    let addr = first_line
+        .strip_prefix("listening on ")
+        .expect("a `listening on` line")
+        .trim();
+
+    let output = Command::new(bench)
+        .args(["load", "--addr", addr, "--connections", "2", "--idle", "3"])
+        .args(["--seconds", "0.2"])
+        .output()
+        .expect("run bench load");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains("messages/s") && report.contains("3 idle held"),
+        "{report}"
+    );
+
+    let refused = Command::new(bench)
+        .args(["load", "--addr", "192.0.2.1:5000"])
+        .output()
+        .expect("run bench load");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only to servers on this machine"));
+}
