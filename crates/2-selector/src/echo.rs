@@ -23,10 +23,6 @@ use mio::{Interest, Token};
 
 use crate::selector::{Ready, Selector};
 
-/// How much one `read` takes from a client. It lives on the stack of the callback, so an
-/// idle connection holds no read buffer at all.
-const READ_CHUNK: usize = 64 * 1024;
-
 /// Above this many unsent bytes we stop reading a client until it catches up (backpressure):
 /// a client that sends without reading cannot make us buffer without end.
 const MAX_UNSENT: usize = 256 * 1024;
@@ -102,7 +98,7 @@ struct Connection {
 impl Connection {
     /// The client's callback: echo what there is, then tell the selector what to wait for.
     fn on_ready(&mut self, selector: &mut Selector, stream: &mut TcpStream, token: Token) {
-        let result = self.echo(stream).and_then(|()| {
+        let result = self.echo(stream, selector.read_buffer()).and_then(|()| {
             if self.finished() {
                 return Ok(());
             }
@@ -126,17 +122,24 @@ impl Connection {
         }
     }
 
-    /// Flushes what is owed, then reads and echoes until the kernel says `WouldBlock`.
+    /// Flushes what is owed, then reads and echoes until the socket is empty.
     /// Edge-triggered: whatever we leave behind now, epoll will not mention again.
-    fn echo(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    fn echo(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
         self.unsent.flush_to(stream)?;
-        let mut buf = [0; READ_CHUNK];
         // Stop reading while we owe too much; when the client catches up, the writable event
         // brings us back here and reading resumes where it stopped.
         while !self.eof && self.unsent.len() < MAX_UNSENT {
-            match stream.read(&mut buf) {
+            match stream.read(buf) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.unsent.write_or_keep(stream, &buf[..n])?,
+                Ok(n) => {
+                    self.unsent.write_or_keep(stream, &buf[..n])?;
+                    // Fewer bytes than the buffer holds: the socket is empty now, and epoll
+                    // will report the next bytes. This saves the read that would only say
+                    // `WouldBlock` (tokio makes the same inference).
+                    if n < buf.len() {
+                        break;
+                    }
+                }
                 Err(err) if would_block(&err) => break,
                 Err(err) if interrupted(&err) => continue,
                 Err(err) => return Err(err),

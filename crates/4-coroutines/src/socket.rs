@@ -9,6 +9,7 @@
 //!
 //! Errors are not exceptions here: each returns an `io::Result`, and the caller decides.
 
+use std::cell::RefCell;
 use std::io::{self, Read};
 use std::mem;
 use std::net::SocketAddr;
@@ -21,9 +22,16 @@ use mio::net::{TcpListener, TcpStream};
 use crate::coroutine::{Coroutine, Error, Exception, GeneratorState, State, Step};
 use crate::scheduler::Syscall;
 
-/// How much one `recv` takes. The buffer lives on the stack during the call, so a client
-/// parked in `recv` holds no buffer at all.
+/// How much one `recv` takes.
 pub const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// One read buffer for every `recv`: only one coroutine runs at a time, so they can all
+    /// share it — a client parked in `recv` holds no buffer, and no `recv` pays for zeroing
+    /// a fresh 64 KiB on every call. (Thread-local, because a coroutine cannot borrow from
+    /// the scheduler that resumes it.)
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
 
 /// `accept(listener)`:
 ///
@@ -122,17 +130,23 @@ impl Coroutine<()> for Recv {
         else {
             return Err(Error::Closed);
         };
-        let mut buf = [0; READ_CHUNK];
-        loop {
-            match (&*stream).read(&mut buf) {
-                Err(err) if interrupted(&err) => continue,
-                Err(err) if would_block(&err) => {
-                    let fd = stream.as_raw_fd();
-                    *self = Recv::Parked(stream);
-                    return Ok(State::Yielded(Syscall::ReadWait(fd)));
+        let received = READ_BUFFER.with_borrow_mut(|buf| {
+            loop {
+                match (&*stream).read(buf) {
+                    Err(err) if interrupted(&err) => continue,
+                    Err(err) if would_block(&err) => return None,
+                    Ok(n) => return Some(Ok(buf[..n].to_vec())),
+                    Err(err) => return Some(Err(err)),
                 }
-                Ok(n) => return Ok(State::Complete(Ok(buf[..n].to_vec()))),
-                Err(err) => return Ok(State::Complete(Err(err))),
+            }
+        });
+        match received {
+            Some(result) => Ok(State::Complete(result)),
+            None => {
+                // Nothing there: only now park, until epoll reports the next bytes.
+                let fd = stream.as_raw_fd();
+                *self = Recv::Parked(stream);
+                Ok(State::Yielded(Syscall::ReadWait(fd)))
             }
         }
     }

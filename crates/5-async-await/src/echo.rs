@@ -13,18 +13,14 @@ use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::Duration;
 
-use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds, would_block};
+use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds};
 use nix::sys::signal::Signal;
 
 use crate::executor::{Either, block_on, race, spawn};
-use crate::net::{TcpListener, TcpStream};
+use crate::net::{READ_CHUNK, TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;
 use crate::time::{sleep, timeout};
-
-/// How much one read takes. The buffer is on the stack of a plain function, not in the task,
-/// so an idle connection holds none.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// How long to stop accepting after running out of file descriptors.
 const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
@@ -105,43 +101,33 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
 
 /// Echoes until the client's EOF or the shutdown; then closes cleanly.
 async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Result<()> {
+    // The last read took everything there was: wait for the reactor before reading again.
+    let mut drained = false;
     loop {
-        // Wait for bytes — or for the shutdown, which wins only between two echoes: a
-        // chunk already read is always written back in full first. `race` polls its first
-        // future first, so a client that never stops sending cannot hold the shutdown off.
-        if let Either::Left(()) = race(shutdown.wait(), stream.readable()).await {
+        if drained {
+            // Wait for bytes — or for the shutdown, which wins only between two echoes: a
+            // chunk already read is always written back in full first. `race` polls its
+            // first future first, so a client that never stops sending cannot hold it off.
+            if let Either::Left(()) = race(shutdown.wait(), stream.readable()).await {
+                break;
+            }
+        } else if shutdown.is_set() {
             break;
         }
-        let Some(chunk) = read_chunk(&mut stream)? else {
+        let Some(chunk) = stream.try_read_chunk()? else {
+            drained = true; // WouldBlock
             continue;
         };
         if chunk.is_empty() {
             break; // EOF
         }
+        // Fewer bytes than we asked for: the socket is empty now. Waiting at once saves the
+        // read that would only say WouldBlock (tokio makes the same inference).
+        drained = chunk.len() < READ_CHUNK;
         stream.write_all(&chunk).await?;
         stats.echoed.set(stats.echoed.get() + chunk.len() as u64);
     }
     close_gracefully(&mut stream).await
-}
-
-/// One read into a stack buffer; `None` if nothing was there after all, empty at EOF.
-fn read_chunk(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = [0; READ_CHUNK];
-    match stream.try_read(&mut buf) {
-        Ok(n) => Ok(Some(buf[..n].to_vec())),
-        Err(err) if would_block(&err) => Ok(None),
-        Err(err) => Err(err),
-    }
-}
-
-/// Reads and drops what is there, on the stack; `Some(0)` at EOF, `None` if nothing was.
-fn discard(stream: &mut TcpStream) -> io::Result<Option<usize>> {
-    let mut buf = [0; 4096];
-    match stream.try_read(&mut buf) {
-        Ok(n) => Ok(Some(n)),
-        Err(err) if would_block(&err) => Ok(None),
-        Err(err) => Err(err),
-    }
 }
 
 /// Sends EOF, then reads (and drops) whatever the client still sends until its own EOF.
@@ -151,9 +137,10 @@ async fn close_gracefully(stream: &mut TcpStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
     let drain = async {
         loop {
-            stream.readable().await?;
-            if let Some(0) = discard(stream)? {
-                return Ok::<(), io::Error>(()); // the client's EOF
+            match stream.try_read_chunk()? {
+                Some(chunk) if chunk.is_empty() => return Ok::<(), io::Error>(()), // its EOF
+                Some(_) => {}
+                None => stream.readable().await,
             }
         }
     };

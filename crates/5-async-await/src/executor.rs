@@ -43,6 +43,9 @@ pub(crate) struct Runtime {
     pub(crate) reactor: RefCell<Reactor>,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) blocking: BlockingPool,
+    /// One read buffer for every task: only one task runs at a time, so a task can read into
+    /// it and keep just the bytes it got (see `TcpStream::try_read_chunk`).
+    pub(crate) read_buffer: RefCell<Vec<u8>>,
     tasks: RefCell<Tasks>,
     ready: Arc<ReadyQueue>,
     trace: Trace,
@@ -80,6 +83,7 @@ pub fn block_on<F: Future>(trace: Trace, future: F) -> io::Result<F::Output> {
         reactor: RefCell::new(reactor),
         timers: RefCell::new(Timers::default()),
         blocking: BlockingPool::new(4)?,
+        read_buffer: RefCell::new(vec![0; crate::net::READ_CHUNK]),
         tasks: RefCell::new(Tasks::default()),
         ready: Arc::clone(&ready),
         trace,

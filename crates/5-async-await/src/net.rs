@@ -9,6 +9,9 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::task::{Context, Poll};
 
+/// The size of the runtime's shared read buffer: the most one `try_read_chunk` returns.
+pub const READ_CHUNK: usize = 64 * 1024;
+
 use fdio::{interrupted, would_block};
 use mio::Token;
 use mio::event::Source;
@@ -147,22 +150,45 @@ impl TcpStream {
         .await
     }
 
-    /// Waits until a read would not block — without reading, so the caller needs no buffer
-    /// while it waits. Then [`try_read`](Self::try_read) gets the bytes.
-    pub async fn readable(&mut self) -> io::Result<()> {
+    /// Waits for the reactor to report the socket readable, without reading — so the caller
+    /// holds no buffer while it waits. Call it only once a read said `WouldBlock` or came
+    /// back short: epoll (edge-triggered) reports the *next* bytes to arrive, not those
+    /// already there. Then [`try_read_chunk`](Self::try_read_chunk) gets them.
+    pub async fn readable(&mut self) {
+        let mut waiting = false;
+        let token = self.inner.token;
         poll_fn(|cx| {
-            self.inner.io(cx, Direction::Read, |stream| {
-                // peek: readiness without consuming. Ok(0) is EOF, which is "readable" too.
-                let mut probe = [0; 1];
-                stream.peek(&mut probe).map(drop)
-            })
+            if waiting {
+                return Poll::Ready(()); // woken (if spuriously, the next read says WouldBlock)
+            }
+            waiting = true;
+            with_runtime(|runtime| {
+                runtime
+                    .reactor
+                    .borrow_mut()
+                    .wait_for(token, Direction::Read, cx.waker())
+            });
+            Poll::Pending
         })
         .await
     }
 
-    /// Reads without waiting: `WouldBlock` if nothing is there.
-    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.source.read(buf)
+    /// Reads what is there now, without waiting, into the runtime's shared read buffer, and
+    /// returns a copy of exactly those bytes: `None` if nothing was there (`WouldBlock`),
+    /// empty at EOF. At most [`READ_CHUNK`] bytes; fewer means the socket is drained.
+    pub fn try_read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let stream = &mut self.inner.source;
+        with_runtime(|runtime| {
+            let mut buf = runtime.read_buffer.borrow_mut();
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(n) => return Ok(Some(buf[..n].to_vec())),
+                    Err(err) if interrupted(&err) => continue,
+                    Err(err) if would_block(&err) => return Ok(None),
+                    Err(err) => return Err(err),
+                }
+            }
+        })
     }
 
     /// Writes some of `buf` (at least one byte) and returns how much.

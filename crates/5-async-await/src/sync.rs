@@ -6,8 +6,8 @@
 //! waiter starves and no wake-up is lost.
 
 use std::cell::{Cell, RefCell, RefMut};
-use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -184,10 +184,15 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 }
 
 /// A flag set once that any number of tasks can wait for: `asyncio.Event`.
+///
+/// Each waiting future has a numbered place in the waiters map and takes it out when it is
+/// dropped, so waiting costs the same with 10 waiters or 10,000 — and a wait that loses a
+/// `race` leaves nothing behind.
 #[derive(Default)]
 pub struct Event {
     set: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<HashMap<u64, Waker>>,
+    next_waiter: Cell<u64>,
 }
 
 impl Event {
@@ -198,7 +203,8 @@ impl Event {
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
         self.set.set(true);
-        for waker in self.waiters.borrow_mut().drain(..) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for waker in waiters.into_values() {
             waker.wake();
         }
     }
@@ -207,18 +213,58 @@ impl Event {
         self.set.get()
     }
 
+    /// How many wakers wait on the flag now.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+
     /// Waits until the flag is set.
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.set.get() {
-                return Poll::Ready(());
+    pub fn wait(&self) -> EventWait<'_> {
+        EventWait {
+            event: self,
+            place: None,
+        }
+    }
+}
+
+/// The future of [`Event::wait`].
+pub struct EventWait<'a> {
+    event: &'a Event,
+    place: Option<u64>,
+}
+
+impl Future for EventWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.event.set.get() {
+            return Poll::Ready(());
+        }
+        let place = match self.place {
+            Some(place) => place,
+            None => {
+                let place = self.event.next_waiter.get();
+                self.event.next_waiter.set(place + 1);
+                self.place = Some(place);
+                place
             }
-            let mut waiters = self.waiters.borrow_mut();
-            if !waiters.iter().any(|waker| waker.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
+        };
+        let mut waiters = self.event.waiters.borrow_mut();
+        match waiters.get_mut(&place) {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => {
+                waiters.insert(place, cx.waker().clone());
             }
-            Poll::Pending
-        })
-        .await
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for EventWait<'_> {
+    fn drop(&mut self) {
+        if let Some(place) = self.place {
+            self.event.waiters.borrow_mut().remove(&place);
+        }
     }
 }

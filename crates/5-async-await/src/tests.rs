@@ -12,8 +12,8 @@ use std::time::Duration;
 use fdio::Trace;
 
 use crate::blocking::spawn_blocking;
-use crate::executor::{block_on, spawn, yield_now};
-use crate::sync::{Mutex, Semaphore};
+use crate::executor::{Either, block_on, race, spawn, yield_now};
+use crate::sync::{Event, Mutex, Semaphore};
 use crate::task::JoinError;
 use crate::time::{sleep, timeout};
 
@@ -264,4 +264,24 @@ fn an_expired_timeout_cancels_its_future() {
     }));
     assert!(result.is_err());
     assert!(dropped.get(), "the timed-out future was not dropped");
+}
+
+/// An `Event` wait that is dropped — it lost a `race` — leaves no waker behind, so waiting
+/// costs the same however often connections did it; `set` still wakes a live waiter.
+#[test]
+fn abandoned_event_waits_leave_nothing_behind() {
+    let (left_behind, woken) = run(async {
+        let event = Rc::new(Event::new());
+        for _ in 0..1000 {
+            let lost = race(yield_now(), event.wait()).await;
+            assert_eq!(lost, Either::Left(()));
+        }
+        let left_behind = event.waiting();
+        let setter = Rc::clone(&event);
+        spawn(async move { setter.set() });
+        event.wait().await;
+        (left_behind, event.is_set())
+    });
+    assert_eq!(left_behind, 0, "dropped waits kept their wakers");
+    assert!(woken);
 }
