@@ -103,12 +103,15 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
 async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Result<()> {
     // The last read took everything there was: wait for the reactor before reading again.
     let mut drained = false;
+    // One wait on the shutdown for the whole connection, raced again and again: its place
+    // in the event's waiter list is taken once, not once per message.
+    let mut shutdown_wait = shutdown.wait();
     loop {
         if drained {
             // Wait for bytes — or for the shutdown, which wins only between two echoes: a
             // chunk already read is always written back in full first. `race` polls its
             // first future first, so a client that never stops sending cannot hold it off.
-            if let Either::Left(()) = race(shutdown.wait(), stream.readable()).await {
+            if let Either::Left(()) = race(&mut shutdown_wait, stream.readable()).await {
                 break;
             }
         } else if shutdown.is_set() {

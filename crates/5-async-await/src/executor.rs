@@ -108,10 +108,12 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
     main_waker.wake_by_ref();
     let main_task_waker = Arc::clone(&main_waker);
     let main_waker = Waker::from(main_waker);
+    let mut batch = VecDeque::new();
     loop {
         // 1. Run the tasks that are ready now. Those woken meanwhile wait for the next turn,
         //    so a task that keeps waking itself cannot starve the reactor.
-        for id in runtime.ready.take_all() {
+        runtime.ready.take_all(&mut batch);
+        for id in batch.drain(..) {
             if id == MAIN {
                 main_task_waker.scheduled.store(false, Ordering::SeqCst);
                 runtime
@@ -316,8 +318,10 @@ impl ReadyQueue {
         }
     }
 
-    fn take_all(&self) -> VecDeque<usize> {
-        std::mem::take(&mut *self.ids.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Moves every queued id into `batch` (which must be empty). Swapping the two queues
+    /// keeps both allocations: no turn of the loop allocates.
+    fn take_all(&self, batch: &mut VecDeque<usize>) {
+        std::mem::swap(&mut *self.ids.lock().unwrap_or_else(PoisonError::into_inner), batch);
     }
 
     fn is_empty(&self) -> bool {
