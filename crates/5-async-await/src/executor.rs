@@ -321,7 +321,10 @@ impl ReadyQueue {
     /// Moves every queued id into `batch` (which must be empty). Swapping the two queues
     /// keeps both allocations: no turn of the loop allocates.
     fn take_all(&self, batch: &mut VecDeque<usize>) {
-        std::mem::swap(&mut *self.ids.lock().unwrap_or_else(PoisonError::into_inner), batch);
+        std::mem::swap(
+            &mut *self.ids.lock().unwrap_or_else(PoisonError::into_inner),
+            batch,
+        );
     }
 
     fn is_empty(&self) -> bool {
