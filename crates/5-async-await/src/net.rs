@@ -6,7 +6,9 @@
 
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 /// The size of the runtime's shared read buffer: the most one `try_read_chunk` returns.
@@ -20,15 +22,22 @@ use crate::executor::{try_with_runtime, with_runtime};
 use crate::reactor::Direction;
 
 /// A mio source registered with the current runtime's reactor; deregistered when dropped.
+/// Its token means something only to that reactor, on that thread: the `PhantomData` makes
+/// it (and every I/O type holding it) impossible to send to another thread.
 pub(crate) struct Registered<S: Source> {
     pub(crate) source: S,
     token: Token,
+    on_this_thread: PhantomData<Rc<()>>,
 }
 
 impl<S: Source> Registered<S> {
     pub(crate) fn new(mut source: S) -> io::Result<Registered<S>> {
         let token = with_runtime(|runtime| runtime.reactor.borrow_mut().register(&mut source))?;
-        Ok(Registered { source, token })
+        Ok(Registered {
+            source,
+            token,
+            on_this_thread: PhantomData,
+        })
     }
 
     /// Tries `op`; on `WouldBlock`, waits for `direction` and returns `Pending`.
