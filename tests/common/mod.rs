@@ -71,6 +71,18 @@ impl Process {
         wait_until(|| self.stderr().iter().any(|line| line.contains(text)))
     }
 
+    /// Waits (bounded) until each of `texts` shows up on stderr; fails naming the first
+    /// that does not.
+    pub fn expect_stderr(&self, texts: &[&str]) {
+        for text in texts {
+            assert!(
+                self.wait_for_stderr(text),
+                "no {text:?} on stderr: {:?}",
+                self.stderr()
+            );
+        }
+    }
+
     /// How many stderr lines contain `text`.
     pub fn count_stderr(&self, text: &str) -> usize {
         self.stderr()
