@@ -89,7 +89,7 @@ fn writer_holds_pipe_lines_until_stdin_speaks() {
         writer.lines()
     );
     writer.close_stdin();
-    assert_eq!(writer.process.wait_exit(), Some(0));
+    writer.process.expect_success();
 }
 
 /// EOF on stdin ends `sync writer` with exit 0, losing no line.

@@ -85,7 +85,7 @@ fn repl(commands: &str) -> (String, Process) {
     let mut stdin = process.child.stdin.take().expect("stdin is piped");
     stdin.write_all(commands.as_bytes()).unwrap();
     drop(stdin);
-    assert_eq!(process.wait_exit(), Some(0), "{:?}", process.stderr());
+    process.expect_success();
     let mut stdout = String::new();
     let mut pipe = process.child.stdout.take().expect("stdout is piped");
     pipe.read_to_string(&mut stdout).unwrap();

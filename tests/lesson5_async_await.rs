@@ -62,12 +62,7 @@ fn sigint_shuts_down_gracefully_without_losing_echo() {
         payload[..received.len()],
         "the echo differs from what was sent"
     );
-    assert_eq!(
-        server.process.wait_exit(),
-        Some(0),
-        "{:?}",
-        server.process.stderr()
-    );
+    server.process.expect_success();
     let summary = format!("served 1 connections, echoed {} bytes", received.len());
     assert!(
         server.process.wait_for_stderr(&summary),
@@ -82,7 +77,7 @@ fn sigterm_stops_accepting_and_exits_zero() {
     let mut server = Server::start(ASYNC_AWAIT, &["echo"]);
     round_trip(&connect(server.addr, PATIENCE).unwrap(), b"before\n");
     signal(&server, Signal::SIGTERM);
-    assert_eq!(server.process.wait_exit(), Some(0));
+    server.process.expect_success();
     assert!(server.process.wait_for_stderr("SIGTERM: shutting down"));
     assert!(
         connect(server.addr, Duration::from_secs(1)).is_err(),

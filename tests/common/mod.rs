@@ -102,6 +102,18 @@ impl Process {
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
+    /// Waits (bounded) for the process to exit and checks it exited 0; on failure the
+    /// message shows its stderr.
+    pub fn expect_success(&mut self) {
+        let code = self.wait_exit();
+        assert_eq!(
+            code,
+            Some(0),
+            "exit code {code:?}; stderr: {:?}",
+            self.stderr()
+        );
+    }
+
     /// Waits (bounded) for the process to exit and returns its exit code.
     pub fn wait_exit(&mut self) -> Option<i32> {
         let deadline = Instant::now() + PATIENCE;

@@ -113,12 +113,7 @@ pub fn exits_on_eof_keeping_every_line(bin: &str, args: &[&str]) {
     writer.type_line("caf\u{e9} \u{2615}");
     thread::sleep(Duration::from_millis(200));
     writer.close_stdin();
-    assert_eq!(
-        writer.process.wait_exit(),
-        Some(0),
-        "{:?}",
-        writer.process.stderr()
-    );
+    writer.process.expect_success();
 
     assert!(
         writer.position("s stdin ] hello from stdin").is_some(),
@@ -168,7 +163,7 @@ pub fn idles_after_the_pipe_closes(bin: &str, args: &[&str]) {
     );
 
     writer.close_stdin();
-    assert_eq!(writer.process.wait_exit(), Some(0));
+    writer.process.expect_success();
 }
 
 /// With stdin a regular file (which epoll refuses to watch), the program says so in one
@@ -178,12 +173,7 @@ pub fn works_with_stdin_from_a_file(bin: &str, args: &[&str]) {
     let input = TempFile::new("stdin.txt");
     std::fs::write(&input.path, "first line from a file\nsecond line\n").unwrap();
     let mut writer = Writer::start_with_stdin_file(bin, args, &input);
-    assert_eq!(
-        writer.process.wait_exit(),
-        Some(0),
-        "{:?}",
-        writer.process.stderr()
-    );
+    writer.process.expect_success();
     assert!(
         writer
             .position("s stdin ] first line from a file")
@@ -214,5 +204,5 @@ pub fn pipe_lines_arrive_while_stdin_is_silent(bin: &str, args: &[&str]) {
         writer.lines()
     );
     writer.close_stdin();
-    assert_eq!(writer.process.wait_exit(), Some(0));
+    writer.process.expect_success();
 }
