@@ -122,8 +122,10 @@ impl Connection {
         }
     }
 
-    /// Flushes what is owed, then reads and echoes until the socket is empty.
-    /// Edge-triggered: whatever we leave behind now, epoll will not mention again.
+    /// Flushes what is owed, then reads and echoes until the kernel says `WouldBlock`.
+    /// Edge-triggered: whatever we leave behind now, epoll will not mention again. Even a
+    /// read shorter than the buffer is no proof the socket is empty: the client's last bytes
+    /// and its EOF can arrive under one edge, and only the next read finds the EOF.
     fn echo(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
         self.unsent.flush_to(stream)?;
         // Stop reading while we owe too much; when the client catches up, the writable event
@@ -131,15 +133,7 @@ impl Connection {
         while !self.eof && self.unsent.len() < MAX_UNSENT {
             match stream.read(buf) {
                 Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.unsent.write_or_keep(stream, &buf[..n])?;
-                    // Fewer bytes than the buffer holds: the socket is empty now, and epoll
-                    // will report the next bytes. This saves the read that would only say
-                    // `WouldBlock` (tokio makes the same inference).
-                    if n < buf.len() {
-                        break;
-                    }
-                }
+                Ok(n) => self.unsent.write_or_keep(stream, &buf[..n])?,
                 Err(err) if would_block(&err) => break,
                 Err(err) if interrupted(&err) => continue,
                 Err(err) => return Err(err),

@@ -33,6 +33,10 @@ pub enum Direction {
 struct Waiters {
     read: Option<Waker>,
     write: Option<Waker>,
+    /// epoll said the peer closed its side (or the socket failed). That is a state, not an
+    /// event: epoll says it once, maybe under the same edge as the last bytes, so a reader
+    /// that stops after a short read must still be told. Every later wait to read ends at once.
+    read_closed: bool,
 }
 
 /// Owns the `Poll` and a slab of waiters, indexed by token.
@@ -98,6 +102,10 @@ impl Reactor {
         let Some(Some(waiters)) = self.sources.get_mut(token.0) else {
             return;
         };
+        if direction == Direction::Read && waiters.read_closed {
+            waker.wake_by_ref(); // the next read returns EOF (or the error) at once
+            return;
+        }
         let slot = match direction {
             Direction::Read => &mut waiters.read,
             Direction::Write => &mut waiters.write,
@@ -138,6 +146,7 @@ impl Reactor {
             let token = event.token();
             let readable = event.is_readable() || event.is_read_closed() || event.is_error();
             let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+            waiters.read_closed |= event.is_read_closed() || event.is_error();
             if readable && let Some(waker) = waiters.read.take() {
                 self.trace
                     .say(|| format!("reactor: {token:?} readable → wake its reader"));

@@ -2,6 +2,7 @@
 //! never timings.
 
 use std::cell::{Cell, RefCell};
+use std::io::Write;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use fdio::Trace;
 
 use crate::blocking::spawn_blocking;
 use crate::executor::{Either, block_on, race, spawn, yield_now};
+use crate::net::TcpStream;
 use crate::sync::{Event, Mutex, Semaphore};
 use crate::task::JoinError;
 use crate::time::{sleep, timeout};
@@ -284,4 +286,28 @@ fn abandoned_event_waits_leave_nothing_behind() {
     });
     assert_eq!(left_behind, 0, "dropped waits kept their wakers");
     assert!(woken);
+}
+
+/// The peer's last bytes and its EOF can arrive under one epoll edge. After reading those
+/// bytes (a short read), waiting for more must end at once so the next read finds the EOF:
+/// the reactor remembers "read closed" instead of waiting for an edge that never comes.
+#[test]
+fn eof_arriving_with_the_last_bytes_is_not_lost() {
+    let _watchdog = Watchdog::arm("eof_arriving_with_the_last_bytes_is_not_lost");
+    let (first, after) = run(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"bye").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        // Let the reactor take the one edge for both while nobody waits to read.
+        sleep(Duration::from_millis(50)).await;
+        let first = stream.try_read_chunk().unwrap();
+        stream.readable().await;
+        (first, stream.try_read_chunk().unwrap())
+    });
+    assert_eq!(first.as_deref(), Some(&b"bye"[..]));
+    assert_eq!(after, Some(Vec::new()), "the EOF was not read");
 }
