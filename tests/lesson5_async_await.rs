@@ -194,3 +194,83 @@ fn writer_idles_after_the_pipe_closes() {
 fn writer_reads_stdin_from_a_regular_file() {
     writer::works_with_stdin_from_a_file(ASYNC_AWAIT, &["writer"]);
 }
+
+/// Runs `async-await <args>` with stdout into a pipe, reads lines until one starts with
+/// `until`, then closes the pipe as `| head` does. Returns the exit status and stderr.
+fn close_stdout_after(args: &[&str], until: &str) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(ASYNC_AWAIT)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run async-await");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("{args:?}: stdout ended before {until:?}"))
+            .expect("read stdout");
+        if line.starts_with(until) {
+            break;
+        }
+    }
+    drop(lines); // closes the read end: the program's next write fails with EPIPE
+    let output = child.wait_with_output().expect("wait for async-await");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status, stderr)
+}
+
+/// `async-await tasks | head`: when the reader closes stdout mid-tour, the tour ends quietly:
+/// exit 0, and on stderr only the panic that step 2 shows on purpose, no "failed printing".
+#[test]
+fn tasks_ends_quietly_when_the_reader_goes_away() {
+    // Step 4 waits 100 ms before its next line: the pipe is closed during that wait.
+    let (status, stderr) = close_stdout_after(&["tasks"], "4. timeout");
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr.matches("panicked at").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("something went wrong in a task"),
+        "{stderr}"
+    );
+}
+
+/// `async-await download | head -1` ends quietly too: exit 0, nothing on stderr.
+#[test]
+fn download_ends_quietly_when_the_reader_goes_away() {
+    // The next line comes after the two one-by-one downloads, 400 ms later.
+    let args = ["download", "--count", "2", "--delay-ms", "200"];
+    let (status, stderr) = close_stdout_after(&args, "a local server on");
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr, "");
+}
+
+/// `tasks` and `download` with stdout on a full disk (`> /dev/full`): a failed write is an
+/// error like any other, one line on stderr and exit 1, not a panic.
+#[test]
+fn a_full_disk_is_one_error_line() {
+    for args in [
+        &["tasks"][..],
+        &["download", "--count", "1", "--delay-ms", "0"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("open /dev/full");
+        let output = Command::new(ASYNC_AWAIT)
+            .args(args)
+            .stdout(full)
+            .output()
+            .expect("run async-await");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("async-await: ") && stderr.contains("(os error 28)"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -21,31 +21,59 @@ const IMAGE_BYTES: usize = 16 * 1024;
 
 /// Runs both downloads and prints how long each took.
 pub fn run(count: u32, delay: Duration) -> io::Result<()> {
+    match download_twice(count, delay) {
+        // The reader went away (`download | head -1`): a normal way to end, as in `clock`.
+        // Only stdout fails so here: a failed download is reported as `image N: …`.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes with `writeln!(out, …)?` rather than `println!`, which panics when stdout fails
+/// (a closed pipe, a full disk): the error ends the program instead.
+fn download_twice(count: u32, delay: Duration) -> io::Result<()> {
+    let mut out = io::stdout();
     let addr = start_server(delay)?;
-    println!("a local server on {addr} answers each request after {delay:?}");
+    writeln!(
+        out,
+        "a local server on {addr} answers each request after {delay:?}"
+    )?;
 
     let started = Instant::now();
     for n in 0..count {
-        check(n, &fetch_blocking(addr, n)?)?;
+        check(n, &fetch_blocking(addr, n).map_err(|err| failed(n, err))?)?;
     }
     let sequential = started.elapsed().as_secs_f64();
-    println!("Synchronous download of {count} images took: {sequential:.2} seconds.");
+    writeln!(
+        out,
+        "Synchronous download of {count} images took: {sequential:.2} seconds."
+    )?;
 
     let started = Instant::now();
     block_on(Trace::new(false), async move {
         let downloads: Vec<_> = (0..count).map(|n| spawn(fetch(addr, n))).collect();
         for (n, download) in (0..).zip(downloads) {
-            check(n, &download.await.map_err(io::Error::other)??)?;
+            let body = download.await.map_err(io::Error::other)?;
+            check(n, &body.map_err(|err| failed(n, err))?)?;
         }
         Ok::<(), io::Error>(())
     })??;
     let concurrent = started.elapsed().as_secs_f64();
-    println!("Asynchronous download of {count} images took: {concurrent:.2} seconds.");
-    println!(
+    writeln!(
+        out,
+        "Asynchronous download of {count} images took: {concurrent:.2} seconds."
+    )?;
+    writeln!(
+        out,
         "The asynchronous download was {:.1}× faster.",
         sequential / concurrent
-    );
+    )?;
     Ok(())
+}
+
+/// A download's error, saying which image: `image 3: Connection reset by peer`.
+fn failed(n: u32, err: io::Error) -> io::Error {
+    io::Error::other(format!("image {n}: {err}"))
 }
 
 /// The bytes of image `n`: its number, repeated, so a mix-up would show.

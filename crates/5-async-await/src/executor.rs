@@ -23,7 +23,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -38,8 +38,15 @@ use crate::time::Timers;
 /// The id of the future given to `block_on`; spawned tasks count from 0.
 const MAIN: usize = usize::MAX;
 
+/// Which runtime a handle belongs to. Task ids and I/O tokens are slab indexes that each
+/// runtime hands out again, so another `block_on` on the same thread has the same ones;
+/// this id, never reused in the process, tells the runtimes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuntimeId(u64);
+
 /// Everything one running loop owns.
 pub(crate) struct Runtime {
+    id: RuntimeId,
     pub(crate) reactor: RefCell<Reactor>,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) blocking: BlockingPool,
@@ -69,8 +76,25 @@ pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
     Some(f(&runtime))
 }
 
+/// The id of the current runtime, for a handle to remember where it belongs.
+///
+/// # Panics
+/// Outside `block_on`.
+pub(crate) fn runtime_id() -> RuntimeId {
+    with_runtime(|runtime| runtime.id)
+}
+
+/// Like [`try_with_runtime`], but `None` unless the current runtime is runtime `id`: a handle
+/// used inside another `block_on` (or after its own ended) must not touch that runtime's
+/// tasks or sources, which reuse its ids.
+pub(crate) fn with_runtime_of<R>(id: RuntimeId, f: impl FnOnce(&Runtime) -> R) -> Option<R> {
+    try_with_runtime(|runtime| (runtime.id == id).then(|| f(runtime))).flatten()
+}
+
 /// Runs `future` to completion on a new runtime in this thread, with every task it spawns.
 /// Returns its output, or the I/O error that stopped the loop itself (epoll failing).
+/// The tasks still pending at the end are dropped (cancelled) — also when a panic in
+/// `future` unwinds out of `block_on`, after which the thread can run another one.
 pub fn block_on<F: Future>(trace: Trace, future: F) -> io::Result<F::Output> {
     let reactor = Reactor::new(trace)?;
     let poll_waker = mio::Waker::new(reactor.registry(), WAKE_TOKEN)?;
@@ -79,7 +103,9 @@ pub fn block_on<F: Future>(trace: Trace, future: F) -> io::Result<F::Output> {
         sleeping: AtomicBool::new(false),
         poll_waker,
     });
+    static RUNTIMES_STARTED: AtomicU64 = AtomicU64::new(0);
     let runtime = Rc::new(Runtime {
+        id: RuntimeId(RUNTIMES_STARTED.fetch_add(1, Ordering::Relaxed)),
         reactor: RefCell::new(reactor),
         timers: RefCell::new(Timers::default()),
         blocking: BlockingPool::new(4)?,
@@ -88,14 +114,46 @@ pub fn block_on<F: Future>(trace: Trace, future: F) -> io::Result<F::Output> {
         ready: Arc::clone(&ready),
         trace,
     });
-    let previous = CURRENT.with(|current| current.replace(Some(Rc::clone(&runtime))));
-    let result = run(&runtime, future);
-    // Drop the tasks still pending while the runtime is still reachable from their
-    // destructors (an I/O type deregisters itself when dropped).
-    let leftover = std::mem::take(&mut *runtime.tasks.borrow_mut());
-    drop(leftover);
-    CURRENT.with(|current| current.replace(previous));
-    result
+    // Two guards, so the cleanup happens however `run` ends: returning, or unwinding from a
+    // panic in the main future. Dropped in the reverse order: first the tasks still pending,
+    // while the runtime is still reachable from their destructors (an I/O type deregisters
+    // itself when dropped); then the thread-local is given back, even if one of those
+    // destructors panicked. Without them a panic would leave this runtime in the
+    // thread-local, to be dropped at thread exit, when its tasks' destructors can no longer
+    // reach a thread-local: the process would abort.
+    let _current = Current::enter(Rc::clone(&runtime));
+    let _leftover = DropTasksLeft(&runtime);
+    run(&runtime, future)
+}
+
+/// Makes a runtime the thread's current one; gives back the previous one when dropped.
+struct Current {
+    previous: Option<Rc<Runtime>>,
+}
+
+impl Current {
+    fn enter(runtime: Rc<Runtime>) -> Current {
+        let previous = CURRENT.with(|current| current.replace(Some(runtime)));
+        Current { previous }
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|current| current.replace(previous));
+    }
+}
+
+/// Drops the tasks a runtime still holds when dropped.
+struct DropTasksLeft<'a>(&'a Runtime);
+
+impl Drop for DropTasksLeft<'_> {
+    fn drop(&mut self) {
+        // Taken out first: no borrow is held while their destructors run.
+        let leftover = std::mem::take(&mut *self.0.tasks.borrow_mut());
+        drop(leftover);
+    }
 }
 
 fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
@@ -165,7 +223,7 @@ where
         state: Rc::clone(&state),
     };
     let id = with_runtime(|runtime| runtime.insert(Box::pin(task)));
-    JoinHandle::new(id, state)
+    JoinHandle::new(runtime_id(), id, state)
 }
 
 /// Lets other ready tasks run before continuing: `await asyncio.sleep(0)`.

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::executor::with_runtime;
+use crate::executor::{RuntimeId, with_runtime_of};
 
 /// Why a task has no result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +66,15 @@ impl<T> JoinState<T> {
 /// The handle `spawn` returns. Awaiting it gives the task's output; dropping it lets the
 /// task run on, detached.
 pub struct JoinHandle<T> {
+    /// The runtime the task runs on: `id` is an index into its tasks only.
+    runtime: RuntimeId,
     id: usize,
     state: Rc<JoinState<T>>,
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(id: usize, state: Rc<JoinState<T>>) -> JoinHandle<T> {
-        JoinHandle { id, state }
+    pub(crate) fn new(runtime: RuntimeId, id: usize, state: Rc<JoinState<T>>) -> JoinHandle<T> {
+        JoinHandle { runtime, id, state }
     }
 
     /// The task has finished: returned, panicked, or been aborted (`task.done()`).
@@ -82,12 +84,16 @@ impl<T> JoinHandle<T> {
 
     /// Cancels the task: its future is dropped where it is suspended, and awaiting this
     /// handle gives `Err(JoinError::Cancelled)`. Nothing happens if it already finished.
+    ///
+    /// Called inside another `block_on` than the task's, it leaves that runtime alone: the
+    /// task's future is dropped at its next turn on its own runtime, or was dropped already
+    /// if that runtime has ended.
     pub fn abort(&self) {
         if self.is_finished() {
             return; // its id may already belong to another task
         }
         self.state.complete(Err(JoinError::Cancelled));
-        with_runtime(|runtime| runtime.cancel(self.id));
+        with_runtime_of(self.runtime, |runtime| runtime.cancel(self.id));
     }
 }
 
@@ -117,6 +123,9 @@ impl<F: Future> Future for Spawned<F> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state.finished.get() {
+            return Poll::Ready(()); // aborted from another runtime's `block_on`
+        }
         // AssertUnwindSafe: after a panic the future is never polled again, only dropped.
         let result = match catch_panic(AssertUnwindSafe(|| self.future.as_mut().poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,

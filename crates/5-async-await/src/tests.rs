@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use fdio::Trace;
 
 use crate::blocking::spawn_blocking;
-use crate::executor::{Either, block_on, race, spawn, yield_now};
+use crate::executor::{Either, block_on, race, spawn, try_with_runtime, yield_now};
 use crate::net::TcpStream;
 use crate::sync::{Event, Mutex, Semaphore};
 use crate::task::JoinError;
@@ -310,4 +311,113 @@ fn eof_arriving_with_the_last_bytes_is_not_lost() {
     });
     assert_eq!(first.as_deref(), Some(&b"bye"[..]));
     assert_eq!(after, Some(Vec::new()), "the EOF was not read");
+}
+
+/// A main future that panics unwinds out of `block_on` cleanly: the task it left pending is
+/// dropped, the thread-local no longer names the dead runtime, and the same thread can run
+/// another `block_on` (before, the thread aborted on exit: "thread local panicked on drop").
+#[test]
+fn a_panicking_main_future_leaves_the_thread_usable() {
+    let dropped = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&dropped);
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        run(async move {
+            spawn(async move {
+                let _flag = DropFlag(flag);
+                sleep(Duration::from_secs(3600)).await;
+            });
+            yield_now().await; // the task starts sleeping: it holds a timer
+            panic!("the main future gives up");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert!(dropped.get(), "the leftover task was not dropped");
+    assert!(
+        try_with_runtime(|_| ()).is_none(),
+        "the dead runtime is still the current one"
+    );
+    assert_eq!(run(async { spawn(async { 6 * 7 }).await }), Ok(42));
+}
+
+/// Panics when dropped: a destructor that fails while `block_on` cleans up.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a destructor gives up");
+    }
+}
+
+/// A leftover task whose destructor panics neither keeps the other leftover tasks from
+/// being dropped nor leaves the dead runtime as the thread's current one.
+#[test]
+fn a_panicking_destructor_of_a_leftover_task_leaves_the_thread_usable() {
+    let dropped = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&dropped);
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        run(async move {
+            spawn(async {
+                let _bomb = PanicOnDrop;
+                std::future::pending::<()>().await
+            });
+            spawn(async move {
+                let _flag = DropFlag(flag);
+                std::future::pending::<()>().await
+            });
+            yield_now().await; // both start, and hold their locals
+        })
+    }));
+    assert!(panicked.is_err());
+    assert!(dropped.get(), "the other leftover task was not dropped");
+    assert!(
+        try_with_runtime(|_| ()).is_none(),
+        "the dead runtime is still the current one"
+    );
+    assert_eq!(run(async { spawn(async { 6 * 7 }).await }), Ok(42));
+}
+
+/// A `JoinHandle` kept from one `block_on` and aborted inside another on the same thread
+/// leaves that runtime's tasks alone, though they reuse its task id.
+#[test]
+fn a_join_handle_cannot_abort_a_task_of_another_runtime() {
+    let _watchdog = Watchdog::arm("a_join_handle_cannot_abort_a_task_of_another_runtime");
+    #[allow(clippy::async_yields_async)] // on purpose: the handle outlives its runtime
+    let stale = run(async {
+        let task = spawn(std::future::pending::<()>());
+        yield_now().await;
+        task
+    });
+    let unrelated = run(async move {
+        let unrelated = spawn(async {
+            sleep(Duration::from_millis(20)).await;
+            "still here"
+        });
+        yield_now().await; // it has task id 0 in this runtime, as `stale` had in its own
+        stale.abort();
+        assert!(stale.is_finished());
+        unrelated.await
+    });
+    assert_eq!(unrelated, Ok("still here"));
+}
+
+/// Aborted from inside a nested `block_on`, a task of the outer runtime is not left running:
+/// its future is dropped at its next turn on its own runtime.
+#[test]
+fn an_abort_from_a_nested_runtime_drops_the_task_at_its_next_turn() {
+    let dropped = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&dropped);
+    let (result, dropped_in_time) = run(async move {
+        let task = spawn(async move {
+            let _flag = DropFlag(flag);
+            loop {
+                yield_now().await;
+            }
+        });
+        yield_now().await;
+        run(async { task.abort() });
+        yield_now().await; // the task's next turn
+        (task.await, dropped.get())
+    });
+    assert_eq!(result, Err(JoinError::Cancelled));
+    assert!(dropped_in_time, "the aborted task was still running");
 }

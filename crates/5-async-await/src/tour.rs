@@ -1,7 +1,7 @@
 //! `async-await tasks`: a guided tour of the runtime, each step printed as it happens.
 
 use std::cell::Cell;
-use std::io;
+use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,54 +17,81 @@ struct DropNotice(&'static str);
 
 impl Drop for DropNotice {
     fn drop(&mut self) {
-        println!("   … {} was dropped", self.0);
+        // A destructor cannot return the error; if stdout is gone, the tour's next line
+        // finds out and ends the tour.
+        let _ = writeln!(io::stdout(), "   … {} was dropped", self.0);
     }
 }
 
 /// Runs the tour.
 pub fn run() -> io::Result<()> {
-    block_on(Trace::new(false), tour())?
+    match block_on(Trace::new(false), tour())? {
+        // The reader went away (`tasks | head -3`): a normal way for the tour to end. Only
+        // stdout fails so here; the tour's other errors are a task's and getaddrinfo's.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
+/// Each step writes with `writeln!(out, …)?` rather than `println!`, which panics when
+/// stdout fails (a closed pipe, a full disk): the error ends the tour instead.
 async fn tour() -> io::Result<()> {
-    println!("1. spawn a task and await its result (asyncio.create_task, await task)");
+    let mut out = io::stdout();
+    writeln!(
+        out,
+        "1. spawn a task and await its result (asyncio.create_task, await task)"
+    )?;
     let answer = spawn(async {
         sleep(Duration::from_millis(50)).await;
         6 * 7
     });
-    println!(
+    writeln!(
+        out,
         "   is_finished() right after spawn: {}",
         answer.is_finished()
-    );
-    println!("   awaited: {:?}", answer.await);
+    )?;
+    writeln!(out, "   awaited: {:?}", answer.await)?;
 
-    println!("2. a task that panics: the panic becomes its result; the runtime goes on");
-    println!("   (Rust's panic hook prints the panic on stderr)");
+    writeln!(
+        out,
+        "2. a task that panics: the panic becomes its result; the runtime goes on"
+    )?;
+    writeln!(out, "   (Rust's panic hook prints the panic on stderr)")?;
     let failing = spawn(async {
         yield_now().await;
         panic!("something went wrong in a task");
     });
-    println!("   awaited: {:?}", failing.await);
+    writeln!(out, "   awaited: {:?}", failing.await)?;
 
-    println!("3. abort a task sleeping for an hour (task.cancel())");
+    writeln!(out, "3. abort a task sleeping for an hour (task.cancel())")?;
     let sleeper = spawn(async {
         let _notice = DropNotice("the sleeping task's future");
         sleep(Duration::from_secs(3600)).await;
     });
     yield_now().await; // let it start sleeping
     sleeper.abort();
-    println!("   is_finished() after abort: {}", sleeper.is_finished());
-    println!("   awaited: {:?}", sleeper.await);
+    writeln!(
+        out,
+        "   is_finished() after abort: {}",
+        sleeper.is_finished()
+    )?;
+    writeln!(out, "   awaited: {:?}", sleeper.await)?;
 
-    println!("4. timeout: give a 1-hour sleep 100 ms (asyncio.wait_for)");
+    writeln!(
+        out,
+        "4. timeout: give a 1-hour sleep 100 ms (asyncio.wait_for)"
+    )?;
     let timed_out = timeout(Duration::from_millis(100), async {
         let _notice = DropNotice("the timed-out future");
         sleep(Duration::from_secs(3600)).await;
     })
     .await;
-    println!("   result: {timed_out:?}");
+    writeln!(out, "   result: {timed_out:?}")?;
 
-    println!("5. a semaphore of 3 permits and 10 tasks: at most 3 run at once (async with sem)");
+    writeln!(
+        out,
+        "5. a semaphore of 3 permits and 10 tasks: at most 3 run at once (async with sem)"
+    )?;
     let semaphore = Rc::new(Semaphore::new(3));
     let (running, most) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
     let workers: Vec<_> = (0..10)
@@ -83,14 +110,16 @@ async fn tour() -> io::Result<()> {
     for worker in workers {
         worker.await.map_err(io::Error::other)?;
     }
-    println!(
+    writeln!(
+        out,
         "   10 tasks done; at most {} held a permit at the same time",
         most.get()
-    );
+    )?;
 
-    println!(
+    writeln!(
+        out,
         "6. a mutex shared by 5 tasks, each adding 1 with an await inside the lock (async with lock)"
-    );
+    )?;
     let counter = Rc::new(Mutex::new(0));
     let adders: Vec<_> = (0..5)
         .map(|_| {
@@ -106,13 +135,18 @@ async fn tour() -> io::Result<()> {
     for adder in adders {
         adder.await.map_err(io::Error::other)?;
     }
-    println!("   counter = {} (no update lost)", *counter.lock().await);
+    writeln!(
+        out,
+        "   counter = {} (no update lost)",
+        *counter.lock().await
+    )?;
 
-    println!(
+    writeln!(
+        out,
         "7. resolve(\"localhost\", 80) on the blocking pool: getaddrinfo blocks, the loop does not"
-    );
+    )?;
     let addresses = resolve("localhost", 80).await?;
-    println!("   {addresses:?}");
-    println!("tour done");
+    writeln!(out, "   {addresses:?}")?;
+    writeln!(out, "tour done")?;
     Ok(())
 }
