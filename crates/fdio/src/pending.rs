@@ -78,26 +78,27 @@ impl PendingWrite {
     }
 }
 
-/// Writes `data` until it is all written or the writer would block; returns how much went.
+/// Writes `data` until it is all written or the writer is full; returns how much went.
+/// A socket's `write` takes less than it was given only when its send buffer is full, so a
+/// short write ends the attempt: writing again at once would only say `WouldBlock` (one
+/// system call for nothing). The socket becomes writable again when the peer has read.
 fn write_until_blocked(writer: &mut impl Write, data: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < data.len() {
-        match writer.write(&data[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
+    loop {
+        match writer.write(data) {
+            Ok(0) if !data.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => return Ok(n),
             Err(err) if interrupted(&err) => continue,
-            Err(err) if would_block(&err) => break,
+            Err(err) if would_block(&err) => return Ok(0),
             Err(err) => return Err(err),
         }
     }
-    Ok(written)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A writer that takes at most `room` more bytes, then says `WouldBlock`.
+    /// A socket-like writer: takes at most `room` more bytes, then says `WouldBlock`.
     struct Choked {
         taken: Vec<u8>,
         room: usize,
@@ -108,7 +109,7 @@ mod tests {
             if self.room == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            let n = buf.len().min(self.room).min(3);
+            let n = buf.len().min(self.room);
             self.taken.extend_from_slice(&buf[..n]);
             self.room -= n;
             Ok(n)
@@ -158,6 +159,30 @@ mod tests {
             );
         }
         assert!(!pending.is_empty());
+    }
+
+    /// A short write means the send buffer is full: the tail is kept without a second
+    /// `write` that could only say `WouldBlock`.
+    #[test]
+    fn a_short_write_is_not_followed_by_a_useless_one() {
+        struct Counting(Choked, usize);
+        impl Write for Counting {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.1 += 1;
+                self.0.write(buf)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let choked = Choked {
+            taken: Vec::new(),
+            room: 10,
+        };
+        let mut peer = Counting(choked, 0);
+        let mut pending = PendingWrite::new();
+        pending.write_or_keep(&mut peer, &[1; 100]).unwrap();
+        assert_eq!((peer.1, pending.len()), (1, 90));
     }
 
     /// Once everything is sent the buffer holds no allocation (idle connections stay small).
