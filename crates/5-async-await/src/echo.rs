@@ -17,7 +17,7 @@ use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds};
 use nix::sys::signal::Signal;
 
 use crate::executor::{Either, block_on, race, spawn};
-use crate::net::{READ_CHUNK, TcpListener, TcpStream};
+use crate::net::{TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;
 use crate::time::{sleep, timeout};
@@ -100,33 +100,26 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
 }
 
 /// Echoes until the client's EOF or the shutdown; then closes cleanly.
+///
+/// ```python
+/// while data := await reader.read(65536):
+///     writer.write(data); await writer.drain()
+/// ```
 async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Result<()> {
-    // The last read took everything there was: wait for the reactor before reading again.
-    let mut drained = false;
     // One wait on the shutdown for the whole connection, raced again and again: its place
     // in the event's waiter list is taken once, not once per message.
     let mut shutdown_wait = shutdown.wait();
     loop {
-        if drained {
-            // Wait for bytes — or for the shutdown, which wins only between two echoes: a
-            // chunk already read is always written back in full first. `race` polls its
-            // first future first, so a client that never stops sending cannot hold it off.
-            if let Either::Left(()) = race(&mut shutdown_wait, stream.readable()).await {
-                break;
-            }
-        } else if shutdown.is_set() {
-            break;
-        }
-        let Some(chunk) = stream.try_read_chunk()? else {
-            drained = true; // WouldBlock
-            continue;
+        // Wait for bytes — or for the shutdown, which wins only between two echoes: a chunk
+        // already read is always written back in full first. Losing the race costs nothing:
+        // a read takes bytes only in the poll that returns them.
+        let chunk = match race(&mut shutdown_wait, stream.read_chunk()).await {
+            Either::Left(()) => break,
+            Either::Right(chunk) => chunk?,
         };
         if chunk.is_empty() {
             break; // EOF
         }
-        // Fewer bytes than we asked for: the socket is empty now. Waiting at once saves the
-        // read that would only say WouldBlock (tokio makes the same inference).
-        drained = chunk.len() < READ_CHUNK;
         stream.write_all(&chunk).await?;
         stats.echoed.set(stats.echoed.get() + chunk.len() as u64);
     }
@@ -139,13 +132,8 @@ async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Res
 async fn close_gracefully(stream: &mut TcpStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
     let drain = async {
-        loop {
-            match stream.try_read_chunk()? {
-                Some(chunk) if chunk.is_empty() => return Ok::<(), io::Error>(()), // its EOF
-                Some(_) => {}
-                None => stream.readable().await,
-            }
-        }
+        while !stream.read_chunk().await?.is_empty() {}
+        Ok::<(), io::Error>(()) // its EOF
     };
     // A client that never closes only delays us by LINGER.
     timeout(LINGER, drain).await.unwrap_or(Ok(()))

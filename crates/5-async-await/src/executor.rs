@@ -31,6 +31,8 @@ use std::time::Instant;
 use fdio::Trace;
 
 use crate::blocking::BlockingPool;
+use crate::budget::Budget;
+use crate::net::BufferPool;
 use crate::reactor::{Reactor, WAKE_TOKEN};
 use crate::task::{JoinHandle, JoinState, Spawned};
 use crate::time::Timers;
@@ -50,9 +52,10 @@ pub(crate) struct Runtime {
     pub(crate) reactor: RefCell<Reactor>,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) blocking: BlockingPool,
-    /// One read buffer for every task: only one task runs at a time, so a task can read into
-    /// it and keep just the bytes it got (see `TcpStream::try_read_chunk`).
-    pub(crate) read_buffer: RefCell<Vec<u8>>,
+    /// The buffers `TcpStream::read_chunk` lends.
+    pub(crate) buffers: BufferPool,
+    /// What the task being polled may still do before it must let the others run.
+    pub(crate) budget: Budget,
     tasks: RefCell<Tasks>,
     ready: Arc<ReadyQueue>,
     trace: Trace,
@@ -109,7 +112,8 @@ pub fn block_on<F: Future>(trace: Trace, future: F) -> io::Result<F::Output> {
         reactor: RefCell::new(reactor),
         timers: RefCell::new(Timers::default()),
         blocking: BlockingPool::new(4)?,
-        read_buffer: RefCell::new(vec![0; crate::net::READ_CHUNK]),
+        buffers: BufferPool::default(),
+        budget: Budget::new(trace),
         tasks: RefCell::new(Tasks::default()),
         ready: Arc::clone(&ready),
         trace,
@@ -177,6 +181,7 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
                 runtime
                     .trace
                     .say(|| "executor: polling the main future".to_string());
+                runtime.budget.reset();
                 if let Poll::Ready(output) =
                     future.as_mut().poll(&mut Context::from_waker(&main_waker))
                 {
@@ -321,6 +326,7 @@ impl Runtime {
         let waker = Waker::from(task_waker);
         self.trace.say(|| format!("executor: polling task {id}"));
         // No borrow is held here: the task may spawn, sleep, do I/O, abort others.
+        self.budget.reset();
         let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
         let mut tasks = self.tasks.borrow_mut();
         let Some(task) = tasks.slots[id].as_mut() else {

@@ -10,7 +10,9 @@
 //!   with the **reactor** (mio/epoll) for I/O, with the **timers** for `sleep`, with a lock's
 //!   queue, or with a thread of the **blocking** pool;
 //! - whoever holds the waker calls `wake()` when the task can go on, which puts the task
-//!   back on the executor's ready queue.
+//!   back on the executor's ready queue;
+//! - a task that could always go on (a client that never stops sending) is stopped after a
+//!   **budget** of operations per poll, so the others are served too.
 //!
 //! That is asyncio's design too (slides: the loop sleeps in `select`/`epoll` with the nearest
 //! timer as its timeout; a coroutine awaiting a read is parked and its fd watched).
@@ -29,7 +31,8 @@
 //! # Layout
 //! - [`executor`]: `block_on`, `spawn`, the loop, wakers, `race`, `yield_now`.
 //! - [`task`]: `JoinHandle` (await, `is_finished`, `abort`) and `JoinError`.
-//! - [`reactor`]: epoll through mio; a read waker and a write waker per source.
+//! - [`reactor`]: epoll through mio; per source and direction, a readiness bit and a waker.
+//! - [`budget`]: the cooperative budget — 128 I/O operations per poll, then the others run.
 //! - [`time`]: `sleep`, `sleep_until`, `timeout`, `interval`.
 //! - [`net`]: `TcpListener`, `TcpStream`. [`io`]: stdin and pipes.
 //! - [`sync`]: `Mutex`, `Semaphore`, `Event`. [`blocking`]: `spawn_blocking`, `resolve`.
@@ -43,6 +46,7 @@ use clap::{Parser, Subcommand};
 use fdio::{ServerArgs, Trace, WriterArgs};
 
 pub mod blocking;
+pub mod budget;
 pub mod clock;
 pub mod download;
 pub mod echo;

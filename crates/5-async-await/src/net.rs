@@ -1,32 +1,40 @@
-//! TCP, async: `TcpListener::accept`, `TcpStream::connect`, `read`, `write`, `write_all`.
+//! TCP, async: `TcpListener::accept`, `TcpStream::connect`, `read`, `read_chunk`, `write`,
+//! `write_all`.
 //!
-//! Every operation is the same dance, in [`Registered::io`]: try the system call; if it says
-//! `WouldBlock`, leave the task's waker with the reactor for that direction and return
-//! `Pending`; when the reactor wakes the task, the call is tried again.
+//! Every operation is the same dance, in [`Registered::io`]: if the reactor says the
+//! direction may be ready, try the system call; if it says `WouldBlock`, tell the reactor
+//! (which clears its readiness bit), leave the task's waker there and return `Pending`; when
+//! the reactor wakes the task, the call is tried again. Every operation that gets through
+//! also spends one unit of the task's cooperative budget (see [`crate::budget`]).
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
+use std::ops::Deref;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-
-/// The size of the runtime's shared read buffer: the most one `try_read_chunk` returns.
-pub const READ_CHUNK: usize = 64 * 1024;
 
 use fdio::{interrupted, would_block};
 use mio::Token;
 use mio::event::Source;
 
-use crate::executor::{try_with_runtime, with_runtime};
+use crate::executor::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 use crate::reactor::Direction;
 
-/// A mio source registered with the current runtime's reactor; deregistered when dropped.
-/// Its token means something only to that reactor, on that thread: the `PhantomData` makes
-/// it (and every I/O type holding it) impossible to send to another thread.
+/// The size of the buffers [`TcpStream::read_chunk`] lends: the most one chunk holds.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// A mio source registered with one runtime's reactor; deregistered when dropped.
+/// Its token means something only to that reactor: every use goes through the runtime it
+/// was registered with, never to another `block_on` that reuses the same token. That
+/// reactor is on this thread: the `PhantomData` makes it (and every I/O type holding it)
+/// impossible to send to another thread.
 pub(crate) struct Registered<S: Source> {
     pub(crate) source: S,
     token: Token,
+    runtime: RuntimeId,
     on_this_thread: PhantomData<Rc<()>>,
 }
 
@@ -36,45 +44,125 @@ impl<S: Source> Registered<S> {
         Ok(Registered {
             source,
             token,
+            runtime: runtime_id(),
             on_this_thread: PhantomData,
         })
     }
 
-    /// Tries `op`; on `WouldBlock`, waits for `direction` and returns `Pending`.
+    /// Tries `op` if the reactor says `direction` may be ready; on `WouldBlock`, clears the
+    /// readiness and waits for the next event. `Pending` too when the task has spent its
+    /// budget: it is scheduled again at the back of the queue, after the others.
     pub(crate) fn io<T>(
         &mut self,
         cx: &mut Context<'_>,
         direction: Direction,
         mut op: impl FnMut(&mut S) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        loop {
-            match op(&mut self.source) {
-                Err(err) if interrupted(&err) => continue,
-                Err(err) if would_block(&err) => {
-                    let (token, waker) = (self.token, cx.waker());
-                    with_runtime(|runtime| {
-                        runtime
-                            .reactor
-                            .borrow_mut()
-                            .wait_for(token, direction, waker)
-                    });
+        let (token, source) = (self.token, &mut self.source);
+        with_runtime_of(self.runtime, |runtime| {
+            if !runtime.budget.spend(cx) {
+                return Poll::Pending;
+            }
+            loop {
+                let ready = runtime
+                    .reactor
+                    .borrow_mut()
+                    .poll_ready(token, source, direction, cx);
+                if let Poll::Ready(Err(err)) = ready {
+                    return Poll::Ready(Err(err));
+                }
+                if ready.is_pending() {
+                    runtime.budget.refund();
                     return Poll::Pending;
                 }
-                result => return Poll::Ready(result),
+                match op(source) {
+                    Err(err) if interrupted(&err) => {}
+                    Err(err) if would_block(&err) => {
+                        runtime.reactor.borrow_mut().clear_ready(token, direction);
+                    }
+                    result => return Poll::Ready(result),
+                }
             }
-        }
+        })
+        .unwrap_or_else(|| Poll::Ready(Err(gone())))
+    }
+
+    /// The call got less than it asked for (a short read or write): the kernel had no more,
+    /// so skip the call that would only say `WouldBlock` and wait for the next event.
+    pub(crate) fn clear_ready(&self, direction: Direction) {
+        with_runtime_of(self.runtime, |runtime| {
+            runtime
+                .reactor
+                .borrow_mut()
+                .clear_ready(self.token, direction)
+        });
     }
 }
 
 impl<S: Source> Drop for Registered<S> {
     fn drop(&mut self) {
         let token = self.token;
-        try_with_runtime(|runtime| {
+        with_runtime_of(self.runtime, |runtime| {
             runtime
                 .reactor
                 .borrow_mut()
                 .deregister(token, &mut self.source)
         });
+    }
+}
+
+/// The error for an I/O object used outside the `block_on` that created it.
+fn gone() -> io::Error {
+    io::Error::other("this I/O object belongs to another runtime (or to one that has ended)")
+}
+
+/// Bytes read by [`TcpStream::read_chunk`], in a buffer the runtime lends: when the chunk is
+/// dropped the buffer goes back to the runtime for the next read. So a connection holds a
+/// buffer only while it has bytes in hand, and 10,000 idle connections hold none.
+pub struct Chunk {
+    buffer: Vec<u8>,
+    len: usize,
+}
+
+impl Deref for Chunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        crate::executor::try_with_runtime(|runtime| runtime.buffers.give_back(buffer));
+    }
+}
+
+/// The buffers [`Chunk`]s borrow. Only chunks in hand hold one; a few returned ones are kept
+/// for the next reads, so a busy loop neither allocates nor zeroes a buffer per read.
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: RefCell<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// How many returned buffers are kept (1 MiB): more is freed, so a burst of slow
+    /// readers, once over, costs nothing.
+    const KEEP: usize = 16;
+
+    fn lend(&self) -> Vec<u8> {
+        self.free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0; READ_CHUNK])
+    }
+
+    fn give_back(&self, buffer: Vec<u8>) {
+        let mut free = self.free.borrow_mut();
+        if buffer.len() == READ_CHUNK && free.len() < BufferPool::KEEP {
+            free.push(buffer);
+        }
     }
 }
 
@@ -152,61 +240,46 @@ impl TcpStream {
 
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| {
+        let n = poll_fn(|cx| {
             self.inner
                 .io(cx, Direction::Read, |stream| stream.read(buf))
         })
-        .await
+        .await?;
+        if n > 0 && n < buf.len() {
+            self.inner.clear_ready(Direction::Read);
+        }
+        Ok(n)
     }
 
-    /// Waits for the reactor to report the socket readable, without reading — so the caller
-    /// holds no buffer while it waits. Call it only once a read said `WouldBlock` or came
-    /// back short: epoll (edge-triggered) reports the *next* bytes to arrive, not those
-    /// already there. Then [`try_read_chunk`](Self::try_read_chunk) gets them.
-    pub async fn readable(&mut self) {
-        let mut waiting = false;
-        let token = self.inner.token;
-        poll_fn(|cx| {
-            if waiting {
-                return Poll::Ready(()); // woken (if spuriously, the next read says WouldBlock)
-            }
-            waiting = true;
-            with_runtime(|runtime| {
-                runtime
-                    .reactor
-                    .borrow_mut()
-                    .wait_for(token, Direction::Read, cx.waker())
-            });
-            Poll::Pending
+    /// Reads what is there (at most [`READ_CHUNK`] bytes) into a buffer the runtime lends
+    /// only once bytes have arrived; an empty chunk means EOF. Use it where many connections
+    /// wait: a `read(&mut buf)` that waits holds its `buf` all the while.
+    pub async fn read_chunk(&mut self) -> io::Result<Chunk> {
+        let chunk = poll_fn(|cx| {
+            self.inner.io(cx, Direction::Read, |stream| {
+                let mut buffer = with_runtime(|runtime| runtime.buffers.lend());
+                let len = stream.read(&mut buffer)?;
+                Ok(Chunk { buffer, len })
+            })
         })
-        .await
-    }
-
-    /// Reads what is there now, without waiting, into the runtime's shared read buffer, and
-    /// returns a copy of exactly those bytes: `None` if nothing was there (`WouldBlock`),
-    /// empty at EOF. At most [`READ_CHUNK`] bytes; fewer means the socket is drained.
-    pub fn try_read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
-        let stream = &mut self.inner.source;
-        with_runtime(|runtime| {
-            let mut buf = runtime.read_buffer.borrow_mut();
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(n) => return Ok(Some(buf[..n].to_vec())),
-                    Err(err) if interrupted(&err) => continue,
-                    Err(err) if would_block(&err) => return Ok(None),
-                    Err(err) => return Err(err),
-                }
-            }
-        })
+        .await?;
+        if !chunk.is_empty() && chunk.len() < READ_CHUNK {
+            self.inner.clear_ready(Direction::Read);
+        }
+        Ok(chunk)
     }
 
     /// Writes some of `buf` (at least one byte) and returns how much.
     pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        poll_fn(|cx| {
+        let n = poll_fn(|cx| {
             self.inner
                 .io(cx, Direction::Write, |stream| stream.write(buf))
         })
-        .await
+        .await?;
+        if n < buf.len() {
+            self.inner.clear_ready(Direction::Write); // the send buffer is full
+        }
+        Ok(n)
     }
 
     /// Writes all of `buf`, waiting for room as often as needed.

@@ -1,22 +1,45 @@
 //! The reactor: the part of the runtime that talks to the kernel about I/O.
 //!
-//! It owns the mio `Poll` (epoll) and, for every registered source, the waker of the task
-//! waiting to read it and the waker of the task waiting to write it. I/O futures are
-//! *optimistic*: they first try the system call; only if it says `WouldBlock` do they leave
-//! their waker here and return `Pending`. When epoll reports the source ready, the reactor
-//! wakes that waker, and the executor polls the task again, which tries the call again.
+//! It owns the mio `Poll` (epoll) and, for every registered source, what epoll said about it
+//! and which task waits for it, per direction (read, write). I/O futures are *optimistic*:
+//! they try the system call first; only if it says `WouldBlock` do they leave their waker
+//! here and return `Pending`. When epoll reports the source ready, the reactor wakes that
+//! waker, and the executor polls the task again, which tries the call again.
 //!
-//! Sources are registered once for both directions, edge-triggered: epoll reports each change
-//! to "ready". That is enough because a future only waits after `WouldBlock` — after it has
-//! taken everything there was — so the next change is exactly what it waits for.
+//! ## The readiness bit
+//! mio registers every source **edge-triggered** (`EPOLLET`): epoll reports a *change* to
+//! "ready" once, then says nothing until the next change. So what epoll said must be kept
+//! until someone uses it — a task may be busy writing when bytes arrive, with no reader
+//! waker to wake. Each source therefore has a readiness bit per direction:
+//!
+//! - **set** by an event (whether or not a task waits), and at registration (we have not
+//!   asked yet: try the call);
+//! - **cleared** only by an operation that got `WouldBlock` — proof that the kernel has
+//!   nothing more — or that came back short (a read that did not fill its buffer has taken
+//!   everything there was; tokio makes the same inference and saves the read that would
+//!   only say `WouldBlock`);
+//! - a task waits only while the bit is clear.
+//!
+//! tokio's `ScheduledIo` also keeps a *tick* with the bit, because its reactor runs on
+//! another thread: an event may arrive between a task's `WouldBlock` and its clear, and the
+//! clear must not erase it. Here events are handled only between two polls, on the loop's
+//! own thread, so a clear made right after a system call can never erase a newer event.
+//!
+//! The peer closing its side (`read_closed`) is a state, not an event: it stays set, and
+//! reads are tried until they return the EOF — even after a short read, because the last
+//! bytes and the EOF can arrive under one edge.
+//!
+//! A source is registered for reading when it is created and for writing only when a write
+//! first says `WouldBlock`: stdin registered for writability would wake the loop each time
+//! a line is printed to the terminal.
 
 use std::io;
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use fdio::{Trace, interrupted};
 use mio::event::Source;
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Registry, Token};
 
 /// The token of the `mio::Waker` that lets other threads interrupt `poll`.
 pub(crate) const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -28,22 +51,37 @@ pub enum Direction {
     Write,
 }
 
-/// The tasks waiting on one source.
+/// One direction of one source: is it worth trying the call, and who waits if not.
 #[derive(Default)]
-struct Waiters {
-    read: Option<Waker>,
-    write: Option<Waker>,
-    /// epoll said the peer closed its side (or the socket failed). That is a state, not an
-    /// event: epoll says it once, maybe under the same edge as the last bytes, so a reader
-    /// that stops after a short read must still be told. Every later wait to read ends at once.
-    read_closed: bool,
+struct Way {
+    ready: bool,
+    waiter: Option<Waker>,
 }
 
-/// Owns the `Poll` and a slab of waiters, indexed by token.
+/// What the reactor knows about one source.
+struct IoState {
+    read: Way,
+    write: Way,
+    /// The peer closed its side, or the socket failed: reads end at once, forever.
+    read_closed: bool,
+    /// What epoll watches this source for.
+    interest: Interest,
+}
+
+impl IoState {
+    fn way(&mut self, direction: Direction) -> &mut Way {
+        match direction {
+            Direction::Read => &mut self.read,
+            Direction::Write => &mut self.write,
+        }
+    }
+}
+
+/// Owns the `Poll` and a slab of sources, indexed by token.
 pub(crate) struct Reactor {
-    poll: Poll,
+    poll: mio::Poll,
     events: Events,
-    sources: Vec<Option<Waiters>>,
+    sources: Vec<Option<IoState>>,
     free: Vec<usize>,
     trace: Trace,
 }
@@ -51,7 +89,7 @@ pub(crate) struct Reactor {
 impl Reactor {
     pub(crate) fn new(trace: Trace) -> io::Result<Reactor> {
         Ok(Reactor {
-            poll: Poll::new()?,
+            poll: mio::Poll::new()?,
             events: Events::with_capacity(1024),
             sources: Vec::new(),
             free: Vec::new(),
@@ -63,7 +101,8 @@ impl Reactor {
         self.poll.registry()
     }
 
-    /// Registers `source` for both directions and returns its token.
+    /// Registers `source` for reading and returns its token. Both directions start ready:
+    /// nothing is known yet, so the first call is simply tried.
     pub(crate) fn register(&mut self, source: &mut impl Source) -> io::Result<Token> {
         let index = match self.free.pop() {
             Some(index) => index,
@@ -73,14 +112,20 @@ impl Reactor {
             }
         };
         let token = Token(index);
-        if let Err(err) =
-            self.registry()
-                .register(source, token, Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(err) = self.registry().register(source, token, Interest::READABLE) {
             self.free.push(index);
             return Err(err);
         }
-        self.sources[index] = Some(Waiters::default());
+        let ready = || Way {
+            ready: true,
+            waiter: None,
+        };
+        self.sources[index] = Some(IoState {
+            read: ready(),
+            write: ready(),
+            read_closed: false,
+            interest: Interest::READABLE,
+        });
         Ok(token)
     }
 
@@ -96,23 +141,49 @@ impl Reactor {
         }
     }
 
-    /// Leaves `waker` to be woken when `token`'s source is ready for `direction`. Only the
-    /// latest waker is kept: a task polled again may come with a different one.
-    pub(crate) fn wait_for(&mut self, token: Token, direction: Direction, waker: &Waker) {
-        let Some(Some(waiters)) = self.sources.get_mut(token.0) else {
-            return;
+    /// `Ready` if the call is worth trying for `direction`; otherwise leaves `cx`'s waker to
+    /// be woken by the next event — only the latest waker is kept, since a task polled again
+    /// may come with a different one — and returns `Pending`. Watching a direction for the
+    /// first time registers it with epoll, which reports it at once if it is ready already.
+    pub(crate) fn poll_ready(
+        &mut self,
+        token: Token,
+        source: &mut impl Source,
+        direction: Direction,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(Some(state)) = self.sources.get_mut(token.0) else {
+            return Poll::Ready(Err(io::Error::other("this I/O source is not registered")));
         };
-        if direction == Direction::Read && waiters.read_closed {
-            waker.wake_by_ref(); // the next read returns EOF (or the error) at once
-            return;
+        if (direction == Direction::Read && state.read_closed) || state.way(direction).ready {
+            return Poll::Ready(Ok(()));
         }
-        let slot = match direction {
-            Direction::Read => &mut waiters.read,
-            Direction::Write => &mut waiters.write,
+        let (watched, wanted) = match direction {
+            Direction::Read => (state.interest.is_readable(), Interest::READABLE),
+            Direction::Write => (state.interest.is_writable(), Interest::WRITABLE),
         };
-        match slot {
-            Some(old) if old.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
+        if !watched {
+            let interest = state.interest.add(wanted);
+            if let Err(err) = self.poll.registry().reregister(source, token, interest) {
+                return Poll::Ready(Err(err));
+            }
+            state.interest = interest;
+            self.trace
+                .say(|| format!("reactor: {token:?} now watched for {interest:?}"));
+        }
+        let way = state.way(direction);
+        match &way.waiter {
+            Some(old) if old.will_wake(cx.waker()) => {}
+            _ => way.waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or a read came
+    /// back short): wait for the next event before trying again.
+    pub(crate) fn clear_ready(&mut self, token: Token, direction: Direction) {
+        if let Some(Some(state)) = self.sources.get_mut(token.0) {
+            state.way(direction).ready = false;
         }
     }
 
@@ -130,32 +201,37 @@ impl Reactor {
         }
     }
 
-    /// Wakes the tasks waiting on the sources the last `wait` found ready.
+    /// Records what the last `wait` found ready, and wakes the tasks waiting for it.
     pub(crate) fn wake_ready(&mut self) {
         for event in self.events.iter() {
-            if event.token() == WAKE_TOKEN {
+            let token = event.token();
+            if token == WAKE_TOKEN {
                 self.trace
                     .say(|| "reactor: woken by another thread".to_string());
                 continue;
             }
             // A token deregistered while its events were queued: nobody waits any more.
-            let Some(Some(waiters)) = self.sources.get_mut(event.token().0) else {
+            let Some(Some(state)) = self.sources.get_mut(token.0) else {
                 continue;
             };
-            // "closed" and "error" wake the waiter too: its next system call reports them.
-            let token = event.token();
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            let writable = event.is_writable() || event.is_write_closed() || event.is_error();
-            waiters.read_closed |= event.is_read_closed() || event.is_error();
-            if readable && let Some(waker) = waiters.read.take() {
-                self.trace
-                    .say(|| format!("reactor: {token:?} readable → wake its reader"));
-                waker.wake();
+            // "closed" and "error" make the call worth trying too: it reports them.
+            let failed = event.is_error();
+            state.read_closed |= event.is_read_closed() || failed;
+            if event.is_readable() || event.is_read_closed() || failed {
+                state.read.ready = true;
+                if let Some(waker) = state.read.waiter.take() {
+                    self.trace
+                        .say(|| format!("reactor: {token:?} readable → wake its reader"));
+                    waker.wake();
+                }
             }
-            if writable && let Some(waker) = waiters.write.take() {
-                self.trace
-                    .say(|| format!("reactor: {token:?} writable → wake its writer"));
-                waker.wake();
+            if event.is_writable() || event.is_write_closed() || failed {
+                state.write.ready = true;
+                if let Some(waker) = state.write.waiter.take() {
+                    self.trace
+                        .say(|| format!("reactor: {token:?} writable → wake its writer"));
+                    waker.wake();
+                }
             }
         }
     }
@@ -167,5 +243,59 @@ pub(crate) fn describe(timeout: Option<Duration>) -> String {
         None => "none".to_string(),
         Some(Duration::ZERO) => "0 (tasks are ready: just look)".to_string(),
         Some(timeout) => format!("{timeout:.1?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A source is watched only for the directions someone waited on: a socket with room
+    /// to write (always "writable") wakes nobody until a write has said `WouldBlock`.
+    /// (stdin on a terminal registered for writing woke the loop after every trace line.)
+    #[test]
+    fn a_source_is_watched_only_for_reading_until_a_write_waits() {
+        let mut reactor = Reactor::new(Trace::new(false)).unwrap();
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut ours = mio::net::UnixStream::from_std(ours);
+        let token = reactor.register(&mut ours).unwrap();
+        reactor.wait(Some(Duration::from_millis(50))).unwrap();
+        assert!(
+            reactor.events.is_empty(),
+            "an idle, writable socket woke the loop"
+        );
+        theirs.write_all(b"x").unwrap();
+        reactor.wait(Some(Duration::from_secs(5))).unwrap();
+        let event = reactor.events.iter().next().expect("no readable event");
+        assert_eq!(event.token(), token);
+        assert!(event.is_readable());
+    }
+
+    /// An event that arrives while nobody waits sets the readiness bit; a wait after it ends
+    /// at once. A `WouldBlock` clears the bit, and the task waits for the next event.
+    #[test]
+    fn readiness_is_kept_until_an_operation_says_would_block() {
+        let mut reactor = Reactor::new(Trace::new(false)).unwrap();
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut ours = mio::net::UnixStream::from_std(ours);
+        let token = reactor.register(&mut ours).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut poll_read =
+            |reactor: &mut Reactor| reactor.poll_ready(token, &mut ours, Direction::Read, &mut cx);
+        reactor.clear_ready(token, Direction::Read); // as after a WouldBlock
+        assert!(poll_read(&mut reactor).is_pending());
+        theirs.write_all(b"x").unwrap();
+        reactor.wait(Some(Duration::from_secs(5))).unwrap();
+        reactor.wake_ready();
+        assert!(matches!(poll_read(&mut reactor), Poll::Ready(Ok(()))));
+        assert!(
+            matches!(poll_read(&mut reactor), Poll::Ready(Ok(()))),
+            "kept, not consumed"
+        );
+        reactor.clear_ready(token, Direction::Read);
+        assert!(poll_read(&mut reactor).is_pending());
     }
 }

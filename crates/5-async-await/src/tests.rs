@@ -290,8 +290,8 @@ fn abandoned_event_waits_leave_nothing_behind() {
 }
 
 /// The peer's last bytes and its EOF can arrive under one epoll edge. After reading those
-/// bytes (a short read), waiting for more must end at once so the next read finds the EOF:
-/// the reactor remembers "read closed" instead of waiting for an edge that never comes.
+/// bytes (a short read, which clears the readiness bit), the next read must still find the
+/// EOF: the reactor remembers "read closed" instead of waiting for an edge that never comes.
 #[test]
 fn eof_arriving_with_the_last_bytes_is_not_lost() {
     let _watchdog = Watchdog::arm("eof_arriving_with_the_last_bytes_is_not_lost");
@@ -305,12 +305,38 @@ fn eof_arriving_with_the_last_bytes_is_not_lost() {
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         // Let the reactor take the one edge for both while nobody waits to read.
         sleep(Duration::from_millis(50)).await;
-        let first = stream.try_read_chunk().unwrap();
-        stream.readable().await;
-        (first, stream.try_read_chunk().unwrap())
+        let first = stream.read_chunk().await.unwrap().to_vec();
+        (first, stream.read_chunk().await.unwrap().to_vec())
     });
-    assert_eq!(first.as_deref(), Some(&b"bye"[..]));
-    assert_eq!(after, Some(Vec::new()), "the EOF was not read");
+    assert_eq!(first, b"bye");
+    assert_eq!(after, b"", "the EOF was not read");
+}
+
+/// Bytes that arrive while the task is busy elsewhere (no reader waker with the reactor)
+/// are not forgotten: their edge sets the readiness bit, and the next read finds them —
+/// even though the last read came back short and cleared the bit. This is the edge the
+/// echo used to lose under a bulk stream.
+#[test]
+fn an_edge_with_nobody_waiting_is_remembered() {
+    let _watchdog = Watchdog::arm("an_edge_with_nobody_waiting_is_remembered");
+    let (first, second) = run(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"one").unwrap();
+        let first = stream.read_chunk().await.unwrap().to_vec(); // short: bit cleared
+        peer.write_all(b"two").unwrap();
+        // Busy elsewhere: the loop takes the edge for "two" while nobody waits to read.
+        sleep(Duration::from_millis(50)).await;
+        let second = stream.read_chunk().await.unwrap().to_vec();
+        (first, second)
+    });
+    assert_eq!(
+        (first.as_slice(), second.as_slice()),
+        (&b"one"[..], &b"two"[..])
+    );
 }
 
 /// A main future that panics unwinds out of `block_on` cleanly: the task it left pending is
@@ -420,4 +446,40 @@ fn an_abort_from_a_nested_runtime_drops_the_task_at_its_next_turn() {
     });
     assert_eq!(result, Err(JoinError::Cancelled));
     assert!(dropped_in_time, "the aborted task was still running");
+}
+
+/// A task whose reads always find bytes still lets the others run: after `BUDGET` reads its
+/// next one returns `Pending` and the other task gets its turn long before the 64 KiB the
+/// busy task reads one byte at a time are all read.
+#[test]
+fn a_task_that_always_has_work_lets_the_others_run() {
+    let _watchdog = Watchdog::arm("a_task_that_always_has_work_lets_the_others_run");
+    const SENT: usize = 64 * 1024;
+    let read_when_the_other_ran = run(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(&[7; SENT]).unwrap();
+        sleep(Duration::from_millis(50)).await; // every byte is in our receive buffer
+        let read = Rc::new(Cell::new(0));
+        let seen = Rc::clone(&read);
+        let busy = spawn(async move {
+            let mut byte = [0];
+            while seen.get() < SENT {
+                let n = stream.read(&mut byte).await.unwrap();
+                seen.set(seen.get() + n);
+            }
+        });
+        let counted = Rc::clone(&read);
+        let other = spawn(async move { counted.get() });
+        let read_when_the_other_ran = other.await.unwrap();
+        busy.await.unwrap();
+        read_when_the_other_ran
+    });
+    assert!(
+        read_when_the_other_ran < SENT,
+        "the other task ran only after all {read_when_the_other_ran} reads"
+    );
 }
