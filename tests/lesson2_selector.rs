@@ -1,16 +1,25 @@
-//! Lesson 2: a selector with callbacks on epoll serves every client and both writer sources.
+//! Lesson 2: a selector with callbacks on epoll, level-triggered by default or edge-triggered
+//! with `--edge`, serves every client and both writer sources.
 
 mod common;
 
-use common::writer;
+use std::io::Write;
+use std::thread;
+
+use common::writer::{self, Writer};
 use common::{PATIENCE, Server, conformance::round_trip};
 use echo_client::connect;
 
 const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
 
-/// The whole conformance suite against `selector echo`.
+/// The whole conformance suite against `selector echo` (level-triggered).
 mod selector {
     crate::conformance_suite!(concurrent: super::SELECTOR, &["echo"]);
+}
+
+/// The whole conformance suite against `selector echo --edge` (`EPOLLET`).
+mod selector_edge {
+    crate::conformance_suite!(concurrent: super::SELECTOR, &["echo", "--edge"]);
 }
 
 /// `selector echo` holds 10,000 connections at once and still echoes on them.
@@ -19,18 +28,40 @@ fn serves_ten_thousand_connections() {
     common::conformance::holds_ten_thousand_connections(SELECTOR, &["echo"]);
 }
 
-/// `--trace` names the callback each event runs, and the registrations as they change.
+/// `--trace` shows the epoll calls with their flags, each wakeup and the callback it runs;
+/// level-triggered by default, so no `EPOLLET`.
 #[test]
-fn trace_shows_callbacks_and_registrations() {
+fn trace_shows_epoll_calls_and_callbacks() {
     let server = Server::start(SELECTOR, &["echo", "--trace"]);
     let client = connect(server.addr, PATIENCE).unwrap();
     round_trip(&client, b"traced\n");
     drop(client);
     server.process.expect_stderr(&[
+        "selector: epoll_create1, Level-triggered",
+        "selector: register Token(0) (listener 127.0.0.1:",
+        "epoll_ctl(ADD, fd ",
+        "selector: woke up with 1 ready",
         "(listener 127.0.0.1:",
-        "is readable → its callback",
+        "): EPOLLIN → its callback",
         "selector: register Token(1) (client 127.0.0.1:",
-        "selector: unregister Token(1)",
+        "selector: unregister Token(1): epoll_ctl(DEL, fd ",
+    ]);
+    assert_eq!(server.process.count_stderr("EPOLLET"), 0);
+}
+
+/// With `--edge` every registration carries `EPOLLET`.
+#[test]
+fn edge_trace_shows_epollet() {
+    let server = Server::start(SELECTOR, &["echo", "--edge", "--trace"]);
+    let client = connect(server.addr, PATIENCE).unwrap();
+    round_trip(&client, b"traced\n");
+    drop(client);
+    server.process.expect_stderr(&[
+        "selector: epoll_create1, Edge-triggered",
+        "(listener 127.0.0.1:",
+        "EPOLLIN|EPOLLET)",
+        "(client 127.0.0.1:",
+        "EPOLLIN|EPOLLET)",
     ]);
 }
 
@@ -56,4 +87,59 @@ fn writer_idles_after_the_pipe_closes() {
 #[test]
 fn writer_reads_stdin_from_a_regular_file() {
     writer::works_with_stdin_from_a_file(SELECTOR, &["writer"]);
+}
+
+/// `selector writer --edge` works the same: pipe lines arrive while stdin stays silent.
+#[test]
+fn edge_writer_pipe_lines_arrive_while_stdin_is_silent() {
+    writer::pipe_lines_arrive_while_stdin_is_silent(SELECTOR, &["writer", "--edge"]);
+}
+
+/// `writer --edge --trace`: stdin holds 40 KiB when the loop starts, more than one budget
+/// (16 reads of 1 KiB). The callback stops after its 16 reads, and the selector runs it again
+/// on the next turn although no new edge comes; every line still reaches the file.
+#[test]
+fn edge_writer_trace_shows_a_budget_running_out() {
+    let mut writer = Writer::start(SELECTOR, &["writer", "--edge", "--trace"], 20, 3);
+    let lines: String = (0..2000)
+        .map(|n| format!("line {n:05} of stdin\n"))
+        .collect();
+    assert!(lines.len() > 16 * 1024);
+    let stdin = writer.process.child.stdin.as_mut().unwrap();
+    stdin.write_all(lines.as_bytes()).unwrap();
+    writer.process.expect_stderr(&[
+        "(stdin) spent its budget of 16 reads: running it again next turn",
+        "(stdin): budget spent last turn → its callback",
+    ]);
+    writer.close_stdin();
+    writer.process.expect_success();
+    assert!(writer.position("s stdin ] line 01999 of stdin").is_some());
+}
+
+/// Fairness (level-triggered, one read per event): while stdin is flooded with lines, the
+/// pipe's lines still arrive among them, not after the last of them.
+#[test]
+fn writer_pipe_lines_are_not_held_back_by_a_busy_stdin() {
+    let mut writer = Writer::start(SELECTOR, &["writer"], 20, 5);
+    let mut stdin = writer.process.child.stdin.take().unwrap();
+    let line = "flood line from stdin\n".repeat(1000);
+    let flooder = thread::spawn(move || {
+        for _ in 0..100 {
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+    });
+    flooder.join().unwrap();
+    writer.process.expect_success();
+    let last_stdin_line = writer.lines().len()
+        - 1
+        - (writer.lines().iter().rev())
+            .position(|line| line.contains(" stdin ] "))
+            .unwrap();
+    let first_pipe_line = writer
+        .position(" pipe ] External message from pipe 1")
+        .unwrap();
+    assert!(
+        first_pipe_line < last_stdin_line,
+        "pipe line 1 is line {first_pipe_line}, after all stdin lines (the last is {last_stdin_line})"
+    );
 }

@@ -12,16 +12,18 @@
 //!     if request: client_socket.send(response)
 //!     else: selector.unregister(client_socket); client_socket.close()
 //! ```
+//!
+//! Both callbacks are written once for both triggers: each makes at most `ready.budget` reads
+//! (or accepts) per call, stops early at `WouldBlock`, and calls `budget_spent` when the
+//! budget ran out first. Level-triggered the budget is one read, as in Python.
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use fdio::{PendingWrite, interrupted, log_closed, log_connected, out_of_fds, would_block};
-use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token};
 
-use crate::selector::{Ready, Selector};
+use crate::selector::{Interest, Ready, Selector};
 
 /// Above this many unsent bytes we stop reading a client until it catches up (backpressure):
 /// a client that sends without reading cannot make us buffer without end.
@@ -31,31 +33,32 @@ const MAX_UNSENT: usize = 256 * 1024;
 const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 
 /// Registers the listener with its accept callback. `selector.run()` then serves forever.
-pub fn start(selector: &mut Selector, listener: std::net::TcpListener) -> io::Result<()> {
+pub fn start(selector: &mut Selector, listener: TcpListener) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let name = format!("listener {}", listener.local_addr()?);
-    selector.register(
-        name,
-        TcpListener::from_std(listener),
-        Interest::READABLE,
-        accept_connections,
-    )?;
+    selector.register(name, listener, Interest::READ, accept_connections)?;
     Ok(())
 }
 
-/// The listener's callback: accept every waiting connection and register a callback for it.
+/// The listener's callback: accept waiting connections and register a callback for each.
 fn accept_connections(selector: &mut Selector, listener: &mut TcpListener, ready: Ready) {
-    // Edge-triggered: epoll says "readable" once per burst of connections, so accept until
-    // WouldBlock, or the ones left in the backlog may wait until the next client comes.
-    loop {
+    // Watch the listener again, in case a lack of fds paused it (a no-op otherwise).
+    if let Err(err) = selector.modify(ready.token, listener, Interest::READ) {
+        eprintln!("accept: {err}");
+    }
+    for _ in 0..ready.budget {
         let (stream, peer) = match listener.accept() {
             Ok(connection) => connection,
             Err(err) if would_block(&err) => return,
             Err(err) if interrupted(&err) => continue,
             Err(err) if out_of_fds(&err) => {
-                // The remaining connections wait in the backlog. No new edge will come for
-                // them, so ask the selector to call us again a little later.
+                // The connection waits in the backlog and keeps the listener readable: a
+                // level-triggered epoll would report it again at once, forever. Stop watching
+                // the listener, and ask the selector to call us again a little later.
                 eprintln!("accept: {err}; trying again in {OUT_OF_FDS_PAUSE:?}");
+                if let Err(err) = selector.modify(ready.token, listener, Interest::NONE) {
+                    eprintln!("accept: {err}");
+                }
                 selector.wake_after(ready.token, OUT_OF_FDS_PAUSE);
                 return;
             }
@@ -65,23 +68,33 @@ fn accept_connections(selector: &mut Selector, listener: &mut TcpListener, ready
                 continue;
             }
         };
-        let mut connection = Connection {
-            peer,
-            unsent: PendingWrite::new(),
-            eof: false,
-            watching: Interest::READABLE,
-        };
-        let registered = selector.register(
-            format!("client {peer}"),
-            stream,
-            Interest::READABLE,
-            move |selector, stream, ready| connection.on_ready(selector, stream, ready.token),
-        );
-        match registered {
-            Ok(_) => log_connected(peer),
-            Err(err) => log_closed(peer, Some(&err)),
+        if let Err(err) = register_connection(selector, stream, peer) {
+            log_closed(peer, Some(&err));
         }
     }
+    selector.budget_spent(ready.token);
+}
+
+fn register_connection(
+    selector: &mut Selector,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> io::Result<()> {
+    // On Linux an accepted socket does not inherit the listener's non-blocking flag.
+    stream.set_nonblocking(true)?;
+    let mut connection = Connection {
+        peer,
+        unsent: PendingWrite::new(),
+        eof: false,
+    };
+    selector.register(
+        format!("client {peer}"),
+        stream,
+        Interest::READ,
+        move |selector, stream, ready| connection.on_ready(selector, stream, ready),
+    )?;
+    log_connected(peer);
+    Ok(())
 }
 
 /// What the callback of one client remembers between calls.
@@ -91,55 +104,71 @@ struct Connection {
     unsent: PendingWrite,
     /// The client closed its sending side.
     eof: bool,
-    /// What the selector watches this client for now.
-    watching: Interest,
 }
 
 impl Connection {
     /// The client's callback: echo what there is, then tell the selector what to wait for.
-    fn on_ready(&mut self, selector: &mut Selector, stream: &mut TcpStream, token: Token) {
-        let result = self.echo(stream, selector.read_buffer()).and_then(|()| {
+    fn on_ready(&mut self, selector: &mut Selector, stream: &mut TcpStream, ready: Ready) {
+        let result = self.echo(selector, stream, ready).and_then(|()| {
             if self.finished() {
                 return Ok(());
             }
-            // Watch for writability only while we owe bytes: an empty send buffer would
-            // otherwise report "writable" again and again.
-            let wanted = if self.unsent.is_empty() {
-                Interest::READABLE
-            } else {
-                Interest::READABLE | Interest::WRITABLE
-            };
-            if wanted != self.watching {
-                selector.modify(token, stream, wanted)?;
-                self.watching = wanted;
-            }
-            Ok(())
+            // The selector makes the `epoll_ctl` call only when this differs from last time.
+            selector.modify(ready.token, stream, self.interest())
         });
         if result.is_err() || self.finished() {
             // Unregistering drops this callback, and the stream it owns: the socket closes.
-            let _ = selector.unregister(token, stream);
+            let _ = selector.unregister(ready.token, stream);
             log_closed(self.peer, result.err().as_ref());
         }
     }
 
-    /// Flushes what is owed, then reads and echoes until the kernel says `WouldBlock`.
-    /// Edge-triggered: whatever we leave behind now, epoll will not mention again. Even a
-    /// read shorter than the buffer is no proof the socket is empty: the client's last bytes
-    /// and its EOF can arrive under one edge, and only the next read finds the EOF.
-    fn echo(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
-        self.unsent.flush_to(stream)?;
-        // Stop reading while we owe too much; when the client catches up, the writable event
-        // brings us back here and reading resumes where it stopped.
-        while !self.eof && self.unsent.len() < MAX_UNSENT {
-            match stream.read(buf) {
+    /// Flushes what is owed, then reads and echoes: at most `ready.budget` reads, fewer if
+    /// the kernel says `WouldBlock` first (nothing left), at EOF, or while we owe too much.
+    fn echo(
+        &mut self,
+        selector: &mut Selector,
+        stream: &mut TcpStream,
+        ready: Ready,
+    ) -> io::Result<()> {
+        if ready.writable {
+            self.unsent.flush_to(stream)?;
+        }
+        if !ready.readable {
+            return Ok(());
+        }
+        let mut reads = 0;
+        while self.wants_to_read() {
+            if reads == ready.budget {
+                selector.budget_spent(ready.token);
+                break;
+            }
+            reads += 1;
+            match stream.read(selector.read_buffer()) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.unsent.write_or_keep(stream, &buf[..n])?,
+                Ok(n) => self
+                    .unsent
+                    .write_or_keep(stream, &selector.read_buffer()[..n])?,
                 Err(err) if would_block(&err) => break,
                 Err(err) if interrupted(&err) => continue,
                 Err(err) => return Err(err),
             }
         }
         Ok(())
+    }
+
+    /// Read while the client may still send and does not owe us too much; watch for
+    /// writability only while we owe bytes — a socket with room in its send buffer is always
+    /// writable, and level-triggered epoll would report it on every turn.
+    fn interest(&self) -> Interest {
+        Interest {
+            read: self.wants_to_read(),
+            write: !self.unsent.is_empty(),
+        }
+    }
+
+    fn wants_to_read(&self) -> bool {
+        !self.eof && self.unsent.len() < MAX_UNSENT
     }
 
     /// The client sent EOF and has every byte back: time to close.

@@ -1,5 +1,5 @@
-//! A selector with a registry of callbacks — Python's `selectors` module plus the
-//! `data=callback` convention, on mio (which is epoll on Linux).
+//! A selector with a registry of callbacks — Python's `selectors.EpollSelector` plus the
+//! `data=callback` convention, written straight on epoll's three system calls.
 //!
 //! ```python
 //! selector.register(server_socket, selectors.EVENT_READ, data=accept_connection)
@@ -12,26 +12,82 @@
 //! Here `register` takes the source, what to wait for, and the callback; the callback *owns*
 //! its source from then on and gets it back as `&mut` on every call. Unregistering drops the
 //! callback, and with it the source: that is how a connection is closed.
+//!
+//! Under it, epoll: `epoll_create1` makes the epoll instance, `epoll_ctl` adds, modifies and
+//! deletes entries of its *interest list* (fd, the flags to watch, and 64 bits of our own data:
+//! the token), and `epoll_wait` sleeps until some of them are ready and returns only those.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use fdio::{Trace, epoll_refuses, interrupted};
-use mio::event::Source;
-use mio::{Events, Interest, Poll, Token};
+use fdio::Trace;
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-/// What the kernel said about a source. Hints, not promises: the callback must still treat
-/// `WouldBlock` as "nothing after all" — and with epoll's edge-triggered mode it must read
-/// (or write) until `WouldBlock`, or it may never be told again.
+/// The name of one registration; it travels through the kernel as the epoll event's data.
+/// Tokens are never reused, so a late event for a closed source can never reach a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(pub u64);
+
+/// What a callback wants to hear about: Python's `EVENT_READ` and `EVENT_WRITE`, which the
+/// selector turns into epoll's `EPOLLIN` and `EPOLLOUT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Interest {
+    /// Readable: bytes, EOF or a connection to accept are waiting.
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+    /// Nothing but hang-ups and errors, which epoll reports whether asked for or not.
+    pub const NONE: Interest = Interest {
+        read: false,
+        write: false,
+    };
+}
+
+/// How epoll reports a ready fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// epoll's default, and `select`'s and `poll`'s way: a wait reports the fd for as long as
+    /// it is ready. A callback may read once; if bytes are left, the next turn reports it again.
+    Level,
+    /// `EPOLLET`, mio's and tokio's choice: a wait reports the fd when it *becomes* ready,
+    /// once. Bytes left behind are never mentioned again: read until `WouldBlock`.
+    Edge,
+}
+
+/// How many reads (or accepts) an edge-triggered callback may make per turn. Then it must
+/// let the others run, and the selector runs it again on the next turn (see
+/// [`Selector::budget_spent`]). 16 reads of 64 KiB is 1 MiB: one flooding client delays the
+/// others by about a millisecond per turn, not by as long as it keeps sending.
+pub const EDGE_READS_PER_TURN: usize = 16;
+
+/// Why a callback runs, and what it may do on this call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ready {
     pub token: Token,
+    /// Hints, not promises: a read or write may still say `WouldBlock`, and an EOF or an error
+    /// shows up as "ready" — the read or write itself then tells which.
     pub readable: bool,
     pub writable: bool,
+    /// The cooperative budget: how many reads (or accepts) this call may make. Level-triggered:
+    /// one, like Python's callbacks. Edge-triggered: [`EDGE_READS_PER_TURN`]. A callback that
+    /// uses it all and may have more to do calls [`Selector::budget_spent`].
+    pub budget: usize,
 }
 
 type Callback = Box<dyn FnMut(&mut Selector, Ready)>;
+
+/// At most this many events per `epoll_wait`; any more wait for the next turn.
+const EVENTS_PER_WAIT: usize = 1024;
 
 /// The size of the shared read buffer.
 const READ_BUFFER: usize = 64 * 1024;
@@ -39,46 +95,55 @@ const READ_BUFFER: usize = 64 * 1024;
 struct Entry {
     /// Who this is, for the trace: `listener 127.0.0.1:5000`, `client 127.0.0.1:4242`.
     name: String,
-    callback: Callback,
+    /// What epoll watches it for now; `None`: epoll refused it (a regular file), it runs on
+    /// every turn.
+    interest: Option<Interest>,
+    /// Out of the map's hands while it runs (`None`), so it may use the selector freely.
+    callback: Option<Callback>,
+    /// The last turn it ran in: a callback runs at most once per turn.
+    last_turn: u64,
 }
 
-/// The event loop: a mio `Poll` and, for each registered token, the callback to run.
+/// The event loop: an epoll instance and, for each registered token, the callback to run.
 pub struct Selector {
-    poll: Poll,
-    callbacks: HashMap<Token, Entry>,
-    /// Sources epoll refused (regular files): they never block, so they run on every turn.
-    always_ready: Vec<Token>,
+    epoll: Epoll,
+    trigger: Trigger,
+    entries: HashMap<Token, Entry>,
+    /// Edge-triggered callbacks that spent their budget: they run again on the next turn.
+    run_again: Vec<Token>,
     /// Callbacks asked to run again later, as if their source were readable.
     wakeups: Vec<(Instant, Token)>,
-    /// Tokens are never reused, so a late event for a closed source can never reach a new one.
-    next_token: usize,
-    /// The callback running now, and whether it unregistered itself.
-    running: Option<Token>,
-    running_unregistered: bool,
+    next_token: u64,
+    turn: u64,
+    events: Vec<EpollEvent>,
     /// One read buffer for every callback (see [`Selector::read_buffer`]).
     read_buffer: Vec<u8>,
     trace: Trace,
 }
 
 impl Selector {
-    /// A selector with nothing registered.
-    pub fn new(trace: Trace) -> io::Result<Selector> {
+    /// A selector with nothing registered: `epoll_create1`.
+    pub fn new(trigger: Trigger, trace: Trace) -> io::Result<Selector> {
+        trace.say(|| format!("selector: epoll_create1, {trigger:?}-triggered"));
         Ok(Selector {
-            poll: Poll::new()?,
-            callbacks: HashMap::new(),
-            always_ready: Vec::new(),
+            // CLOEXEC: a program we might start must not inherit our epoll instance.
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            trigger,
+            entries: HashMap::new(),
+            run_again: Vec::new(),
             wakeups: Vec::new(),
             next_token: 0,
-            running: None,
-            running_unregistered: false,
+            turn: 0,
+            events: vec![EpollEvent::empty(); EVENTS_PER_WAIT],
             read_buffer: vec![0; READ_BUFFER],
             trace,
         })
     }
 
-    /// Watches `source` for `interest`; `callback(selector, source, ready)` runs whenever it
-    /// is ready. Returns the token that names this registration. A source epoll refuses
-    /// (`EPERM`: a regular file, `/dev/null`) is said so on stderr and run on every turn.
+    /// Watches `source` for `interest` (`epoll_ctl(ADD)`); `callback(selector, source, ready)`
+    /// runs whenever it is ready. Returns the token that names this registration. A source
+    /// epoll refuses (`EPERM`: a regular file, `/dev/null`) is said so on stderr and run on
+    /// every turn instead.
     pub fn register<S, F>(
         &mut self,
         name: String,
@@ -87,62 +152,113 @@ impl Selector {
         mut callback: F,
     ) -> io::Result<Token>
     where
-        S: Source + 'static,
+        S: AsFd + 'static,
         F: FnMut(&mut Selector, &mut S, Ready) + 'static,
     {
         let token = Token(self.next_token);
         self.next_token += 1;
-        match self.poll.registry().register(&mut source, token, interest) {
-            Ok(()) => self
-                .trace
-                .say(|| format!("selector: register {token:?} ({name}) for {interest:?}")),
-            Err(err) if epoll_refuses(&err) => {
+        let flags = self.flags(interest);
+        let fd = source.as_fd().as_raw_fd();
+        let watched = match self.epoll.add(&source, EpollEvent::new(flags, token.0)) {
+            Ok(()) => {
+                self.trace.say(|| {
+                    format!(
+                        "selector: register {token:?} ({name}): epoll_ctl(ADD, fd {fd}, {})",
+                        Flags(flags)
+                    )
+                });
+                Some(interest)
+            }
+            Err(Errno::EPERM) => {
                 eprintln!(
                     "selector: epoll refuses {name} (a regular file or /dev/null): reading it on every turn instead"
                 );
-                self.always_ready.push(token);
+                None
             }
-            Err(err) => return Err(err),
-        }
+            Err(err) => return Err(err.into()),
+        };
         let callback =
             Box::new(move |selector: &mut Selector, ready| callback(selector, &mut source, ready));
-        self.callbacks.insert(token, Entry { name, callback });
+        let entry = Entry {
+            name,
+            interest: watched,
+            callback: Some(callback),
+            last_turn: 0,
+        };
+        self.entries.insert(token, entry);
         Ok(token)
     }
 
-    /// Changes what `token`'s source is watched for.
+    /// Changes what `token`'s source is watched for (`epoll_ctl(MOD)`). Callbacks may say what
+    /// they want on every call: the system call is made only when it changes.
     pub fn modify(
         &mut self,
         token: Token,
-        source: &mut impl Source,
+        source: &impl AsFd,
         interest: Interest,
     ) -> io::Result<()> {
-        self.trace
-            .say(|| format!("selector: modify {token:?} to {interest:?}"));
-        if self.always_ready.contains(&token) {
+        let Some(entry) = self.entries.get_mut(&token) else {
             return Ok(());
+        };
+        match entry.interest {
+            Some(current) if current != interest => entry.interest = Some(interest),
+            // Unchanged, or not watched by epoll at all.
+            _ => return Ok(()),
         }
-        self.poll.registry().reregister(source, token, interest)
+        let flags = self.flags(interest);
+        self.trace.say(|| {
+            format!(
+                "selector: modify {token:?}: epoll_ctl(MOD, fd {}, {})",
+                source.as_fd().as_raw_fd(),
+                Flags(flags)
+            )
+        });
+        let mut event = EpollEvent::new(flags, token.0);
+        Ok(self.epoll.modify(source, &mut event)?)
     }
 
-    /// Stops watching `token`'s source. Its callback — and the source it owns — is dropped as
-    /// soon as it is not running: a socket is closed right after its last callback returns.
-    pub fn unregister(&mut self, token: Token, source: &mut impl Source) -> io::Result<()> {
-        self.trace.say(|| format!("selector: unregister {token:?}"));
+    /// Stops watching `token`'s source (`epoll_ctl(DEL)`). Its callback — and the source it
+    /// owns — is dropped as soon as it is not running: a socket is closed right after its
+    /// last callback returns.
+    ///
+    /// Why not simply close the fd? The kernel drops an fd from the interest list only when
+    /// the last descriptor of its open file closes: after a `dup` or a `fork`, a closed fd may
+    /// keep reporting events. Python's `selectors` asks the same: unregister, then close.
+    pub fn unregister(&mut self, token: Token, source: &impl AsFd) -> io::Result<()> {
+        self.trace.say(|| {
+            format!(
+                "selector: unregister {token:?}: epoll_ctl(DEL, fd {})",
+                source.as_fd().as_raw_fd()
+            )
+        });
         self.wakeups.retain(|&(_, waiting)| waiting != token);
-        let result = match self.always_ready.iter().position(|&t| t == token) {
-            Some(index) => {
-                self.always_ready.swap_remove(index);
-                Ok(())
-            }
-            None => self.poll.registry().deregister(source),
-        };
-        if self.running == Some(token) {
-            self.running_unregistered = true;
-        } else {
-            self.callbacks.remove(&token);
+        // A running callback is not in its entry: dropping the entry now drops nothing else,
+        // and `dispatch` drops the callback once it returns.
+        match self.entries.remove(&token) {
+            Some(Entry {
+                interest: Some(_), ..
+            }) => Ok(self.epoll.delete(source)?),
+            _ => Ok(()),
         }
-        result
+    }
+
+    /// The cooperative budget ran out: `token`'s callback stopped with work perhaps left.
+    ///
+    /// Level-triggered, there is nothing to do: if bytes are left, the next `epoll_wait`
+    /// reports the fd again by itself. Edge-triggered, no new edge will come for bytes that
+    /// are already there, so the selector remembers and runs the callback on the next turn.
+    pub fn budget_spent(&mut self, token: Token) {
+        if self.trigger == Trigger::Level {
+            return;
+        }
+        self.trace.say(|| {
+            format!(
+                "selector: {token:?} ({}) spent its budget of {EDGE_READS_PER_TURN} reads: \
+                 running it again next turn (no new edge will come for what is left)",
+                self.name(token)
+            )
+        });
+        self.run_again.push(token);
     }
 
     /// A 64 KiB buffer for a callback to read into. Only one callback runs at a time, so they
@@ -158,86 +274,195 @@ impl Selector {
         self.wakeups.push((Instant::now() + delay, token));
     }
 
-    /// The loop: wait for events, run the callback of each ready token, repeat — until
-    /// nothing is registered any more.
+    /// The loop: turn after turn, until nothing is registered any more.
     pub fn run(&mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        while !self.callbacks.is_empty() {
-            let timeout = self.timeout();
-            self.trace.say(|| {
-                let timeout = timeout.map_or("none".to_string(), |t| format!("{t:.1?}"));
-                let registered = self.callbacks.len();
-                format!("selector: polling with {registered} registered, timeout={timeout}")
-            });
-            match self.poll.poll(&mut events, timeout) {
-                Err(err) if interrupted(&err) => continue,
-                result => result?,
-            }
-            for event in events.iter() {
-                // "closed" and "error" are hints too: report them as readiness, and the
-                // callback's next read or write meets the EOF or the error itself.
-                self.dispatch(Ready {
-                    token: event.token(),
-                    readable: event.is_readable() || event.is_read_closed() || event.is_error(),
-                    writable: event.is_writable() || event.is_error(),
-                });
-            }
-            let now = Instant::now();
-            let (due, later) = self.wakeups.drain(..).partition(|&(when, _)| when <= now);
-            self.wakeups = later;
-            let woken: Vec<Token> = due.into_iter().map(|(_, token)| token).collect();
-            for token in woken.into_iter().chain(self.always_ready.clone()) {
-                self.dispatch(Ready {
-                    token,
-                    readable: true,
-                    writable: false,
-                });
-            }
+        while !self.entries.is_empty() {
+            self.turn(None)?;
         }
         Ok(())
     }
 
-    /// How long the next poll may sleep: not at all while a source is always ready, until the
-    /// earliest wake-up if there is one, else for as long as it takes.
+    /// One turn: wait for events (`epoll_wait`, at most `longest_wait`), then run the callback
+    /// of each ready token once: those epoll reports, those whose budget ran out last turn,
+    /// those whose wake-up is due, and those epoll refused.
+    fn turn(&mut self, longest_wait: Option<Duration>) -> io::Result<()> {
+        self.turn += 1;
+        let timeout = match (self.timeout(), longest_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.trace.say(|| {
+            let timeout = timeout.map_or("none".to_string(), |t| format!("{t:.1?}"));
+            let registered = self.entries.len();
+            format!("selector: epoll_wait with {registered} registered, timeout={timeout}")
+        });
+        // Taken now: callbacks that spend their budget during this turn run in the next.
+        let run_again = std::mem::take(&mut self.run_again);
+        let ready = match self.epoll.wait(&mut self.events, epoll_timeout(timeout)) {
+            Ok(ready) => ready,
+            // A signal arrived (after Ctrl+Z and `fg`, for one): just wait again.
+            Err(Errno::EINTR) => 0,
+            Err(err) => return Err(err.into()),
+        };
+        self.trace
+            .say(|| format!("selector: woke up with {ready} ready"));
+        for index in 0..ready {
+            let event = self.events[index];
+            self.dispatch(Token(event.data()), Cause::Epoll(event.events()));
+        }
+        for token in run_again {
+            self.dispatch(token, Cause::BudgetSpent);
+        }
+        let now = Instant::now();
+        let (due, later) = self.wakeups.drain(..).partition(|&(when, _)| when <= now);
+        self.wakeups = later;
+        for (_, token) in due {
+            self.dispatch(token, Cause::WakeUp);
+        }
+        let always_ready: Vec<Token> = (self.entries.iter())
+            .filter(|(_, entry)| entry.interest.is_none())
+            .map(|(&token, _)| token)
+            .collect();
+        for token in always_ready {
+            self.dispatch(token, Cause::AlwaysReady);
+        }
+        Ok(())
+    }
+
+    /// How long the next wait may sleep: not at all while a callback has work left or a
+    /// source is always ready, until the earliest wake-up if there is one, else for as long
+    /// as it takes.
     fn timeout(&self) -> Option<Duration> {
-        if !self.always_ready.is_empty() {
+        let always_ready = self.entries.values().any(|entry| entry.interest.is_none());
+        if always_ready || !self.run_again.is_empty() {
             return Some(Duration::ZERO);
         }
         let earliest = self.wakeups.iter().map(|&(when, _)| when).min()?;
         Some(earliest.saturating_duration_since(Instant::now()))
     }
 
-    /// Looks up the callback of `ready.token` and runs it.
-    fn dispatch(&mut self, ready: Ready) {
-        // Taken out of the map while it runs, so that it may register and unregister
-        // through `&mut self` — including unregistering itself.
-        let Some(mut entry) = self.callbacks.remove(&ready.token) else {
-            // Unregistered earlier in this same batch of events: mio may still report it.
-            self.trace.say(|| {
-                format!(
-                    "selector: {:?} is no longer registered: ignored",
-                    ready.token
-                )
-            });
+    /// Runs `token`'s callback, unless it is gone or already ran this turn.
+    fn dispatch(&mut self, token: Token, cause: Cause) {
+        let turn = self.turn;
+        let Some(entry) = self.entries.get_mut(&token) else {
+            // Unregistered earlier in this same turn: epoll may still report it.
+            self.trace
+                .say(|| format!("selector: {token:?} is no longer registered: {cause} ignored"));
+            return;
+        };
+        if entry.last_turn == turn {
+            return;
+        }
+        entry.last_turn = turn;
+        let Some(mut callback) = entry.callback.take() else {
             return;
         };
         self.trace.say(|| {
-            let what = match (ready.readable, ready.writable) {
-                (true, true) => "readable+writable",
-                (true, false) => "readable",
-                _ => "writable",
-            };
-            format!(
-                "selector: {:?} ({}) is {what} → its callback",
-                ready.token, entry.name
-            )
+            let name = &self.entries[&token].name;
+            format!("selector: {token:?} ({name}): {cause} → its callback")
         });
-        self.running = Some(ready.token);
-        self.running_unregistered = false;
-        (entry.callback)(self, ready);
-        self.running = None;
-        if !self.running_unregistered {
-            self.callbacks.insert(ready.token, entry);
+        let ready = self.ready(token, cause);
+        callback(self, ready);
+        // Put it back, unless it unregistered itself: then it drops here, and its source too.
+        if let Some(entry) = self.entries.get_mut(&token) {
+            entry.callback = Some(callback);
+        }
+    }
+
+    /// What the callback is told: `EPOLLHUP` and `EPOLLERR` (reported whether asked for or
+    /// not) count as both readable and writable, so that whichever the callback tries next
+    /// meets the EOF or the error itself, instead of epoll reporting them again and again.
+    fn ready(&self, token: Token, cause: Cause) -> Ready {
+        let (readable, writable) = match cause {
+            Cause::Epoll(flags) => {
+                let trouble = flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
+                let readable = flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP);
+                (
+                    readable || trouble,
+                    flags.contains(EpollFlags::EPOLLOUT) || trouble,
+                )
+            }
+            Cause::BudgetSpent | Cause::WakeUp | Cause::AlwaysReady => (true, false),
+        };
+        let budget = match self.trigger {
+            Trigger::Level => 1,
+            Trigger::Edge => EDGE_READS_PER_TURN,
+        };
+        Ready {
+            token,
+            readable,
+            writable,
+            budget,
+        }
+    }
+
+    /// The epoll flags for `interest`: `EPOLLIN`, `EPOLLOUT`, and `EPOLLET` if edge-triggered.
+    fn flags(&self, interest: Interest) -> EpollFlags {
+        let mut flags = EpollFlags::empty();
+        if interest.read {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if interest.write {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        if self.trigger == Trigger::Edge {
+            flags |= EpollFlags::EPOLLET;
+        }
+        flags
+    }
+
+    fn name(&self, token: Token) -> String {
+        self.entries
+            .get(&token)
+            .map_or_else(|| "unregistered".to_string(), |entry| entry.name.clone())
+    }
+}
+
+/// Why a callback runs this turn.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// `epoll_wait` reported these flags.
+    Epoll(EpollFlags),
+    /// Edge-triggered, it spent its budget last turn.
+    BudgetSpent,
+    /// Its [`Selector::wake_after`] is due.
+    WakeUp,
+    /// epoll refused its source: it runs on every turn.
+    AlwaysReady,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Epoll(flags) => write!(f, "{}", Flags(*flags)),
+            Cause::BudgetSpent => f.write_str("budget spent last turn"),
+            Cause::WakeUp => f.write_str("wake-up due"),
+            Cause::AlwaysReady => f.write_str("always ready"),
+        }
+    }
+}
+
+/// Epoll flags as the man page writes them: `EPOLLIN|EPOLLET`.
+struct Flags(EpollFlags);
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("0");
+        }
+        let names: Vec<&str> = self.0.iter_names().map(|(name, _)| name).collect();
+        f.write_str(&names.join("|"))
+    }
+}
+
+/// `epoll_wait` counts in whole milliseconds: round up, so a wake-up 0.4 ms away does not
+/// turn into a busy loop of zero-timeout waits.
+fn epoll_timeout(timeout: Option<Duration>) -> EpollTimeout {
+    match timeout {
+        None => EpollTimeout::NONE,
+        Some(timeout) => {
+            let millis = timeout.as_nanos().div_ceil(1_000_000);
+            EpollTimeout::try_from(millis).unwrap_or(EpollTimeout::MAX)
         }
     }
 }
@@ -245,32 +470,34 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
-    use std::io::{ErrorKind, Write};
-    use std::os::fd::OwnedFd;
+    use std::cell::{Cell, RefCell};
+    use std::io::{ErrorKind, PipeReader, PipeWriter, Read, Write};
     use std::rc::Rc;
 
-    fn pipe_receiver() -> (mio::unix::pipe::Receiver, std::io::PipeWriter) {
+    fn nonblocking_pipe() -> (PipeReader, PipeWriter) {
         let (reader, writer) = std::io::pipe().unwrap();
-        let reader = OwnedFd::from(reader);
         fdio::set_nonblocking(&reader).unwrap();
-        (mio::unix::pipe::Receiver::from(reader), writer)
+        (reader, writer)
+    }
+
+    fn selector(trigger: Trigger) -> Selector {
+        Selector::new(trigger, Trace::new(false)).unwrap()
     }
 
     /// The callback of a readable source runs; when it unregisters itself it is dropped at
     /// once — closing the source it owns — and `run` returns since nothing is registered.
     #[test]
     fn unregistering_drops_the_callback_and_its_source() {
-        let (receiver, mut writer) = pipe_receiver();
+        let (reader, mut writer) = nonblocking_pipe();
         writer.write_all(b"ping").unwrap();
         let calls = Rc::new(Cell::new(0));
-        let mut selector = Selector::new(Trace::new(false)).unwrap();
+        let mut selector = selector(Trigger::Level);
         let seen = Rc::clone(&calls);
         selector
             .register(
                 "pipe".into(),
-                receiver,
-                Interest::READABLE,
+                reader,
+                Interest::READ,
                 move |selector, pipe, ready| {
                     seen.set(seen.get() + 1);
                     assert!(ready.readable);
@@ -289,15 +516,15 @@ mod tests {
     /// became ready (this is how `accept` is retried after running out of fds).
     #[test]
     fn wake_after_calls_back_without_an_event() {
-        let (receiver, _writer) = pipe_receiver();
-        let mut selector = Selector::new(Trace::new(false)).unwrap();
+        let (reader, _writer) = nonblocking_pipe();
+        let mut selector = selector(Trigger::Level);
         let calls = Rc::new(Cell::new(0));
         let seen = Rc::clone(&calls);
         let token = selector
             .register(
                 "idle pipe".into(),
-                receiver,
-                Interest::READABLE,
+                reader,
+                Interest::READ,
                 move |selector, pipe, ready| {
                     seen.set(seen.get() + 1);
                     selector.unregister(ready.token, pipe).unwrap();
@@ -309,33 +536,111 @@ mod tests {
         assert_eq!(calls.get(), 1);
     }
 
-    /// An event for a token that is no longer registered reaches no callback.
+    /// An event for a token that is no longer registered reaches no callback, and a callback
+    /// runs at most once per turn.
     #[test]
     fn events_for_unregistered_tokens_are_ignored() {
-        let (receiver, mut writer) = pipe_receiver();
+        let (reader, mut writer) = nonblocking_pipe();
         writer.write_all(b"x").unwrap();
-        let mut selector = Selector::new(Trace::new(false)).unwrap();
+        let mut selector = selector(Trigger::Level);
         let calls = Rc::new(Cell::new(0));
         let seen = Rc::clone(&calls);
         let token = selector
+            .register("pipe".into(), reader, Interest::READ, move |_, _, _| {
+                seen.set(seen.get() + 1)
+            })
+            .unwrap();
+        let readable = Cause::Epoll(EpollFlags::EPOLLIN);
+        selector.turn += 1;
+        selector.dispatch(Token(token.0 + 1), readable);
+        assert_eq!(calls.get(), 0);
+        selector.dispatch(token, readable);
+        selector.dispatch(token, readable);
+        assert_eq!(calls.get(), 1);
+    }
+
+    /// The deliberately wrong callback of the lesson: it reads 8 bytes per event and never
+    /// looks for more. Registers it on a pipe holding 64 bytes and runs turns (each waiting
+    /// at most 50 ms) until 20 have passed; returns the bytes it got and how often it ran.
+    fn read_once_per_event(trigger: Trigger) -> (Vec<u8>, usize) {
+        let (reader, mut writer) = nonblocking_pipe();
+        let sent: Vec<u8> = (0..64).collect();
+        writer.write_all(&sent).unwrap();
+        let received = Rc::new(RefCell::new(Vec::new()));
+        let wakeups = Rc::new(Cell::new(0));
+        let mut selector = selector(trigger);
+        let (got, woken) = (Rc::clone(&received), Rc::clone(&wakeups));
+        selector
             .register(
                 "pipe".into(),
-                receiver,
-                Interest::READABLE,
-                move |_, _, _| seen.set(seen.get() + 1),
+                reader,
+                Interest::READ,
+                move |_, pipe: &mut PipeReader, _| {
+                    woken.set(woken.get() + 1);
+                    let mut buf = [0; 8];
+                    if let Ok(n) = pipe.read(&mut buf) {
+                        got.borrow_mut().extend_from_slice(&buf[..n]);
+                    }
+                },
             )
             .unwrap();
-        selector.dispatch(Ready {
-            token: Token(token.0 + 1),
-            readable: true,
-            writable: false,
-        });
-        assert_eq!(calls.get(), 0);
-        selector.dispatch(Ready {
-            token,
-            readable: true,
-            writable: false,
-        });
-        assert_eq!(calls.get(), 1);
+        for _ in 0..20 {
+            selector.turn(Some(Duration::from_millis(50))).unwrap();
+        }
+        drop(selector);
+        (received.take(), wakeups.get())
+    }
+
+    /// Level-triggered (epoll's default): reading once per event is enough — epoll reports
+    /// the pipe again while bytes are left. It costs a wakeup per read: 8 for 64 bytes.
+    #[test]
+    fn level_triggered_reports_what_a_callback_left_behind() {
+        let (received, wakeups) = read_once_per_event(Trigger::Level);
+        assert_eq!(received, (0..64).collect::<Vec<u8>>());
+        assert_eq!(wakeups, 8);
+    }
+
+    /// Edge-triggered (`EPOLLET`): the same callback gets one event for the 64 bytes, reads
+    /// 8, and is never told about the other 56: the echo would stall right here.
+    #[test]
+    fn edge_triggered_never_mentions_what_a_callback_left_behind() {
+        let (received, wakeups) = read_once_per_event(Trigger::Edge);
+        assert_eq!(received, (0..8).collect::<Vec<u8>>());
+        assert_eq!(wakeups, 1);
+    }
+
+    /// Edge-triggered, the right callback reads until `WouldBlock` within its budget; when
+    /// the budget runs out the selector runs it again on the next turn, with no new edge.
+    /// Here 1-byte reads with a budget of 16 drain 40 bytes in 3 turns.
+    #[test]
+    fn edge_triggered_callbacks_run_again_when_their_budget_runs_out() {
+        let (reader, mut writer) = nonblocking_pipe();
+        writer.write_all(&[7; 40]).unwrap();
+        let received = Rc::new(Cell::new(0));
+        let wakeups = Rc::new(Cell::new(0));
+        let mut selector = selector(Trigger::Edge);
+        let (got, woken) = (Rc::clone(&received), Rc::clone(&wakeups));
+        selector
+            .register(
+                "pipe".into(),
+                reader,
+                Interest::READ,
+                move |selector, pipe: &mut PipeReader, ready| {
+                    woken.set(woken.get() + 1);
+                    for _ in 0..ready.budget {
+                        match pipe.read(&mut [0; 1]) {
+                            Ok(n) => got.set(got.get() + n),
+                            Err(_) => return,
+                        }
+                    }
+                    selector.budget_spent(ready.token);
+                },
+            )
+            .unwrap();
+        for _ in 0..6 {
+            selector.turn(Some(Duration::from_millis(50))).unwrap();
+        }
+        assert_eq!(received.get(), 40);
+        assert_eq!(wakeups.get(), 3);
     }
 }
