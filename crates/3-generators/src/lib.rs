@@ -69,8 +69,10 @@
 //! | `select(to_read, to_write, [])`              | mio's `Poll::poll` (epoll)                      |
 //! | `tasks.append(client(sock))`                 | `ctx.spawn(ClientTask::new(stream, peer))`      |
 //!
-//! Two things Python's level-triggered `select` lets it skip. epoll (through mio) is
-//! edge-triggered, so a task yields `Read(fd)` only after a read said `WouldBlock`: it tries
+//! Two things Python's level-triggered `select` lets it skip. From here on we use epoll through
+//! mio, and mio chose for us: it registers every fd edge-triggered (`EPOLLET`), where epoll's
+//! own default — lesson 2's — is level-triggered. So a task yields `Read(fd)` only after a read
+//! said `WouldBlock`: it tries
 //! first and waits second, where the Python waits first. And a task that still has work yields
 //! `Step::Yield` to go to the back of the queue, so one busy client never starves the rest.
 //! The picture of it all: `imgs/generators-scheduler.svg`.
