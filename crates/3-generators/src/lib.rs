@@ -72,9 +72,9 @@
 //! Two things Python's level-triggered `select` lets it skip. From here on we use epoll through
 //! mio, and mio chose for us: it registers every fd edge-triggered (`EPOLLET`), where epoll's
 //! own default — lesson 2's — is level-triggered. So a task yields `Read(fd)` only after a read
-//! said `WouldBlock`: it tries
-//! first and waits second, where the Python waits first. And a task that still has work yields
-//! `Step::Yield` to go to the back of the queue, so one busy client never starves the rest.
+//! said `WouldBlock`: it tries first and waits second, where the Python waits first. And a task
+//! that still has work yields `Step::Yield` to go to the back of the queue, so one busy client
+//! never starves the rest.
 //! The picture of it all: `imgs/generators-scheduler.svg`.
 //!
 //! # Layout
