@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 
 use common::writer;
-use common::{PATIENCE, Process, Server, conformance::round_trip, wait_until};
+use common::{PATIENCE, Process, Server, TempFile, conformance::round_trip, wait_until};
 use echo_client::connect;
 
 const COROUTINES: &str = env!("CARGO_BIN_EXE_coroutines");
@@ -51,6 +51,32 @@ fn trace_shows_tasks_parking_and_waking() {
     ]);
 }
 
+/// `--trace` shows a budget running out: with stdin a 300 KiB regular file, which never has
+/// to wait, the stdin task gives the turn back after 128 reads, and the trace says so; the
+/// file still arrives whole.
+#[test]
+fn trace_shows_a_spent_budget() {
+    let input = TempFile::new("stdin.txt");
+    std::fs::write(
+        &input.path,
+        "a line of a long file\n".repeat(300 * 1024 / 22),
+    )
+    .unwrap();
+    let mut writer =
+        writer::Writer::start_with_stdin_file(COROUTINES, &["writer", "--trace"], &input);
+    writer.process.expect_success();
+    writer.process.expect_stderr(&[
+        "scheduler: stdin spent its budget of 128 operations: the others go first",
+        "next_turn=1 timeout=0",
+    ]);
+    let from_stdin = writer
+        .lines()
+        .iter()
+        .filter(|line| line.ends_with("s stdin ] a line of a long file"))
+        .count();
+    assert_eq!(from_stdin, 300 * 1024 / 22);
+}
+
 /// In `coroutines writer` pipe lines arrive while stdin stays silent.
 #[test]
 fn writer_pipe_lines_arrive_while_stdin_is_silent() {
@@ -61,6 +87,20 @@ fn writer_pipe_lines_arrive_while_stdin_is_silent() {
 #[test]
 fn writer_exits_on_eof_keeping_every_line() {
     writer::exits_on_eof_keeping_every_line(COROUTINES, &["writer"]);
+}
+
+/// `coroutines writer`: a flood on stdin does not hold up the pipe lines — stdin's task gives
+/// the turn back when its budget is spent.
+#[test]
+fn writer_pipe_lines_on_time_while_stdin_floods() {
+    writer::pipe_lines_on_time_while_stdin_floods(COROUTINES, &["writer"]);
+}
+
+/// `coroutines writer`: a flood on the pipe does not hold up stdin's lines and its EOF — the
+/// pipe's task gives the turn back when its budget is spent.
+#[test]
+fn writer_reads_stdin_eof_while_the_pipe_floods() {
+    writer::eof_on_stdin_is_read_while_the_pipe_floods(COROUTINES, &["writer"]);
 }
 
 /// `coroutines writer` forgets the closed pipe and sits idle.

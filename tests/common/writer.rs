@@ -206,3 +206,106 @@ pub fn pipe_lines_arrive_while_stdin_is_silent(bin: &str, args: &[&str]) {
     writer.close_stdin();
     writer.process.expect_success();
 }
+
+/// How many lines the stdin flood of [`pipe_lines_on_time_while_stdin_floods`] sends: enough
+/// to keep stdin readable for a good while (seconds, on a debug build), and a bounded test.
+const FLOOD_LINES: usize = 200_000;
+
+/// The elapsed seconds a log line starts with: `[ 0.37s pipe ] …` gives 0.37.
+fn logged_at(line: &str) -> f64 {
+    let seconds = line
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("s "))
+        .map(|(seconds, _)| seconds.trim());
+    seconds
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("no elapsed time in {line:?}"))
+}
+
+/// While stdin floods (`FLOOD_LINES` lines, written as fast as the program takes them), the
+/// pipe lines (one every 10 ms) still reach the file on time: each has fewer than half the
+/// flood's lines before it, and is written less than half the flood's duration after it was
+/// due. A loop that serves a busy source until it runs dry writes them all after the flood;
+/// a fair one is off by about one turn. The bounds are generous: they only catch starvation.
+pub fn pipe_lines_on_time_while_stdin_floods(bin: &str, args: &[&str]) {
+    let mut writer = Writer::start(bin, args, 10, 3);
+    let mut stdin = writer.process.child.stdin.take().expect("stdin is piped");
+    let flood = thread::spawn(move || {
+        let thousand_lines = "flood line\n".repeat(1000);
+        for _ in 0..FLOOD_LINES / 1000 {
+            stdin.write_all(thousand_lines.as_bytes())?;
+        }
+        // `stdin` is dropped here: EOF ends the program.
+        Ok::<(), std::io::Error>(())
+    });
+    writer.process.expect_success();
+    flood
+        .join()
+        .expect("the flood thread")
+        .expect("write the flood");
+
+    let lines = writer.lines();
+    let is_flood = |line: &String| line.ends_with("s stdin ] flood line");
+    let last_flood_line = lines.iter().rfind(|line| is_flood(line));
+    let flood_seconds = logged_at(last_flood_line.expect("the flood reached the file"));
+    let mut flood_before = 0;
+    for line in &lines {
+        if is_flood(line) {
+            flood_before += 1;
+            continue;
+        }
+        let Some((_, number)) = line.split_once(" pipe ] External message from pipe ") else {
+            continue;
+        };
+        let late = logged_at(line) - number.parse::<f64>().expect("a message number") * 0.010;
+        assert!(
+            flood_before < FLOOD_LINES / 2,
+            "pipe line {number} came after {flood_before} of the {FLOOD_LINES} stdin lines: \
+             the flood on stdin starved the pipe"
+        );
+        assert!(
+            late < flood_seconds / 2.0,
+            "pipe line {number} was written {late:.2}s after it was due, in a {flood_seconds:.2}s \
+             flood: the flood on stdin starved the pipe"
+        );
+    }
+    assert_eq!(flood_before, FLOOD_LINES, "stdin lines lost");
+    assert_eq!(writer.pipe_numbers(), [1, 2, 3], "pipe lines lost");
+}
+
+/// With the pipe flooding (a message every 0 ms, without end), a line typed on stdin and its
+/// EOF are still read within a turn: the program stops the ticker and exits 0 with every line
+/// kept, having written fewer than 50,000 more pipe lines after stdin closed. A loop that
+/// serves the pipe until it runs dry reads stdin only when the pipe happens to be empty —
+/// hundreds of thousands of lines later, or never.
+pub fn eof_on_stdin_is_read_while_the_pipe_floods(bin: &str, args: &[&str]) {
+    let mut writer = Writer::start(bin, args, 0, u32::MAX);
+    assert!(
+        wait_until(|| writer.pipe_numbers().len() >= 1000),
+        "the pipe flood did not start: {:?}",
+        writer.process.stderr()
+    );
+    writer.type_line("typed during the flood");
+    let before_eof = writer.pipe_numbers().len();
+    writer.close_stdin();
+    writer.process.expect_success();
+
+    assert!(
+        writer
+            .position("s stdin ] typed during the flood")
+            .is_some(),
+        "the stdin line is missing"
+    );
+    let sent = writer.messages_sent();
+    assert_eq!(
+        writer.pipe_numbers(),
+        (1..=sent).collect::<Vec<_>>(),
+        "pipe lines lost"
+    );
+    let after_eof = sent as usize - before_eof;
+    assert!(
+        after_eof < 50_000,
+        "{after_eof} pipe lines were written after stdin closed: the flood on the pipe kept \
+         stdin's EOF waiting"
+    );
+}

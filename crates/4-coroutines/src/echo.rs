@@ -10,11 +10,12 @@ use std::time::Duration;
 use fdio::{ServerArgs, Trace, log_connected, out_of_fds};
 use mio::net::TcpListener;
 
+use crate::bytes::BUFFER_SIZE;
 use crate::client::Client;
 use crate::coroutine::{Coroutine, Error, Exception, GeneratorState, State, Step};
 use crate::delegate::Delegate;
 use crate::scheduler::{Scheduler, Syscall, Task};
-use crate::socket::{Accept, READ_CHUNK};
+use crate::socket::Accept;
 
 /// How long to stop accepting after running out of file descriptors.
 const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
@@ -23,7 +24,7 @@ const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 /// built in: a client's task does not read again until `send_all` has returned, so it never
 /// owes more than one read.
 const MAX_UNSENT: usize = 256 * 1024;
-const _: () = assert!(READ_CHUNK <= MAX_UNSENT);
+const _: () = assert!(BUFFER_SIZE <= MAX_UNSENT);
 
 /// Listens on `args.addr` and serves forever.
 pub fn serve(args: &ServerArgs) -> io::Result<()> {

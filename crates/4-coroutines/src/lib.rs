@@ -82,6 +82,21 @@
 //! of the other lessons comes for free: a client is not read again until `send_all`
 //! returned.
 //!
+//! **The cooperative budget.** A client that never stops sending never makes its socket say
+//! `WouldBlock`, so its task would never yield, and the others would wait — a quiet client's
+//! `ping` behind a flood, the writer's pipe lines behind a flood on stdin. Nothing can
+//! interrupt a coroutine, so the scheduler gives each task a [`budget`] of 128 operations
+//! per turn (tokio's number): every `accept`, `recv`, `read` and `send` that gets something
+//! done spends one, and once it is spent the next operation yields `BudgetSpent` instead of
+//! trying. The scheduler then asks epoll, without sleeping, who else is ready, serves them,
+//! and only then gives the task its next turn, with a full budget. The client's code says
+//! nothing about it: it is in the sub-coroutines and the scheduler, as it is in tokio's
+//! sockets and executor.
+//!
+//! **No copy per read.** `recv` returns the read buffer itself ([`bytes::Bytes`]), lent by
+//! a small pool, and `send_all` gives it back once it is sent: a bulk stream costs no
+//! allocation and no copy in our code, only the kernel's two.
+//!
 //! ```text
 //! cargo run --bin coroutines -- echo --trace
 //! nc 127.0.0.1 5000                          # in two or three more terminals
@@ -89,9 +104,14 @@
 //! ```
 //! `--trace` shows the scheduler: `resume client 127.0.0.1:4242`, `client … parks on read
 //! fd 7`, `listener … starts client …`, `waiting with to_read=[5,7] to_write=[] sleeping=0
-//! timeout=none`, `fd 7 is READABLE → client … to the ready queue`, `client … finished`.
+//! next_turn=0 timeout=none`, `fd 7 is READABLE → client … to the ready queue`, `client …
+//! finished`. Send it a big file (`nc 127.0.0.1 5000 < big.iso > /dev/null`) and the budget
+//! shows: `client … spent its budget of 128 operations: the others go first`, then a wait
+//! that does not sleep, `next_turn=1 timeout=0.0ns`.
 //!
-//! The writer's two tasks park on stdin and the pipe the same way. epoll refuses regular
+//! The writer's two tasks park on stdin and the pipe the same way, each reading through a
+//! `read` sub-coroutine ([`fd::ReadFd`]) that spends the same budget: a flood on one source
+//! (`yes | coroutines writer`) does not hold up the other's lines. epoll refuses regular
 //! files (`EPERM`: they are always ready), so `coroutines writer < file` says so in one line,
 //! and the stdin task simply runs on every turn.
 //!
@@ -107,6 +127,7 @@
 //! | `yield ReadWait(sock)`, `WriteWait`, `NewTask` | `Syscall::ReadWait(fd)`, `WriteWait`, `NewTask` |
 //! | the task queue, `TO_READ`, `TO_WRITE`          | `ready`, `to_read`, `to_write`              |
 //! | `select(TO_READ, TO_WRITE, [])`                | `Poll::poll` (epoll), only when no task is ready |
+//! | (none: one busy task runs on and on)           | the budget, `Syscall::BudgetSpent`, `next_turn` |
 //!
 //! ## Python originals
 //! `5_coroutines/coroutines.py` (`gen`, `@coroutine`, `average`) and
@@ -123,7 +144,9 @@
 //! - [`one_message`] (`gen`), [`average`], [`delegation`]: the Python lesson's coroutines.
 //! - [`repl`]: the interpreter session; [`value`]: Python values, read and printed.
 //! - [`scheduler`]: tasks, system calls, the ready queue and the waiting maps, on mio.
-//! - [`socket`]: the `accept`, `recv` and `send_all` sub-coroutines.
+//! - [`budget`]: how much work a task may do per turn.
+//! - [`socket`]: the `accept`, `recv` and `send_all` sub-coroutines; [`fd`]: `read` for
+//!   stdin and the pipe; [`bytes`]: the pooled buffers they return.
 //! - [`echo`]: the server task; [`client`]: a client's task.
 //! - [`writer`]: the stdin task and the pipe task.
 
@@ -132,11 +155,14 @@ use fdio::{ServerArgs, WriterArgs};
 use std::process::ExitCode;
 
 pub mod average;
+pub mod budget;
+pub mod bytes;
 pub mod client;
 pub mod coroutine;
 pub mod delegate;
 pub mod delegation;
 pub mod echo;
+pub mod fd;
 pub mod one_message;
 pub mod repl;
 pub mod scheduler;

@@ -8,17 +8,25 @@
 //! while tasks:
 //!     while ready:
 //!         task = ready.popleft()
+//!         budget.set(task.budget)           # 128 when its turn begins
 //!         call = task.send(None)            # run it to its next yield
 //!         if isinstance(call, ReadWait): to_read[call.fd] = task
+//!         if isinstance(call, BudgetSpent): next_turn.append(task)
 //!         ...
 //!     for fd in poll():                     # only when nothing is ready
 //!         ready.append(to_read.pop(fd))
+//!     ready.extend(next_turn)               # behind the ones epoll woke
 //! ```
 //!
-//! epoll is told about an fd once, and again only when a task waits on it the other way:
-//! mio registrations are edge-triggered and stay. That is why every task here parks only
-//! after the kernel said "nothing now" (`WouldBlock`): data that came earlier made its edge
-//! earlier, and waiting for it would wait forever.
+//! epoll is told about an fd once, and again (with both directions) the first time a task
+//! waits on it the other way: mio registrations are edge-triggered and stay. That is why
+//! every task here parks only after the kernel said "nothing now" (`WouldBlock`): data that
+//! came earlier made its edge earlier, and waiting for it would wait forever.
+//!
+//! A task that never meets `WouldBlock` — its client never stops sending — would keep the
+//! loop from ever getting back to epoll. The [`budget`](crate::budget) stops it: after 128
+//! operations its next one yields `BudgetSpent`, and the task waits in `next_turn` while
+//! epoll is asked (without sleeping) who else is ready. Those go first.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -29,6 +37,7 @@ use fdio::{FdList, Trace, epoll_refuses, interrupted};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::budget;
 use crate::coroutine::{Coroutine, Exception, State, Step};
 
 /// What a task yields: a request to the scheduler (Beazley's system calls).
@@ -41,6 +50,9 @@ pub enum Syscall {
     Sleep(Duration),
     /// Start this task, and keep me running. Python: `yield NewTask(handle_client(…))`.
     NewTask(Task),
+    /// My budget for this turn is spent: serve the others, then me again. The I/O
+    /// sub-coroutines yield it, never a task's own code (see [`budget`]).
+    BudgetSpent,
 }
 
 /// The coroutine inside a task: told only "go on" (`()`), it yields system calls.
@@ -52,6 +64,8 @@ pub struct Task {
     coroutine: TaskCoroutine,
     /// The fd it last parked on (each of our tasks uses one), forgotten when it finishes.
     fd: Option<RawFd>,
+    /// What is left of its budget in this turn.
+    budget: u32,
 }
 
 impl Task {
@@ -64,6 +78,7 @@ impl Task {
             name: name.into(),
             coroutine: Box::new(coroutine),
             fd: None,
+            budget: budget::PER_TURN,
         }
     }
 }
@@ -75,6 +90,9 @@ pub struct Scheduler {
     to_read: HashMap<RawFd, Task>,
     to_write: HashMap<RawFd, Task>,
     sleeping: Vec<(Instant, Task)>,
+    /// Tasks that spent their budget (or wait on an fd that never blocks): they run again
+    /// after the next poll, behind the tasks it wakes.
+    next_turn: Vec<Task>,
     /// What epoll watches each fd for. The token of an fd is the fd itself.
     watching: HashMap<RawFd, Interest>,
     /// fds epoll refused (regular files, `/dev/null`): they never block.
@@ -91,6 +109,7 @@ impl Scheduler {
             to_read: HashMap::new(),
             to_write: HashMap::new(),
             sleeping: Vec::new(),
+            next_turn: Vec::new(),
             watching: HashMap::new(),
             always_ready: HashSet::new(),
             trace,
@@ -111,10 +130,16 @@ impl Scheduler {
             while let Some(mut task) = self.ready.pop_front() {
                 self.trace
                     .say(|| format!("scheduler: resume {}", task.name));
+                budget::set(task.budget);
                 let step = task.coroutine.resume(());
+                task.budget = budget::left();
                 self.handle(task, step)?;
             }
-            if self.to_read.is_empty() && self.to_write.is_empty() && self.sleeping.is_empty() {
+            if self.to_read.is_empty()
+                && self.to_write.is_empty()
+                && self.sleeping.is_empty()
+                && self.next_turn.is_empty()
+            {
                 return Ok(());
             }
             let timeout = self.timeout();
@@ -137,11 +162,17 @@ impl Scheduler {
             let (due, later) = self.sleeping.drain(..).partition(|(when, _)| *when <= now);
             self.sleeping = later;
             self.ready.extend(due.into_iter().map(|(_, task)| task));
+            self.ready.extend(self.next_turn.drain(..));
         }
     }
 
     /// Does what a task's step asks for.
-    fn handle(&mut self, task: Task, step: Step<Syscall, ()>) -> io::Result<()> {
+    fn handle(&mut self, mut task: Task, step: Step<Syscall, ()>) -> io::Result<()> {
+        // Unless it goes on at once (`NewTask`), the task's turn is over: the next one
+        // starts with a full budget.
+        if !matches!(step, Ok(State::Yielded(Syscall::NewTask(_)))) {
+            task.budget = budget::PER_TURN;
+        }
         match step {
             Ok(State::Yielded(Syscall::ReadWait(fd))) => self.park(task, Interest::READABLE, fd),
             Ok(State::Yielded(Syscall::WriteWait(fd))) => self.park(task, Interest::WRITABLE, fd),
@@ -156,6 +187,17 @@ impl Scheduler {
                     .say(|| format!("scheduler: {} starts {}", task.name, new.name));
                 self.ready.push_back(new);
                 self.ready.push_back(task);
+                Ok(())
+            }
+            Ok(State::Yielded(Syscall::BudgetSpent)) => {
+                self.trace.say(|| {
+                    format!(
+                        "scheduler: {} spent its budget of {} operations: the others go first",
+                        task.name,
+                        budget::PER_TURN
+                    )
+                });
+                self.next_turn.push(task);
                 Ok(())
             }
             Ok(State::Complete(())) => {
@@ -176,11 +218,11 @@ impl Scheduler {
     /// that way. One task per fd and direction, as in the Python original's dicts.
     fn park(&mut self, mut task: Task, interest: Interest, fd: RawFd) -> io::Result<()> {
         task.fd = Some(fd);
-        // An fd epoll refuses never blocks: the task runs again right after the next poll
-        // (which then does not sleep), as if asleep for no time. Not straight back to the
-        // ready queue, where it could keep every parked task from ever being polled for.
+        // An fd epoll refuses never blocks: the task runs again on the next turn, after the
+        // next poll (which then does not sleep). Not straight back to the ready queue, where
+        // it could keep every parked task from ever being polled for.
         if self.always_ready.contains(&fd) {
-            self.sleeping.push((Instant::now(), task));
+            self.next_turn.push(task);
             return Ok(());
         }
         match self.watch(fd, interest) {
@@ -191,7 +233,7 @@ impl Scheduler {
                     task.name
                 );
                 self.always_ready.insert(fd);
-                self.sleeping.push((Instant::now(), task));
+                self.next_turn.push(task);
                 return Ok(());
             }
             // The task cannot wait: raise the error in it, at its `yield`, and let it decide.
@@ -216,16 +258,25 @@ impl Scheduler {
         }
     }
 
-    /// Registers `fd` the first time, re-registers it when the direction changes, and
-    /// otherwise leaves epoll alone.
+    /// Registers `fd` for `interest` the first time, for both directions the first time a
+    /// task waits on it the other way, and otherwise leaves epoll alone: one `epoll_ctl`
+    /// per direction and fd, not one per park. (Not both directions from the start: a
+    /// terminal on stdin turns writable again after each trace line, and would wake us to
+    /// print another.) Events nobody waits for are dropped in [`wake`](Self::wake).
     fn watch(&mut self, fd: RawFd, interest: Interest) -> io::Result<()> {
         let registry = self.poll.registry();
         let token = Token(fd as usize);
-        match self.watching.get(&fd) {
-            Some(&current) if current == interest => return Ok(()),
-            Some(_) => registry.reregister(&mut SourceFd(&fd), token, interest)?,
-            None => registry.register(&mut SourceFd(&fd), token, interest)?,
-        }
+        let interest = match self.watching.get(&fd) {
+            Some(&current) if current | interest == current => return Ok(()),
+            Some(&current) => {
+                registry.reregister(&mut SourceFd(&fd), token, current | interest)?;
+                current | interest
+            }
+            None => {
+                registry.register(&mut SourceFd(&fd), token, interest)?;
+                interest
+            }
+        };
         self.trace
             .say(|| format!("scheduler: epoll now watches fd {fd} for {interest:?}"));
         self.watching.insert(fd, interest);
@@ -259,13 +310,17 @@ impl Scheduler {
         }
     }
 
-    /// How long the next poll may sleep: until the earliest timer, or for as long as it takes.
+    /// How long the next poll may sleep: not at all while a task waits for its next turn;
+    /// else until the earliest timer, or for as long as it takes.
     fn timeout(&self) -> Option<Duration> {
+        if !self.next_turn.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let earliest = self.sleeping.iter().map(|(when, _)| *when).min()?;
         Some(earliest.saturating_duration_since(Instant::now()))
     }
 
-    /// `scheduler: waiting with to_read=[5,7] to_write=[] sleeping=0 timeout=none`
+    /// `scheduler: waiting with to_read=[5,7] to_write=[] sleeping=0 next_turn=0 timeout=none`
     fn describe_wait(&self, timeout: Option<Duration>) -> String {
         let sorted = |map: &HashMap<RawFd, Task>| {
             let mut fds: Vec<RawFd> = map.keys().copied().collect();
@@ -274,10 +329,11 @@ impl Scheduler {
         };
         let timeout = timeout.map_or("none".to_string(), |t| format!("{t:.1?}"));
         format!(
-            "scheduler: waiting with to_read={} to_write={} sleeping={} timeout={timeout}",
+            "scheduler: waiting with to_read={} to_write={} sleeping={} next_turn={} timeout={timeout}",
             FdList(&sorted(&self.to_read)),
             FdList(&sorted(&self.to_write)),
             self.sleeping.len(),
+            self.next_turn.len(),
         )
     }
 }
@@ -349,6 +405,69 @@ mod tests {
         scheduler.run().unwrap();
         late_writer.join().unwrap().unwrap();
         assert_eq!(*log.borrow(), ["b", "a", "b", "a"]);
+    }
+
+    /// A task that never has to wait: each turn it does operations until its budget is
+    /// spent, as the I/O sub-coroutines do, then yields `BudgetSpent`; after `turns` turns
+    /// it returns. It notes each turn, and checks that each one had the full budget.
+    struct Busy {
+        turns: u32,
+        log: Rc<RefCell<Vec<&'static str>>>,
+    }
+
+    impl Coroutine<()> for Busy {
+        type Yield = Syscall;
+        type Return = ();
+
+        fn resume(&mut self, (): ()) -> Step<Syscall, ()> {
+            self.log.borrow_mut().push("busy");
+            let mut operations = 0;
+            while budget::has_left() {
+                budget::spend();
+                operations += 1;
+            }
+            assert_eq!(
+                operations,
+                budget::PER_TURN,
+                "each turn starts with a full budget"
+            );
+            self.turns -= 1;
+            Ok(match self.turns {
+                0 => State::Complete(()),
+                _ => State::Yielded(Syscall::BudgetSpent),
+            })
+        }
+
+        fn throw(&mut self, exception: Exception) -> Step<Syscall, ()> {
+            Err(Error::raised(exception))
+        }
+
+        fn state(&self) -> GeneratorState {
+            GeneratorState::Suspended
+        }
+    }
+
+    /// A task that spent its budget waits until the tasks epoll woke meanwhile have run: the
+    /// quiet task, whose pipe has a byte, runs between the busy task's first two turns, not
+    /// after all of them.
+    #[test]
+    fn a_spent_budget_lets_the_others_go_first() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(b"x").unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let quiet = task("quiet", vec![Syscall::ReadWait(reader.as_raw_fd())], &log);
+        let busy = Task::new(
+            "busy",
+            Busy {
+                turns: 3,
+                log: Rc::clone(&log),
+            },
+        );
+        let mut scheduler = Scheduler::new(Trace::new(false)).unwrap();
+        scheduler.spawn(quiet);
+        scheduler.spawn(busy);
+        scheduler.run().unwrap();
+        assert_eq!(*log.borrow(), ["quiet", "busy", "quiet", "busy", "busy"]);
     }
 
     /// A task parked on a regular file (which epoll refuses) is simply run again, every

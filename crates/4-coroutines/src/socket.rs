@@ -7,31 +7,25 @@
 //! only after `WouldBlock`. epoll reports a change to ready once; a sub-coroutine that
 //! parked while data was already waiting would wait for an edge that has already passed.
 //!
+//! They are also where a task spends its [`budget`](crate::budget): each operation that got
+//! something done costs one, and with the budget spent the next one yields `BudgetSpent`
+//! instead of trying, so the scheduler can serve the other tasks first.
+//!
 //! Errors are not exceptions here: each returns an `io::Result`, and the caller decides.
 
-use std::cell::RefCell;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use fdio::{PendingWrite, interrupted, would_block};
+use fdio::{interrupted, would_block};
 use mio::net::{TcpListener, TcpStream};
 
+use crate::budget;
+use crate::bytes::{BUFFER_SIZE, Bytes};
 use crate::coroutine::{Coroutine, Error, Exception, GeneratorState, State, Step};
 use crate::scheduler::Syscall;
-
-/// How much one `recv` takes.
-pub const READ_CHUNK: usize = 64 * 1024;
-
-thread_local! {
-    /// One read buffer for every `recv`: only one coroutine runs at a time, so they can all
-    /// share it — a client parked in `recv` holds no buffer, and no `recv` pays for zeroing
-    /// a fresh 64 KiB on every call. (Thread-local, because a coroutine cannot borrow from
-    /// the scheduler that resumes it.)
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
-}
 
 /// `accept(listener)`:
 ///
@@ -39,14 +33,17 @@ thread_local! {
 /// def accept(listener):
 ///     while True:
 ///         try:
-///             return listener.accept()
+///             return listener.accept()  # costs one from the budget
 ///         except BlockingIOError:       # no connection waiting: only now park
 ///             yield ReadWait(listener)
 /// ```
+///
+/// (Before each try, as in `recv` and `send_all`: `if budget spent: yield BudgetSpent`.)
 pub enum Accept {
     /// Not started yet.
     Created(Rc<TcpListener>),
-    /// Parked after `WouldBlock`, until the scheduler says the fd is readable.
+    /// Parked after `WouldBlock` until the fd is readable, or with the budget spent until
+    /// the task's next turn.
     Parked(Rc<TcpListener>),
     /// Returned its result.
     Closed,
@@ -69,6 +66,10 @@ impl Coroutine<()> for Accept {
         else {
             return Err(Error::Closed);
         };
+        if !budget::has_left() {
+            *self = Accept::Parked(listener);
+            return Ok(State::Yielded(Syscall::BudgetSpent));
+        }
         loop {
             match listener.accept() {
                 Err(err) if interrupted(&err) => continue,
@@ -77,7 +78,10 @@ impl Coroutine<()> for Accept {
                     *self = Accept::Parked(listener);
                     return Ok(State::Yielded(Syscall::ReadWait(fd)));
                 }
-                result => return Ok(State::Complete(result)),
+                result => {
+                    budget::spend();
+                    return Ok(State::Complete(result));
+                }
             }
         }
     }
@@ -95,20 +99,23 @@ impl Coroutine<()> for Accept {
     }
 }
 
-/// `recv(client)`: one read of up to [`READ_CHUNK`] bytes; empty at EOF.
+/// `recv(client)`: one read of up to [`BUFFER_SIZE`] bytes; empty at EOF.
 ///
 /// ```python
 /// def recv(sock):
 ///     while True:
 ///         try:
-///             return sock.recv(65536)
+///             return sock.recv(65536)   # costs one from the budget
 ///         except BlockingIOError:       # nothing to read: only now park
 ///             yield ReadWait(sock)
 /// ```
+///
+/// What it returns is the read buffer itself, lent by a pool ([`Bytes`]): nothing is copied.
 pub enum Recv {
     /// Not started yet.
     Created(Rc<TcpStream>),
-    /// Parked after `WouldBlock`, until the scheduler says the fd is readable.
+    /// Parked after `WouldBlock` until the fd is readable, or with the budget spent until
+    /// the task's next turn.
     Parked(Rc<TcpStream>),
     /// Returned its result.
     Closed,
@@ -123,30 +130,30 @@ impl Recv {
 
 impl Coroutine<()> for Recv {
     type Yield = Syscall;
-    type Return = io::Result<Vec<u8>>;
+    type Return = io::Result<Bytes>;
 
     fn resume(&mut self, (): ()) -> Step<Syscall, Self::Return> {
         let (Recv::Created(stream) | Recv::Parked(stream)) = mem::replace(self, Recv::Closed)
         else {
             return Err(Error::Closed);
         };
-        let received = READ_BUFFER.with_borrow_mut(|buf| {
-            loop {
-                match (&*stream).read(buf) {
-                    Err(err) if interrupted(&err) => continue,
-                    Err(err) if would_block(&err) => return None,
-                    Ok(n) => return Some(Ok(buf[..n].to_vec())),
-                    Err(err) => return Some(Err(err)),
+        if !budget::has_left() {
+            *self = Recv::Parked(stream);
+            return Ok(State::Yielded(Syscall::BudgetSpent));
+        }
+        loop {
+            match Bytes::read_with(BUFFER_SIZE, |buf| (&*stream).read(buf)) {
+                Err(err) if interrupted(&err) => continue,
+                Err(err) if would_block(&err) => {
+                    // Nothing there: only now park, until epoll reports the next bytes.
+                    let fd = stream.as_raw_fd();
+                    *self = Recv::Parked(stream);
+                    return Ok(State::Yielded(Syscall::ReadWait(fd)));
                 }
-            }
-        });
-        match received {
-            Some(result) => Ok(State::Complete(result)),
-            None => {
-                // Nothing there: only now park, until epoll reports the next bytes.
-                let fd = stream.as_raw_fd();
-                *self = Recv::Parked(stream);
-                Ok(State::Yielded(Syscall::ReadWait(fd)))
+                result => {
+                    budget::spend();
+                    return Ok(State::Complete(result));
+                }
             }
         }
     }
@@ -164,28 +171,33 @@ impl Coroutine<()> for Recv {
     }
 }
 
-/// `send_all(client, data)`: returns once every byte is written. What a write does not take
-/// waits in a [`PendingWrite`] — the only time a client holds a send buffer.
+/// `send_all(client, data)`: returns once every byte is written.
 ///
 /// ```python
 /// def send_all(sock, data):
 ///     while data:
 ///         try:
-///             sent = sock.send(data)
+///             sent = sock.send(data)    # costs one from the budget
 ///             data = data[sent:]        # a partial write keeps its tail
+///             if data:                  # the kernel took what fit: the send buffer is
+///                 yield WriteWait(sock) # full, so park at once (see below)
 ///         except BlockingIOError:       # no room: only now park
 ///             yield WriteWait(sock)
 /// ```
+///
+/// A write that takes only part of `data` is as good as `WouldBlock`: on Linux a TCP socket
+/// takes less than it was offered only when its send buffer is full, and it then flags
+/// itself so that epoll reports the next bit of room. Parking at once saves a `send` whose
+/// only answer would be `WouldBlock` (tokio's `poll_write` does the same). Parked, it keeps
+/// only what is unsent ([`Bytes::shrink`]).
 pub enum SendAll {
     /// Not started yet: all of `data` is still to send.
-    Created {
-        stream: Rc<TcpStream>,
-        data: Vec<u8>,
-    },
-    /// Parked after `WouldBlock`, holding what is still unsent.
+    Created { stream: Rc<TcpStream>, data: Bytes },
+    /// Parked until the fd is writable, or with the budget spent until the task's next
+    /// turn, holding what is still unsent.
     Parked {
         stream: Rc<TcpStream>,
-        unsent: PendingWrite,
+        unsent: Bytes,
     },
     /// Returned its result.
     Closed,
@@ -193,8 +205,11 @@ pub enum SendAll {
 
 impl SendAll {
     /// `send_all(sock, data)`: nothing runs until the first resume.
-    pub fn new(stream: Rc<TcpStream>, data: Vec<u8>) -> SendAll {
-        SendAll::Created { stream, data }
+    pub fn new(stream: Rc<TcpStream>, data: impl Into<Bytes>) -> SendAll {
+        SendAll::Created {
+            stream,
+            data: data.into(),
+        }
     }
 }
 
@@ -203,29 +218,33 @@ impl Coroutine<()> for SendAll {
     type Return = io::Result<()>;
 
     fn resume(&mut self, (): ()) -> Step<Syscall, io::Result<()>> {
-        let (stream, unsent, written) = match mem::replace(self, SendAll::Closed) {
-            SendAll::Created { stream, data } => {
-                // Most of the time it all goes out now, and nothing is copied.
-                let mut unsent = PendingWrite::new();
-                let written = unsent.write_or_keep(&mut &*stream, &data);
-                (stream, unsent, written)
-            }
-            SendAll::Parked { stream, mut unsent } => {
-                let written = unsent.flush_to(&mut &*stream);
-                (stream, unsent, written)
-            }
+        let (stream, mut unsent) = match mem::replace(self, SendAll::Closed) {
+            SendAll::Created { stream, data } => (stream, data),
+            SendAll::Parked { stream, unsent } => (stream, unsent),
             SendAll::Closed => return Err(Error::Closed),
         };
-        if let Err(err) = written {
-            return Ok(State::Complete(Err(err)));
+        while !unsent.is_empty() {
+            if !budget::has_left() {
+                *self = SendAll::Parked { stream, unsent };
+                return Ok(State::Yielded(Syscall::BudgetSpent));
+            }
+            match (&*stream).write(&unsent) {
+                Ok(0) => return Ok(State::Complete(Err(io::ErrorKind::WriteZero.into()))),
+                Ok(sent) => {
+                    budget::spend();
+                    let all_sent = sent == unsent.len();
+                    unsent.advance(sent);
+                    if !all_sent {
+                        return Ok(self.park(stream, unsent));
+                    }
+                }
+                Err(err) if interrupted(&err) => {}
+                Err(err) if would_block(&err) => return Ok(self.park(stream, unsent)),
+                Err(err) => return Ok(State::Complete(Err(err))),
+            }
         }
-        if unsent.is_empty() {
-            return Ok(State::Complete(Ok(())));
-        }
-        // Bytes are left over only because a write said WouldBlock.
-        let fd = stream.as_raw_fd();
-        *self = SendAll::Parked { stream, unsent };
-        Ok(State::Yielded(Syscall::WriteWait(fd)))
+        // Dropping the sent `Bytes` gives its buffer back to the pool.
+        Ok(State::Complete(Ok(())))
     }
 
     fn throw(&mut self, exception: Exception) -> Step<Syscall, io::Result<()>> {
@@ -238,6 +257,16 @@ impl Coroutine<()> for SendAll {
             SendAll::Parked { .. } => GeneratorState::Suspended,
             SendAll::Closed => GeneratorState::Closed,
         }
+    }
+}
+
+impl SendAll {
+    /// `yield WriteWait(sock)`, keeping only the unsent bytes.
+    fn park(&mut self, stream: Rc<TcpStream>, mut unsent: Bytes) -> State<Syscall, io::Result<()>> {
+        unsent.shrink();
+        let fd = stream.as_raw_fd();
+        *self = SendAll::Parked { stream, unsent };
+        State::Yielded(Syscall::WriteWait(fd))
     }
 }
 
@@ -265,11 +294,12 @@ mod tests {
         (Rc::new(TcpStream::from_std(ours)), peer)
     }
 
-    /// Resumes `coroutine` until it completes, sleeping a little between waits (there is no
-    /// scheduler here); panics after 10 s.
+    /// Resumes `coroutine` until it completes, sleeping a little between waits and
+    /// refilling its budget each time (there is no scheduler here); panics after 10 s.
     fn drive<C: Coroutine<(), Yield = Syscall>>(coroutine: &mut C) -> C::Return {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            budget::set(budget::PER_TURN);
             match coroutine.resume(()).unwrap() {
                 State::Complete(value) => return value,
                 State::Yielded(_) => assert!(Instant::now() < deadline, "never completed"),
@@ -290,11 +320,11 @@ mod tests {
         }
         assert_eq!(recv.state(), GeneratorState::Suspended);
         peer.write_all(b"hello").unwrap();
-        assert_eq!(drive(&mut recv).unwrap(), b"hello");
+        assert_eq!(&*drive(&mut recv).unwrap(), b"hello");
         assert_eq!(recv.state(), GeneratorState::Closed);
 
         peer.shutdown(std::net::Shutdown::Write).unwrap();
-        assert_eq!(drive(&mut Recv::new(ours)).unwrap(), b"");
+        assert!(drive(&mut Recv::new(ours)).unwrap().is_empty());
     }
 
     /// send_all of more than the socket buffers hold parks on WriteWait, keeps the unsent
@@ -314,6 +344,23 @@ mod tests {
         });
         drive(&mut send).unwrap();
         assert_eq!(reader.join().unwrap().unwrap(), payload);
+    }
+
+    /// With its task's budget spent, recv yields `BudgetSpent` and leaves the bytes in the
+    /// socket; on the next turn (a full budget) it reads them, and that costs one.
+    #[test]
+    fn recv_gives_way_when_the_budget_is_spent() {
+        let (ours, mut peer) = socket_pair();
+        peer.write_all(b"later").unwrap();
+        let mut recv = Recv::new(ours);
+        budget::set(0);
+        assert!(matches!(
+            recv.resume(()),
+            Ok(State::Yielded(Syscall::BudgetSpent))
+        ));
+        assert_eq!(recv.state(), GeneratorState::Suspended);
+        assert_eq!(&*drive(&mut recv).unwrap(), b"later");
+        assert_eq!(budget::left(), budget::PER_TURN - 1);
     }
 
     /// accept parks while no client is waiting, and returns the connection once one comes.

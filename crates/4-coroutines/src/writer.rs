@@ -8,9 +8,11 @@ use std::mem;
 use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 
-use fdio::{Source, Trace, WriterArgs, WriterSession, read_fd, readable_now};
+use fdio::{Source, Trace, WriterArgs, WriterSession};
 
 use crate::coroutine::{Coroutine, Error, Exception, GeneratorState, State, Step};
+use crate::delegate::Delegate;
+use crate::fd::ReadFd;
 use crate::scheduler::{Scheduler, Syscall, Task};
 
 /// Runs until EOF on stdin (Ctrl+D) and on the pipe: the scheduler returns once both tasks
@@ -21,12 +23,12 @@ pub fn run(args: &WriterArgs) -> io::Result<()> {
     let session = Rc::new(RefCell::new(session));
     let mut scheduler = Scheduler::new(Trace::new(args.trace))?;
     let stdin = Input {
-        file: io::stdin(),
+        file: Rc::new(io::stdin()),
         source: Source::Stdin,
         session: Rc::clone(&session),
     };
     let pipe = Input {
-        file: pipe,
+        file: Rc::new(pipe),
         source: Source::Pipe,
         session: Rc::clone(&session),
     };
@@ -41,7 +43,7 @@ pub fn run(args: &WriterArgs) -> io::Result<()> {
 /// What a pump reads from, and where its lines go.
 pub struct Input<F> {
     /// stdin, or the pipe's read end. Both stay blocking (stdin is shared with the shell).
-    pub file: F,
+    pub file: Rc<F>,
     pub source: Source,
     pub session: Rc<RefCell<WriterSession>>,
 }
@@ -50,42 +52,37 @@ pub struct Input<F> {
 ///
 /// ```python
 /// def pump(session, source, fd):
+///     yield ReadWait(fd)                         # Created: epoll starts watching fd
 ///     while True:
-///         yield ReadWait(fd)                     # Parked
-///         while readable_now(fd):                # drain it: epoll will not say it again
-///             data = os.read(fd, 1024)
-///             if not session.on_read(source, data):
-///                 return                         # EOF: the scheduler forgets fd
+///         data = yield from read(fd)             # Reading
+///         if not session.on_read(source, data):
+///             return                             # EOF: the scheduler forgets fd
 /// ```
 ///
-/// The fd is blocking, so "read until `WouldBlock`" would block: the pump asks the kernel
-/// before each read instead, and parks only after it said "nothing now" — so no data ever
-/// waits behind an edge that has passed. (Parking first is safe: epoll reports an fd that is
-/// already readable as soon as it is registered.)
+/// The first wait only tells epoll about the fd (registering an fd reports what is already
+/// in it, so nothing is missed), and finds out whether epoll can watch it at all: it cannot
+/// watch a regular file, and says so. From then on each [`read`](ReadFd) parks only when
+/// nothing is there, and gives way to the other task when the budget runs out — a flood
+/// on one source does not hold up the other's lines.
 pub enum Pump<F> {
     /// Not started yet.
     Created(Input<F>),
-    /// At `yield ReadWait(fd)`.
-    Parked(Input<F>),
+    /// At the first `yield ReadWait(fd)`.
+    Watching(Input<F>),
+    /// Inside `data = yield from read(fd)`.
+    Reading {
+        input: Input<F>,
+        read: Delegate<ReadFd<F>>,
+    },
     /// Reached EOF; the pipe's read end is closed.
     Closed,
 }
 
 impl<F: AsFd> Pump<F> {
-    /// Reads while a read returns at once. `Ok(true)` at EOF.
-    fn drain(input: &Input<F>) -> io::Result<bool> {
-        let mut buf = [0; 1024];
-        while readable_now(&input.file)? {
-            let n = read_fd(&input.file, &mut buf)?;
-            if !input
-                .session
-                .borrow_mut()
-                .on_read(input.source, &buf[..n])?
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    /// `data = yield from read(fd)`, about to begin.
+    fn reading(input: Input<F>) -> Pump<F> {
+        let read = Delegate::new(ReadFd::new(Rc::clone(&input.file)));
+        Pump::Reading { input, read }
     }
 }
 
@@ -94,24 +91,42 @@ impl<F: AsFd> Coroutine<()> for Pump<F> {
     type Return = ();
 
     fn resume(&mut self, (): ()) -> Step<Syscall, ()> {
-        let input = match mem::replace(self, Pump::Closed) {
-            Pump::Created(input) => input,
-            Pump::Parked(input) => match Pump::drain(&input) {
-                Ok(false) => input,
-                Ok(true) => return Ok(State::Complete(())),
-                // An exception escapes: the scheduler stops, and the program exits with it.
-                Err(err) => return Err(Error::raised(Exception::from(err))),
-            },
-            Pump::Closed => return Err(Error::Closed),
-        };
-        let fd = input.file.as_fd().as_raw_fd();
-        *self = Pump::Parked(input);
-        Ok(State::Yielded(Syscall::ReadWait(fd)))
+        loop {
+            match mem::replace(self, Pump::Closed) {
+                Pump::Created(input) => {
+                    let fd = input.file.as_fd().as_raw_fd();
+                    *self = Pump::Watching(input);
+                    return Ok(State::Yielded(Syscall::ReadWait(fd)));
+                }
+                Pump::Watching(input) => *self = Pump::reading(input),
+                Pump::Reading { input, mut read } => match read.resume(())? {
+                    State::Yielded(call) => {
+                        *self = Pump::Reading { input, read };
+                        return Ok(State::Yielded(call));
+                    }
+                    State::Complete(data) => {
+                        let more = data.and_then(|data| {
+                            input.session.borrow_mut().on_read(input.source, &data)
+                        });
+                        match more {
+                            Ok(true) => *self = Pump::reading(input),
+                            Ok(false) => return Ok(State::Complete(())),
+                            // An exception escapes: the scheduler stops, and the program
+                            // exits with it.
+                            Err(err) => return Err(Error::raised(Exception::from(err))),
+                        }
+                    }
+                },
+                Pump::Closed => return Err(Error::Closed),
+            }
+        }
     }
 
     fn throw(&mut self, exception: Exception) -> Step<Syscall, ()> {
         match mem::replace(self, Pump::Closed) {
-            Pump::Created(_) | Pump::Parked(_) => Err(Error::raised(exception)),
+            Pump::Created(_) | Pump::Watching(_) | Pump::Reading { .. } => {
+                Err(Error::raised(exception))
+            }
             Pump::Closed => Err(Error::Raised(exception)),
         }
     }
@@ -119,7 +134,7 @@ impl<F: AsFd> Coroutine<()> for Pump<F> {
     fn state(&self) -> GeneratorState {
         match self {
             Pump::Created(_) => GeneratorState::Created,
-            Pump::Parked(_) => GeneratorState::Suspended,
+            Pump::Watching(_) | Pump::Reading { .. } => GeneratorState::Suspended,
             Pump::Closed => GeneratorState::Closed,
         }
     }
