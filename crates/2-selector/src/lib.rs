@@ -34,13 +34,13 @@
 //! ## The cooperative budget: fairness
 //! A client that keeps sending always has bytes to read. Read it until `WouldBlock` and the
 //! loop never gets back to the others (without a budget, a client flooding 1 MiB blobs held
-//! a quiet client's `ping` for up to 3 s). So each callback gets a budget
-//! per turn, in [`Ready::budget`](selector::Ready): **one read** (or accept) level-triggered,
-//! as in Python, and [`EDGE_READS_PER_TURN`](selector::EDGE_READS_PER_TURN) (16) edge-triggered.
-//! Then it returns, and every other ready callback runs before it runs again. Level-triggered,
-//! epoll reports what it left behind; edge-triggered no new edge will come, so the callback
-//! calls [`budget_spent`](selector::Selector::budget_spent) and the selector itself runs it
-//! again on the next turn. Within a turn each callback runs at most once.
+//! a quiet client's `ping` for up to 3 s). So each callback gets a budget per turn, in
+//! [`Ready::budget`](selector::Ready): **one read** (or accept) level-triggered, as in Python,
+//! and [`EDGE_READS_PER_TURN`](selector::EDGE_READS_PER_TURN) (16) edge-triggered. Then it
+//! returns, and every other ready callback runs before it runs again. Level-triggered, epoll
+//! reports what it left behind; edge-triggered no new edge will come, so the callback calls
+//! [`budget_spent`](selector::Selector::budget_spent) and the selector itself runs it again on
+//! the next turn — or sooner, if an event for it comes first: that run is told to read too.
 //!
 //! ## What each client is watched for
 //! A socket with room in its send buffer is always writable: level-triggered, `EPOLLOUT` would

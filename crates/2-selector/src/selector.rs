@@ -100,8 +100,9 @@ struct Entry {
     interest: Option<Interest>,
     /// Out of the map's hands while it runs (`None`), so it may use the selector freely.
     callback: Option<Callback>,
-    /// The last turn it ran in: a callback runs at most once per turn.
-    last_turn: u64,
+    /// Edge-triggered, it spent its budget: it still has reading to do, and no new edge will
+    /// say so. Whatever runs it next tells it to read.
+    read_again: bool,
 }
 
 /// The event loop: an epoll instance and, for each registered token, the callback to run.
@@ -114,7 +115,6 @@ pub struct Selector {
     /// Callbacks asked to run again later, as if their source were readable.
     wakeups: Vec<(Instant, Token)>,
     next_token: u64,
-    turn: u64,
     events: Vec<EpollEvent>,
     /// One read buffer for every callback (see [`Selector::read_buffer`]).
     read_buffer: Vec<u8>,
@@ -133,7 +133,6 @@ impl Selector {
             run_again: Vec::new(),
             wakeups: Vec::new(),
             next_token: 0,
-            turn: 0,
             events: vec![EpollEvent::empty(); EVENTS_PER_WAIT],
             read_buffer: vec![0; READ_BUFFER],
             trace,
@@ -183,7 +182,7 @@ impl Selector {
             name,
             interest: watched,
             callback: Some(callback),
-            last_turn: 0,
+            read_again: false,
         };
         self.entries.insert(token, entry);
         Ok(token)
@@ -258,7 +257,10 @@ impl Selector {
                 self.name(token)
             )
         });
-        self.run_again.push(token);
+        if let Some(entry) = self.entries.get_mut(&token) {
+            entry.read_again = true;
+            self.run_again.push(token);
+        }
     }
 
     /// A 64 KiB buffer for a callback to read into. Only one callback runs at a time, so they
@@ -283,10 +285,9 @@ impl Selector {
     }
 
     /// One turn: wait for events (`epoll_wait`, at most `longest_wait`), then run the callback
-    /// of each ready token once: those epoll reports, those whose budget ran out last turn,
-    /// those whose wake-up is due, and those epoll refused.
+    /// of each ready token: those epoll reports, those whose budget ran out last turn (unless
+    /// an event already ran them), those whose wake-up is due, and those epoll refused.
     fn turn(&mut self, longest_wait: Option<Duration>) -> io::Result<()> {
-        self.turn += 1;
         let timeout = match (self.timeout(), longest_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -311,7 +312,13 @@ impl Selector {
             self.dispatch(Token(event.data()), Cause::Epoll(event.events()));
         }
         for token in run_again {
-            self.dispatch(token, Cause::BudgetSpent);
+            if self
+                .entries
+                .get(&token)
+                .is_some_and(|entry| entry.read_again)
+            {
+                self.dispatch(token, Cause::BudgetSpent);
+            }
         }
         let now = Instant::now();
         let (due, later) = self.wakeups.drain(..).partition(|&(when, _)| when <= now);
@@ -319,8 +326,9 @@ impl Selector {
         for (_, token) in due {
             self.dispatch(token, Cause::WakeUp);
         }
+        // (Unless they spent their budget: then they are in the next turn's `run_again`.)
         let always_ready: Vec<Token> = (self.entries.iter())
-            .filter(|(_, entry)| entry.interest.is_none())
+            .filter(|(_, entry)| entry.interest.is_none() && !entry.read_again)
             .map(|(&token, _)| token)
             .collect();
         for token in always_ready {
@@ -341,27 +349,25 @@ impl Selector {
         Some(earliest.saturating_duration_since(Instant::now()))
     }
 
-    /// Runs `token`'s callback, unless it is gone or already ran this turn.
+    /// Runs `token`'s callback, unless it is gone.
     fn dispatch(&mut self, token: Token, cause: Cause) {
-        let turn = self.turn;
         let Some(entry) = self.entries.get_mut(&token) else {
             // Unregistered earlier in this same turn: epoll may still report it.
             self.trace
                 .say(|| format!("selector: {token:?} is no longer registered: {cause} ignored"));
             return;
         };
-        if entry.last_turn == turn {
-            return;
-        }
-        entry.last_turn = turn;
         let Some(mut callback) = entry.callback.take() else {
             return;
         };
+        // This run does the reading it still owed, whatever woke it.
+        let read_again = std::mem::take(&mut entry.read_again);
         self.trace.say(|| {
             let name = &self.entries[&token].name;
             format!("selector: {token:?} ({name}): {cause} → its callback")
         });
-        let ready = self.ready(token, cause);
+        let mut ready = self.ready(token, cause);
+        ready.readable |= read_again;
         callback(self, ready);
         // Put it back, unless it unregistered itself: then it drops here, and its source too.
         if let Some(entry) = self.entries.get_mut(&token) {
@@ -536,8 +542,7 @@ mod tests {
         assert_eq!(calls.get(), 1);
     }
 
-    /// An event for a token that is no longer registered reaches no callback, and a callback
-    /// runs at most once per turn.
+    /// An event for a token that is no longer registered reaches no callback.
     #[test]
     fn events_for_unregistered_tokens_are_ignored() {
         let (reader, mut writer) = nonblocking_pipe();
@@ -551,12 +556,30 @@ mod tests {
             })
             .unwrap();
         let readable = Cause::Epoll(EpollFlags::EPOLLIN);
-        selector.turn += 1;
         selector.dispatch(Token(token.0 + 1), readable);
         assert_eq!(calls.get(), 0);
         selector.dispatch(token, readable);
-        selector.dispatch(token, readable);
         assert_eq!(calls.get(), 1);
+    }
+
+    /// Edge-triggered, a callback that spent its budget still owes a read. If an event that
+    /// says only "writable" runs it first on the next turn, it is told to read as well, and
+    /// the turn does not run it a second time for the budget.
+    #[test]
+    fn a_spent_budget_is_not_lost_to_an_earlier_event() {
+        let (reader, _writer) = nonblocking_pipe();
+        let mut selector = selector(Trigger::Edge);
+        let told = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&told);
+        let token = selector
+            .register("pipe".into(), reader, Interest::READ, move |_, _, ready| {
+                seen.borrow_mut().push((ready.readable, ready.writable))
+            })
+            .unwrap();
+        selector.budget_spent(token);
+        selector.dispatch(token, Cause::Epoll(EpollFlags::EPOLLOUT));
+        selector.turn(Some(Duration::ZERO)).unwrap();
+        assert_eq!(*told.borrow(), [(true, true)]);
     }
 
     /// The deliberately wrong callback of the lesson: it reads 8 bytes per event and never
