@@ -7,7 +7,7 @@
 //! - `epoll_create1` makes an epoll instance: one more fd, holding an *interest list*.
 //! - `epoll_ctl(ADD | MOD | DEL, fd, flags + data)` edits that list once per change, not once
 //!   per wait: `EPOLLIN` (tell me when it is readable), `EPOLLOUT` (writable), and 64 bits of
-//!   our own — the [`Token`](selector::Token) that names the registration.
+//!   our own — the [`Token`](ready::Token) that names the registration.
 //! - `epoll_wait` sleeps until some registered fds are ready and returns only those, each with
 //!   its token and what it is ready for.
 //!
@@ -35,8 +35,8 @@
 //! A client that keeps sending always has bytes to read. Read it until `WouldBlock` and the
 //! loop never gets back to the others (without a budget, a client flooding 1 MiB blobs held
 //! a quiet client's `ping` for up to 3 s). So each callback gets a budget per turn, in
-//! [`Ready::budget`](selector::Ready): **one read** (or accept) level-triggered, as in Python,
-//! and [`EDGE_READS_PER_TURN`](selector::EDGE_READS_PER_TURN) (16) edge-triggered. Then it
+//! [`Ready::budget`](ready::Ready): **one read** (or accept) level-triggered, as in Python,
+//! and [`EDGE_READS_PER_TURN`](ready::EDGE_READS_PER_TURN) (16) edge-triggered. Then it
 //! returns, and every other ready callback runs before it runs again. Level-triggered, epoll
 //! reports what it left behind; edge-triggered no new edge will come, so the callback calls
 //! [`budget_spent`](selector::Selector::budget_spent) and the selector itself runs it again on
@@ -81,6 +81,7 @@
 //!
 //! # Layout
 //! - [`selector`]: the `Selector` — epoll, register, modify, unregister, the budget, the loop.
+//! - [`ready`]: the words it shares with the callbacks — `Token`, `Interest`, `Trigger`, `Ready`.
 //! - [`echo`]: the accept callback and the client callback.
 //! - [`writer`]: the stdin callback and the pipe callback.
 
@@ -91,6 +92,7 @@ use std::process::ExitCode;
 use selector::Trigger;
 
 pub mod echo;
+pub mod ready;
 pub mod selector;
 pub mod writer;
 
