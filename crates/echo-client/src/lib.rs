@@ -7,6 +7,10 @@
 //! - [`load`]: the benchmark's load generator: ping-pong on many connections from one mio
 //!   thread, idle connections beside them, every byte verified, latency and its own CPU measured.
 //! - [`latency`]: the latency histogram [`load`] records into.
+//! - [`stream`], [`pipelined`], [`flood`]: the streaming clients of the conformance tests and
+//!   the benchmark — a bulk stream read while it is sent, a pipelined client with a small
+//!   receive buffer, a flood beside a quiet client that times its pings. Each checks every
+//!   byte and turns a hang into an error after a patience.
 //! - this file: small blocking helpers the tests and the benchmark share.
 
 use std::io::{self, Read, Write};
@@ -14,14 +18,20 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
+pub mod flood;
 pub mod interactive;
 pub mod latency;
 pub mod load;
+pub mod pipelined;
+pub mod stream;
 pub mod timed;
 
+pub use flood::{FloodPlan, FloodReport, flood_beside_quiet_client};
 pub use interactive::run_interactive;
 pub use latency::LatencyHistogram;
 pub use load::{Load, LoadShape, Window};
+pub use pipelined::{PipelinedPlan, PipelinedReport, pipelined_client};
+pub use stream::{BulkPlan, BulkReport, StreamError, bulk_stream};
 pub use timed::{TimedPlan, run_timed};
 
 /// Connects to `addr` with `timeout` on the connect and on every later read and write, so a
