@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use echo_client::{connect, exchange};
+use echo_client::{BulkPlan, FloodPlan, PipelinedPlan, connect, exchange, human};
 use nix::sys::socket::{setsockopt, sockopt};
 
 use super::{PATIENCE, Server, wait_until};
@@ -18,13 +18,14 @@ use super::{PATIENCE, Server, wait_until};
 macro_rules! conformance_suite {
     (single_client: $bin:expr, $args:expr) => {
         $crate::conformance_suite!(@checks $bin, $args;
-            binary_bytes, large_payload, one_byte_writes, half_close);
+            binary_bytes, large_payload, one_byte_writes, half_close, bulk_stream,
+            pipelined_client);
     };
     (concurrent: $bin:expr, $args:expr) => {
         $crate::conformance_suite!(single_client: $bin, $args);
         $crate::conformance_suite!(@checks $bin, $args;
             several_clients_at_once, serves_two_clients_at_once, abrupt_close_spares_others,
-            slow_reader_keeps_its_bytes_and_others_are_served);
+            slow_reader_keeps_its_bytes_and_others_are_served, flood_beside_quiet_client);
         /// Running out of fds neither kills the server nor spins the CPU, and it accepts
         /// the waiting clients once fds are free again.
         #[test]
@@ -115,6 +116,62 @@ pub fn half_close(server: &Server) {
         (&stream).read_to_end(&mut echoed).expect("echo, then EOF");
         assert_same(&echoed, &payload);
     });
+}
+
+/// A 64 MiB stream, read while it is written, comes back byte for byte: the server keeps
+/// reading while its writes wait and writing while its reads wait, and forgets no readiness
+/// edge on the way (a forgotten one stops the echo for good: a hang, reported after
+/// [`PATIENCE`]).
+pub fn bulk_stream(server: &Server) {
+    let plan = BulkPlan {
+        bytes: 64 << 20,
+        time_limit: PATIENCE,
+        patience: PATIENCE,
+    };
+    let report = echo_client::bulk_stream(server.addr, &plan).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        report.bytes, plan.bytes,
+        "only {} of {} bytes were sent within {PATIENCE:?}",
+        report.bytes, plan.bytes
+    );
+}
+
+/// A client with an 8 KiB receive buffer sends 4,000,000 bytes in 4000-byte writes 0.5 ms
+/// apart before it reads anything, then gets every byte back: the server holds what it cannot
+/// write yet, and comes back to reading once the client drains its echo.
+pub fn pipelined_client(server: &Server) {
+    let plan = PipelinedPlan {
+        patience: PATIENCE,
+        ..PipelinedPlan::default()
+    };
+    let report =
+        echo_client::pipelined_client(server.addr, &plan).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(report.bytes, plan.bytes as u64);
+}
+
+/// While one client floods the server with 1 MiB blobs (and reads its echo), a quiet client
+/// pinging every 100 ms for 2 s gets every ping answered, the slowest within 1 s: the server
+/// does not serve one connection for as long as it keeps sending. The bound is generous on
+/// purpose: it catches starvation only; how fast the pings come back is the benchmark's
+/// business.
+pub fn flood_beside_quiet_client(server: &Server) {
+    let plan = FloodPlan {
+        ping_every: Duration::from_millis(100),
+        duration: Duration::from_secs(2),
+        patience: PATIENCE,
+        ..FloodPlan::default()
+    };
+    let report = echo_client::flood_beside_quiet_client(server.addr, &plan)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let worst = report.worst_ping().expect("at least one ping");
+    assert!(
+        worst <= Duration::from_secs(1),
+        "the quiet client waited {} for a ping's echo beside the flood (p99 {}, {} pings): \
+         starved",
+        human(worst),
+        human(report.ping_percentile(99.0).unwrap_or_default()),
+        report.pings.len()
+    );
 }
 
 /// Eight clients connected at once, sending in turn, each get exactly their own bytes.
