@@ -96,7 +96,7 @@ fn edge_writer_pipe_lines_arrive_while_stdin_is_silent() {
 }
 
 /// `writer --edge --trace`: stdin holds 40 KiB when the loop starts, more than one budget
-/// (16 reads of 1 KiB). The callback stops after its 16 reads, and the selector runs it again
+/// (4 reads of 1 KiB). The callback stops after its 4 reads, and the selector runs it again
 /// on the next turn although no new edge comes; every line still reaches the file.
 #[test]
 fn edge_writer_trace_shows_a_budget_running_out() {
@@ -104,11 +104,11 @@ fn edge_writer_trace_shows_a_budget_running_out() {
     let lines: String = (0..2000)
         .map(|n| format!("line {n:05} of stdin\n"))
         .collect();
-    assert!(lines.len() > 16 * 1024);
+    assert!(lines.len() > 4 * 1024);
     let stdin = writer.process.child.stdin.as_mut().unwrap();
     stdin.write_all(lines.as_bytes()).unwrap();
     writer.process.expect_stderr(&[
-        "(stdin) spent its budget of 16 reads: running it again next turn",
+        "(stdin) spent its budget of 4 reads: running it again next turn",
         "(stdin): budget spent last turn → its callback",
     ]);
     writer.close_stdin();

@@ -36,7 +36,7 @@
 //! loop never gets back to the others (without a budget, a client flooding 1 MiB blobs held
 //! a quiet client's `ping` for up to 3 s). So each callback gets a budget per turn, in
 //! [`Ready::budget`](ready::Ready): **one read** (or accept) level-triggered, as in Python,
-//! and [`EDGE_READS_PER_TURN`](ready::EDGE_READS_PER_TURN) (16) edge-triggered. Then it
+//! and [`EDGE_READS_PER_TURN`](ready::EDGE_READS_PER_TURN) (4) edge-triggered. Then it
 //! returns, and every other ready callback runs before it runs again. Level-triggered, epoll
 //! reports what it left behind; edge-triggered no new edge will come, so the callback calls
 //! [`budget_spent`](selector::Selector::budget_spent) and the selector itself runs it again on
@@ -69,7 +69,7 @@
 //! then `modify Token(1): epoll_ctl(MOD, fd 5, EPOLLIN|EPOLLOUT)` while a client is owed
 //! bytes, and `unregister Token(1): epoll_ctl(DEL, fd 5)` when it leaves. With `--edge` every
 //! registration carries `EPOLLIN|EPOLLET`, and a callback that ran out of budget shows as
-//! `Token(0) (stdin) spent its budget of 16 reads: running it again next turn`, then
+//! `Token(0) (stdin) spent its budget of 4 reads: running it again next turn`, then
 //! `Token(0) (stdin): budget spent last turn → its callback`.
 //!
 //! epoll refuses regular files (`EPERM`: they are always ready), so `selector writer < file`

@@ -41,9 +41,11 @@ pub enum Trigger {
 
 /// How many reads (or accepts) an edge-triggered callback may make per turn. Then it must
 /// let the others run, and the selector runs it again on the next turn (see
-/// [`Selector::budget_spent`](crate::selector::Selector::budget_spent)). 16 reads of 64 KiB is 1 MiB: one flooding client delays the
-/// others by about a millisecond per turn, not by as long as it keeps sending.
-pub const EDGE_READS_PER_TURN: usize = 16;
+/// [`Selector::budget_spent`](crate::selector::Selector::budget_spent)). Four reads of the
+/// 64 KiB buffer are 256 KiB, as much as a client may owe us: a flooding client delays the
+/// others by that much copying per turn, not by as long as it keeps sending. The bigger the
+/// budget, the fewer the wakeups, and the longer everyone else waits for each of its turns.
+pub const EDGE_READS_PER_TURN: usize = 4;
 
 /// Why a callback runs, and what it may do on this call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
