@@ -52,7 +52,7 @@ fn trace_shows_tasks_parking_and_waking() {
 }
 
 /// `--trace` shows a budget running out: with stdin a 300 KiB regular file, which never has
-/// to wait, the stdin task gives the turn back after 128 reads, and the trace says so; the
+/// to wait, the stdin task gives the turn back after 32 reads, and the trace says so; the
 /// file still arrives whole.
 #[test]
 fn trace_shows_a_spent_budget() {
@@ -66,7 +66,7 @@ fn trace_shows_a_spent_budget() {
         writer::Writer::start_with_stdin_file(COROUTINES, &["writer", "--trace"], &input);
     writer.process.expect_success();
     writer.process.expect_stderr(&[
-        "scheduler: stdin spent its budget of 128 operations: the others go first",
+        "scheduler: stdin spent its budget of 32 operations: the others go first",
         "next_turn=1 timeout=0",
     ]);
     let from_stdin = writer

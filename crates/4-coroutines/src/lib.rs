@@ -85,8 +85,8 @@
 //! **The cooperative budget.** A client that never stops sending never makes its socket say
 //! `WouldBlock`, so its task would never yield, and the others would wait — a quiet client's
 //! `ping` behind a flood, the writer's pipe lines behind a flood on stdin. Nothing can
-//! interrupt a coroutine, so the scheduler gives each task a [`budget`] of 128 operations
-//! per turn (tokio's number): every `accept`, `recv`, `read` and `send` that gets something
+//! interrupt a coroutine, so the scheduler gives each task a [`budget`] of 32 operations
+//! per turn (tokio gives 128 smaller ones): every `accept`, `recv`, `read` and `send` that gets something
 //! done spends one, and once it is spent the next operation yields `BudgetSpent` instead of
 //! trying. The scheduler then asks epoll, without sleeping, who else is ready, serves them,
 //! and only then gives the task its next turn, with a full budget. The client's code says
@@ -106,7 +106,7 @@
 //! fd 7`, `listener … starts client …`, `waiting with to_read=[5,7] to_write=[] sleeping=0
 //! next_turn=0 timeout=none`, `fd 7 is READABLE → client … to the ready queue`, `client …
 //! finished`. Send it a big file (`nc 127.0.0.1 5000 < big.iso > /dev/null`) and the budget
-//! shows: `client … spent its budget of 128 operations: the others go first`, then a wait
+//! shows: `client … spent its budget of 32 operations: the others go first`, then a wait
 //! that does not sleep, `next_turn=1 timeout=0.0ns`.
 //!
 //! The writer's two tasks park on stdin and the pipe the same way, each reading through a

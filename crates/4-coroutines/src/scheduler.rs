@@ -8,7 +8,7 @@
 //! while tasks:
 //!     while ready:
 //!         task = ready.popleft()
-//!         budget.set(task.budget)           # 128 when its turn begins
+//!         budget.set(task.budget)           # 32 when its turn begins
 //!         call = task.send(None)            # run it to its next yield
 //!         if isinstance(call, ReadWait): to_read[call.fd] = task
 //!         if isinstance(call, BudgetSpent): next_turn.append(task)
@@ -24,7 +24,7 @@
 //! came earlier made its edge earlier, and waiting for it would wait forever.
 //!
 //! A task that never meets `WouldBlock` — its client never stops sending — would keep the
-//! loop from ever getting back to epoll. The [`budget`](crate::budget) stops it: after 128
+//! loop from ever getting back to epoll. The [`budget`](crate::budget) stops it: after 32
 //! operations its next one yields `BudgetSpent`, and the task waits in `next_turn` while
 //! epoll is asked (without sleeping) who else is ready. Those go first.
 
