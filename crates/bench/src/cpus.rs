@@ -17,6 +17,8 @@ use std::io;
 use std::time::Duration;
 
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::time::{TimeVal, TimeValLike};
 use nix::unistd::Pid;
 
 /// The client's core and the servers' core.
@@ -57,6 +59,22 @@ fn only(cpu: usize) -> io::Result<CpuSet> {
 
 /// Busy time of all cores together, from the first line of `/proc/stat`.
 pub fn machine_busy() -> io::Result<Duration> {
+    busy_except(&[])
+}
+
+/// Like [`machine_busy`], without the time spent in soft interrupts: moving a stream of
+/// bytes through loopback TCP keeps the kernel's network softirq busy for a good part of a
+/// core, whoever the server is, and that is not another program disturbing the run.
+pub fn machine_busy_outside_softirq() -> io::Result<Duration> {
+    busy_except(&[SOFTIRQ])
+}
+
+/// The `softirq` column of a `/proc/stat` cpu line, counting from 0 after the name.
+const SOFTIRQ: usize = 6;
+
+/// Busy time of all cores from `/proc/stat`, leaving out idle, iowait and the `skipped`
+/// columns.
+fn busy_except(skipped: &[usize]) -> io::Result<Duration> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -71,10 +89,19 @@ pub fn machine_busy() -> io::Result<Duration> {
         .iter()
         .take(8)
         .enumerate()
-        .filter(|&(field, _)| field != 3 && field != 4)
+        .filter(|&(field, _)| field != 3 && field != 4 && !skipped.contains(&field))
         .map(|(_, &ticks)| ticks)
         .sum();
     Ok(Duration::from_secs_f64(
         busy as f64 / crate::servers::clock_ticks_per_sec(),
+    ))
+}
+
+/// CPU time (user + system, every thread) this process — the load client — has used so far.
+pub fn this_process_cpu_time() -> io::Result<Duration> {
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let micros = |time: TimeVal| u64::try_from(time.num_microseconds()).unwrap_or(0);
+    Ok(Duration::from_micros(
+        micros(usage.user_time()) + micros(usage.system_time()),
     ))
 }

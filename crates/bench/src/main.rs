@@ -9,6 +9,13 @@
 //!   `poll` scan every fd on every wakeup, epoll does not (lessons 1 and 2).
 //! - **memory**: peak RSS holding 1,000 and 10,000 idle connections — a thread per connection
 //!   costs memory (lesson 0), a task or a callback almost none.
+//! - **bulk**: one connection streams 1 GB while it reads the echo: MB/s and the server's CPU
+//!   seconds per GB — what a byte costs each server.
+//! - **fairness**: one connection floods while a quiet one pings every 10 ms: the worst and
+//!   p99 ping — does one busy client starve the others?
+//!
+//! A bulk stream or a flood that hangs, or gets a byte back wrong, is a result, not a crash:
+//! its table cell says `hang` or `lost bytes`, and the error is listed under the tables.
 //!
 //! Machines are noisy, so every number is also given as a ratio to tokio runs made right before
 //! and after it (see `measure`). The load generator is `echo_client::load`: one mio thread,
@@ -17,8 +24,8 @@
 //! also gives each server's CPU time per message, which tells servers apart whoever set the pace.
 //!
 //! ```text
-//! cargo run --release -p bench                        # everything: about 6 minutes on 2 cores
-//! cargo run --release -p bench -- --quick             # under a minute
+//! cargo run --release -p bench                        # everything: about 9 minutes on 2 cores
+//! cargo run --release -p bench -- --quick             # a minute or two
 //! cargo run --release -p bench -- --only selector,async-await
 //! cargo run --release -p bench -- load --addr 127.0.0.1:5000   # load a server you started,
 //!                                                     # e.g. to profile it with perf
@@ -48,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use crate::measure::{Outcome, Plan};
+use crate::measure::Plan;
 use crate::servers::{LESSONS, REFERENCE, Server};
 
 /// The most connections one measurement opens (memory, 10,000 idle), plus room.
@@ -61,12 +68,13 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Tool>,
 
-    /// A short run (under a minute): fewer points, shorter windows, no 10,000-connection point.
+    /// A short run (a minute or two): fewer points, shorter windows, no 10,000-connection
+    /// point, a 256 MB bulk stream.
     #[arg(long)]
     quick: bool,
 
     /// Seconds each measured window lasts; a quarter of that is spent warming up before it.
-    /// Default: 0.5, or 0.25 with --quick.
+    /// The flood beside the quiet client lasts four windows. Default: 0.5, or 0.25 with --quick.
     #[arg(long)]
     seconds: Option<f64>,
 
@@ -80,6 +88,11 @@ struct Cli {
     /// generators, coroutines, async-await. tokio is always measured.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+
+    /// Megabytes (10⁶ bytes) the bulk stream sends to each server. Default: 1000, or 256
+    /// with --quick.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    bulk_mb: Option<u64>,
 
     /// Where the lesson binaries are. Default: beside this binary (target/release), after
     /// `cargo build --release --bins` brought them up to date. Given, nothing is built.
@@ -103,6 +116,9 @@ enum Tool {
     TokioEcho {
         #[arg(long, default_value = "127.0.0.1:5000")]
         addr: SocketAddr,
+        /// Bytes each connection reads at a time.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        read_buffer: u32,
     },
     /// Drive one running echo server with the benchmark's ping-pong load and print what the
     /// client saw: for profiling a server, e.g. `perf record -g -p <its pid>` meanwhile.
@@ -127,9 +143,10 @@ enum Tool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Tool::TokioEcho { addr }) => {
-            fdio::exit_code("bench tokio-echo", tokio_echo::run(addr))
-        }
+        Some(Tool::TokioEcho { addr, read_buffer }) => fdio::exit_code(
+            "bench tokio-echo",
+            tokio_echo::run(addr, read_buffer as usize),
+        ),
         Some(Tool::Load {
             addr,
             connections,
@@ -147,7 +164,9 @@ fn main() -> ExitCode {
         None => match run(&cli) {
             Ok(0) => ExitCode::SUCCESS,
             Ok(failed) => {
-                eprintln!("bench: {failed} measurements failed (listed under the tables)");
+                eprintln!(
+                    "bench: {failed} measurements failed, hung or lost bytes (listed under the tables)"
+                );
                 ExitCode::FAILURE
             }
             Err(err) => {
@@ -217,7 +236,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
     let failed = results
         .iter()
         .flat_map(measure::PointResult::outcomes)
-        .filter(|outcome| matches!(outcome, Outcome::Failed(_)))
+        .filter(|outcome| outcome.error().is_some())
         .count();
     Ok(failed)
 }
@@ -302,10 +321,11 @@ fn plan(cli: &Cli) -> io::Result<Plan> {
         ));
     }
     let window = Duration::from_secs_f64(seconds);
+    let bulk_bytes = cli.bulk_mb.unwrap_or(if cli.quick { 256 } else { 1000 }) * 1_000_000;
     Ok(if cli.quick {
-        Plan::quick(window, rounds)
+        Plan::quick(window, rounds, bulk_bytes)
     } else {
-        Plan::full(window, rounds)
+        Plan::full(window, rounds, bulk_bytes)
     })
 }
 

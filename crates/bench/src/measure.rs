@@ -26,11 +26,11 @@
 use std::io;
 use std::time::Duration;
 
-use echo_client::{Load, LoadShape};
+use echo_client::{BulkPlan, FloodPlan, Load, LoadShape, StreamError};
 use nix::sched::CpuSet;
 
-use crate::cpus::{Pinning, machine_busy};
-use crate::servers::{RunningServer, Server, ServerSpec};
+use crate::cpus::{Pinning, machine_busy, machine_busy_outside_softirq, this_process_cpu_time};
+use crate::servers::{RunningServer, STREAMING_REFERENCE, Server, ServerSpec};
 
 /// A traffic measurement during which the rest of the machine (neither the server nor the
 /// client: another build, say) kept more than this share of a core busy is taken again…
@@ -40,8 +40,17 @@ pub const NOISY: f64 = 0.2;
 /// the measurements) keeps a machine that is busy all along from doubling the run time.
 const MAX_RETRIES: usize = 2;
 
-/// The longest wait for connections to be established or answered (per batch of idle ones).
+/// The longest wait for connections to be established or answered (per batch of idle ones);
+/// in the streaming loads, the longest wait for a byte or a ping's echo before it is a hang.
 const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A bulk stream stops sending after this long even if not all its bytes are sent (a slow
+/// server): its numbers are then for the bytes it did send.
+const BULK_TIME_LIMIT: Duration = Duration::from_secs(20);
+
+/// How often the quiet client pings beside the flood: 100 pings a second, so p99 means
+/// something after a second or two.
+const PING_EVERY: Duration = Duration::from_millis(10);
 
 /// What a point exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +61,14 @@ pub enum Scenario {
     IdleScaling,
     /// Only idle connections: the server's peak memory while holding them.
     Memory,
+    /// One connection streams `bytes` while it reads the echo: MB/s and server CPU per GB.
+    Bulk { bytes: u64 },
+    /// One connection floods (1 MiB writes, echo read all along) for `flood` while a quiet
+    /// one pings every `ping_every`: how long the pings wait.
+    Fairness {
+        flood: Duration,
+        ping_every: Duration,
+    },
 }
 
 /// One load shape, measured on every server.
@@ -95,7 +112,33 @@ impl Point {
         }
     }
 
-    /// `ping-pong 100 × 64 B`, `10 active + 250 idle`, `memory, 10,000 idle`.
+    fn bulk(bytes: u64) -> Point {
+        Point {
+            scenario: Scenario::Bulk { bytes },
+            shape: LoadShape {
+                active: 1,
+                idle: 0,
+                message_size: 0,
+            },
+        }
+    }
+
+    fn fairness(flood: Duration) -> Point {
+        Point {
+            scenario: Scenario::Fairness {
+                flood,
+                ping_every: PING_EVERY,
+            },
+            shape: LoadShape {
+                active: 2,
+                idle: 0,
+                message_size: 0,
+            },
+        }
+    }
+
+    /// `ping-pong 100 × 64 B`, `10 active + 250 idle`, `memory, 10,000 idle`, `bulk 1,000 MB`,
+    /// `flood 2.0 s + ping/10 ms`.
     pub fn describe(&self) -> String {
         let LoadShape {
             active,
@@ -106,6 +149,12 @@ impl Point {
             Scenario::PingPong => format!("ping-pong {active} × {}", size(message_size)),
             Scenario::IdleScaling => format!("{active} active + {} idle", thousands(idle)),
             Scenario::Memory => format!("memory, {} idle", thousands(idle)),
+            Scenario::Bulk { bytes } => format!("bulk {}", in_megabytes(bytes)),
+            Scenario::Fairness { flood, ping_every } => format!(
+                "flood {:.1} s + ping/{} ms",
+                flood.as_secs_f64(),
+                ping_every.as_millis()
+            ),
         }
     }
 }
@@ -117,6 +166,11 @@ pub fn size(bytes: usize) -> String {
     } else {
         format!("{bytes} B")
     }
+}
+
+/// `1,000 MB` (10⁶ bytes).
+pub fn in_megabytes(bytes: u64) -> String {
+    format!("{} MB", thousands((bytes / 1_000_000) as usize))
 }
 
 /// `10,000`.
@@ -145,8 +199,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every point the issue asks for.
-    pub fn full(window: Duration, rounds: usize) -> Plan {
+    /// Every point the issues ask for. The bulk stream sends `bulk_bytes`; the flood lasts
+    /// four windows.
+    pub fn full(window: Duration, rounds: usize, bulk_bytes: u64) -> Plan {
         let mut points = Vec::new();
         for message_size in [64, 4096] {
             for connections in [1, 10, 100, 1000] {
@@ -155,11 +210,13 @@ impl Plan {
         }
         points.extend([0, 250, 500, 1000].map(Point::idle_scaling));
         points.extend([1000, 10_000].map(Point::memory));
+        points.push(Point::bulk(bulk_bytes));
+        points.push(Point::fairness(window * 4));
         Plan::with(points, window, rounds)
     }
 
     /// A few points that still cover each scenario and each target's ping-pong point.
-    pub fn quick(window: Duration, rounds: usize) -> Plan {
+    pub fn quick(window: Duration, rounds: usize, bulk_bytes: u64) -> Plan {
         let points = vec![
             Point::ping_pong(1, 64),
             Point::ping_pong(100, 64),
@@ -167,6 +224,8 @@ impl Plan {
             Point::idle_scaling(0),
             Point::idle_scaling(1000),
             Point::memory(1000),
+            Point::bulk(bulk_bytes),
+            Point::fairness(window * 4),
         ];
         Plan::with(points, window, rounds)
     }
@@ -194,6 +253,12 @@ impl Plan {
 pub enum Outcome {
     Traffic(Traffic),
     Memory(Memory),
+    Bulk(Bulk),
+    Fairness(Fairness),
+    /// The server stopped echoing (or answering a ping) for the whole patience: the error.
+    Hang(String),
+    /// The server echoed a wrong byte, or closed before echoing every byte: the error.
+    LostBytes(String),
     /// The measurement could not be made: the error, for the report.
     Failed(String),
 }
@@ -214,6 +279,57 @@ pub struct Traffic {
     pub bytes_verified: u64,
     /// Idle connections the server still held at the end.
     pub idle_held: usize,
+}
+
+/// What a bulk stream showed.
+#[derive(Debug, Clone)]
+pub struct Bulk {
+    /// Bytes sent, echoed and checked.
+    pub bytes: u64,
+    /// From the first byte sent to the last byte checked.
+    pub elapsed: Duration,
+    /// The server's CPU time over the stream ÷ its duration: 1.0 = one core busy.
+    pub server_cpu: f64,
+    /// The benchmark process's (the client's), likewise.
+    pub client_cpu: f64,
+    /// All cores' busy time outside soft interrupts, likewise: a stream keeps the network
+    /// softirq busy whatever the server, so that is left out of the noise.
+    pub machine_cpu: f64,
+}
+
+impl Bulk {
+    /// Echoed megabytes (10⁶ bytes) per second.
+    pub fn megabytes_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The server's CPU seconds per GB (10⁹ bytes) echoed: its cost per byte, whoever set
+    /// the pace.
+    pub fn server_cpu_secs_per_gb(&self) -> f64 {
+        let server_secs = self.server_cpu * self.elapsed.as_secs_f64();
+        server_secs / (self.bytes as f64 / 1e9).max(1e-12)
+    }
+}
+
+/// What the quiet client saw beside a flood.
+#[derive(Debug, Clone)]
+pub struct Fairness {
+    /// The slowest ping's round trip.
+    pub worst: Duration,
+    /// The round trip 99 % of the pings did not exceed.
+    pub p99: Duration,
+    /// How many pings were timed.
+    pub pings: usize,
+    /// Bytes the flood got back, checked.
+    pub flood_bytes: u64,
+    /// How fast the flood's echo came back meanwhile.
+    pub flood_megabytes_per_sec: f64,
+    /// The server's CPU time over the flood ÷ its duration, as in [`Bulk`].
+    pub server_cpu: f64,
+    /// The client's, likewise.
+    pub client_cpu: f64,
+    /// All cores' outside soft interrupts, likewise.
+    pub machine_cpu: f64,
 }
 
 /// What holding idle connections cost.
@@ -254,9 +370,54 @@ impl Outcome {
         }
     }
 
-    /// How busy the rest of the machine was during a traffic measurement (None otherwise).
+    pub fn bulk(&self) -> Option<&Bulk> {
+        match self {
+            Outcome::Bulk(bulk) => Some(bulk),
+            _ => None,
+        }
+    }
+
+    pub fn fairness(&self) -> Option<&Fairness> {
+        match self {
+            Outcome::Fairness(fairness) => Some(fairness),
+            _ => None,
+        }
+    }
+
+    /// The error, if the measurement failed, hung or lost bytes.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Hang(error) | Outcome::LostBytes(error) | Outcome::Failed(error) => {
+                Some(error)
+            }
+            _ => None,
+        }
+    }
+
+    /// How busy the rest of the machine was during a traffic, bulk or fairness measurement:
+    /// busy CPU that was neither the server nor the client (None for the others).
     pub fn noise(&self) -> Option<f64> {
-        self.traffic().map(Traffic::rest_of_machine_cpu)
+        let rest = |machine: f64, server: f64, client: f64| (machine - server - client).max(0.0);
+        match self {
+            Outcome::Traffic(traffic) => Some(traffic.rest_of_machine_cpu()),
+            Outcome::Bulk(bulk) => Some(rest(bulk.machine_cpu, bulk.server_cpu, bulk.client_cpu)),
+            Outcome::Fairness(fairness) => Some(rest(
+                fairness.machine_cpu,
+                fairness.server_cpu,
+                fairness.client_cpu,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Echoed bytes this measurement checked against what was sent.
+    pub fn bytes_verified(&self) -> u64 {
+        match self {
+            Outcome::Traffic(traffic) => traffic.bytes_verified,
+            Outcome::Bulk(bulk) => bulk.bytes,
+            Outcome::Fairness(fairness) => fairness.flood_bytes,
+            _ => 0,
+        }
     }
 
     /// Whether something else on the machine may have skewed this measurement.
@@ -280,6 +441,23 @@ impl Outcome {
                 memory.peak_rss as f64 / 1e6,
                 thousands(memory.held)
             ),
+            Outcome::Bulk(bulk) => format!(
+                "{:>5.0} MB/s, server CPU {:.2} s/GB, client {:>3.0} %, rest {:>3.0} %",
+                bulk.megabytes_per_sec(),
+                bulk.server_cpu_secs_per_gb(),
+                bulk.client_cpu * 100.0,
+                self.noise().unwrap_or_default() * 100.0,
+            ),
+            Outcome::Fairness(fairness) => format!(
+                "worst ping {:.1} ms, p99 {:.1} ms ({} pings), flood {:.0} MB/s, rest {:>3.0} %",
+                fairness.worst.as_secs_f64() * 1e3,
+                fairness.p99.as_secs_f64() * 1e3,
+                fairness.pings,
+                fairness.flood_megabytes_per_sec,
+                self.noise().unwrap_or_default() * 100.0,
+            ),
+            Outcome::Hang(error) => format!("HANG: {error}"),
+            Outcome::LostBytes(error) => format!("LOST BYTES: {error}"),
             Outcome::Failed(error) => format!("FAILED: {error}"),
         }
     }
@@ -337,7 +515,29 @@ impl PointResult {
     pub fn all_failed(&self, index: usize) -> bool {
         self.rounds
             .iter()
-            .all(|round| matches!(round.lessons[index], Outcome::Failed(_)))
+            .all(|round| round.lessons[index].error().is_some())
+    }
+
+    /// In how many rounds lesson `index` (or tokio, for `None`) hung, and in how many it lost
+    /// bytes.
+    pub fn hangs_and_losses(&self, index: Option<usize>) -> (usize, usize) {
+        let outcomes: Vec<&Outcome> = match index {
+            Some(index) => self
+                .rounds
+                .iter()
+                .map(|round| &round.lessons[index])
+                .collect(),
+            None => self
+                .rounds
+                .iter()
+                .flat_map(|round| &round.reference)
+                .collect(),
+        };
+        let count = |pick: fn(&Outcome) -> bool| outcomes.iter().filter(|o| pick(o)).count();
+        (
+            count(|outcome| matches!(outcome, Outcome::Hang(_))),
+            count(|outcome| matches!(outcome, Outcome::LostBytes(_))),
+        )
     }
 
     /// The median over the rounds of lesson `index`'s `value`.
@@ -476,8 +676,16 @@ pub fn run(
         log(&outcome, "");
         outcome
     };
+    let streaming_reference = Server {
+        spec: STREAMING_REFERENCE,
+        executable: reference.executable.clone(),
+    };
     let mut results = Vec::new();
     for point in &plan.points {
+        let reference = match point.scenario {
+            Scenario::Bulk { .. } | Scenario::Fairness { .. } => &streaming_reference,
+            _ => reference,
+        };
         let rounds = plan.rounds_of(point);
         let mut result = PointResult {
             point: *point,
@@ -522,11 +730,22 @@ fn measure_or_fail(
     cpus: Option<CpuSet>,
 ) -> io::Result<Outcome> {
     let mut running = server.start(cpus)?;
-    let result = load_and_measure(&running, point, plan);
-    if result.is_err() && !running.is_running() {
+    let result = match point.scenario {
+        Scenario::Bulk { bytes } => stream_bulk(&running, bytes).map(|outcome| (outcome, None)),
+        Scenario::Fairness { flood, ping_every } => {
+            flood_and_ping(&running, flood, ping_every).map(|outcome| (outcome, None))
+        }
+        _ => load_and_measure(&running, point, plan).map(|(outcome, load)| (outcome, Some(load))),
+    };
+    let broken = match &result {
+        Ok((outcome, _)) => outcome.error().map(str::to_string),
+        Err(err) => Some(err.to_string()),
+    };
+    if let Some(error) = broken
+        && !running.is_running()
+    {
         return Err(io::Error::other(format!(
-            "the server exited during the measurement ({})",
-            result.err().map(|err| err.to_string()).unwrap_or_default()
+            "the server exited during the measurement ({error})"
         )));
     }
     let (outcome, load) = result?;
@@ -535,6 +754,103 @@ fn measure_or_fail(
     drop(running);
     drop(load);
     Ok(outcome)
+}
+
+/// A hang or a lost byte is a result of the measurement, reported in its table; any other
+/// error means it could not be made.
+fn broken(err: StreamError) -> io::Result<Outcome> {
+    if err.is_hang() {
+        Ok(Outcome::Hang(err.to_string()))
+    } else if err.is_lost_or_wrong_byte() {
+        Ok(Outcome::LostBytes(err.to_string()))
+    } else {
+        Err(err.into())
+    }
+}
+
+/// CPU time of the server, of this process (the client) and of the whole machine, taken
+/// before a load and subtracted after it.
+struct CpuClock {
+    server: Duration,
+    client: Duration,
+    machine: Duration,
+}
+
+impl CpuClock {
+    fn start(running: &RunningServer) -> io::Result<CpuClock> {
+        Ok(CpuClock {
+            server: running.cpu_time()?,
+            client: this_process_cpu_time()?,
+            machine: machine_busy_outside_softirq()?,
+        })
+    }
+
+    /// (server, client, machine) CPU since `start`, each as a share of `elapsed`.
+    fn shares(&self, running: &RunningServer, elapsed: Duration) -> io::Result<(f64, f64, f64)> {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let share =
+            |now: Duration, before: Duration| now.saturating_sub(before).as_secs_f64() / secs;
+        Ok((
+            share(running.cpu_time()?, self.server),
+            share(this_process_cpu_time()?, self.client),
+            share(machine_busy_outside_softirq()?, self.machine),
+        ))
+    }
+}
+
+/// One bulk stream of `bytes`, every byte checked: MB/s and the server's CPU.
+fn stream_bulk(running: &RunningServer, bytes: u64) -> io::Result<Outcome> {
+    let plan = BulkPlan {
+        bytes,
+        time_limit: BULK_TIME_LIMIT,
+        patience: PATIENCE,
+    };
+    let clock = CpuClock::start(running)?;
+    let report = match echo_client::bulk_stream(running.addr, &plan) {
+        Ok(report) => report,
+        Err(err) => return broken(err),
+    };
+    let (server_cpu, client_cpu, machine_cpu) = clock.shares(running, report.elapsed)?;
+    Ok(Outcome::Bulk(Bulk {
+        bytes: report.bytes,
+        elapsed: report.elapsed,
+        server_cpu,
+        client_cpu,
+        machine_cpu,
+    }))
+}
+
+/// A flood beside a quiet client for `flood`: how long the pings waited.
+fn flood_and_ping(
+    running: &RunningServer,
+    flood: Duration,
+    ping_every: Duration,
+) -> io::Result<Outcome> {
+    let plan = FloodPlan {
+        ping_every,
+        duration: flood,
+        patience: PATIENCE,
+        ..FloodPlan::default()
+    };
+    let clock = CpuClock::start(running)?;
+    let report = match echo_client::flood_beside_quiet_client(running.addr, &plan) {
+        Ok(report) => report,
+        Err(err) => return broken(err),
+    };
+    let (server_cpu, client_cpu, machine_cpu) = clock.shares(running, report.elapsed)?;
+    let (Some(worst), Some(p99)) = (report.worst_ping(), report.ping_percentile(99.0)) else {
+        return Err(io::Error::other("no ping was sent beside the flood"));
+    };
+    Ok(Outcome::Fairness(Fairness {
+        worst,
+        p99,
+        pings: report.pings.len(),
+        flood_bytes: report.flood_bytes,
+        flood_megabytes_per_sec: report.flood_megabytes_per_sec(),
+        server_cpu,
+        client_cpu,
+        machine_cpu,
+    }))
 }
 
 fn load_and_measure(
@@ -633,5 +949,10 @@ mod tests {
         assert_eq!(size(4096), "4 KiB");
         assert_eq!(Point::ping_pong(100, 64).describe(), "ping-pong 100 × 64 B");
         assert_eq!(Point::memory(10_000).describe(), "memory, 10,000 idle");
+        assert_eq!(Point::bulk(1_000_000_000).describe(), "bulk 1,000 MB");
+        assert_eq!(
+            Point::fairness(Duration::from_secs(2)).describe(),
+            "flood 2.0 s + ping/10 ms"
+        );
     }
 }

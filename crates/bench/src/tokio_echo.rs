@@ -1,5 +1,6 @@
 //! The reference peer: an echo server on tokio's current-thread runtime, as its tutorial
 //! writes one — a task per connection, `read` into a 4 KiB buffer, `write_all` it back.
+//! `--read-buffer 16384` gives the peer of the bulk and fairness loads (issue 9's).
 //!
 //! Why this peer: it is what a Rust programmer would reach for, and it is single-threaded
 //! like every lesson after lesson 0, so "× tokio" compares event loops, not core counts.
@@ -22,8 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// How long to stop accepting after running out of file descriptors.
 const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 
-/// Binds `addr`, prints `listening on <addr>`, and echoes forever (until killed).
-pub fn run(addr: SocketAddr) -> io::Result<()> {
+/// Binds `addr`, prints `listening on <addr>`, and echoes forever (until killed), each
+/// connection reading into `read_buffer` bytes.
+pub fn run(addr: SocketAddr, read_buffer: usize) -> io::Result<()> {
     fdio::raise_fd_limit()?;
     let listener = fdio::listen(addr)?;
     listener.set_nonblocking(true)?;
@@ -31,15 +33,15 @@ pub fn run(addr: SocketAddr) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(listener))
+    runtime.block_on(serve(listener, read_buffer))
 }
 
-async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
+async fn serve(listener: std::net::TcpListener, read_buffer: usize) -> io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                tokio::spawn(echo(stream));
+                tokio::spawn(echo(stream, read_buffer));
             }
             Err(err) if fdio::out_of_fds(&err) => {
                 eprintln!("accept: {err}; pausing for {OUT_OF_FDS_PAUSE:?}");
@@ -51,8 +53,8 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
 }
 
 /// Echoes until EOF; an error ends only this connection.
-async fn echo(mut stream: TcpStream) {
-    let mut buf = vec![0; 4096];
+async fn echo(mut stream: TcpStream, read_buffer: usize) {
+    let mut buf = vec![0; read_buffer];
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,

@@ -25,16 +25,25 @@ impl Drop for Killed {
     }
 }
 
-/// `bench --quick` with 50 ms windows and two rounds against `select` and `selector` (when
-/// built beside the benchmark: `cargo test --workspace` builds them) and tokio: it succeeds,
-/// prints every table and the targets, and writes three SVGs whose labels are real text.
+/// `bench --quick` with 50 ms windows, a 16 MB bulk stream and two rounds against `select`
+/// and `selector` (when built beside the benchmark: `cargo test --workspace` builds them) and
+/// tokio: it succeeds, prints every table and the targets, and writes three SVGs whose labels
+/// are real text.
 #[test]
 fn quick_run_prints_tables_and_writes_plots() {
     let bench = Path::new(env!("CARGO_BIN_EXE_bench"));
     let bin_dir = bench.parent().expect("the bench binary has a directory");
     let imgs = TempDir(std::env::temp_dir().join(format!("bench-smoke-{}", std::process::id())));
     let output = Command::new(bench)
-        .args(["--quick", "--seconds", "0.05", "--rounds", "2"])
+        .args([
+            "--quick",
+            "--seconds",
+            "0.05",
+            "--rounds",
+            "2",
+            "--bulk-mb",
+            "16",
+        ])
         .args(["--only", "select,selector"])
         .arg("--bin-dir")
         .arg(bin_dir)
@@ -54,6 +63,8 @@ fn quick_run_prints_tables_and_writes_plots() {
         "### Server CPU time per message",
         "### Idle scaling",
         "### Peak memory",
+        "### Bulk stream: 16 MB",
+        "### Fairness",
         "### Targets",
     ] {
         assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
@@ -62,6 +73,8 @@ fn quick_run_prints_tables_and_writes_plots() {
     for lesson in ["select", "selector"] {
         if bin_dir.join(lesson).is_file() {
             assert!(stdout.contains(&format!("| {lesson} |")), "{stdout}");
+            let target = format!("- {lesson}: bulk server CPU per GB ≤ 1.10× tokio");
+            assert!(stdout.contains(&target), "no {target:?} in:\n{stdout}");
         }
     }
 
