@@ -777,3 +777,101 @@ fn streaming_targets(out: &mut String, results: &[PointResult]) {
 fn met(yes: bool) -> &'static str {
     if yes { "**met**" } else { "**not met**" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{Bulk, Fairness, Point, Round};
+    use echo_client::LoadShape;
+
+    fn point(scenario: Scenario) -> Point {
+        Point {
+            scenario,
+            shape: LoadShape {
+                active: 1,
+                idle: 0,
+                message_size: 0,
+            },
+        }
+    }
+
+    /// 1 GB in 1 s, the server busy `server_cpu` of a core: `server_cpu` seconds per GB.
+    fn bulk(server_cpu: f64) -> Outcome {
+        Outcome::Bulk(Bulk {
+            bytes: 1_000_000_000,
+            elapsed: Duration::from_secs(1),
+            server_cpu,
+            client_cpu: 0.5,
+            machine_cpu: 1.5,
+        })
+    }
+
+    fn fairness(worst_ms: u64) -> Outcome {
+        Outcome::Fairness(Fairness {
+            worst: Duration::from_millis(worst_ms),
+            p99: Duration::from_millis(worst_ms),
+            pings: 100,
+            flood_bytes: 1_000_000,
+            flood_megabytes_per_sec: 1.0,
+            server_cpu: 1.0,
+            client_cpu: 1.0,
+            machine_cpu: 2.0,
+        })
+    }
+
+    /// Three rounds of `tokio selector tokio`, the lesson's outcomes as given.
+    fn rounds(reference: fn() -> Outcome, lesson: [Outcome; 3]) -> Vec<Round> {
+        lesson
+            .into_iter()
+            .map(|outcome| Round {
+                reference: vec![reference(), reference()],
+                lessons: vec![outcome],
+            })
+            .collect()
+    }
+
+    /// A hang in one round of three is not outvoted by the median of the others: the cells
+    /// say so, and the "no hang" target is not met though the numbers meet theirs.
+    #[test]
+    fn a_hang_in_one_round_shows_and_fails_its_target() {
+        let selector = *LESSONS.iter().find(|spec| spec.id == "selector").unwrap();
+        let hang = || Outcome::Hang("bulk stream: hang: no byte came back for 10.0s".into());
+        let bulk_result = PointResult {
+            point: point(Scenario::Bulk {
+                bytes: 1_000_000_000,
+            }),
+            lessons: vec![selector],
+            rounds: rounds(|| bulk(1.0), [bulk(1.05), hang(), bulk(1.05)]),
+        };
+        let fairness_result = PointResult {
+            point: point(Scenario::Fairness {
+                flood: Duration::from_secs(2),
+                ping_every: Duration::from_millis(10),
+            }),
+            lessons: vec![selector],
+            rounds: rounds(|| fairness(2), [fairness(5), fairness(4), fairness(30)]),
+        };
+        let results = [bulk_result, fairness_result];
+
+        let mut tables = String::new();
+        bulk_table(&mut tables, &results);
+        fairness_table(&mut tables, &results);
+        let row =
+            "| selector | 1,000 MB/s (1.00×), hang in 1 of 3¹ | 1.05 s (1.05×), hang in 1 of 3¹ |";
+        assert!(tables.contains(row), "{tables}");
+        assert!(
+            tables.contains("| selector | 5.0 ms (2.50×) | 5.0 ms (2.50×) | 1 MB/s |"),
+            "{tables}"
+        );
+
+        let mut targets = String::new();
+        streaming_targets(&mut targets, &results);
+        for verdict in [
+            "bulk server CPU per GB ≤ 1.10× tokio: **met** 1.05×",
+            "worst ping beside a flood ≤ 20 ms: **met** 5.0 ms (median of 3 runs; highest 30.0 ms)",
+            "no hang, no byte lost: **not met** (1 hangs, 0 with lost bytes)",
+        ] {
+            assert!(targets.contains(verdict), "no {verdict:?} in {targets}");
+        }
+    }
+}
