@@ -86,12 +86,12 @@
 //! `WouldBlock`, so its task would never yield, and the others would wait — a quiet client's
 //! `ping` behind a flood, the writer's pipe lines behind a flood on stdin. Nothing can
 //! interrupt a coroutine, so the scheduler gives each task a [`budget`] of 32 operations
-//! per turn (tokio gives 128 smaller ones): every `accept`, `recv`, `read` and `send` that gets something
-//! done spends one, and once it is spent the next operation yields `BudgetSpent` instead of
-//! trying. The scheduler then asks epoll, without sleeping, who else is ready, serves them,
-//! and only then gives the task its next turn, with a full budget. The client's code says
-//! nothing about it: it is in the sub-coroutines and the scheduler, as it is in tokio's
-//! sockets and executor.
+//! per turn (tokio gives 128 smaller ones): every `accept`, `recv`, `read` and `send` that
+//! gets something done spends one, and once it is spent the next operation yields
+//! `BudgetSpent` instead of trying. The scheduler then asks epoll, without sleeping, who else
+//! is ready, serves them, and only then gives the task its next turn, with a full budget.
+//! The client's code says nothing about it: it is in the sub-coroutines and the scheduler,
+//! as it is in tokio's sockets and executor.
 //!
 //! **No copy per read.** `recv` returns the read buffer itself ([`bytes::Bytes`]), lent by
 //! a small pool, and `send_all` gives it back once it is sent: a bulk stream costs no
