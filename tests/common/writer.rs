@@ -56,7 +56,11 @@ impl Writer {
             .stdin
             .as_mut()
             .expect("stdin is still open");
-        writeln!(stdin, "{line}").expect("write to the writer's stdin");
+        // One write of the whole line: `writeln!` would write the text and the newline
+        // separately, and a program reading in between sees the line in two pieces.
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to the writer's stdin");
     }
 
     /// Closes the program's stdin: what Ctrl+D does in a terminal.
