@@ -103,3 +103,15 @@ fn writer_exits_on_eof_keeping_every_line() {
 fn writer_idles_after_the_pipe_closes() {
     writer::idles_after_the_pipe_closes(SYNC, &["writer"]);
 }
+
+/// Two `sync writer`s appending to one file at once never mangle a line.
+#[test]
+fn writer_lines_stay_whole_with_two_writers_on_one_file() {
+    writer::two_writers_appending_to_one_file_keep_lines_whole(SYNC, &["writer"]);
+}
+
+/// `sync writer` on a full disk: one error line, exit 1, no half line left in the file.
+#[test]
+fn writer_on_a_full_disk_leaves_no_half_line() {
+    writer::a_full_disk_leaves_no_half_line(SYNC, &["writer"]);
+}

@@ -274,3 +274,15 @@ fn a_full_disk_is_one_error_line() {
         );
     }
 }
+
+/// Two `async-await writer`s appending to one file at once never mangle a line.
+#[test]
+fn writer_lines_stay_whole_with_two_writers_on_one_file() {
+    writer::two_writers_appending_to_one_file_keep_lines_whole(ASYNC_AWAIT, &["writer"]);
+}
+
+/// `async-await writer` on a full disk: one error line, exit 1, no half line left in the file.
+#[test]
+fn writer_on_a_full_disk_leaves_no_half_line() {
+    writer::a_full_disk_leaves_no_half_line(ASYNC_AWAIT, &["writer"]);
+}

@@ -305,3 +305,128 @@ pub fn eof_on_stdin_is_read_while_the_pipe_floods(bin: &str, args: &[&str]) {
          stdin's EOF waiting"
     );
 }
+
+impl Writer {
+    /// Like [`start`](Self::start), but appending to `output` (which may already hold
+    /// something, or be a FIFO), with `adjust` applied to the command last: a file or a
+    /// non-blocking pipe as stdin, a resource limit, …
+    pub fn start_to(
+        bin: &str,
+        args: &[&str],
+        output: TempFile,
+        interval_ms: u64,
+        count: u32,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Writer {
+        let mut command = Command::new(bin);
+        command.args(args).arg("--output").arg(&output.path);
+        let (interval_ms, count) = (interval_ms.to_string(), count.to_string());
+        command.args(["--interval-ms", &interval_ms, "--count", &count]);
+        let process = Process::spawn_adjusted(command, adjust);
+        Writer { process, output }
+    }
+}
+
+/// Limits the size of any file the command's process writes to `bytes` (`ulimit -f`): a
+/// small full disk, for one process.
+pub fn limit_file_size(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // Safety: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed; setrlimit is one, and nothing here allocates.
+    unsafe {
+        command.pre_exec(move || {
+            use nix::sys::resource::{Resource, setrlimit};
+            setrlimit(Resource::RLIMIT_FSIZE, bytes, bytes).map_err(Into::into)
+        });
+    }
+}
+
+/// Writes `lines` to the program's stdin from a thread, then closes it (EOF). A write that
+/// fails because the program has exited ends the thread quietly.
+fn feed_stdin(writer: &mut Writer, lines: impl Iterator<Item = String> + Send + 'static) {
+    let mut stdin = writer.process.child.stdin.take().expect("stdin is piped");
+    thread::spawn(move || {
+        for line in lines {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The text of `line` if it is a whole log line from stdin, `[ 1.23s stdin ] <text>`.
+fn whole_stdin_line(line: &str) -> Option<&str> {
+    let (stamp, text) = line.split_once("s stdin ] ")?;
+    let seconds = stamp.strip_prefix('[')?.trim();
+    seconds.parse::<f64>().ok().map(|_| text)
+}
+
+/// Two writers appending 20,000 stdin lines each to one file at the same time leave 40,000
+/// whole lines: each line goes out in one `write`, which append mode puts at the end of the
+/// file in one piece. (Written in pieces, `[ [ 0.00s stdin ] BBBB…` lines appear.)
+pub fn two_writers_appending_to_one_file_keep_lines_whole(bin: &str, args: &[&str]) {
+    const LINES: usize = 20_000;
+    let mut first = Writer::start(bin, args, 1000, 0);
+    let shared = TempFile {
+        path: first.output.path.clone(),
+    };
+    let mut second = Writer::start_to(bin, args, shared, 1000, 0, |_| {});
+    let text_a = "A".repeat(60);
+    let text_b = "B".repeat(60);
+    let (a, b) = (format!("{text_a}\n"), format!("{text_b}\n"));
+    feed_stdin(&mut first, std::iter::repeat_n(a, LINES));
+    feed_stdin(&mut second, std::iter::repeat_n(b, LINES));
+    first.process.expect_success();
+    second.process.expect_success();
+
+    let lines = first.lines();
+    let mangled: Vec<&String> = lines
+        .iter()
+        .filter(|line| !matches!(whole_stdin_line(line), Some(text) if text == text_a || text == text_b))
+        .collect();
+    assert!(
+        mangled.is_empty(),
+        "{} of {} lines mangled, e.g. {:?}",
+        mangled.len(),
+        lines.len(),
+        &mangled[..mangled.len().min(3)]
+    );
+    assert_eq!(lines.len(), 2 * LINES, "lines lost");
+}
+
+/// With the file's size limited (`ulimit -f`: a disk that fills up in the middle of a line),
+/// the program stops with one `cannot append to …` line and exit 1, and the file holds only
+/// whole lines: the piece of the line that fit was taken back. No signal kills it either.
+pub fn a_full_disk_leaves_no_half_line(bin: &str, args: &[&str]) {
+    // 16-byte stamps + `line 00001` + newline: 27 bytes, so 10,000 falls inside a line.
+    const LIMIT: u64 = 10_000;
+    let output = TempFile::new("output.txt");
+    let mut writer = Writer::start_to(bin, args, output, 1000, 0, |command| {
+        limit_file_size(command, LIMIT)
+    });
+    feed_stdin(&mut writer, (1..=1000).map(|n| format!("line {n:05}\n")));
+    let code = writer.process.wait_exit();
+    writer.process.wait_for_stderr("cannot append to");
+    let stderr = writer.process.stderr();
+    assert_eq!(code, Some(1), "{stderr:?}");
+    let errors: Vec<&String> = stderr
+        .iter()
+        .filter(|line| line.contains("cannot append to"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr:?}");
+
+    let text = writer.output.read();
+    assert!(
+        text.len() as u64 <= LIMIT && text.len() > 9_000,
+        "{}",
+        text.len()
+    );
+    assert!(
+        text.ends_with('\n'),
+        "a half line at the end: {:?}",
+        text.lines().last()
+    );
+    for (n, line) in text.lines().enumerate() {
+        assert_eq!(whole_stdin_line(line), Some(&*format!("line {:05}", n + 1)));
+    }
+}

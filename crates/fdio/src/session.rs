@@ -5,6 +5,8 @@
 use std::io::{self, PipeReader};
 use std::path::PathBuf;
 
+use nix::sys::signal::{SigHandler, Signal, signal};
+
 use crate::cli::WriterArgs;
 use crate::output::{OutputLog, Source};
 use crate::ticker::Ticker;
@@ -26,6 +28,7 @@ impl WriterSession {
                 format!("cannot open {}: {err}", args.output.display()),
             )
         })?;
+        ignore_file_size_signal()?;
         let (pipe, pipe_writer) = io::pipe()?;
         let ticker = Ticker::start(pipe_writer, args.interval(), args.count);
         eprintln!(
@@ -75,4 +78,13 @@ impl WriterSession {
         );
         Ok(())
     }
+}
+
+/// A file-size limit (`ulimit -f`) stops a write with the signal SIGXFSZ, whose default is
+/// to kill the process on the spot. Ignored, the write fails with `EFBIG` instead: one
+/// error line, like a full disk.
+fn ignore_file_size_signal() -> io::Result<()> {
+    // Safety: `SigIgn` installs no handler of ours, so no code can run at signal time.
+    unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }?;
+    Ok(())
 }
