@@ -286,3 +286,9 @@ fn writer_lines_stay_whole_with_two_writers_on_one_file() {
 fn writer_on_a_full_disk_leaves_no_half_line() {
     writer::a_full_disk_leaves_no_half_line(ASYNC_AWAIT, &["writer"]);
 }
+
+/// `async-await writer --output f < f` is refused in one line, the file untouched.
+#[test]
+fn writer_refuses_to_read_its_own_output() {
+    writer::refuses_to_read_its_own_output(ASYNC_AWAIT, &["writer"]);
+}

@@ -430,3 +430,29 @@ pub fn a_full_disk_leaves_no_half_line(bin: &str, args: &[&str]) {
         assert_eq!(whole_stdin_line(line), Some(&*format!("line {:05}", n + 1)));
     }
 }
+
+/// `writer --output f < f` is refused in one line, as `cat` does (`input file is output
+/// file`), with exit 1 and the file untouched. (Without the check it reads back its own
+/// lines forever; the test caps the file at 1 MB.)
+pub fn refuses_to_read_its_own_output(bin: &str, args: &[&str]) {
+    let output = TempFile::new("output.txt");
+    std::fs::write(&output.path, "a line already there\n").unwrap();
+    let same_file = File::open(&output.path).expect("open the output as stdin");
+    let mut writer = Writer::start_to(bin, args, output, 20, 3, |command| {
+        command.stdin(Stdio::from(same_file));
+        limit_file_size(command, 1_000_000);
+    });
+    let code = writer.process.wait_exit();
+    writer.process.wait_for_stderr("input file is output file");
+    let stderr = writer.process.stderr();
+    assert_eq!(code, Some(1), "{stderr:?}");
+    assert_eq!(
+        stderr
+            .iter()
+            .filter(|line| line.ends_with(": input file is output file"))
+            .count(),
+        1,
+        "{stderr:?}"
+    );
+    assert_eq!(writer.output.read(), "a line already there\n");
+}

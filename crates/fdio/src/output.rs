@@ -63,6 +63,11 @@ impl OutputLog {
         })
     }
 
+    /// The open file, to compare it with stdin (see [`crate::session`]).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Records bytes just read from `source`: every complete line is written (and flushed)
     /// at once; a trailing partial line waits for the rest.
     pub fn record(&mut self, source: Source, bytes: &[u8]) -> io::Result<()> {

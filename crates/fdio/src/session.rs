@@ -2,8 +2,11 @@
 //! ticker thread, and what happens at EOF. Each lesson only decides *how it waits* for
 //! stdin and the pipe — which is the lesson.
 
+use std::fs;
 use std::io::{self, PipeReader};
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{SigHandler, Signal, signal};
 
@@ -28,6 +31,7 @@ impl WriterSession {
                 format!("cannot open {}: {err}", args.output.display()),
             )
         })?;
+        refuse_stdin_as_output(&log, &args.output)?;
         ignore_file_size_signal()?;
         let (pipe, pipe_writer) = io::pipe()?;
         let ticker = Ticker::start(pipe_writer, args.interval(), args.count);
@@ -78,6 +82,25 @@ impl WriterSession {
         );
         Ok(())
     }
+}
+
+/// `writer --output f < f` would read its own lines back and append them again, forever,
+/// until the disk is full. Like `cat` ("input file is output file"), refuse: the two are the
+/// same file if they have the same device and inode. Only a regular file can loop like
+/// that; `--output /dev/null < /dev/null` is fine.
+fn refuse_stdin_as_output(log: &OutputLog, output: &Path) -> io::Result<()> {
+    let stdin = io::stdin().as_fd().try_clone_to_owned().map(fs::File::from);
+    let Ok(stdin) = stdin.and_then(|stdin| stdin.metadata()) else {
+        return Ok(()); // no stdin at all: it reads as EOF, nothing to compare
+    };
+    let out = log.file().metadata()?;
+    if stdin.is_file() && (stdin.dev(), stdin.ino()) == (out.dev(), out.ino()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: input file is output file", output.display()),
+        ));
+    }
+    Ok(())
 }
 
 /// A file-size limit (`ulimit -f`) stops a write with the signal SIGXFSZ, whose default is
