@@ -292,3 +292,9 @@ fn writer_on_a_full_disk_leaves_no_half_line() {
 fn writer_refuses_to_read_its_own_output() {
     writer::refuses_to_read_its_own_output(ASYNC_AWAIT, &["writer"]);
 }
+
+/// A long line costs `async-await writer` linear time, and arrives whole.
+#[test]
+fn writer_long_line_costs_linear_time() {
+    writer::a_long_line_costs_linear_time(ASYNC_AWAIT, &["writer"]);
+}

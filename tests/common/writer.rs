@@ -456,3 +456,23 @@ pub fn refuses_to_read_its_own_output(bin: &str, args: &[&str]) {
     );
     assert_eq!(writer.output.read(), "a line already there\n");
 }
+
+/// An 8 MB line whose newline comes last costs linear time: the program is done well within
+/// the test's patience (rescanning the unfinished line on every 1 KiB read took minutes),
+/// and the line reaches the file whole, as one line.
+pub fn a_long_line_costs_linear_time(bin: &str, args: &[&str]) {
+    const LENGTH: usize = 8 << 20;
+    let mut writer = Writer::start(bin, args, 20, 3);
+    let chunk = "x".repeat(64 * 1024);
+    let chunks = std::iter::repeat_n(chunk, LENGTH / (64 * 1024));
+    feed_stdin(&mut writer, chunks.chain(std::iter::once("\n".to_string())));
+    writer.process.expect_success();
+    let lines = writer.lines();
+    let long: Vec<usize> = lines
+        .iter()
+        .filter_map(|line| whole_stdin_line(line))
+        .map(str::len)
+        .collect();
+    assert_eq!(long, [LENGTH]);
+    assert_eq!(writer.pipe_numbers(), [1, 2, 3]);
+}

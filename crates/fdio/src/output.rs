@@ -75,8 +75,16 @@ impl OutputLog {
             Source::Stdin => &mut self.unfinished_stdin,
             Source::Pipe => &mut self.unfinished_pipe,
         };
+        // What was unfinished holds no newline (else it would have been written): look only
+        // at the new bytes. Rescanning the whole unfinished line on every read would make a
+        // 10 MB line without a newline cost 10,000 reads × megabytes: quadratic time.
+        let scanned = unfinished.len();
         unfinished.extend_from_slice(bytes);
-        let Some(last_newline) = unfinished.iter().rposition(|&b| b == b'\n') else {
+        let Some(last_newline) = unfinished[scanned..]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|at| scanned + at)
+        else {
             return Ok(());
         };
         let complete: Vec<u8> = unfinished.drain(..=last_newline).collect();
