@@ -124,3 +124,9 @@ fn writer_refuses_to_read_its_own_output() {
 fn writer_long_line_costs_linear_time() {
     writer::a_long_line_costs_linear_time(SELECT, &["writer"]);
 }
+
+/// `select writer --output fifo` says it waits for the FIFO's reader, then writes to it.
+#[test]
+fn writer_says_it_waits_for_a_fifo_reader() {
+    writer::says_it_waits_for_a_fifo_reader(SELECT, &["writer"]);
+}

@@ -476,3 +476,28 @@ pub fn a_long_line_costs_linear_time(bin: &str, args: &[&str]) {
     assert_eq!(long, [LENGTH]);
     assert_eq!(writer.pipe_numbers(), [1, 2, 3]);
 }
+
+/// `--output` naming a FIFO nobody reads yet: opening it waits for a reader, and the
+/// program says so first (instead of hanging silently in `open`); once a reader comes, the
+/// lines flow to it and the program ends normally.
+pub fn says_it_waits_for_a_fifo_reader(bin: &str, args: &[&str]) {
+    let output = TempFile::new("output.fifo");
+    let made = Command::new("mkfifo").arg(&output.path).status();
+    assert!(made.is_ok_and(|status| status.success()), "mkfifo failed");
+    let path = output.path.clone();
+    let mut writer = Writer::start_to(bin, args, output, 20, 3, |_| {});
+    assert!(
+        writer.process.wait_for_stderr("is a FIFO: waiting"),
+        "nothing said while waiting for the FIFO's reader: {:?}",
+        writer.process.stderr()
+    );
+    let reader = thread::spawn(move || std::fs::read_to_string(path));
+    writer.type_line("through the FIFO");
+    writer.close_stdin();
+    writer.process.expect_success();
+    let text = reader
+        .join()
+        .expect("the reader thread")
+        .expect("read the FIFO");
+    assert!(text.contains("s stdin ] through the FIFO\n"), "{text:?}");
+}

@@ -5,7 +5,7 @@
 use std::fs;
 use std::io::{self, PipeReader};
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{SigHandler, Signal, signal};
@@ -25,13 +25,22 @@ pub struct WriterSession {
 impl WriterSession {
     /// Opens the output, starts the ticker, and returns the pipe's read end to watch.
     pub fn start(args: &WriterArgs) -> io::Result<(WriterSession, PipeReader)> {
-        let log = OutputLog::open(&args.output).map_err(|err| {
+        let output = &args.output;
+        // Opening a FIFO for writing waits until some program opens it for reading: say so,
+        // or the program would seem to hang before it has printed anything.
+        if fs::metadata(output).is_ok_and(|meta| meta.file_type().is_fifo()) {
+            eprintln!(
+                "{} is a FIFO: waiting for a program to open it for reading",
+                output.display()
+            );
+        }
+        let log = OutputLog::open(output).map_err(|err| {
             io::Error::new(
                 err.kind(),
-                format!("cannot open {}: {err}", args.output.display()),
+                format!("cannot open {}: {err}", output.display()),
             )
         })?;
-        refuse_stdin_as_output(&log, &args.output)?;
+        refuse_stdin_as_output(&log, output)?;
         ignore_file_size_signal()?;
         let (pipe, pipe_writer) = io::pipe()?;
         let ticker = Ticker::start(pipe_writer, args.interval(), args.count);
