@@ -130,3 +130,9 @@ fn writer_long_line_costs_linear_time() {
 fn writer_says_it_waits_for_a_fifo_reader() {
     writer::says_it_waits_for_a_fifo_reader(SELECT, &["writer"]);
 }
+
+/// `select writer` reads a non-blocking stdin correctly.
+#[test]
+fn writer_reads_a_nonblocking_stdin() {
+    writer::reads_a_nonblocking_stdin(SELECT, &["writer"]);
+}

@@ -501,3 +501,31 @@ pub fn says_it_waits_for_a_fifo_reader(bin: &str, args: &[&str]) {
         .expect("read the FIFO");
     assert!(text.contains("s stdin ] through the FIFO\n"), "{text:?}");
 }
+
+/// A stdin left non-blocking (`O_NONBLOCK` belongs to the open file, shared with whoever
+/// started us) is read like any other: a read that finds nothing waits instead of failing
+/// with `Resource temporarily unavailable`; a line typed later arrives; EOF ends with exit 0.
+pub fn reads_a_nonblocking_stdin(bin: &str, args: &[&str]) {
+    let (stdin, mut typist) = std::io::pipe().expect("a pipe");
+    fdio::set_nonblocking(&stdin).expect("make it non-blocking");
+    let output = TempFile::new("output.txt");
+    let mut writer = Writer::start_to(bin, args, output, 20, 3, |command| {
+        command.stdin(Stdio::from(stdin));
+    });
+    // Every lesson has read the pipe by now, and found stdin empty at least once.
+    assert!(
+        wait_until(|| !writer.pipe_numbers().is_empty()),
+        "{:?}",
+        writer.process.stderr()
+    );
+    thread::sleep(Duration::from_millis(100));
+    // Fails only if the program has already exited: `expect_success` then shows why.
+    let _ = typist.write_all(b"typed later\n");
+    drop(typist);
+    writer.process.expect_success();
+    assert!(
+        writer.position("s stdin ] typed later").is_some(),
+        "{:?}",
+        writer.lines()
+    );
+}

@@ -38,15 +38,22 @@ pub fn run(args: &WriterArgs, backend: Backend) -> io::Result<()> {
             });
         }
         for ready in backend.wait(&watches, None, trace)? {
-            if ready.fd == stdin.as_raw_fd() {
-                let n = read_fd(&stdin, &mut buf)?;
-                stdin_open = session.on_read(Source::Stdin, &buf[..n])?;
+            let (source, fd) = if ready.fd == stdin.as_raw_fd() {
+                (Source::Stdin, stdin.as_fd())
             } else {
-                match read_fd(&pipe, &mut buf) {
-                    Ok(n) => pipe_open = session.on_read(Source::Pipe, &buf[..n])?,
-                    Err(err) if would_block(&err) => {} // a spurious wakeup: wait again
-                    Err(err) => return Err(err),
-                }
+                (Source::Pipe, pipe.as_fd())
+            };
+            let n = match read_fd(fd, &mut buf) {
+                Ok(n) => n,
+                // Readiness can be spurious — or stdin was left non-blocking by whoever gave
+                // it to us, and someone sharing it read the bytes first. Wait again.
+                Err(err) if would_block(&err) => continue,
+                Err(err) => return Err(err),
+            };
+            let open = session.on_read(source, &buf[..n])?;
+            match source {
+                Source::Stdin => stdin_open = open,
+                Source::Pipe => pipe_open = open,
             }
         }
     }

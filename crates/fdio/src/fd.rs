@@ -1,7 +1,7 @@
 //! File descriptors: the non-blocking switch, the fd limit, and the errors a loop tells apart.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -26,6 +26,21 @@ pub fn read_fd(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
         match nix::unistd::read(fd.as_fd(), buf) {
             Err(nix::errno::Errno::EINTR) => continue,
             result => return Ok(result?),
+        }
+    }
+}
+
+/// A blocking read of `fd`, even if it is in non-blocking mode. An inherited stdin can be:
+/// `O_NONBLOCK` belongs to the open file *description*, shared with whoever gave it to us,
+/// and a program before us may have left it set. Then a read with nothing to read says
+/// `WouldBlock` instead of waiting; so wait in `poll(2)` until it is readable, and read again.
+pub fn read_blocking(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match read_fd(fd.as_fd(), buf) {
+            Err(err) if would_block(&err) => {
+                poll_readable(fd.as_fd(), nix::poll::PollTimeout::NONE)?;
+            }
+            result => return result,
         }
     }
 }
@@ -63,10 +78,15 @@ pub fn epoll_refuses(err: &io::Error) -> bool {
 /// fd such as an inherited stdin, "until `WouldBlock`" would block instead, so it asks this
 /// before each further read.
 pub fn readable_now(fd: impl AsFd) -> io::Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut poll_fd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    poll_readable(fd.as_fd(), nix::poll::PollTimeout::ZERO)
+}
+
+/// `poll(2)` on one fd for reading: whether it became readable within `timeout`.
+fn poll_readable(fd: BorrowedFd<'_>, timeout: nix::poll::PollTimeout) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, poll};
+    let mut poll_fd = [PollFd::new(fd, PollFlags::POLLIN)];
     loop {
-        match poll(&mut poll_fd, PollTimeout::ZERO) {
+        match poll(&mut poll_fd, timeout) {
             Ok(ready) => return Ok(ready > 0),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(err) => return Err(err.into()),
@@ -115,6 +135,23 @@ mod tests {
         assert!(readable_now(&reader).unwrap());
         drop(writer);
         assert!(readable_now(&reader).unwrap());
+    }
+
+    /// `read_blocking` on a non-blocking pipe waits for the bytes instead of failing with
+    /// `WouldBlock`.
+    #[test]
+    fn read_blocking_waits_on_a_nonblocking_fd() {
+        use std::io::Write;
+        let (reader, mut writer) = io::pipe().unwrap();
+        set_nonblocking(&reader).unwrap();
+        let late_writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            writer.write_all(b"late").unwrap();
+        });
+        let mut buf = [0; 8];
+        let n = read_blocking(&reader, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"late");
+        late_writer.join().unwrap();
     }
 
     /// The soft fd limit ends up equal to the hard limit.
