@@ -136,3 +136,11 @@ fn writer_says_it_waits_for_a_fifo_reader() {
 fn writer_reads_a_nonblocking_stdin() {
     writer::reads_a_nonblocking_stdin(SELECT, &["writer"]);
 }
+
+/// `select writer` (both backends) writes the pipe's lines on time while stdin floods: each
+/// turn reads every ready fd once.
+#[test]
+fn writer_pipe_lines_on_time_while_stdin_floods() {
+    writer::pipe_lines_on_time_while_stdin_floods(SELECT, &["writer"]);
+    writer::pipe_lines_on_time_while_stdin_floods(SELECT, &["writer", "--poll"]);
+}

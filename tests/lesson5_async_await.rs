@@ -310,3 +310,18 @@ fn writer_says_it_waits_for_a_fifo_reader() {
 fn writer_reads_a_nonblocking_stdin() {
     writer::reads_a_nonblocking_stdin(ASYNC_AWAIT, &["writer"]);
 }
+
+/// `async-await writer` writes the pipe's lines on time while stdin (a big file) floods: the
+/// two reads take turns at going first in the race, so a stdin that is always ready cannot
+/// win them all, and reads of a file, which never wait, still spend the task's budget, so the
+/// loop lets the reactor see that the pipe has a line.
+#[test]
+fn writer_pipe_lines_on_time_while_stdin_floods() {
+    writer::pipe_lines_on_time_while_stdin_floods(ASYNC_AWAIT, &["writer"]);
+}
+
+/// `async-await writer` reads stdin's line and EOF while the pipe floods.
+#[test]
+fn writer_reads_stdin_eof_while_the_pipe_floods() {
+    writer::eof_on_stdin_is_read_while_the_pipe_floods(ASYNC_AWAIT, &["writer"]);
+}

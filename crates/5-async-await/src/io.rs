@@ -3,15 +3,18 @@
 //! A pipe is ours: it is made non-blocking and read optimistically, like a socket. stdin is
 //! shared with the shell, so it stays blocking; before each read we ask the kernel (a
 //! zero-timeout `poll`) whether a read would return at once, and wait for the reactor if not.
-//! epoll refuses regular files (`EPERM`); such a stdin never blocks, so it is read directly.
+//! epoll refuses regular files (`EPERM`); such a stdin never blocks, so it is read directly
+//! (each read still spends the task's budget, like every I/O operation).
 
 use std::future::poll_fn;
 use std::io::{self, PipeReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::task::Poll;
 
 use fdio::{epoll_refuses, read_fd, readable_now, set_nonblocking};
 use mio::unix::SourceFd;
 
+use crate::executor::with_runtime;
 use crate::net::Registered;
 use crate::reactor::Direction;
 
@@ -103,7 +106,19 @@ impl AsyncReader {
                 })
                 .await
             }
-            Input::PlainFile => read_fd(io::stdin(), buf),
+            // Never `Pending` for lack of bytes: only the budget can make it wait. Without it,
+            // a loop reading a big file would never give the other tasks — or the reactor,
+            // which learns that the pipe has a line — a turn until the file's end.
+            Input::PlainFile => {
+                poll_fn(|cx| {
+                    if with_runtime(|runtime| runtime.budget.spend(cx)) {
+                        Poll::Ready(read_fd(io::stdin(), &mut *buf))
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await
+            }
         }
     }
 }

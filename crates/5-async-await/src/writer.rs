@@ -17,29 +17,45 @@ pub async fn run(args: &WriterArgs) -> io::Result<()> {
     let mut pipe = AsyncReader::pipe(pipe)?;
     let (mut stdin_open, mut pipe_open) = (true, true);
     let (mut stdin_buf, mut pipe_buf) = ([0; 1024], [0; 1024]);
+    let mut pipe_first = false;
 
     while stdin_open || pipe_open {
         // A source that is closed is replaced by a future that never completes. The read
         // that loses the race is dropped before it read anything: no bytes are lost.
         let stdin_read = async {
-            if stdin_open {
+            let read = if stdin_open {
                 stdin.read(&mut stdin_buf).await
             } else {
                 pending().await
-            }
+            };
+            (Source::Stdin, read)
         };
         let pipe_read = async {
-            if pipe_open {
+            let read = if pipe_open {
                 pipe.read(&mut pipe_buf).await
             } else {
                 pending().await
-            }
+            };
+            (Source::Pipe, read)
         };
-        match race(stdin_read, pipe_read).await {
-            Either::Left(read) => {
-                stdin_open = session.on_read(Source::Stdin, &stdin_buf[..read?])?
-            }
-            Either::Right(read) => pipe_open = session.on_read(Source::Pipe, &pipe_buf[..read?])?,
+        // `race` polls the future on its left first, so when both sources have bytes the
+        // left one wins. Always stdin first, and a stdin that never runs dry (`yes | …`)
+        // would win every race: the pipe's lines would wait for the end of the flood. So
+        // the two take turns at going first.
+        pipe_first = !pipe_first;
+        let (Either::Left((source, read)) | Either::Right((source, read))) = if pipe_first {
+            race(pipe_read, stdin_read).await
+        } else {
+            race(stdin_read, pipe_read).await
+        };
+        let bytes = match source {
+            Source::Stdin => &stdin_buf[..read?],
+            Source::Pipe => &pipe_buf[..read?],
+        };
+        let still_open = session.on_read(source, bytes)?;
+        match source {
+            Source::Stdin => stdin_open = still_open,
+            Source::Pipe => pipe_open = still_open,
         }
     }
     session.finish()
