@@ -325,3 +325,26 @@ fn writer_pipe_lines_on_time_while_stdin_floods() {
 fn writer_reads_stdin_eof_while_the_pipe_floods() {
     writer::eof_on_stdin_is_read_while_the_pipe_floods(ASYNC_AWAIT, &["writer"]);
 }
+
+/// `clock` with numbers so big their deadlines cannot be represented is refused in one line
+/// with exit 1, not a panic (`overflow when adding duration to instant`).
+#[test]
+fn clock_refuses_a_run_too_long_to_schedule() {
+    let output = Command::new(ASYNC_AWAIT)
+        .args([
+            "clock",
+            "--tick-ms",
+            "18446744073709551615",
+            "--for-secs",
+            "1000",
+        ])
+        .output()
+        .expect("run async-await");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("async-await: --tick-ms 18446744073709551615 --for-secs 1000 ends"),
+        "{stderr}"
+    );
+}

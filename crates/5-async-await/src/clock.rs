@@ -13,7 +13,7 @@
 //! Each `await` on a timer hands the thread back to the loop, which runs the other one.
 
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fdio::Trace;
 
@@ -44,6 +44,22 @@ async fn print_time(tick: Duration) -> io::Result<()> {
 
 /// Runs both for `for_secs` "seconds" of `tick` each (or until Ctrl+C).
 pub fn run(for_secs: Option<u32>, tick: Duration) -> io::Result<()> {
+    // Every deadline is `Instant::now()` plus a span, and an `Instant` that far out cannot
+    // be represented (adding panics): refuse such a run in one line before it starts.
+    let last_deadline = tick.checked_mul(for_secs.unwrap_or(0).saturating_add(1));
+    if last_deadline
+        .and_then(|span| Instant::now().checked_add(span))
+        .is_none()
+    {
+        let secs = for_secs.map_or(String::new(), |secs| format!(" --for-secs {secs}"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--tick-ms {}{secs} ends too far in the future to schedule: choose smaller numbers",
+                tick.as_millis()
+            ),
+        ));
+    }
     block_on(Trace::new(false), async {
         let mut nums = spawn(print_nums(tick));
         let mut time = spawn(print_time(tick));
