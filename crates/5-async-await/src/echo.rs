@@ -7,7 +7,7 @@
 //! Ctrl+C (SIGINT) or SIGTERM shuts down gracefully: stop accepting, let every connection
 //! finish writing what it already read, close each one cleanly, print one summary line.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::Shutdown;
 use std::rc::Rc;
@@ -20,9 +20,10 @@ use crate::executor::{Either, block_on, race, spawn};
 use crate::net::{TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;
-use crate::time::{sleep, timeout};
+use crate::time::timeout;
 
-/// How long to stop accepting after running out of file descriptors.
+/// How long to stop accepting after running out of file descriptors, at most: a connection
+/// of ours that closes ends the pause at once (its fd is free again).
 const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 
 /// How long, at shutdown, connections get to finish before we give up on them.
@@ -37,6 +38,9 @@ struct Stats {
     open: Cell<usize>,
     served: Cell<u64>,
     echoed: Cell<u64>,
+    /// Set when a connection closes, freeing its fd. An `Event` is set once, so each pause
+    /// for lack of fds puts a fresh one here and waits for that.
+    closed: RefCell<Rc<Event>>,
 }
 
 /// Binds, prints `listening on …`, and serves until SIGINT or SIGTERM.
@@ -68,15 +72,22 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
                     let result = echo(stream, &shutdown, &stats).await;
                     log_closed(peer, result.err().as_ref());
                     stats.open.set(stats.open.get() - 1);
+                    stats.closed.borrow().set();
                     if stats.open.get() == 0 && shutdown.is_set() {
                         all_closed.set();
                     }
                 });
             }
             Either::Left(Err(err)) if out_of_fds(&err) => {
-                // The connection stays in the backlog; retrying at once would spin.
-                eprintln!("accept: {err}; pausing for {OUT_OF_FDS_PAUSE:?}");
-                sleep(OUT_OF_FDS_PAUSE).await;
+                // The connection stays in the backlog; retrying at once would spin. Wait
+                // until one of our connections closes — or, for fds freed some other way,
+                // until the pause is over.
+                eprintln!(
+                    "accept: {err}; not accepting for {OUT_OF_FDS_PAUSE:?} (or until a connection closes)"
+                );
+                let closed = Rc::new(Event::new());
+                *stats.closed.borrow_mut() = Rc::clone(&closed);
+                let _ = timeout(OUT_OF_FDS_PAUSE, closed.wait()).await;
             }
             Either::Left(Err(err)) => eprintln!("accept: {err}"),
             Either::Right(signal) => break signal?,
