@@ -32,6 +32,9 @@ pub fn raise_fd_limit() {
 pub struct Process {
     pub child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The thread collecting stderr; joined once the process has exited, so the last lines
+    /// it printed are in `stderr` before anyone looks.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Process {
@@ -53,12 +56,16 @@ impl Process {
         let pipe = child.stderr.take().expect("stderr is piped");
         // Drain stderr for the whole life of the process: a full pipe would block a server
         // that logs every connection.
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 lines.lock().unwrap().push(line);
             }
         });
-        Process { child, stderr }
+        Process {
+            child,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
     }
 
     /// Every stderr line so far.
@@ -119,6 +126,10 @@ impl Process {
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Its stderr is closed now: the reader ends once it has stored the last line.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             thread::sleep(Duration::from_millis(20));
