@@ -32,7 +32,7 @@
 //! - [`executor`]: `block_on`, `spawn`, the loop, wakers, `race`, `yield_now`.
 //! - [`task`]: `JoinHandle` (await, `is_finished`, `abort`) and `JoinError`.
 //! - [`reactor`]: epoll through mio; per source and direction, a readiness bit and a waker.
-//! - [`budget`]: the cooperative budget — 128 I/O operations per poll, then the others run.
+//! - [`budget`]: the cooperative budget — 32 I/O operations per poll, then the others run.
 //! - [`time`]: `sleep`, `sleep_until`, `timeout`, `interval`.
 //! - [`net`]: `TcpListener`, `TcpStream`. [`io`]: stdin and pipes.
 //! - [`sync`]: `Mutex`, `Semaphore`, `Event`. [`blocking`]: `spawn_blocking`, `resolve`.
