@@ -3,11 +3,13 @@
 
 mod common;
 
+use std::fs::File;
 use std::io::Write;
+use std::process::{Command, Stdio};
 use std::thread;
 
 use common::writer::{self, Writer};
-use common::{PATIENCE, Server, conformance::round_trip};
+use common::{PATIENCE, Process, Server, TempFile, conformance::round_trip};
 use echo_client::connect;
 
 const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
@@ -142,4 +144,57 @@ fn writer_pipe_lines_are_not_held_back_by_a_busy_stdin() {
         first_pipe_line < last_stdin_line,
         "pipe line 1 is line {first_pipe_line}, after all stdin lines (the last is {last_stdin_line})"
     );
+}
+
+/// `selector writer` on a full disk (`ulimit -f`): one `cannot append to …` line, the last,
+/// exit 1, no half line in the file. (A callback that only logged its error let the loop run
+/// on to `done: … lines appended` and exit 0.)
+#[test]
+fn writer_on_a_full_disk_leaves_no_half_line() {
+    writer::a_full_disk_leaves_no_half_line(SELECTOR, &["writer"]);
+}
+
+/// `selector writer --output /dev/full`, stdin still open: the first failed append ends the
+/// program with exit 1, and the last stderr line is that error, said once — not `stdin: …`
+/// and `pipe: …` logged by each callback, then `Broken pipe` from the ticker at teardown.
+#[test]
+fn writer_on_dev_full_ends_with_the_real_error() {
+    let mut command = Command::new(SELECTOR);
+    command.args(["writer", "--output", "/dev/full"]);
+    command.args(["--interval-ms", "20", "--count", "1000"]);
+    let mut process = Process::spawn(command);
+    let stdin = process.child.stdin.as_mut().expect("stdin is piped");
+    // Fails only if the program has already exited (on the pipe's first line): fine.
+    let _ = stdin.write_all(b"a line for a full disk\n");
+    let code = process.wait_exit();
+    let stderr = process.stderr();
+    assert_eq!(code, Some(1), "{stderr:?}");
+    assert_eq!(
+        stderr.last().map(String::as_str),
+        Some("selector: cannot append to /dev/full: No space left on device (os error 28)"),
+        "{stderr:?}"
+    );
+    assert_eq!(process.count_stderr("cannot append to"), 1, "{stderr:?}");
+}
+
+/// `selector writer < /tmp`: epoll refuses a directory as it refuses a file, and the first
+/// read fails (`Is a directory`). That error ends the program at once: exit 1, it is the last
+/// stderr line, and no pipe line (the first is due after 1 s) reached the file. (Logged and
+/// dropped, it let the program run on until the ticker was done, and exit 0.)
+#[test]
+fn writer_with_a_directory_as_stdin_fails_at_once() {
+    let directory = File::open(std::env::temp_dir()).expect("open the temp directory");
+    let output = TempFile::new("output.txt");
+    let mut writer = Writer::start_to(SELECTOR, &["writer"], output, 1000, 3, |command| {
+        command.stdin(Stdio::from(directory));
+    });
+    let code = writer.process.wait_exit();
+    let stderr = writer.process.stderr();
+    assert_eq!(code, Some(1), "{stderr:?}");
+    assert_eq!(
+        stderr.last().map(String::as_str),
+        Some("selector: Is a directory (os error 21)"),
+        "{stderr:?}"
+    );
+    assert_eq!(writer.lines(), Vec::<String>::new());
 }

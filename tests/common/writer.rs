@@ -395,8 +395,9 @@ pub fn two_writers_appending_to_one_file_keep_lines_whole(bin: &str, args: &[&st
 }
 
 /// With the file's size limited (`ulimit -f`: a disk that fills up in the middle of a line),
-/// the program stops with one `cannot append to …` line and exit 1, and the file holds only
-/// whole lines: the piece of the line that fit was taken back. No signal kills it either.
+/// the program stops with one `cannot append to …` line, its last (no summary, no error from
+/// tearing down after it), and exit 1, and the file holds only whole lines: the piece of the
+/// line that fit was taken back. No signal kills it either.
 pub fn a_full_disk_leaves_no_half_line(bin: &str, args: &[&str]) {
     // 16-byte stamps + `line 00001` + newline: 27 bytes, so 10,000 falls inside a line.
     const LIMIT: u64 = 10_000;
@@ -414,6 +415,11 @@ pub fn a_full_disk_leaves_no_half_line(bin: &str, args: &[&str]) {
         .filter(|line| line.contains("cannot append to"))
         .collect();
     assert_eq!(errors.len(), 1, "{stderr:?}");
+    assert_eq!(
+        stderr.last(),
+        errors.first().copied(),
+        "the error is not the last line: {stderr:?}"
+    );
 
     let text = writer.output.read();
     assert!(

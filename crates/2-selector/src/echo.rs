@@ -16,6 +16,9 @@
 //! Both callbacks are written once for both triggers: each makes at most `ready.budget` reads
 //! (or accepts) per call, stops early at `WouldBlock`, and calls `budget_spent` when the
 //! budget ran out first. Level-triggered the budget is one read, as in Python.
+//!
+//! Neither returns an error, which would end the selector's loop: an error here belongs to
+//! one connection (closed and logged) or to one `accept` (logged), never to the server.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,7 +44,11 @@ pub fn start(selector: &mut Selector, listener: TcpListener) -> io::Result<()> {
 }
 
 /// The listener's callback: accept waiting connections and register a callback for each.
-fn accept_connections(selector: &mut Selector, listener: &mut TcpListener, ready: Ready) {
+fn accept_connections(
+    selector: &mut Selector,
+    listener: &mut TcpListener,
+    ready: Ready,
+) -> io::Result<()> {
     // Watch the listener again, in case a lack of fds paused it (a no-op otherwise).
     if let Err(err) = selector.modify(ready.token, listener, Interest::READ) {
         eprintln!("accept: {err}");
@@ -49,7 +56,7 @@ fn accept_connections(selector: &mut Selector, listener: &mut TcpListener, ready
     for _ in 0..ready.budget {
         let (stream, peer) = match listener.accept() {
             Ok(connection) => connection,
-            Err(err) if would_block(&err) => return,
+            Err(err) if would_block(&err) => return Ok(()),
             Err(err) if interrupted(&err) => continue,
             Err(err) if out_of_fds(&err) => {
                 // The connection waits in the backlog and keeps the listener readable: a
@@ -60,7 +67,7 @@ fn accept_connections(selector: &mut Selector, listener: &mut TcpListener, ready
                     eprintln!("accept: {err}");
                 }
                 selector.wake_after(ready.token, OUT_OF_FDS_PAUSE);
-                return;
+                return Ok(());
             }
             // For example ECONNABORTED: that one connection is gone, the listener is fine.
             Err(err) => {
@@ -73,6 +80,7 @@ fn accept_connections(selector: &mut Selector, listener: &mut TcpListener, ready
         }
     }
     selector.budget_spent(ready.token);
+    Ok(())
 }
 
 fn register_connection(
@@ -108,7 +116,13 @@ struct Connection {
 
 impl Connection {
     /// The client's callback: echo what there is, then tell the selector what to wait for.
-    fn on_ready(&mut self, selector: &mut Selector, stream: &mut TcpStream, ready: Ready) {
+    /// An error closes this connection only.
+    fn on_ready(
+        &mut self,
+        selector: &mut Selector,
+        stream: &mut TcpStream,
+        ready: Ready,
+    ) -> io::Result<()> {
         let result = self.echo(selector, stream, ready).and_then(|()| {
             if self.finished() {
                 return Ok(());
@@ -121,6 +135,7 @@ impl Connection {
             let _ = selector.unregister(ready.token, stream);
             log_closed(self.peer, result.err().as_ref());
         }
+        Ok(())
     }
 
     /// Flushes what is owed, then reads and echoes: at most `ready.budget` reads, fewer if

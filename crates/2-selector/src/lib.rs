@@ -16,6 +16,12 @@
 //! The accept callback registers a callback per client; a client's callback echoes and, at
 //! EOF, unregisters itself. The loop knows nothing about echo servers.
 //!
+//! A callback returns `io::Result<()>`, and an error ends the loop:
+//! [`Selector::run`](selector::Selector::run) returns it, as an exception raised in a Python
+//! callback ends the loop that called it. The writer's callbacks return theirs (a full disk
+//! ends the program: one error line, exit 1); a client's callback closes its connection on an
+//! error and returns `Ok`: the server goes on.
+//!
 //! ## Level-triggered (the default) and edge-triggered (`--edge`)
 //! By default epoll is **level-triggered**, like `select` and `poll` (and like Python's
 //! `selectors.EpollSelector`, which this lesson mirrors): every `epoll_wait` reports an fd for
@@ -75,6 +81,8 @@
 //! epoll refuses regular files (`EPERM`: they are always ready), so `selector writer < file`
 //! says so in one line and reads the file on every turn instead. (Regular files never say
 //! `EAGAIN`, but a read of one can still wait for the disk: readiness cannot express that.)
+//! epoll refuses a directory too; its first read then fails (`Is a directory`), and that
+//! error ends the program at once.
 //!
 //! Python originals: `selector_async.py` (writer) and `3_async_with_callbacks/callbacks.py`
 //! (server).

@@ -13,6 +13,11 @@
 //! its source from then on and gets it back as `&mut` on every call. Unregistering drops the
 //! callback, and with it the source: that is how a connection is closed.
 //!
+//! A callback returns `io::Result<()>`. An error ends the loop: `run` returns it, as an
+//! exception raised in a Python callback ends the `while True` above. So a callback decides
+//! which errors are the program's (the writer's full disk) and which are only its source's
+//! (one client's reset: the echo callback closes that client and returns `Ok`).
+//!
 //! Under it, epoll: `epoll_create1` makes the epoll instance, `epoll_ctl` adds, modifies and
 //! deletes entries of its *interest list* (fd, the flags to watch, and 64 bits of our own data:
 //! the token), and `epoll_wait` sleeps until some of them are ready and returns only those.
@@ -29,7 +34,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 
 pub use crate::ready::{EDGE_READS_PER_TURN, Interest, Ready, Token, Trigger};
 
-type Callback = Box<dyn FnMut(&mut Selector, Ready)>;
+type Callback = Box<dyn FnMut(&mut Selector, Ready) -> io::Result<()>>;
 
 /// At most this many events per `epoll_wait`; any more wait for the next turn.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -85,9 +90,9 @@ impl Selector {
     }
 
     /// Watches `source` for `interest` (`epoll_ctl(ADD)`); `callback(selector, source, ready)`
-    /// runs whenever it is ready. Returns the token that names this registration. A source
-    /// epoll refuses (`EPERM`: a regular file, `/dev/null`) is said so on stderr and run on
-    /// every turn instead.
+    /// runs whenever it is ready; an error it returns ends [`run`](Self::run). Returns the
+    /// token that names this registration. A source epoll refuses (`EPERM`: a regular file,
+    /// `/dev/null`) is said so on stderr and run on every turn instead.
     pub fn register<S, F>(
         &mut self,
         name: String,
@@ -97,7 +102,7 @@ impl Selector {
     ) -> io::Result<Token>
     where
         S: AsFd + 'static,
-        F: FnMut(&mut Selector, &mut S, Ready) + 'static,
+        F: FnMut(&mut Selector, &mut S, Ready) -> io::Result<()> + 'static,
     {
         let token = Token(self.next_token);
         self.next_token += 1;
@@ -221,7 +226,8 @@ impl Selector {
         self.wakeups.push((Instant::now() + delay, token));
     }
 
-    /// The loop: turn after turn, until nothing is registered any more.
+    /// The loop: turn after turn, until nothing is registered any more, or until a callback
+    /// returns an error: then the rest of that turn is skipped and `run` returns the error.
     pub fn run(&mut self) -> io::Result<()> {
         while !self.entries.is_empty() {
             self.turn(None)?;
@@ -254,7 +260,7 @@ impl Selector {
             .say(|| format!("selector: woke up with {ready} ready"));
         for index in 0..ready {
             let event = self.events[index];
-            self.dispatch(Token(event.data()), Cause::Epoll(event.events()));
+            self.dispatch(Token(event.data()), Cause::Epoll(event.events()))?;
         }
         for token in run_again {
             if self
@@ -262,14 +268,14 @@ impl Selector {
                 .get(&token)
                 .is_some_and(|entry| entry.read_again)
             {
-                self.dispatch(token, Cause::BudgetSpent);
+                self.dispatch(token, Cause::BudgetSpent)?;
             }
         }
         let now = Instant::now();
         let (due, later) = self.wakeups.drain(..).partition(|&(when, _)| when <= now);
         self.wakeups = later;
         for (_, token) in due {
-            self.dispatch(token, Cause::WakeUp);
+            self.dispatch(token, Cause::WakeUp)?;
         }
         // (Unless they spent their budget: then they are in the next turn's `run_again`.)
         let always_ready: Vec<Token> = (self.entries.iter())
@@ -277,7 +283,7 @@ impl Selector {
             .map(|(&token, _)| token)
             .collect();
         for token in always_ready {
-            self.dispatch(token, Cause::AlwaysReady);
+            self.dispatch(token, Cause::AlwaysReady)?;
         }
         Ok(())
     }
@@ -294,16 +300,16 @@ impl Selector {
         Some(earliest.saturating_duration_since(Instant::now()))
     }
 
-    /// Runs `token`'s callback, unless it is gone.
-    fn dispatch(&mut self, token: Token, cause: Cause) {
+    /// Runs `token`'s callback, unless it is gone, and returns what the callback returned.
+    fn dispatch(&mut self, token: Token, cause: Cause) -> io::Result<()> {
         let Some(entry) = self.entries.get_mut(&token) else {
             // Unregistered earlier in this same turn: epoll may still report it.
             self.trace
                 .say(|| format!("selector: {token:?} is no longer registered: {cause} ignored"));
-            return;
+            return Ok(());
         };
         let Some(mut callback) = entry.callback.take() else {
-            return;
+            return Ok(());
         };
         // This run does the reading it still owed, whatever woke it.
         let read_again = std::mem::take(&mut entry.read_again);
@@ -313,11 +319,12 @@ impl Selector {
         });
         let mut ready = self.ready(token, cause);
         ready.readable |= read_again;
-        callback(self, ready);
+        let result = callback(self, ready);
         // Put it back, unless it unregistered itself: then it drops here, and its source too.
         if let Some(entry) = self.entries.get_mut(&token) {
             entry.callback = Some(callback);
         }
+        result
     }
 
     /// What the callback is told: `EPOLLHUP` and `EPOLLERR` (reported whether asked for or
@@ -452,7 +459,7 @@ mod tests {
                 move |selector, pipe, ready| {
                     seen.set(seen.get() + 1);
                     assert!(ready.readable);
-                    selector.unregister(ready.token, pipe).unwrap();
+                    selector.unregister(ready.token, pipe)
                 },
             )
             .unwrap();
@@ -461,6 +468,30 @@ mod tests {
         // The read end was closed with the callback: writing now fails with a broken pipe.
         let err = writer.write_all(b"more").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+    }
+
+    /// A callback's error ends the loop at once: `run` returns it although a source is still
+    /// registered, and the rest of the turn is skipped — the other ready callback never runs.
+    #[test]
+    fn a_callback_error_ends_the_loop() {
+        let mut selector = selector(Trigger::Level);
+        let calls = Rc::new(Cell::new(0));
+        let mut writers = Vec::new();
+        for name in ["first", "second"] {
+            let (reader, mut writer) = nonblocking_pipe();
+            writer.write_all(b"ready").unwrap();
+            writers.push(writer);
+            let seen = Rc::clone(&calls);
+            selector
+                .register(name.into(), reader, Interest::READ, move |_, _, _| {
+                    seen.set(seen.get() + 1);
+                    Err(io::Error::other(format!("{name} failed")))
+                })
+                .unwrap();
+        }
+        let err = selector.run().unwrap_err();
+        assert!(err.to_string().ends_with(" failed"), "{err}");
+        assert_eq!(calls.get(), 1);
     }
 
     /// `wake_after` runs a callback again after the delay, even though its source never
@@ -478,7 +509,7 @@ mod tests {
                 Interest::READ,
                 move |selector, pipe, ready| {
                     seen.set(seen.get() + 1);
-                    selector.unregister(ready.token, pipe).unwrap();
+                    selector.unregister(ready.token, pipe)
                 },
             )
             .unwrap();
@@ -497,13 +528,14 @@ mod tests {
         let seen = Rc::clone(&calls);
         let token = selector
             .register("pipe".into(), reader, Interest::READ, move |_, _, _| {
-                seen.set(seen.get() + 1)
+                seen.set(seen.get() + 1);
+                Ok(())
             })
             .unwrap();
         let readable = Cause::Epoll(EpollFlags::EPOLLIN);
-        selector.dispatch(Token(token.0 + 1), readable);
+        selector.dispatch(Token(token.0 + 1), readable).unwrap();
         assert_eq!(calls.get(), 0);
-        selector.dispatch(token, readable);
+        selector.dispatch(token, readable).unwrap();
         assert_eq!(calls.get(), 1);
     }
 
@@ -518,11 +550,14 @@ mod tests {
         let seen = Rc::clone(&told);
         let token = selector
             .register("pipe".into(), reader, Interest::READ, move |_, _, ready| {
-                seen.borrow_mut().push((ready.readable, ready.writable))
+                seen.borrow_mut().push((ready.readable, ready.writable));
+                Ok(())
             })
             .unwrap();
         selector.budget_spent(token);
-        selector.dispatch(token, Cause::Epoll(EpollFlags::EPOLLOUT));
+        selector
+            .dispatch(token, Cause::Epoll(EpollFlags::EPOLLOUT))
+            .unwrap();
         selector.turn(Some(Duration::ZERO)).unwrap();
         assert_eq!(*told.borrow(), [(true, true)]);
     }
@@ -549,6 +584,7 @@ mod tests {
                     if let Ok(n) = pipe.read(&mut buf) {
                         got.borrow_mut().extend_from_slice(&buf[..n]);
                     }
+                    Ok(())
                 },
             )
             .unwrap();
@@ -598,10 +634,11 @@ mod tests {
                     for _ in 0..ready.budget {
                         match pipe.read(&mut [0; 1]) {
                             Ok(n) => got.set(got.get() + n),
-                            Err(_) => return,
+                            Err(_) => return Ok(()),
                         }
                     }
                     selector.budget_spent(ready.token);
+                    Ok(())
                 },
             )
             .unwrap();

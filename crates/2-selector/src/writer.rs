@@ -4,6 +4,10 @@
 //! Each callback reads at most `ready.budget` times per call (once, level-triggered), so a
 //! busy stdin — `yes | selector writer` — cannot keep the pipe's lines waiting: every turn,
 //! each ready source gets its reads.
+//!
+//! An error in either callback — the disk is full, stdin is a directory — is returned, and
+//! that ends the selector's loop: `run` returns it, and the program prints it and exits 1,
+//! as every lesson does.
 
 use std::cell::RefCell;
 use std::io::{self, PipeReader, Read, Stdin};
@@ -17,7 +21,7 @@ use fdio::{
 use crate::selector::{Interest, Ready, Selector, Trigger};
 
 /// Runs until EOF on stdin (Ctrl+D) and on the pipe: the selector's loop ends when both
-/// callbacks have unregistered themselves.
+/// callbacks have unregistered themselves, or at the first error either of them returns.
 pub fn run(args: &WriterArgs, trigger: Trigger) -> io::Result<()> {
     let (session, pipe) = WriterSession::start(args)?;
     // Both callbacks append to the same log, so they share it. This `Rc<RefCell<…>>` is the
@@ -31,12 +35,7 @@ pub fn run(args: &WriterArgs, trigger: Trigger) -> io::Result<()> {
         "stdin".to_string(),
         io::stdin(),
         Interest::READ,
-        move |selector, stdin, ready| {
-            if let Err(err) = on_stdin(selector, stdin, ready, &stdin_session) {
-                eprintln!("stdin: {err}");
-                let _ = selector.unregister(ready.token, stdin);
-            }
-        },
+        move |selector, stdin, ready| on_stdin(selector, stdin, ready, &stdin_session),
     )?;
 
     // The pipe is ours alone, so it may be non-blocking (unlike stdin, shared with the shell).
@@ -46,14 +45,11 @@ pub fn run(args: &WriterArgs, trigger: Trigger) -> io::Result<()> {
         "pipe".to_string(),
         pipe,
         Interest::READ,
-        move |selector, pipe, ready| {
-            if let Err(err) = on_pipe(selector, pipe, ready, &pipe_session) {
-                eprintln!("pipe: {err}");
-                let _ = selector.unregister(ready.token, pipe);
-            }
-        },
+        move |selector, pipe, ready| on_pipe(selector, pipe, ready, &pipe_session),
     )?;
 
+    // On an error, return it now: the summary below is for a run that ended well. (The
+    // ticker is not waited for: its next write into the closed pipe just fails.)
     selector.run()?;
     let session =
         Rc::into_inner(session).ok_or_else(|| io::Error::other("a callback outlived the loop"))?;
