@@ -66,6 +66,13 @@ pub fn interrupted(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Interrupted
 }
 
+/// A write failed because nobody reads the other end any more: `client … | head -1` got its
+/// line and exited. For a program printing to stdout that is a normal way to end, quietly.
+/// (Rust ignores `SIGPIPE`, so the write fails with `EPIPE` instead of the signal killing us.)
+pub fn reader_went_away(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::BrokenPipe
+}
+
 /// `register` failed because epoll refuses this kind of fd (`EPERM`): regular files and
 /// `/dev/null` are "always ready" and epoll will not watch them. Such an fd never blocks,
 /// so a loop can simply read it whenever it likes.
@@ -123,6 +130,19 @@ mod tests {
         assert!(!out_of_fds(&io::Error::from_raw_os_error(
             nix::libc::ECONNABORTED
         )));
+    }
+
+    /// Writing into a pipe whose reader is gone fails with an error `reader_went_away`
+    /// recognises; other write errors are not that.
+    #[test]
+    fn reader_went_away_is_a_write_to_a_closed_pipe() {
+        use std::io::Write;
+        let (reader, mut writer) = io::pipe().unwrap();
+        drop(reader);
+        let err = writer.write_all(b"anyone there?").unwrap_err();
+        assert!(reader_went_away(&err), "{err}");
+        let full = io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        assert!(!reader_went_away(&full));
     }
 
     /// `readable_now` is false on an empty pipe, true once a byte is in it, and true at EOF.

@@ -4,7 +4,7 @@
 //! - [`cli`]: the clap arguments every lesson takes (`--addr`, `--trace`, `--output`, …).
 //! - [`fd`]: reading an fd directly (or blocking even if it is non-blocking), the
 //!   non-blocking switch, the fd limit, and names for the I/O errors a loop must tell apart
-//!   (`would_block`, `interrupted`, `out_of_fds`, …).
+//!   (`would_block`, `interrupted`, `out_of_fds`, `reader_went_away`, …).
 //!   Pipes themselves are `std::io::pipe()`.
 //! - [`ticker`]: the writer program's background thread that writes into a pipe.
 //! - [`output`]: the output log, `[ 3.02s pipe ] External message from pipe 3`.
@@ -25,7 +25,7 @@ pub mod trace;
 pub use cli::{ServerArgs, WriterArgs, exit_code};
 pub use fd::{
     epoll_refuses, interrupted, out_of_fds, raise_fd_limit, read_blocking, read_fd, readable_now,
-    set_nonblocking, would_block,
+    reader_went_away, set_nonblocking, would_block,
 };
 pub use net::{listen, log_closed, log_connected};
 pub use output::{OutputLog, Source};
