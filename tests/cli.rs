@@ -3,9 +3,14 @@
 
 mod common;
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Process, Server};
 
 const SYNC: &str = env!("CARGO_BIN_EXE_sync");
 const SELECT: &str = env!("CARGO_BIN_EXE_select");
@@ -161,4 +166,171 @@ fn timed_clients_report_every_answer() {
             "{text}"
         );
     }
+}
+
+/// Runs `client <args…>` against a `select echo` of its own, stdout a pipe; `adjust` comes
+/// last (stdout to a file, a resource limit). Returns the server, to keep it alive, and the
+/// running client.
+fn timed_client(args: &[&str], adjust: impl FnOnce(&mut Command)) -> (Server, Process) {
+    let server = Server::start(SELECT, &["echo"]);
+    let mut command = Command::new(CLIENT);
+    command
+        .args(["--addr", &server.addr.to_string()])
+        .args(args);
+    (server, Process::spawn_adjusted(command, adjust))
+}
+
+/// `client --clients 3 … | head -1`: once the reader has its line and closes the pipe, the
+/// client stops quietly: exit 0, nothing on stderr. (It panicked: `failed printing to
+/// stdout: Broken pipe`, exit 101.)
+#[test]
+fn timed_client_ends_quietly_when_the_reader_goes_away() {
+    let args = ["--clients", "3", "--every-ms", "100", "--for-secs", "1"];
+    let (_server, mut client) = timed_client(&args, |_| {});
+    let stdout = client.child.stdout.take().expect("stdout is piped");
+    let mut first_line = String::new();
+    let mut reader = BufReader::new(stdout);
+    reader.read_line(&mut first_line).expect("read stdout");
+    assert!(first_line.contains(" answered in "), "{first_line:?}");
+    drop(reader); // closes the pipe, as `head -1` does once it has its line
+    let code = client.wait_exit();
+    assert_eq!(code, Some(0), "{:?}", client.stderr());
+    assert_eq!(client.stderr(), Vec::<String>::new());
+}
+
+/// `client --clients 3 … > /dev/full`: a failed write to stdout is an error like any other:
+/// one line on stderr, exit 1. (It panicked, exit 101.)
+#[test]
+fn timed_client_on_a_full_disk_is_one_error_line() {
+    let full = File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let args = ["--clients", "3", "--every-ms", "100", "--for-secs", "1"];
+    let (_server, mut client) = timed_client(&args, |command| {
+        command.stdout(full);
+    });
+    let code = client.wait_exit();
+    assert_eq!(code, Some(1), "{:?}", client.stderr());
+    assert_eq!(
+        client.stderr(),
+        ["client: No space left on device (os error 28)"]
+    );
+}
+
+/// The interactive client (`client | head -1`) also ends quietly when stdout's reader goes
+/// away: exit 0, and only its `connected to …` line on stderr (not `client: Broken pipe`).
+#[test]
+fn interactive_client_ends_quietly_when_the_reader_goes_away() {
+    let (_server, mut client) = timed_client(&[], |_| {});
+    let mut stdin = client.child.stdin.take().expect("stdin is piped");
+    stdin.write_all(b"first\n").expect("type a line");
+    let mut reader = BufReader::new(client.child.stdout.take().expect("stdout is piped"));
+    let mut echo = String::new();
+    reader.read_line(&mut echo).expect("read the echo");
+    assert_eq!(echo, "first\n");
+    drop(reader); // closes the pipe, as `head -1` does once it has its line
+    // Its echo is what the client cannot print. (The client may have exited already.)
+    let _ = stdin.write_all(b"second\n");
+    let code = client.wait_exit();
+    let stderr = client.stderr();
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(stderr[0].starts_with("connected to "), "{stderr:?}");
+}
+
+/// Numbers too big to run are refused by clap (exit 2, `… is not in 1..=10000`), before
+/// anything starts: 65535 clients failed to spawn their threads (a panic, exit 101), and
+/// `--for-secs 18446744073709551615` overflowed a `Duration` in every client thread.
+#[test]
+fn client_refuses_numbers_too_big_to_run() {
+    // A port nobody listens on: the old client tried, and failed there, quickly.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--clients", "65535"], "65535 is not in 1..=10000"),
+        (&["--clients", "10001"], "10001 is not in 1..=10000"),
+        (
+            &["--clients", "2", "--for-secs", "18446744073709551615"],
+            "18446744073709551615 is not in 0..=86400",
+        ),
+        (
+            &["--clients", "2", "--every-ms", "18446744073709551615"],
+            "18446744073709551615 is not in 0..=3600000",
+        ),
+    ];
+    for &(args, reason) in cases {
+        let output = Command::new(CLIENT)
+            .args(["--addr", &closed])
+            .args(args)
+            .output()
+            .expect("run the client");
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(
+            message.starts_with("error: ") && message.contains(reason),
+            "{args:?}: {message}"
+        );
+    }
+}
+
+/// When the client threads cannot all be started (here an address-space limit leaves no
+/// room for 1,000 thread stacks), the client says so in one line and exits 1; the clients
+/// it did start stop at their next answer. (Spawning panicked: exit 101.)
+#[test]
+fn timed_client_out_of_threads_is_one_error_line() {
+    let args = ["--clients", "1000", "--every-ms", "100", "--for-secs", "1"];
+    let (_server, mut client) = timed_client(&args, |command| {
+        // Safety: the closure runs in the child between fork and exec, where only
+        // async-signal-safe calls are allowed; setrlimit is one, and nothing here allocates.
+        unsafe {
+            command.pre_exec(|| {
+                use nix::sys::resource::{Resource, setrlimit};
+                const ADDRESS_SPACE: u64 = 400 << 20;
+                setrlimit(Resource::RLIMIT_AS, ADDRESS_SPACE, ADDRESS_SPACE).map_err(Into::into)
+            });
+        }
+    });
+    let code = client.wait_exit();
+    let stderr = client.stderr();
+    assert_eq!(code, Some(1), "{stderr:?}");
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(
+        stderr[0].starts_with("client: cannot start client ") && stderr[0].contains(" of 1000: "),
+        "{stderr:?}"
+    );
+}
+
+/// Against a server that accepts and never answers, the timed client says its wait timed
+/// out, and after how long (`timed out after 10.00 s`: one client's run of 0 s plus 10 s),
+/// not `Resource temporarily unavailable (os error 11)`.
+#[test]
+fn timed_client_says_when_an_answer_timed_out() {
+    // The kernel completes the connection for a listener that never calls accept: the
+    // client's line sits unread.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("its address").to_string();
+    let mut command = Command::new(CLIENT);
+    command.args(["--addr", &addr, "--clients", "1", "--for-secs", "0"]);
+    let mut client = Process::spawn(command);
+    // The patience is 10 s; wait_exit's own is as long, so first wait here, longer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.child.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "the client did not give up");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let code = client.wait_exit();
+    let mut stdout = String::new();
+    let mut pipe = client.child.stdout.take().expect("stdout is piped");
+    pipe.read_to_string(&mut stdout).expect("read stdout");
+    assert_eq!(code, Some(1), "{:?}", client.stderr());
+    assert!(
+        stdout.contains(
+            "client 1: 1 sent, 0 answered, slowest answer 0.00 ms — \
+             no answer to message 1: timed out after 10.00 s\n"
+        ),
+        "{stdout}"
+    );
 }

@@ -2,9 +2,15 @@
 //! S×1000/M numbered lines, M ms apart, waits for each echo, and prints how long it took.
 //! Against `sync echo`, client 2 waits until client 1 has sent all its lines and left, and
 //! client 3 waits for both; against `select echo`, everyone is answered at once.
+//!
+//! Each client runs on a thread of its own and only measures; it sends its lines to this
+//! thread, the only one that prints. So when stdout fails (`| head -1` closed it, or the disk
+//! is full), printing stops in one place, every client stops at its next answer (nobody
+//! takes its line any more), and the run ends with that error instead of a panic.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::mpsc::{self, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,22 +36,49 @@ pub struct ClientReport {
 
 /// Runs the plan, printing one line per answer and a summary per client. Fails if any client
 /// could not connect, got a wrong echo, or waited for an answer longer than every client's
-/// run one after another, plus 10 s.
+/// run one after another, plus 10 s; if a client's thread cannot be started; or if stdout
+/// fails.
 pub fn run_timed(plan: &TimedPlan) -> io::Result<Vec<ClientReport>> {
-    let reports: Vec<ClientReport> = thread::scope(|scope| {
-        let handles: Vec<_> = (1..=plan.clients)
-            .map(|id| scope.spawn(move || run_client(plan, id)))
-            .collect();
-        handles
+    let mut stdout = io::stdout().lock();
+    let (reports, printed) = thread::scope(|scope| {
+        let (printer, lines) = mpsc::channel();
+        let mut clients = Vec::with_capacity(plan.clients);
+        let mut started = Ok(());
+        for id in 1..=plan.clients {
+            let printer = printer.clone();
+            let spawned =
+                thread::Builder::new().spawn_scoped(scope, move || run_client(plan, id, &printer));
+            match spawned {
+                Ok(client) => clients.push(client),
+                // Out of threads, or of memory for their stacks: start no more, and stop
+                // those already running (below) rather than panic.
+                Err(err) => {
+                    let total = plan.clients;
+                    let why = format!("cannot start client {id} of {total}: {err}");
+                    started = Err(io::Error::new(err.kind(), why));
+                    break;
+                }
+            }
+        }
+        drop(printer);
+        // The lines come until every client has finished (dropping its sender), or until
+        // stdout fails.
+        let printed =
+            started.and_then(|()| lines.iter().try_for_each(|line| writeln!(stdout, "{line}")));
+        // A client still running stops at its next answer: nobody takes its line any more.
+        drop(lines);
+        let reports: Vec<ClientReport> = clients
             .into_iter()
-            .map(|handle| {
-                handle
+            .map(|client| {
+                client
                     .join()
                     .unwrap_or_else(|_| failed("client thread panicked"))
             })
-            .collect()
+            .collect();
+        (reports, printed)
     });
-    println!("summary:");
+    printed?;
+    writeln!(stdout, "summary:")?;
     for (id, report) in (1..).zip(&reports) {
         let slowest = human(report.slowest);
         let (sent, answered) = (report.sent, report.answered);
@@ -54,7 +87,10 @@ pub fn run_timed(plan: &TimedPlan) -> io::Result<Vec<ClientReport>> {
             .as_deref()
             .map(|e| format!(" — {e}"))
             .unwrap_or_default();
-        println!("client {id}: {sent} sent, {answered} answered, slowest answer {slowest}{error}");
+        writeln!(
+            stdout,
+            "client {id}: {sent} sent, {answered} answered, slowest answer {slowest}{error}"
+        )?;
     }
     let failures = reports
         .iter()
@@ -76,9 +112,9 @@ fn failed(error: &str) -> ClientReport {
     }
 }
 
-fn run_client(plan: &TimedPlan, id: usize) -> ClientReport {
+fn run_client(plan: &TimedPlan, id: usize, printer: &Sender<String>) -> ClientReport {
     let mut report = ClientReport::default();
-    if let Err(err) = talk(plan, id, &mut report) {
+    if let Err(err) = talk(plan, id, printer, &mut report) {
         report.error = Some(err.to_string());
     }
     report
@@ -90,12 +126,21 @@ pub fn messages_per_client(plan: &TimedPlan) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX).max(1)
 }
 
-/// Sends numbered messages `every` apart; each waits for its echo.
-fn talk(plan: &TimedPlan, id: usize, report: &mut ClientReport) -> io::Result<()> {
+/// Sends numbered messages `every` apart; each waits for its echo, and its line goes to
+/// `printer`.
+fn talk(
+    plan: &TimedPlan,
+    id: usize,
+    printer: &Sender<String>,
+    report: &mut ClientReport,
+) -> io::Result<()> {
     // A blocking server serves the clients one after another: the last one may wait for
     // all the others' runs. Allow that, and 10 s more.
-    let patience =
-        plan.duration * u32::try_from(plan.clients).unwrap_or(u32::MAX) + Duration::from_secs(10);
+    let clients = u32::try_from(plan.clients).unwrap_or(u32::MAX);
+    let patience = plan
+        .duration
+        .saturating_mul(clients)
+        .saturating_add(Duration::from_secs(10));
     let mut stream = connect(plan.addr, patience)?;
     let messages = messages_per_client(plan);
     let mut answer = Vec::new();
@@ -105,20 +150,36 @@ fn talk(plan: &TimedPlan, id: usize, report: &mut ClientReport) -> io::Result<()
         stream.write_all(message.as_bytes())?;
         report.sent += 1;
         answer.resize(message.len(), 0);
-        stream.read_exact(&mut answer).map_err(|err| {
-            io::Error::new(err.kind(), format!("no answer to message {number}: {err}"))
-        })?;
+        stream
+            .read_exact(&mut answer)
+            .map_err(|err| no_answer(number, err, patience))?;
         let took = sent_at.elapsed();
         if answer != message.as_bytes() {
             return Err(io::Error::other(format!("wrong echo for message {number}")));
         }
         report.answered += 1;
         report.slowest = report.slowest.max(took);
-        println!("client {id}: message {number} answered in {}", human(took));
+        let line = format!("client {id}: message {number} answered in {}", human(took));
+        if printer.send(line).is_err() {
+            // Nobody prints any more: stdout failed, and that error ends the run.
+            return Ok(());
+        }
 
         if number < messages {
-            thread::sleep((sent_at + plan.every).saturating_duration_since(Instant::now()));
+            thread::sleep(plan.every.saturating_sub(sent_at.elapsed()));
         }
     }
     Ok(())
+}
+
+/// Why message `number` got no answer. A read that times out says `WouldBlock` (`Resource
+/// temporarily unavailable`): say what it means, and after how long.
+fn no_answer(number: u32, err: io::Error, patience: Duration) -> io::Error {
+    let why = match err.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("timed out after {}", human(patience))
+        }
+        _ => err.to_string(),
+    };
+    io::Error::new(err.kind(), format!("no answer to message {number}: {why}"))
 }
