@@ -3,8 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
 
 use common::writer;
 use common::{PATIENCE, Process, Server, TempFile, conformance::round_trip, wait_until};
@@ -118,12 +121,12 @@ fn writer_reads_stdin_from_a_regular_file() {
 
 /// Runs `coroutines repl` with `commands` piped into stdin until EOF; returns its stdout,
 /// and the exited process (for its stderr).
-fn repl(commands: &str) -> (String, Process) {
+fn repl(commands: impl AsRef<[u8]>) -> (String, Process) {
     let mut command = Command::new(COROUTINES);
     command.arg("repl");
     let mut process = Process::spawn(command);
     let mut stdin = process.child.stdin.take().expect("stdin is piped");
-    stdin.write_all(commands.as_bytes()).unwrap();
+    stdin.write_all(commands.as_ref()).unwrap();
     drop(stdin);
     process.expect_success();
     let mut stdout = String::new();
@@ -234,4 +237,94 @@ fn repl_bad_commands_get_one_line_and_the_session_goes_on() {
         process.stderr()
     );
     assert_eq!(process.stderr().len(), 5, "{:?}", process.stderr());
+}
+
+/// Reads the first line `process` prints (waiting at most [`PATIENCE`]), then closes its
+/// stdout, as `| head -1` does.
+fn read_one_line_then_close_stdout(process: &mut Process) -> String {
+    let stdout = process.child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    // Reading blocks until the repl prints: a thread does it, so the wait can be bounded.
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = sender.send(reader.read_line(&mut line).map(|_| (line, reader)));
+    });
+    let (line, reader) = receiver
+        .recv_timeout(PATIENCE)
+        .expect("a first line on stdout")
+        .expect("read stdout");
+    drop(reader); // closes the read end: the repl's next write fails with EPIPE
+    line
+}
+
+/// `coroutines repl < script | head -1`: when the reader closes stdout mid-session, the
+/// session ends quietly, exit 0 and nothing on stderr — whether the next line is the repl's
+/// own (average's mean) or one a coroutine prints (subgen's `.......... 2`).
+#[test]
+fn repl_ends_quietly_when_the_reader_goes_away() {
+    for (first, expected) in [
+        ("new average", "1.0\n"),
+        ("new delegator", ".......... 1\n"),
+    ] {
+        let mut command = Command::new(COROUTINES);
+        command.arg("repl");
+        let mut process = Process::spawn(command);
+        let mut stdin = process.child.stdin.take().expect("stdin is piped");
+        stdin
+            .write_all(format!("{first}\nsend 1\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_one_line_then_close_stdout(&mut process), expected);
+        // The rest of the script: its first line makes the repl write into the closed pipe.
+        // Once the repl has exited, writing to its stdin fails, and the script stops there.
+        for number in 2..2_000 {
+            if stdin
+                .write_all(format!("send {number}\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+        }
+        drop(stdin);
+        let code = process.wait_exit();
+        assert_eq!(code, Some(0), "{first}: stderr: {:?}", process.stderr());
+        assert_eq!(process.stderr(), Vec::<String>::new(), "{first}");
+    }
+}
+
+/// `coroutines repl > /dev/full`: a failed write is one error line and exit 1, not a panic —
+/// whether the repl writes the line or a coroutine prints it.
+#[test]
+fn repl_on_a_full_disk_is_one_error_line() {
+    for script in ["new average\nsend 1\n", "new delegator\nsend 1\n"] {
+        let mut command = Command::new(COROUTINES);
+        command.arg("repl");
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        let mut process = Process::spawn_adjusted(command, |command| {
+            command.stdout(full);
+        });
+        let mut stdin = process.child.stdin.take().expect("stdin is piped");
+        stdin.write_all(script.as_bytes()).unwrap();
+        drop(stdin);
+        let code = process.wait_exit();
+        let stderr = process.stderr();
+        assert_eq!(code, Some(1), "{script:?}: stderr: {stderr:?}");
+        assert_eq!(stderr.len(), 1, "{script:?}: {stderr:?}");
+        assert!(
+            stderr[0].starts_with("coroutines: ") && stderr[0].contains("(os error 28)"),
+            "{script:?}: {stderr:?}"
+        );
+    }
+}
+
+/// A line that is not UTF-8 gets one `error:` line saying which line it is, and the session
+/// goes on: the commands after it still run.
+#[test]
+fn repl_refuses_a_line_that_is_not_utf8_and_goes_on() {
+    let (stdout, process) = repl(b"new average\nsend 5\nsend caf\xe9\nsend 10\nstate\n");
+    assert_eq!(stdout, "5.0\n7.5\n'GEN_SUSPENDED'\n");
+    assert_eq!(
+        process.stderr(),
+        ["error: line 3 is not valid UTF-8; skipped"]
+    );
 }

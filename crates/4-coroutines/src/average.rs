@@ -5,7 +5,7 @@
 use std::mem;
 
 use crate::coroutine::{
-    Coroutine, Error, Exception, GeneratorState, STOP_ITERATION, State, Step, prime,
+    Coroutine, Error, Exception, GeneratorState, STOP_ITERATION, State, Step, prime, print,
 };
 
 /// `average()`, one variant per place it can be:
@@ -96,7 +96,7 @@ impl Coroutine<Option<f64>> for Average {
         match mem::replace(self, Average::Closed) {
             // `except StopIteration: print('Done!'); break` … `return average`
             Average::Averaging { average, .. } if exception.is(STOP_ITERATION) => {
-                println!("Done!");
+                print("Done!")?;
                 Ok(State::Complete(average))
             }
             Average::Created | Average::Averaging { .. } => Err(Error::raised(exception)),

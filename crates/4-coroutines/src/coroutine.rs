@@ -14,12 +14,13 @@
 //! | `g.close()`                         | `g.close()`                                   |
 //! | `inspect.getgeneratorstate(g)`      | `g.state()`                                   |
 //! | an exception escapes the generator  | `Err(Error::Raised(exception))`, now closed   |
+//! | `print(…)` in its body              | `print(…)?`: a failed write raises `OSError`  |
 //!
 //! Coroutines that take Python's `None` take an `Option`; the scheduler's tasks, which are
 //! only ever told "go on", take `()`.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 
 /// What one `resume` or `throw` did: the coroutine paused at a `yield`, or it finished.
 /// (Nightly's `CoroutineState`.)
@@ -205,4 +206,14 @@ pub fn prime<T, C: Coroutine<Option<T>>>(mut coroutine: C) -> Result<C, Error> {
         // It finished before its first yield: Python's `g.send(None)` raises StopIteration.
         State::Complete(_) => Err(Error::Closed),
     }
+}
+
+/// Python's `print`, for a coroutine's body: writes `line` and a newline to stdout.
+///
+/// `println!` would panic when stdout fails (its reader went away, the disk is full). Here,
+/// as in Python, the failed `print` raises `OSError` inside the coroutine, and since our
+/// coroutines do not catch it, it escapes with `?`: the coroutine is closed, and its caller
+/// gets `Err(Error::Raised(OSError: …))` to deal with.
+pub fn print(line: impl fmt::Display) -> Result<(), Error> {
+    writeln!(io::stdout(), "{line}").map_err(|err| Error::raised(err.into()))
 }

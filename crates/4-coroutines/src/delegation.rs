@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::mem;
 
 use crate::coroutine::{
-    Coroutine, Error, Exception, GENERATOR_EXIT, GeneratorState, State, Step, prime,
+    Coroutine, Error, Exception, GENERATOR_EXIT, GeneratorState, State, Step, prime, print,
 };
 use crate::delegate::Delegate;
 
@@ -57,7 +57,8 @@ impl Coroutine<Option<String>> for Subgen {
                 Ok(State::Yielded(()))
             }
             Subgen::AwaitingMessage => {
-                println!(".......... {}", sent.as_deref().unwrap_or("None"));
+                let message = sent.as_deref().unwrap_or("None");
+                print(format_args!(".......... {message}"))?;
                 *self = Subgen::AwaitingMessage;
                 Ok(State::Yielded(()))
             }
@@ -123,7 +124,7 @@ impl<C> Delegator<C> {
                 Ok(State::Yielded(value))
             }
             State::Complete(res) => {
-                println!("res:  {res}");
+                print(format_args!("res:  {res}"))?;
                 Ok(State::Complete(()))
             }
         }

@@ -139,7 +139,7 @@
 //!
 //! # Layout
 //! - [`coroutine`]: the protocol — [`Coroutine`], [`State`], [`GeneratorState`],
-//!   [`Exception`], [`Error`], [`prime`].
+//!   [`Exception`], [`Error`], [`prime`]; and [`coroutine::print`], Python's `print`.
 //! - [`delegate`]: [`Delegate`], which is `yield from`.
 //! - [`one_message`] (`gen`), [`average`], [`delegation`]: the Python lesson's coroutines.
 //! - [`repl`]: the interpreter session; [`value`]: Python values, read and printed.

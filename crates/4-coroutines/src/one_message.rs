@@ -6,7 +6,7 @@
 
 use std::mem;
 
-use crate::coroutine::{Coroutine, Error, Exception, GeneratorState, State, Step};
+use crate::coroutine::{Coroutine, Error, Exception, GeneratorState, State, Step, print};
 
 /// What `gen()` yields when it starts.
 pub const READY: &str = "Ready to accept message.";
@@ -55,7 +55,8 @@ impl Coroutine<Option<String>> for Gen {
             }
             Gen::AwaitingMessage => {
                 // `print` shows a None as `None`.
-                println!("Gen received: {}", sent.as_deref().unwrap_or("None"));
+                let message = sent.as_deref().unwrap_or("None");
+                print(format_args!("Gen received: {message}"))?;
                 Ok(State::Complete(()))
             }
             Gen::Closed => Err(Error::Closed),

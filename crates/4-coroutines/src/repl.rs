@@ -13,9 +13,12 @@
 //! | `state`                      | `inspect.getgeneratorstate(g)`                |
 //!
 //! A traceback is shortened to its last line (`StopIteration: 6.33`). Everything Python would
-//! print goes to stdout; a command this console does not understand gets one `error:` line on
-//! stderr, and the session goes on. With stdin not a terminal there is no prompt, so a
-//! script of commands can be piped in.
+//! print goes to stdout; a command this console does not understand, or a line that is not
+//! UTF-8, gets one `error:` line on stderr, and the session goes on. With stdin not a
+//! terminal there is no prompt, so a script of commands can be piped in.
+//!
+//! If stdout fails, the session ends: quietly when its reader went away
+//! (`coroutines repl < script | head -1`), with one error line and exit 1 on a full disk.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 
@@ -37,18 +40,40 @@ commands (each is one line of the Python session):
 
 /// Runs the console on stdin until EOF or `quit`.
 pub fn run() -> io::Result<()> {
+    match session(&mut io::stdout().lock()) {
+        // The reader went away (`repl < script | head -1`): a normal way for the session to
+        // end, as in lesson 5's `clock`. Only stdout fails so: reading stdin never does.
+        Err(err) if fdio::reader_went_away(&err) => Ok(()),
+        other => other,
+    }
+}
+
+/// Reads commands, one a line, and prints to `out` what Python would. Every line goes out
+/// with `writeln!(out, …)?`, not `println!`, which panics when stdout fails (a closed pipe,
+/// a full disk): the error ends the session instead. A coroutine whose own `print` fails
+/// raises `OSError`, which comes out here as its step's error; writing that line to the same
+/// stdout fails too, and ends the session the same way.
+fn session(out: &mut impl Write) -> io::Result<()> {
     let interactive = io::stdin().is_terminal();
     let mut current: Option<Current> = None;
-    let mut lines = io::stdin().lock().lines();
+    // Lines as bytes, not `lines()`, whose error for a line that is not UTF-8 would end the
+    // session: such a line is one more bad line, refused on its own.
+    let mut lines = io::stdin().lock().split(b'\n');
+    let mut line_number: u64 = 0;
     loop {
         if interactive {
-            print!(">>> ");
-            io::stdout().flush()?;
+            write!(out, ">>> ")?;
+            out.flush()?;
         }
-        let Some(line) = lines.next().transpose()? else {
+        let Some(bytes) = lines.next().transpose()? else {
             return Ok(());
         };
-        let line = without_comment(&line).trim();
+        line_number += 1;
+        let Ok(line) = str::from_utf8(&bytes) else {
+            eprintln!("error: line {line_number} is not valid UTF-8; skipped");
+            continue;
+        };
+        let line = without_comment(line).trim();
         let (command, argument) = match line.split_once(char::is_whitespace) {
             Some((command, argument)) => (command, argument.trim()),
             None => (line, ""),
@@ -56,24 +81,26 @@ pub fn run() -> io::Result<()> {
         match (command, &mut current) {
             ("", _) => {}
             ("quit" | "exit", _) => return Ok(()),
-            ("help", _) => println!("{HELP}"),
+            ("help", _) => writeln!(out, "{HELP}")?,
             ("new", _) => match Current::new(argument) {
                 Ok(Some(coroutine)) => current = Some(coroutine),
                 Ok(None) => eprintln!("error: new what? new gen, new average or new delegator"),
-                Err(error) => println!("{error}"),
+                Err(error) => writeln!(out, "{error}")?,
             },
             ("send" | "next" | "throw" | "close" | "state", None) => {
-                println!("NameError: name 'g' is not defined");
+                writeln!(out, "NameError: name 'g' is not defined")?;
             }
             ("send", Some(_)) if argument.is_empty() => {
                 eprintln!("error: send what? for example: send 5, send 'hello'");
             }
-            ("send", Some(g)) => g.send(Value::parse(argument)),
-            ("next", Some(g)) => g.send(Value::None),
-            ("throw", Some(g)) if is_identifier(argument) => g.throw(Exception::new(argument)),
+            ("send", Some(g)) => g.send(Value::parse(argument), out)?,
+            ("next", Some(g)) => g.send(Value::None, out)?,
+            ("throw", Some(g)) if is_identifier(argument) => {
+                g.throw(Exception::new(argument), out)?;
+            }
             ("throw", Some(_)) => eprintln!("error: throw an exception by name: throw ValueError"),
-            ("close", Some(g)) => g.close(),
-            ("state", Some(g)) => println!("'{}'", g.state()),
+            ("close", Some(g)) => g.close(out)?,
+            ("state", Some(g)) => writeln!(out, "'{}'", g.state())?,
             (other, _) => eprintln!("error: unknown command {other:?}; type help"),
         }
     }
@@ -113,42 +140,46 @@ impl Current {
     }
 
     /// `g.send(value)` (and `next(g)`, which sends `None`), printing what Python prints.
-    fn send(&mut self, value: Value) {
+    fn send(&mut self, value: Value, out: &mut impl Write) -> io::Result<()> {
         match self {
-            Current::Gen(g) => show(g.resume(value.into_text())),
-            Current::Delegator(g) => show(g.resume(value.into_text())),
+            Current::Gen(g) => show(out, g.resume(value.into_text())),
+            Current::Delegator(g) => show(out, g.resume(value.into_text())),
             // average() adds what it gets: its resume takes Option<f64>, so where Python
             // raises TypeError inside the coroutine, here a string cannot even be sent.
             Current::Average(g) => match value {
-                Value::None => show(g.resume(None)),
-                Value::Int(x) => show(g.resume(Some(x as f64))),
-                Value::Float(x) => show(g.resume(Some(x))),
-                Value::Str(_) => eprintln!(
-                    "error: average() takes numbers (its resume takes Option<f64>; Python would raise TypeError inside it)"
-                ),
+                Value::None => show(out, g.resume(None)),
+                Value::Int(x) => show(out, g.resume(Some(x as f64))),
+                Value::Float(x) => show(out, g.resume(Some(x))),
+                Value::Str(_) => {
+                    eprintln!(
+                        "error: average() takes numbers (its resume takes Option<f64>; Python would raise TypeError inside it)"
+                    );
+                    Ok(())
+                }
             },
         }
     }
 
     /// `g.throw(exception)`.
-    fn throw(&mut self, exception: Exception) {
+    fn throw(&mut self, exception: Exception, out: &mut impl Write) -> io::Result<()> {
         match self {
-            Current::Gen(g) => show(g.throw(exception)),
-            Current::Average(g) => show(g.throw(exception)),
-            Current::Delegator(g) => show(g.throw(exception)),
+            Current::Gen(g) => show(out, g.throw(exception)),
+            Current::Average(g) => show(out, g.throw(exception)),
+            Current::Delegator(g) => show(out, g.throw(exception)),
         }
     }
 
     /// `g.close()`: silent, unless the coroutine refuses to close.
-    fn close(&mut self) {
+    fn close(&mut self, out: &mut impl Write) -> io::Result<()> {
         let closed = match self {
             Current::Gen(g) => g.close(),
             Current::Average(g) => g.close(),
             Current::Delegator(g) => g.close(),
         };
         if let Err(error) = closed {
-            println!("{error}");
+            writeln!(out, "{error}")?;
         }
+        Ok(())
     }
 
     fn state(&self) -> crate::coroutine::GeneratorState {
@@ -162,17 +193,17 @@ impl Current {
 
 /// Prints a step as the interpreter would: a yielded value is echoed (unless it is `None`);
 /// a return ends in `StopIteration`, with the value; an exception, as its traceback's last line.
-fn show<Y: Into<Value>, R: Into<Value>>(step: Step<Y, R>) {
+fn show<Y: Into<Value>, R: Into<Value>>(out: &mut impl Write, step: Step<Y, R>) -> io::Result<()> {
     match step {
         Ok(State::Yielded(value)) => match value.into() {
-            Value::None => {}
-            value => println!("{}", value.repr()),
+            Value::None => Ok(()),
+            value => writeln!(out, "{}", value.repr()),
         },
         Ok(State::Complete(value)) => match value.into() {
-            Value::None => println!("StopIteration"),
-            value => println!("StopIteration: {}", value.str()),
+            Value::None => writeln!(out, "StopIteration"),
+            value => writeln!(out, "StopIteration: {}", value.str()),
         },
-        Err(error) => println!("{error}"),
+        Err(error) => writeln!(out, "{error}"),
     }
 }
 
