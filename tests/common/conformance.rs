@@ -257,7 +257,8 @@ pub fn slow_reader_keeps_its_bytes_and_others_are_served(server: &Server) {
 }
 
 /// With at most 32 fds, 40 clients connect: the server logs that it ran out, does not
-/// spin the CPU while out, and once 20 clients leave it accepts and answers the rest.
+/// spin the CPU while out, logs once per pause however many more clients arrive, and once
+/// 20 clients leave it accepts and answers the rest.
 pub fn survives_running_out_of_fds(server: &Server) {
     let mut clients: Vec<TcpStream> = (0..40).map(|_| client(server)).collect();
     assert!(
@@ -274,6 +275,18 @@ pub fn survives_running_out_of_fds(server: &Server) {
         used <= 30,
         "out of fds, the server used {used}/100 s of CPU in 1 s: it spins"
     );
+
+    // Clients keep arriving while fds are out: one log line per pause, not one (nor one
+    // more retry timer) per client.
+    let logged = server.process.count_stderr("Too many open files");
+    let burst: Vec<TcpStream> = (0..200).map(|_| client(server)).collect();
+    thread::sleep(Duration::from_secs(1));
+    let more = server.process.count_stderr("Too many open files") - logged;
+    assert!(
+        more <= 10,
+        "200 clients arriving while out of fds made {more} more log lines in 1 s"
+    );
+    drop(burst);
 
     let staying = clients.split_off(20);
     drop(clients);
