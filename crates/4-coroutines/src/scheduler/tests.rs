@@ -1,0 +1,157 @@
+//! The scheduler's own tests: the budget, parking and waking, the order tasks run in.
+
+use super::*;
+use crate::coroutine::{Error, GeneratorState};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+/// A test task: each resume notes its name and yields the next system call of its
+/// script; with none left, it returns.
+struct Script {
+    name: &'static str,
+    calls: VecDeque<Syscall>,
+    log: Rc<RefCell<Vec<&'static str>>>,
+}
+
+impl Coroutine<()> for Script {
+    type Yield = Syscall;
+    type Return = ();
+
+    fn resume(&mut self, (): ()) -> Step<Syscall, ()> {
+        self.log.borrow_mut().push(self.name);
+        Ok(match self.calls.pop_front() {
+            Some(call) => State::Yielded(call),
+            None => State::Complete(()),
+        })
+    }
+
+    fn throw(&mut self, exception: Exception) -> Step<Syscall, ()> {
+        Err(Error::raised(exception))
+    }
+
+    fn state(&self) -> GeneratorState {
+        GeneratorState::Suspended
+    }
+}
+
+fn task(name: &'static str, calls: Vec<Syscall>, log: &Rc<RefCell<Vec<&'static str>>>) -> Task {
+    let log = Rc::clone(log);
+    Task::new(
+        name,
+        Script {
+            name,
+            calls: calls.into(),
+            log,
+        },
+    )
+}
+
+/// `b` starts `a` and ends; `a` parks on an empty pipe, and runs again only once a
+/// thread has written to it; then nothing is left and `run` returns.
+#[test]
+fn starts_parks_and_wakes_tasks() {
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let a = task("a", vec![Syscall::ReadWait(reader.as_raw_fd())], &log);
+    let mut scheduler = Scheduler::new(Trace::new(false)).unwrap();
+    scheduler.spawn(task("b", vec![Syscall::NewTask(a)], &log));
+    let late_writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        writer.write_all(b"x")
+    });
+    scheduler.run().unwrap();
+    late_writer.join().unwrap().unwrap();
+    assert_eq!(*log.borrow(), ["b", "a", "b", "a"]);
+}
+
+/// A task that never has to wait: each turn it does operations until its budget is
+/// spent, as the I/O sub-coroutines do, then yields `BudgetSpent`; after `turns` turns
+/// it returns. It notes each turn, and checks that each one had the full budget.
+struct Busy {
+    turns: u32,
+    log: Rc<RefCell<Vec<&'static str>>>,
+}
+
+impl Coroutine<()> for Busy {
+    type Yield = Syscall;
+    type Return = ();
+
+    fn resume(&mut self, (): ()) -> Step<Syscall, ()> {
+        self.log.borrow_mut().push("busy");
+        let mut operations = 0;
+        while budget::has_left() {
+            budget::spend();
+            operations += 1;
+        }
+        assert_eq!(
+            operations,
+            budget::PER_TURN,
+            "each turn starts with a full budget"
+        );
+        self.turns -= 1;
+        Ok(match self.turns {
+            0 => State::Complete(()),
+            _ => State::Yielded(Syscall::BudgetSpent),
+        })
+    }
+
+    fn throw(&mut self, exception: Exception) -> Step<Syscall, ()> {
+        Err(Error::raised(exception))
+    }
+
+    fn state(&self) -> GeneratorState {
+        GeneratorState::Suspended
+    }
+}
+
+/// A task that spent its budget waits until the tasks epoll woke meanwhile have run: the
+/// quiet task, whose pipe has a byte, runs between the busy task's first two turns, not
+/// after all of them.
+#[test]
+fn a_spent_budget_lets_the_others_go_first() {
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(b"x").unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let quiet = task("quiet", vec![Syscall::ReadWait(reader.as_raw_fd())], &log);
+    let busy = Task::new(
+        "busy",
+        Busy {
+            turns: 3,
+            log: Rc::clone(&log),
+        },
+    );
+    let mut scheduler = Scheduler::new(Trace::new(false)).unwrap();
+    scheduler.spawn(quiet);
+    scheduler.spawn(busy);
+    scheduler.run().unwrap();
+    assert_eq!(*log.borrow(), ["quiet", "busy", "quiet", "busy", "busy"]);
+}
+
+/// A task parked on a regular file (which epoll refuses) is simply run again, every
+/// time, and `run` still returns.
+#[test]
+fn a_regular_file_is_always_ready() {
+    let file = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let fd = file.as_raw_fd();
+    let calls = vec![Syscall::ReadWait(fd), Syscall::ReadWait(fd)];
+    let mut scheduler = Scheduler::new(Trace::new(false)).unwrap();
+    scheduler.spawn(task("reader", calls, &log));
+    scheduler.run().unwrap();
+    assert_eq!(*log.borrow(), ["reader"; 3]);
+}
+
+/// An exception escaping a task stops the scheduler with an error naming the task.
+#[test]
+fn an_escaping_exception_stops_the_scheduler() {
+    let mut scheduler = Scheduler::new(Trace::new(false)).unwrap();
+    scheduler.spawn(Task::new(
+        "closed",
+        crate::writer::Pump::<std::io::Stdin>::Closed,
+    ));
+    let err = scheduler.run().unwrap_err();
+    assert_eq!(err.to_string(), "closed: StopIteration");
+}
