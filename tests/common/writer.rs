@@ -29,12 +29,7 @@ impl Writer {
         adjust: impl FnOnce(&mut Command),
     ) -> Writer {
         let output = TempFile::new("output.txt");
-        let mut command = Command::new(bin);
-        command.args(args).arg("--output").arg(&output.path);
-        let (interval_ms, count) = (interval_ms.to_string(), count.to_string());
-        command.args(["--interval-ms", &interval_ms, "--count", &count]);
-        let process = Process::spawn_adjusted(command, adjust);
-        Writer { process, output }
+        Writer::start_to(bin, args, output, interval_ms, count, adjust)
     }
 
     /// Like [`start`](Self::start), but stdin is the regular file `stdin_file` instead of a pipe.

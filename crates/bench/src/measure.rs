@@ -175,15 +175,7 @@ pub fn in_megabytes(bytes: u64) -> String {
 
 /// `10,000`.
 pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
+    echo_client::thousands(n as u64)
 }
 
 /// The points to measure and how long each measurement lasts.

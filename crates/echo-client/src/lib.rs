@@ -65,6 +65,19 @@ pub fn exchange(stream: &TcpStream, payload: &[u8], chunk: usize) -> io::Result<
     })
 }
 
+/// A count with thousands separators: `1,048,576`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 /// A duration the way a person reads it: `0.21 ms`, `12.3 ms`, `5.00 s`.
 pub fn human(duration: Duration) -> String {
     let secs = duration.as_secs_f64();

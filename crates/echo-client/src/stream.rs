@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use fdio::interrupted;
 
+use crate::thousands;
+
 /// Bytes in one period of the pattern: a prime, so no buffer size a server or the kernel
 /// uses divides it (1,048,573 = 2²⁰ − 3).
 const PATTERN_PERIOD: usize = 1_048_573;
@@ -452,19 +454,6 @@ pub(crate) fn timed_out(err: &io::Error) -> bool {
 fn io_context(on: &'static str, err: io::Error, sent: u64) -> StreamError {
     let message = format!("{on}: {err} after {} bytes sent", thousands(sent));
     StreamError::Io(io::Error::new(err.kind(), message))
-}
-
-/// `1,048,576`.
-pub(crate) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 #[cfg(test)]
