@@ -483,3 +483,24 @@ fn a_task_that_always_has_work_lets_the_others_run() {
         "the other task ran only after all {read_when_the_other_ran} reads"
     );
 }
+
+/// An I/O object that outlives its runtime and is dropped inside another one does not
+/// reach into the other's reactor: both had token 0, and the stray must not free the slot
+/// of the new runtime's stream, which goes on reading.
+#[test]
+fn an_io_object_from_another_runtime_leaves_this_one_alone() {
+    let _watchdog = Watchdog::arm("an_io_object_from_another_runtime_leaves_this_one_alone");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stray = run(async { TcpStream::connect(addr).await.unwrap() }); // token 0 there
+    let echoed = run(async {
+        let mut ours = TcpStream::connect(addr).await.unwrap(); // token 0 here
+        let (mut peer, _) = listener.accept().unwrap(); // the stray's connection
+        drop(peer);
+        (peer, _) = listener.accept().unwrap(); // ours
+        drop(stray);
+        peer.write_all(b"still mine").unwrap();
+        ours.read_chunk().await.map(|chunk| chunk.to_vec())
+    });
+    assert_eq!(echoed.unwrap(), b"still mine");
+}
