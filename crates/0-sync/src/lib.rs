@@ -29,7 +29,9 @@
 //! `sync echo --threads` gives each client its own OS thread: everyone is served, each
 //! thread may block as it likes. It works, and it is what many servers do; the price is a
 //! thread (a stack, a kernel task, context switches) per connection, which the benchmark
-//! measures against the event loops of the next lessons.
+//! measures against the event loops of the next lessons. Its peak RSS (`VmHWM`) counts user
+//! pages only — the stack pages each thread touches, its share of the heap — not its kernel
+//! stack (16 KiB on x86-64) or task struct, which are kernel memory.
 //!
 //! `--trace` prints each blocking call before it is made, so you see where the thread waits.
 

@@ -81,8 +81,10 @@ impl Backend {
             Backend::Poll => wait_poll(watches, timeout),
         };
         let ready = match result {
-            // A signal (even Ctrl+Z then `fg`) ends the wait early: the caller's loop simply
-            // builds its lists again and waits again.
+            // A signal whose handler ran ends the wait early: the caller's loop simply builds
+            // its lists again and waits again. Ctrl+Z then `fg` does not: with no handler
+            // installed, Linux restarts `select` and `poll` (only `epoll_wait` and a few
+            // others fail with EINTR then; see signal(7)).
             Err(Errno::EINTR) => Vec::new(),
             result => result?,
         };

@@ -80,7 +80,8 @@
 //!
 //! epoll refuses regular files (`EPERM`: they are always ready), so `selector writer < file`
 //! says so in one line and reads the file on every turn instead. (Regular files never say
-//! `EAGAIN`, but a read of one can still wait for the disk: readiness cannot express that.)
+//! `EAGAIN`, but a read of one can still wait for the disk: readiness cannot express that,
+//! which is why tokio and asyncio read files on threads, and why io_uring exists.)
 //! epoll refuses a directory too; its first read then fails (`Is a directory`), and that
 //! error ends the program at once.
 //!

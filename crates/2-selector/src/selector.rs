@@ -252,7 +252,8 @@ impl Selector {
         let run_again = std::mem::take(&mut self.run_again);
         let ready = match self.epoll.wait(&mut self.events, epoll_timeout(timeout)) {
             Ok(ready) => ready,
-            // A signal arrived (after Ctrl+Z and `fg`, for one): just wait again.
+            // A signal arrived: just wait again. On Linux, Ctrl+Z and `fg` alone do this to
+            // `epoll_wait`, handler or not (`select` and `poll` are restarted; signal(7)).
             Err(Errno::EINTR) => 0,
             Err(err) => return Err(err.into()),
         };

@@ -11,7 +11,9 @@
 //!
 //! The kernel forgets an fd when it is closed (a finished task drops its sockets) and may give
 //! the same number to the next connection: so each registration remembers its owner, and an fd
-//! number seen with a new owner is registered afresh.
+//! number seen with a new owner is registered afresh. Closing is enough here only because no fd
+//! is ever duplicated: epoll drops an fd when the *last* descriptor of its open file closes,
+//! so after a `dup` or a `fork` a closed fd could still report events.
 
 use std::collections::HashMap;
 use std::io;
@@ -57,7 +59,8 @@ impl Epoll {
     }
 
     /// Makes sure epoll watches `fd` in `direction` for task `owner`. Returns `false` if epoll
-    /// refuses the fd (a regular file, `/dev/null`): it never blocks, so it is always ready.
+    /// refuses the fd (a regular file, `/dev/null`): it never says `WouldBlock`, so it is
+    /// always ready. (A read of a file can still wait for the disk; readiness cannot say so.)
     pub fn watch(&mut self, fd: RawFd, owner: usize, direction: Direction) -> io::Result<bool> {
         let (wanted, verb) = match direction {
             Direction::Read => (Interest::READABLE, "reading"),
@@ -79,8 +82,8 @@ impl Epoll {
                     Ok(()) => Some(wanted),
                     Err(err) if epoll_refuses(&err) => {
                         eprintln!(
-                            "epoll refuses fd {fd} (a regular file or /dev/null: it never \
-                             blocks); {verb} it directly, without waiting"
+                            "epoll refuses fd {fd} (a regular file or /dev/null: it is \
+                             always ready); {verb} it directly, without waiting"
                         );
                         None
                     }
@@ -93,7 +96,8 @@ impl Epoll {
     }
 
     /// Sleeps until a watched fd is ready or `timeout` passes (`None`: no timeout; zero: do
-    /// not sleep, only collect). A signal ends the wait early, with no events.
+    /// not sleep, only collect). A signal ends the wait early, with no events (on Linux even
+    /// Ctrl+Z then `fg` does, with no handler installed: signal(7)).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match self.poll.poll(&mut self.events, timeout) {
             Err(err) if interrupted(&err) => Ok(()),

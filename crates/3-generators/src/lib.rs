@@ -55,8 +55,12 @@
 //! Observe: pipe lines arrive every second while you type nothing, as in lessons 1 and 2.
 //! When the pipe's writer closes it, the pipe task finishes and nothing wakes the loop any
 //! more. `generators writer < notes.txt` works too: epoll refuses to watch a regular file
-//! (reading one never blocks), the program says so in one line, and the scheduler puts the
-//! stdin task straight back in the ready queue instead of parking it.
+//! (a read of one never says `WouldBlock`, though it can still wait for the disk: readiness
+//! cannot express that), the program says so in one line, and the scheduler puts the stdin
+//! task straight back in the ready queue instead of parking it. The two tasks are two values
+//! the scheduler owns, so the log they both append to is still shared through an
+//! `Rc<RefCell<…>>`, as in lesson 2; only lesson 5's writer, one `async fn`, keeps it in a
+//! local variable.
 //!
 //! ## From the Python original to this lesson
 //! | Python (`4_generators/generators.py`)        | here                                            |

@@ -148,7 +148,8 @@ impl Scheduler {
                 self.trace.say(|| format!("{entry} sleeps for {nap:.1?}"));
                 self.sleeping.insert((until, entry.id), entry);
             }
-            // Dropping the task closes its fds, and closing an fd takes it out of epoll.
+            // Dropping the task closes its fds, and closing an fd takes it out of epoll: it is
+            // the last descriptor of its open file (nothing here `dup`s or `fork`s).
             Step::Done => self.trace.say(|| format!("{entry} is done")),
         }
         Ok(())
@@ -166,10 +167,12 @@ impl Scheduler {
                     .say(|| format!("parked {entry} on {name} fd {fd}"));
                 to_wait_on.insert(fd, entry);
             }
-            // epoll refuses the fd because it never blocks: the task may go on at once.
+            // epoll refuses the fd because it is always ready: the task may go on at once.
             Ok(false) => {
                 self.trace.say(|| {
-                    format!("{entry} waits on fd {fd}, which never blocks: back of the ready queue")
+                    format!(
+                        "{entry} waits on fd {fd}, which is always ready: back of the ready queue"
+                    )
                 });
                 self.ready_queue.push_back(entry);
             }

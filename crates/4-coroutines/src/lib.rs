@@ -113,7 +113,8 @@
 //! `read` sub-coroutine ([`fd::ReadFd`]) that spends the same budget: a flood on one source
 //! (`yes | coroutines writer`) does not hold up the other's lines. epoll refuses regular
 //! files (`EPERM`: they are always ready), so `coroutines writer < file` says so in one line,
-//! and the stdin task simply runs on every turn.
+//! and the stdin task simply runs on every turn. As in lesson 3, the two tasks share the log
+//! through an `Rc<RefCell<…>>`; lesson 5's one `async fn` is what makes it a local variable.
 //!
 //! ## How it maps to the Python
 //! | Python                                         | here                                        |

@@ -90,12 +90,13 @@ pub struct Scheduler {
     to_read: HashMap<RawFd, Task>,
     to_write: HashMap<RawFd, Task>,
     sleeping: Vec<(Instant, Task)>,
-    /// Tasks that spent their budget (or wait on an fd that never blocks): they run again
+    /// Tasks that spent their budget (or wait on an fd that is always ready): they run again
     /// after the next poll, behind the tasks it wakes.
     next_turn: Vec<Task>,
     /// What epoll watches each fd for. The token of an fd is the fd itself.
     watching: HashMap<RawFd, Interest>,
-    /// fds epoll refused (regular files, `/dev/null`): they never block.
+    /// fds epoll refused (regular files, `/dev/null`): always ready. They never say
+    /// `WouldBlock`, though a read of a file can still wait for the disk, unseen by epoll.
     always_ready: HashSet<RawFd>,
     trace: Trace,
 }
@@ -218,7 +219,7 @@ impl Scheduler {
     /// that way. One task per fd and direction, as in the Python original's dicts.
     fn park(&mut self, mut task: Task, interest: Interest, fd: RawFd) -> io::Result<()> {
         task.fd = Some(fd);
-        // An fd epoll refuses never blocks: the task runs again on the next turn, after the
+        // An fd epoll refuses is always ready: the task runs again on the next turn, after the
         // next poll (which then does not sleep). Not straight back to the ready queue, where
         // it could keep every parked task from ever being polled for.
         if self.always_ready.contains(&fd) {
@@ -229,7 +230,7 @@ impl Scheduler {
             Ok(()) => {}
             Err(err) if epoll_refuses(&err) => {
                 eprintln!(
-                    "scheduler: epoll refuses fd {fd} of {} (a regular file or /dev/null): it never blocks, so it is read on every turn",
+                    "scheduler: epoll refuses fd {fd} of {} (a regular file or /dev/null): it is always ready, so it is read on every turn",
                     task.name
                 );
                 self.always_ready.insert(fd);
@@ -297,8 +298,9 @@ impl Scheduler {
     }
 
     /// A task finished: drop it, and stop watching its fd. A socket or pipe closed with its
-    /// task has already left epoll (closing an fd takes it out of every epoll set); stdin
-    /// stays open, so it must be taken out by hand.
+    /// task has already left epoll (closing the last descriptor of an open file takes it out
+    /// of every epoll set, and nothing here `dup`s or `fork`s); stdin stays open, so it must
+    /// be taken out by hand.
     fn forget(&mut self, task: Task) {
         let fd = task.fd;
         drop(task);

@@ -3,8 +3,10 @@
 //! A pipe is ours: it is made non-blocking and read optimistically, like a socket. stdin is
 //! shared with the shell, so it stays blocking; before each read we ask the kernel (a
 //! zero-timeout `poll`) whether a read would return at once, and wait for the reactor if not.
-//! epoll refuses regular files (`EPERM`); such a stdin never blocks, so it is read directly
-//! (each read still spends the task's budget, like every I/O operation).
+//! epoll refuses regular files (`EPERM`); such a stdin never says `WouldBlock`, so it is read
+//! directly (each read still spends the task's budget, like every I/O operation). A read that
+//! misses the page cache still waits for the disk, on the loop's thread, and readiness cannot
+//! say so: that is why tokio and asyncio read files on threads (and why io_uring exists).
 
 use std::future::poll_fn;
 use std::io::{self, PipeReader};
@@ -52,7 +54,7 @@ enum Input {
     },
     /// A blocking stdin epoll accepted: check `readable_now`, then read or wait.
     BlockingStdin { registration: Registered<Fd> },
-    /// A stdin epoll refused (a regular file, `/dev/null`): reads never block.
+    /// A stdin epoll refused (a regular file, `/dev/null`): reads never say `WouldBlock`.
     PlainFile,
 }
 

@@ -131,8 +131,9 @@ impl Reactor {
 
     /// Forgets `source`; its waiters are dropped without being woken.
     pub(crate) fn deregister(&mut self, token: Token, source: &mut impl Source) {
-        // Deregistering only fails if the fd is already gone, and closing it removes it
-        // from epoll anyway: nothing to do about an error here.
+        // Deregistering only fails if the fd is already gone: nothing to do about an error
+        // here. Deregistering before the close matters: closing an fd removes it from epoll
+        // only when it is the last descriptor of its open file (not after a `dup` or `fork`).
         let _ = self.registry().deregister(source);
         if let Some(slot) = self.sources.get_mut(token.0)
             && slot.take().is_some()

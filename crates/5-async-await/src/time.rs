@@ -1,9 +1,11 @@
 //! Timers: `sleep`, `sleep_until`, `timeout` and `interval`.
 //!
-//! Like asyncio's loop, ours keeps timers in an ordered map, earliest deadline first. The
-//! executor passes the earliest deadline to the reactor as its `poll` timeout, so the thread
-//! sleeps until either I/O arrives or the next timer is due — then fires every due timer by
-//! waking its task.
+//! Ours keeps timers in an ordered map (`BTreeMap`), earliest deadline first, and a dropped
+//! timer leaves it at once. asyncio's loop keeps a binary heap (`heapq`) and cancels lazily:
+//! a cancelled timer stays in the heap, marked, until it reaches the top (or until so many
+//! are cancelled that the heap is rebuilt). In both, the earliest deadline is the reactor's
+//! `poll` timeout, so the thread sleeps until either I/O arrives or the next timer is due —
+//! then fires every due timer by waking its task.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -74,8 +74,10 @@ pub fn reader_went_away(err: &io::Error) -> bool {
 }
 
 /// `register` failed because epoll refuses this kind of fd (`EPERM`): regular files and
-/// `/dev/null` are "always ready" and epoll will not watch them. Such an fd never blocks,
-/// so a loop can simply read it whenever it likes.
+/// `/dev/null` are "always ready" and epoll will not watch them. Such an fd never says
+/// `WouldBlock`, so a loop can simply read it whenever it likes. A read of a file can still
+/// wait for the disk (a page-cache miss), and no readiness API can say so: that is why tokio
+/// and asyncio read files on threads, and why completion APIs (io_uring) exist.
 pub fn epoll_refuses(err: &io::Error) -> bool {
     err.raw_os_error() == Some(nix::libc::EPERM)
 }
