@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use fdio::Trace;
 
-use crate::executor::{block_on, spawn};
+use crate::executor::{block_on, join_all, spawn};
 use crate::net::{TcpListener, TcpStream};
 use crate::time::sleep;
 
@@ -51,9 +51,11 @@ fn download_twice(count: u32, delay: Duration) -> io::Result<()> {
 
     let started = Instant::now();
     block_on(Trace::new(false), async move {
-        let downloads: Vec<_> = (0..count).map(|n| spawn(fetch(addr, n))).collect();
+        // `asyncio.gather(*(download(n) for n in range(count)))`: all start now; the
+        // results come back in the order of the requests.
+        let downloads = join_all((0..count).map(|n| spawn(fetch(addr, n)))).await;
         for (n, download) in (0..).zip(downloads) {
-            let body = download.await.map_err(io::Error::other)?;
+            let body = download.map_err(io::Error::other)?;
             check(n, &body.map_err(|err| failed(n, err))?)?;
         }
         Ok::<(), io::Error>(())

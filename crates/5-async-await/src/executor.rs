@@ -269,6 +269,37 @@ pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Outp
     .await
 }
 
+/// Runs every future concurrently and returns all their outputs, in the order given (not
+/// the order they finished): asyncio's `gather`, tokio's `join_all`.
+///
+/// The futures share the task that awaits `join_all`: when any of them wakes it, every one
+/// not yet finished is polled again. That is one poll too many for most of them, but a
+/// spurious poll is harmless (a future that cannot go on returns `Pending` again); a
+/// production `join_all` gives each future a waker of its own to poll only the one woken.
+pub async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    // Boxed, so each is pinned where it is however the vector moves.
+    let mut running: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut all_done = true;
+        for (future, output) in running.iter_mut().zip(&mut outputs) {
+            if output.is_some() {
+                continue; // finished: a future must not be polled after `Ready`
+            }
+            match future.as_mut().poll(cx) {
+                Poll::Ready(value) => *output = Some(value),
+                Poll::Pending => all_done = false,
+            }
+        }
+        if all_done {
+            Poll::Ready(outputs.iter_mut().filter_map(Option::take).collect())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 type BoxedTask = Pin<Box<dyn Future<Output = ()>>>;
 
 /// One spawned task. `future` is `None` while the task is being polled.

@@ -29,7 +29,7 @@
 //! `reactor: waiting for I/O, timeout=none`, `reactor: Token(2) readable → wake its reader`.
 //!
 //! # Layout
-//! - [`executor`]: `block_on`, `spawn`, the loop, wakers, `race`, `yield_now`.
+//! - [`executor`]: `block_on`, `spawn`, the loop, wakers, `race`, `join_all`, `yield_now`.
 //! - [`task`]: `JoinHandle` (await, `is_finished`, `abort`) and `JoinError`.
 //! - [`reactor`]: epoll through mio; per source and direction, a readiness bit and a waker.
 //! - [`budget`]: the cooperative budget — 32 I/O operations per poll, then the others run.

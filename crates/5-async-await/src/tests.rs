@@ -14,7 +14,7 @@ use std::time::Duration;
 use fdio::Trace;
 
 use crate::blocking::spawn_blocking;
-use crate::executor::{Either, block_on, race, spawn, try_with_runtime, yield_now};
+use crate::executor::{Either, block_on, join_all, race, spawn, try_with_runtime, yield_now};
 use crate::net::TcpStream;
 use crate::sync::{Event, Mutex, Semaphore};
 use crate::task::JoinError;
@@ -503,4 +503,31 @@ fn an_io_object_from_another_runtime_leaves_this_one_alone() {
         ours.read_chunk().await.map(|chunk| chunk.to_vec())
     });
     assert_eq!(echoed.unwrap(), b"still mine");
+}
+
+/// `join_all` runs its futures concurrently (each starts before any finishes) and returns
+/// their outputs in the order given, though they finish in the reverse order.
+#[test]
+fn join_all_runs_all_at_once_and_keeps_the_order() {
+    let (outputs, log) = run(async {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let outputs = join_all([30, 20, 10].map(|ms| {
+            let log = Rc::clone(&log);
+            async move {
+                log.borrow_mut().push(format!("start {ms}"));
+                sleep(Duration::from_millis(ms)).await;
+                log.borrow_mut().push(format!("end {ms}"));
+                ms
+            }
+        }))
+        .await;
+        (outputs, Rc::try_unwrap(log).unwrap().into_inner())
+    });
+    assert_eq!(outputs, [30, 20, 10]);
+    assert_eq!(
+        log,
+        [
+            "start 30", "start 20", "start 10", "end 10", "end 20", "end 30"
+        ]
+    );
 }
