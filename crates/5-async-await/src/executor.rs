@@ -253,7 +253,10 @@ pub enum Either<A, B> {
 }
 
 /// Polls both futures and returns the output of the first to finish; the other is dropped,
-/// which cancels it. (tokio's `select!`, asyncio's `wait(…, FIRST_COMPLETED)` for two.)
+/// which cancels it: tokio's `select!` for two. (asyncio's `wait(…, FIRST_COMPLETED)` is not
+/// the same: the loser keeps running until you cancel it.) `race` is biased: it polls `a`
+/// first, so when both are ready `a` wins (tokio's `select!` starts at a random branch unless
+/// told `biased;`).
 pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
     let mut a = pin!(a);
     let mut b = pin!(b);
