@@ -277,6 +277,7 @@ impl BulkReport {
 pub fn bulk_stream(addr: SocketAddr, plan: &BulkPlan) -> Result<BulkReport, StreamError> {
     let on = "bulk stream";
     let stream = connect_stream(on, addr, plan.patience)?;
+    let pattern = Pattern::new(1); // made before the clock starts: it takes a while
     let started = Instant::now();
     let sending = Sending {
         bytes: plan.bytes,
@@ -284,7 +285,7 @@ pub fn bulk_stream(addr: SocketAddr, plan: &BulkPlan) -> Result<BulkReport, Stre
         write_size: BULK_WRITE,
         patience: plan.patience,
     };
-    let bytes = send_and_check(on, &stream, &Pattern::new(1), &sending)?;
+    let bytes = send_and_check(on, &stream, &pattern, &sending)?;
     Ok(BulkReport {
         bytes,
         elapsed: started.elapsed(),
@@ -306,7 +307,7 @@ pub(crate) fn connect_stream(
 pub(crate) struct Sending {
     /// Bytes to send at most.
     pub(crate) bytes: u64,
-    /// No write starts after this.
+    /// No write starts after this, except the first: something is always sent.
     pub(crate) stop_sending: Instant,
     /// Bytes offered per `write`.
     pub(crate) write_size: usize,
@@ -360,7 +361,8 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes the pattern until `sending.bytes` are sent or `sending.stop_sending` passed.
+    /// Writes the pattern until `sending.bytes` are sent or `sending.stop_sending` passed
+    /// (after at least one write, however late this thread started).
     fn write_pattern(
         &self,
         on: &'static str,
@@ -370,7 +372,7 @@ impl Writer {
     ) -> Result<(), StreamError> {
         let mut written = 0;
         let result = loop {
-            if written >= sending.bytes || Instant::now() >= sending.stop_sending {
+            if written >= sending.bytes || (written > 0 && Instant::now() >= sending.stop_sending) {
                 break Ok(());
             }
             let left = usize::try_from(sending.bytes - written).unwrap_or(usize::MAX);
