@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::writer;
 use common::{PATIENCE, Server, conformance::round_trip};
@@ -130,6 +131,90 @@ fn clock_prints_both_coroutines() {
     assert_eq!(stdout, expected);
 }
 
+/// Runs `async-await clock <args>` and returns each line of its stdout with the time it
+/// arrived. Fails the test if a line takes longer than `PATIENCE` to come.
+fn clock_lines_with_times(args: &[&str]) -> Vec<(String, Instant)> {
+    let mut child = Command::new(ASYNC_AWAIT)
+        .arg("clock")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run async-await");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (lines, arrived) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read stdout");
+            if lines.send((line, Instant::now())).is_err() {
+                return;
+            }
+        }
+    });
+    let mut timed = Vec::new();
+    loop {
+        match arrived.recv_timeout(PATIENCE) {
+            Ok(line) => timed.push(line),
+            Err(RecvTimeoutError::Disconnected) => break, // EOF: the clock has stopped
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("clock {args:?}: no line for {PATIENCE:?} after {timed:?}");
+            }
+        }
+    }
+    assert!(child.wait().expect("wait for clock").success());
+    timed
+}
+
+/// How long after the number `second` its report `N seconds passed.` came out.
+fn report_delay(lines: &[(String, Instant)], second: u32) -> Duration {
+    let at = |text: &str| {
+        lines
+            .iter()
+            .find(|(line, _)| line == text)
+            .unwrap_or_else(|| panic!("no {text:?} in {lines:?}"))
+            .1
+    };
+    at(&format!("{second} seconds passed.")) - at(&second.to_string())
+}
+
+/// The clock run by the two tests below: a tick of 300 ms, 200 ms of work after each number.
+const BLOCKED_CLOCK: [&str; 6] = ["--for-secs", "4", "--tick-ms", "300", "--block-ms", "200"];
+
+/// `clock --block-ms 200`: `print_nums` blocks the loop's thread after each number, so
+/// `print_time`, which had nothing to do with that work, prints its reports 200 ms late.
+#[test]
+fn clock_a_blocking_call_freezes_the_other_coroutine() {
+    let lines = clock_lines_with_times(&BLOCKED_CLOCK);
+    let texts: Vec<&str> = lines.iter().map(|(line, _)| line.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["0", "0 seconds passed.", "1", "2", "3", "3 seconds passed."]
+    );
+    for second in [0, 3] {
+        let frozen = report_delay(&lines, second);
+        // At least the 200 ms of blocking; a margin for the reader seeing the number late.
+        assert!(frozen >= Duration::from_millis(150), "{second}: {frozen:?}");
+    }
+}
+
+/// `clock --block-ms 200 --fixed`: the same work on the blocking pool leaves the loop free,
+/// and each report comes right after its number, as with no work at all.
+#[test]
+fn clock_spawn_blocking_keeps_the_other_coroutine_on_time() {
+    let mut args = BLOCKED_CLOCK.to_vec();
+    args.push("--fixed");
+    let lines = clock_lines_with_times(&args);
+    let texts: Vec<&str> = lines.iter().map(|(line, _)| line.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["0", "0 seconds passed.", "1", "2", "3", "3 seconds passed."]
+    );
+    for second in [0, 3] {
+        let delay = report_delay(&lines, second);
+        assert!(delay < Duration::from_millis(100), "{second}: {delay:?}");
+    }
+}
+
 /// `download` prints both times, and the concurrent run takes well under half the time of
 /// the sequential one (5 waits of 200 ms: ~1 s against ~0.2 s).
 #[test]
@@ -198,9 +283,6 @@ fn writer_reads_stdin_from_a_regular_file() {
 /// Runs `async-await <args>` with stdout into a pipe, reads lines until one starts with
 /// `until`, then closes the pipe as `| head` does. Returns the exit status and stderr.
 fn close_stdout_after(args: &[&str], until: &str) -> (std::process::ExitStatus, String) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let mut child = Command::new(ASYNC_AWAIT)
         .args(args)
         .stdout(Stdio::piped())

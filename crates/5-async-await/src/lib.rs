@@ -21,6 +21,8 @@
 //! ```text
 //! cargo run --bin async-await -- echo          # Ctrl+C shuts it down gracefully
 //! cargo run --bin async-await -- clock         # two coroutines printing side by side
+//! cargo run --bin async-await -- clock --block-ms 800          # one blocks: the other freezes
+//! cargo run --bin async-await -- clock --block-ms 800 --fixed  # spawn_blocking: both keep time
 //! cargo run --bin async-await -- download      # 20 downloads, one by one, then at once
 //! cargo run --bin async-await -- tasks         # a guided tour: spawn, panic, abort, locks…
 //! cargo run --bin async-await -- writer        # stdin and the pipe, as in every lesson
@@ -86,6 +88,13 @@ enum Command {
         /// How long a "second" lasts, in milliseconds (to watch it faster).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         tick_ms: u64,
+        /// After each number, block the loop's thread this long (`std::thread::sleep`): the
+        /// other coroutine freezes meanwhile.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        block_ms: Option<u64>,
+        /// Run that blocking work with `spawn_blocking`, on the pool: nobody else waits.
+        #[arg(long, requires = "block_ms")]
+        fixed: bool,
     },
     /// Fetch --count resources from a slow local HTTP server: one by one, then all at once.
     Download {
@@ -107,8 +116,17 @@ pub fn main() -> ExitCode {
         Command::Writer(args) => {
             executor::block_on(Trace::new(args.trace), writer::run(&args)).and_then(|r| r)
         }
-        Command::Clock { for_secs, tick_ms } => {
-            clock::run(for_secs, Duration::from_millis(tick_ms))
+        Command::Clock {
+            for_secs,
+            tick_ms,
+            block_ms,
+            fixed,
+        } => {
+            let work = block_ms.map(|ms| clock::Work {
+                blocks_for: Duration::from_millis(ms),
+                on_pool: fixed,
+            });
+            clock::run(for_secs, Duration::from_millis(tick_ms), work)
         }
         Command::Download { count, delay_ms } => {
             download::run(count, Duration::from_millis(delay_ms))
