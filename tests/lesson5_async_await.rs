@@ -464,3 +464,40 @@ fn echo_recovers_quickly_from_running_out_of_fds() {
     );
     assert_eq!(&echoed, b"ping");
 }
+
+/// `async-await handmade` shows the life of a future written by hand, then of the same wait
+/// written with `async`: polled, `Pending`, woken from the timer's thread, polled, `Ready`.
+/// Bounded: the program must exit 0 within `PATIENCE`.
+#[test]
+fn handmade_shows_a_future_polled_woken_and_ready() {
+    let mut command = Command::new(ASYNC_AWAIT);
+    command.args(["handmade", "--delay-ms", "20"]);
+    let mut process = common::Process::spawn(command);
+    process.expect_success();
+    let mut stdout = String::new();
+    process
+        .child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_string(&mut stdout)
+        .expect("read the program's stdout");
+    let waits = [
+        "poll #1",
+        "→ Pending: the loop sleeps until the waker is woken",
+        "woken, from the thread \"timer\"",
+        "poll #2",
+    ];
+    let mut expected =
+        vec!["1. a Timer future written by hand (no async), rung by a thread after 20 ms"];
+    expected.extend(waits);
+    expected.extend([
+        "→ Ready(())",
+        "2. the same wait written with async: async { Timer::after(20 ms).await; \"rang\" }",
+        "(the async block's poll calls the Timer's poll, with the same waker)",
+    ]);
+    expected.extend(waits);
+    expected.push("→ Ready(\"rang\")");
+    let steps: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert_eq!(steps, expected, "{stdout}");
+}

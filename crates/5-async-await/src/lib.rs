@@ -26,11 +26,15 @@
 //! cargo run --bin async-await -- download      # 20 downloads, one by one, then at once
 //! cargo run --bin async-await -- tasks         # a guided tour: spawn, panic, abort, locks…
 //! cargo run --bin async-await -- writer        # stdin and the pipe, as in every lesson
+//! cargo run --bin async-await -- handmade      # a future by hand: polled, Pending, woken, Ready
 //! ```
 //! `--trace` (on `echo` and `writer`) shows the runtime at work: `executor: polling task 3`,
 //! `reactor: waiting for I/O, timeout=none`, `reactor: Token(2) readable → wake its reader`.
 //!
 //! # Layout
+//! - First, the ground under `async`/`await`: [`handmade`], a future written by hand and the
+//!   waker contract it keeps; [`desugared`], an `async fn` written out as the enum the
+//!   compiler makes, and why `poll` takes `Pin<&mut Self>`.
 //! - [`executor`]: `block_on`, `spawn`, the loop, wakers, `race`, `join_all`, `yield_now`.
 //! - [`task`]: `JoinHandle` (await, `is_finished`, `abort`) and `JoinError`.
 //! - [`reactor`]: epoll through mio; per source and direction, a readiness bit and a waker.
@@ -50,9 +54,11 @@ use fdio::{ServerArgs, Trace, WriterArgs};
 pub mod blocking;
 pub mod budget;
 pub mod clock;
+pub mod desugared;
 pub mod download;
 pub mod echo;
 pub mod executor;
+pub mod handmade;
 pub mod io;
 pub mod net;
 pub mod reactor;
@@ -107,6 +113,12 @@ enum Command {
     },
     /// A guided tour of the runtime: spawn, results, panics, abort, timeout, locks, DNS.
     Tasks,
+    /// A future written by hand, polled by a loop of our own: polled, Pending, woken, Ready.
+    Handmade {
+        /// How long the timer thread waits before it rings, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        delay_ms: u64,
+    },
 }
 
 /// The `async-await` binary: parses the command line and runs the chosen program.
@@ -132,6 +144,7 @@ pub fn main() -> ExitCode {
             download::run(count, Duration::from_millis(delay_ms))
         }
         Command::Tasks => tour::run(),
+        Command::Handmade { delay_ms } => handmade::run(Duration::from_millis(delay_ms)),
     };
     fdio::exit_code("async-await", result)
 }
