@@ -215,6 +215,34 @@ fn clock_spawn_blocking_keeps_the_other_coroutine_on_time() {
     }
 }
 
+/// `cancel`: the reader whose partial line lives in its read's future loses that part when
+/// the read is cancelled by its timer; the reader that keeps it in itself loses nothing.
+#[test]
+fn cancel_shows_the_partial_line_lost_then_kept() {
+    let (stdout, _) = run(&["cancel"]);
+    let (forgetful, buffered) = stdout
+        .split_once("2. the partial line kept in the reader (cancel-safe)")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    for expected in [
+        "1. the partial line kept in the read's future (not cancel-safe)",
+        "no line after 200ms: the read is dropped, another one started",
+        "got \"second half\\n\"",
+        "\"first half, \" was lost with the dropped read",
+    ] {
+        assert!(
+            forgetful.contains(expected),
+            "no {expected:?} in:\n{stdout}"
+        );
+    }
+    for expected in [
+        "no line after 200ms: the read is dropped, another one started",
+        "got \"first half, second half\\n\"",
+        "nothing lost",
+    ] {
+        assert!(buffered.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
 /// `download` prints both times, and the concurrent run takes well under half the time of
 /// the sequential one (5 waits of 200 ms: ~1 s against ~0.2 s).
 #[test]

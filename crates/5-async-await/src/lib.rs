@@ -27,6 +27,7 @@
 //! cargo run --bin async-await -- tasks         # a guided tour: spawn, panic, abort, locks…
 //! cargo run --bin async-await -- writer        # stdin and the pipe, as in every lesson
 //! cargo run --bin async-await -- handmade      # a future by hand: polled, Pending, woken, Ready
+//! cargo run --bin async-await -- cancel        # a read cancelled mid-line: the part lost, or kept
 //! ```
 //! `--trace` (on `echo` and `writer`) shows the runtime at work: `executor: polling task 3`,
 //! `reactor: waiting for I/O, timeout=none`, `reactor: Token(2) readable → wake its reader`.
@@ -34,7 +35,8 @@
 //! # Layout
 //! - First, the ground under `async`/`await`: [`handmade`], a future written by hand and the
 //!   waker contract it keeps; [`desugared`], an `async fn` written out as the enum the
-//!   compiler makes, and why `poll` takes `Pin<&mut Self>`.
+//!   compiler makes, and why `poll` takes `Pin<&mut Self>`; [`cancel`], cancellation as a
+//!   drop (asyncio throws instead) and a line reader that survives it.
 //! - [`executor`]: `block_on`, `spawn`, the loop, wakers, `race`, `join_all`, `yield_now`.
 //! - [`task`]: `JoinHandle` (await, `is_finished`, `abort`) and `JoinError`.
 //! - [`reactor`]: epoll through mio; per source and direction, a readiness bit and a waker.
@@ -53,6 +55,7 @@ use fdio::{ServerArgs, Trace, WriterArgs};
 
 pub mod blocking;
 pub mod budget;
+pub mod cancel;
 pub mod clock;
 pub mod desugared;
 pub mod download;
@@ -113,6 +116,8 @@ enum Command {
     },
     /// A guided tour of the runtime: spawn, results, panics, abort, timeout, locks, DNS.
     Tasks,
+    /// A line reader cancelled mid-line by a timer: it loses the part it held, or does not.
+    Cancel,
     /// A future written by hand, polled by a loop of our own: polled, Pending, woken, Ready.
     Handmade {
         /// How long the timer thread waits before it rings, in milliseconds.
@@ -144,6 +149,7 @@ pub fn main() -> ExitCode {
             download::run(count, Duration::from_millis(delay_ms))
         }
         Command::Tasks => tour::run(),
+        Command::Cancel => cancel::run(),
         Command::Handmade { delay_ms } => handmade::run(Duration::from_millis(delay_ms)),
     };
     fdio::exit_code("async-await", result)

@@ -2,7 +2,7 @@
 //! never timings.
 
 use std::cell::{Cell, RefCell};
-use std::io::Write;
+use std::io::{PipeWriter, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,7 +14,9 @@ use std::time::Duration;
 use fdio::Trace;
 
 use crate::blocking::spawn_blocking;
+use crate::cancel::{BufferedLines, ForgetfulLines, ReadLine};
 use crate::executor::{Either, block_on, join_all, race, spawn, try_with_runtime, yield_now};
+use crate::io::AsyncReader;
 use crate::net::TcpStream;
 use crate::sync::{Event, Mutex, Semaphore};
 use crate::task::JoinError;
@@ -530,4 +532,44 @@ fn join_all_runs_all_at_once_and_keeps_the_order() {
             "start 30", "start 20", "start 10", "end 10", "end 20", "end 30"
         ]
     );
+}
+
+/// A pipe whose write end the test keeps: bytes go in exactly when the test says.
+fn pipe_reader() -> (AsyncReader, PipeWriter) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    (AsyncReader::pipe(reader).unwrap(), writer)
+}
+
+/// A line arrives in two parts; the read that has the first part is cancelled (it loses a
+/// race against a timer) before the second comes. Returns the line the next read gets.
+async fn line_after_a_cancelled_read(lines: &mut impl ReadLine, sender: &mut PipeWriter) -> String {
+    sender.write_all(b"first half, ").unwrap();
+    let first = race(lines.read_line(), sleep(Duration::from_millis(50))).await;
+    assert!(matches!(first, Either::Right(())), "the read won the race");
+    sender.write_all(b"second half\n").unwrap();
+    lines.read_line().await.unwrap().expect("a line, not EOF")
+}
+
+/// The loss: a reader that keeps the partial line in its future loses it when that future
+/// is dropped; the next read gets only the line's second half.
+#[test]
+fn a_cancelled_read_loses_the_partial_line_it_held() {
+    let _watchdog = Watchdog::arm("a_cancelled_read_loses_the_partial_line_it_held");
+    let line = run(async {
+        let (reader, mut sender) = pipe_reader();
+        line_after_a_cancelled_read(&mut ForgetfulLines::new(reader), &mut sender).await
+    });
+    assert_eq!(line, "second half\n");
+}
+
+/// The fix: a reader that keeps the partial line in itself loses nothing when a read is
+/// cancelled; the next read gets the whole line.
+#[test]
+fn a_cancelled_read_of_a_buffered_reader_loses_nothing() {
+    let _watchdog = Watchdog::arm("a_cancelled_read_of_a_buffered_reader_loses_nothing");
+    let line = run(async {
+        let (reader, mut sender) = pipe_reader();
+        line_after_a_cancelled_read(&mut BufferedLines::new(reader), &mut sender).await
+    });
+    assert_eq!(line, "first half, second half\n");
 }
