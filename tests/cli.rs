@@ -57,6 +57,8 @@ fn every_help_parses() {
         (ASYNC_AWAIT, &["clock", "--help"], "--for-secs"),
         (ASYNC_AWAIT, &["download", "--help"], "--delay-ms"),
         (ASYNC_AWAIT, &["tasks", "--help"], "Usage:"),
+        (ASYNC_AWAIT, &["clock", "--help"], "--block-ms"),
+        (ASYNC_AWAIT, &["cancel", "--help"], "Usage:"),
         (COROUTINES, &["--help"], "repl"),
         (COROUTINES, &["echo", "--help"], "--trace"),
         (COROUTINES, &["writer", "--help"], "--interval-ms"),
@@ -89,6 +91,9 @@ fn bad_input_gets_usage_and_exit_code_2() {
         (SELECT, &["writer", "--count", "-1"]),
         (ASYNC_AWAIT, &["clock", "--tick-ms", "0"]),
         (ASYNC_AWAIT, &["download", "--count", "0"]),
+        (ASYNC_AWAIT, &["clock", "--block-ms", "0"]),
+        (ASYNC_AWAIT, &["clock", "--block-ms", "60001"]),
+        (ASYNC_AWAIT, &["clock", "--fixed"]),
         (CLIENT, &["--every-ms", "10"]), // only meaningful with --clients
         (CLIENT, &["--clients", "0"]),
     ];
