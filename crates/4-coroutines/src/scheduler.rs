@@ -24,7 +24,7 @@
 //! came earlier made its edge earlier, and waiting for it would wait forever.
 //!
 //! A task that never meets `WouldBlock` — its client never stops sending — would keep the
-//! loop from ever getting back to epoll. The [`budget`](crate::budget) stops it: after 32
+//! loop from ever getting back to epoll. The [`budget`] stops it: after 32
 //! operations its next one yields `BudgetSpent`, and the task waits in `next_turn` while
 //! epoll is asked (without sleeping) who else is ready. Those go first.
 

@@ -7,7 +7,7 @@
 //! only after `WouldBlock`. epoll reports a change to ready once; a sub-coroutine that
 //! parked while data was already waiting would wait for an edge that has already passed.
 //!
-//! They are also where a task spends its [`budget`](crate::budget): each operation that got
+//! They are also where a task spends its [`budget`]: each operation that got
 //! something done costs one, and with the budget spent the next one yields `BudgetSpent`
 //! instead of trying, so the scheduler can serve the other tasks first.
 //!

@@ -1,7 +1,7 @@
 //! TCP, async: `TcpListener::accept`, `TcpStream::connect`, `read`, `read_chunk`, `write`,
 //! `write_all`.
 //!
-//! Every operation is the same dance, in [`Registered::io`]: if the reactor says the
+//! Every operation is the same dance, in `Registered::io`: if the reactor says the
 //! direction may be ready, try the system call; if it says `WouldBlock`, tell the reactor
 //! (which clears its readiness bit), leave the task's waker there and return `Pending`; when
 //! the reactor wakes the task, the call is tried again. Every operation that gets through
