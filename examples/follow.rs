@@ -20,16 +20,21 @@
 //! never ends by itself (`next` never returns `None`); `take(n)` is what ends the loop.
 //!
 //! Without a FILE, a thread plays the program writing the log: it appends a line every
-//! `--interval-ms`, so there is something to watch without a second terminal. With one,
-//! run `echo hello >> FILE` elsewhere.
+//! `--interval-ms` to a temporary file, so there is something to watch without a second
+//! terminal. The first line, on stderr, names that file (the number is the process id):
 //!
 //! ```text
 //! $ cargo run -q --example follow -- --lines 3
+//! following /tmp/follow-4242.log: a thread appends a line every 300 ms
 //! appended line 1 of 3
 //! appended line 2 of 3
 //! appended line 3 of 3
-//! $ cargo run -q --example follow -- --lines 2 /var/log/syslog
 //! ```
+//!
+//! With a FILE, it follows that file (which must exist) until `--lines` new lines arrive:
+//! run `cargo run -q --example follow -- --lines 1 /tmp/notes.log` after `touch
+//! /tmp/notes.log`, and `echo hello >> /tmp/notes.log` in another terminal. It prints
+//! `following /tmp/notes.log: append lines to it` on stderr, then `hello`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -125,8 +130,10 @@ fn run(args: &Args) -> io::Result<()> {
         std::fs::remove_file(&path)?;
         return printed.and(written);
     };
+    let file = File::open(path)
+        .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;
     eprintln!("following {}: append lines to it", path.display());
-    print_lines(follow(File::open(path)?)?, args.lines)
+    print_lines(follow(file)?, args.lines)
 }
 
 /// `for line in follow(f): print(line, end="")`, for the first `count` lines.

@@ -64,7 +64,7 @@ fn sigint_shuts_down_gracefully_without_losing_echo() {
         "the echo differs from what was sent"
     );
     server.process.expect_success();
-    let summary = format!("served 1 connections, echoed {} bytes", received.len());
+    let summary = format!("served 1 connection, echoed {} bytes", received.len());
     assert!(
         server.process.wait_for_stderr(&summary),
         "{:?}",

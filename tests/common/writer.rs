@@ -166,8 +166,8 @@ pub fn idles_after_the_pipe_closes(bin: &str, args: &[&str]) {
 }
 
 /// With stdin a regular file (which epoll refuses to watch), the program says so in one
-/// `epoll refuses …` line, reads the file anyway, and ends with exit 0 once the file and the
-/// pipe are both drained.
+/// line, in the words every epoll lesson uses (`fdio::epoll_refuses_line`), reads the file
+/// anyway, and ends with exit 0 once the file and the pipe are both drained.
 pub fn works_with_stdin_from_a_file(bin: &str, args: &[&str]) {
     let input = TempFile::new("stdin.txt");
     std::fs::write(&input.path, "first line from a file\nsecond line\n").unwrap();
@@ -189,7 +189,9 @@ pub fn works_with_stdin_from_a_file(bin: &str, args: &[&str]) {
         writer.pipe_numbers(),
         (1..=writer.messages_sent()).collect::<Vec<_>>()
     );
-    let refusals = writer.process.count_stderr("epoll refuses");
+    let refusals = writer.process.count_stderr(
+        ": epoll refuses stdin (a regular file, a directory or /dev/null): reading it without waiting",
+    );
     assert_eq!(refusals, 1, "{:?}", writer.process.stderr());
 }
 

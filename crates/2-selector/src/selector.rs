@@ -28,7 +28,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use fdio::Trace;
+use fdio::{Trace, epoll_refuses_line};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
@@ -119,9 +119,8 @@ impl Selector {
                 Some(interest)
             }
             Err(Errno::EPERM) => {
-                eprintln!(
-                    "selector: epoll refuses {name} (a regular file or /dev/null): reading it on every turn instead"
-                );
+                let doing = if interest.read { "reading" } else { "writing" };
+                eprintln!("{}", epoll_refuses_line("selector", fd, doing));
                 None
             }
             Err(err) => return Err(err.into()),

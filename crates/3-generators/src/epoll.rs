@@ -20,7 +20,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use fdio::{epoll_refuses, interrupted};
+use fdio::{epoll_refuses, epoll_refuses_line, interrupted};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -81,10 +81,7 @@ impl Epoll {
                 let interest = match registry.register(&mut SourceFd(&fd), token, wanted) {
                     Ok(()) => Some(wanted),
                     Err(err) if epoll_refuses(&err) => {
-                        eprintln!(
-                            "epoll refuses fd {fd} (a regular file or /dev/null: it is \
-                             always ready); {verb} it directly, without waiting"
-                        );
+                        eprintln!("{}", epoll_refuses_line("generators", fd, verb));
                         None
                     }
                     Err(err) => return Err(err),

@@ -33,7 +33,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use fdio::{FdList, Trace, epoll_refuses, interrupted};
+use fdio::{FdList, Trace, epoll_refuses, epoll_refuses_line, interrupted};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -229,10 +229,12 @@ impl Scheduler {
         match self.watch(fd, interest) {
             Ok(()) => {}
             Err(err) if epoll_refuses(&err) => {
-                eprintln!(
-                    "scheduler: epoll refuses fd {fd} of {} (a regular file or /dev/null): it is always ready, so it is read on every turn",
-                    task.name
-                );
+                let doing = if interest == Interest::READABLE {
+                    "reading"
+                } else {
+                    "writing"
+                };
+                eprintln!("{}", epoll_refuses_line("coroutines", fd, doing));
                 self.always_ready.insert(fd);
                 self.next_turn.push(task);
                 return Ok(());

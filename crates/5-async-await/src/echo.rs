@@ -97,16 +97,18 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
     // Graceful shutdown: refuse new connections, ask the open ones to finish, wait for them.
     drop(listener);
     let open = stats.open.get();
-    eprintln!("{signal}: shutting down; waiting for {open} open connections to finish");
+    let open_connections = fdio::count(open as u64, "open connection");
+    eprintln!("{signal}: shutting down; waiting for {open_connections} to finish");
     shutdown.set();
     let finished = open == 0 || timeout(GRACE, all_closed.wait()).await.is_ok();
-    let (served, echoed) = (stats.served.get(), stats.echoed.get());
     let unfinished = if finished {
         String::new()
     } else {
         format!("; gave up on {} after {GRACE:?}", stats.open.get())
     };
-    eprintln!("shutdown complete: served {served} connections, echoed {echoed} bytes{unfinished}");
+    let served = fdio::count(stats.served.get(), "connection");
+    let echoed = fdio::count(stats.echoed.get(), "byte");
+    eprintln!("shutdown complete: served {served}, echoed {echoed}{unfinished}");
     Ok(())
 }
 

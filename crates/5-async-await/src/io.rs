@@ -13,7 +13,7 @@ use std::io::{self, PipeReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::task::Poll;
 
-use fdio::{epoll_refuses, read_fd, readable_now, set_nonblocking};
+use fdio::{epoll_refuses, epoll_refuses_line, read_fd, readable_now, set_nonblocking};
 use mio::unix::SourceFd;
 
 use crate::executor::with_runtime;
@@ -65,12 +65,11 @@ pub struct AsyncReader {
 
 /// The process's stdin, for async reads. If epoll refuses it, one line on stderr says so.
 pub fn stdin() -> io::Result<AsyncReader> {
-    let input = match Registered::new(Fd(io::stdin().as_raw_fd())) {
+    let stdin = io::stdin().as_raw_fd();
+    let input = match Registered::new(Fd(stdin)) {
         Ok(registration) => Input::BlockingStdin { registration },
         Err(err) if epoll_refuses(&err) => {
-            eprintln!(
-                "async-await: epoll refuses stdin (a regular file or /dev/null): reading it directly"
-            );
+            eprintln!("{}", epoll_refuses_line("async-await", stdin, "reading"));
             Input::PlainFile
         }
         Err(err) => return Err(err),

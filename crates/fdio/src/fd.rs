@@ -1,7 +1,7 @@
 //! File descriptors: the non-blocking switch, the fd limit, and the errors a loop tells apart.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -73,13 +73,28 @@ pub fn reader_went_away(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::BrokenPipe
 }
 
-/// `register` failed because epoll refuses this kind of fd (`EPERM`): regular files and
-/// `/dev/null` are "always ready" and epoll will not watch them. Such an fd never says
-/// `WouldBlock`, so a loop can simply read it whenever it likes. A read of a file can still
-/// wait for the disk (a page-cache miss), and no readiness API can say so: that is why tokio
-/// and asyncio read files on threads, and why completion APIs (io_uring) exist.
+/// `register` failed because epoll refuses this kind of fd (`EPERM`): regular files,
+/// directories and `/dev/null` are "always ready" and epoll will not watch them. Such an fd
+/// never says `WouldBlock`, so a loop can simply read it whenever it likes. A read of a file
+/// can still wait for the disk (a page-cache miss), and no readiness API can say so: that is
+/// why tokio and asyncio read files on threads, and why completion APIs (io_uring) exist.
 pub fn epoll_refuses(err: &io::Error) -> bool {
     err.raw_os_error() == Some(nix::libc::EPERM)
+}
+
+/// The one stderr line every epoll lesson prints when epoll refuses `fd` (see
+/// [`epoll_refuses`]), so that the lessons say it in the same words:
+/// `selector: epoll refuses stdin (a regular file, a directory or /dev/null): reading it
+/// without waiting`. `doing` is `"reading"` or `"writing"`. In practice only stdin can be
+/// such an fd (the lessons' own fds are pipes and sockets), so fd 0 is named `stdin`.
+pub fn epoll_refuses_line(lesson: &str, fd: RawFd, doing: &str) -> String {
+    let what = match fd {
+        0 => "stdin".to_string(),
+        fd => format!("fd {fd}"),
+    };
+    format!(
+        "{lesson}: epoll refuses {what} (a regular file, a directory or /dev/null): {doing} it without waiting"
+    )
 }
 
 /// Asks the kernel, without waiting, whether a read of `fd` would return at once (data, EOF
@@ -122,6 +137,16 @@ mod tests {
         set_nonblocking(&reader).unwrap();
         let err = reader.read(&mut [0; 8]).unwrap_err();
         assert!(would_block(&err), "{err}");
+    }
+
+    /// The refusal line names fd 0 `stdin` and any other fd by number, in the same words.
+    #[test]
+    fn epoll_refuses_line_names_stdin() {
+        assert_eq!(
+            epoll_refuses_line("selector", 0, "reading"),
+            "selector: epoll refuses stdin (a regular file, a directory or /dev/null): reading it without waiting"
+        );
+        assert!(epoll_refuses_line("generators", 7, "writing").contains(" fd 7 ("));
     }
 
     /// `EMFILE` and `ENFILE` are recognised as running out of fds; other errors are not.

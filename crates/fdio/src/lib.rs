@@ -12,6 +12,7 @@
 //! - [`net`]: binding and announcing a listener, and the one-line connection log.
 //! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
 //! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
+//! - [`count`]: a number and its noun, `1 connection` or `2 connections`.
 
 pub mod cli;
 pub mod fd;
@@ -24,8 +25,8 @@ pub mod trace;
 
 pub use cli::{ServerArgs, WriterArgs, exit_code};
 pub use fd::{
-    epoll_refuses, interrupted, out_of_fds, raise_fd_limit, read_blocking, read_fd, readable_now,
-    reader_went_away, set_nonblocking, would_block,
+    epoll_refuses, epoll_refuses_line, interrupted, out_of_fds, raise_fd_limit, read_blocking,
+    read_fd, readable_now, reader_went_away, set_nonblocking, would_block,
 };
 pub use net::{listen, log_closed, log_connected};
 pub use output::{OutputLog, Source};
@@ -33,3 +34,23 @@ pub use pending::PendingWrite;
 pub use session::WriterSession;
 pub use ticker::Ticker;
 pub use trace::{FdList, Trace};
+
+/// `n` and `noun` as a person writes them: `1 connection`, `0 connections`, `2 connections`.
+/// `noun` is the singular; every noun our summaries count takes an `s`.
+pub fn count(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// One takes the singular, zero and many the plural.
+    #[test]
+    fn count_agrees_with_its_number() {
+        assert_eq!(super::count(1, "connection"), "1 connection");
+        assert_eq!(super::count(0, "connection"), "0 connections");
+        assert_eq!(super::count(2, "pipe message"), "2 pipe messages");
+    }
+}

@@ -86,7 +86,9 @@ impl WriterSession {
         let sent = self.ticker.join()?;
         let lines = self.log.lines_written();
         eprintln!(
-            "done: {sent} pipe messages sent, {lines} lines appended to {}",
+            "done: {} sent, {} appended to {}",
+            crate::count(sent.into(), "pipe message"),
+            crate::count(lines as u64, "line"),
             self.output.display()
         );
         Ok(())
