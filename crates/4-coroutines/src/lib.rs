@@ -105,7 +105,7 @@
 //! `--trace` shows the scheduler: `resume client 127.0.0.1:4242`, `client … parks on read
 //! fd 7`, `listener … starts client …`, `waiting with to_read=[5,7] to_write=[] sleeping=0
 //! next_turn=0 timeout=none`, `fd 7 is READABLE → client … to the ready queue`, `client …
-//! finished`. Send it a big file (`nc 127.0.0.1 5000 < big.iso > /dev/null`) and the budget
+//! finished`. Send it a big file (`nc -N 127.0.0.1 5000 < big.iso > /dev/null`) and the budget
 //! shows: `client … spent its budget of 32 operations: the others go first`, then a wait
 //! that does not sleep, `next_turn=1 timeout=0.0ns`.
 //!
