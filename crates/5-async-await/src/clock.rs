@@ -124,7 +124,7 @@ pub fn run(for_secs: Option<u32>, tick: Duration, work: Option<Work>) -> io::Res
             Either::Right(Either::Left(printer) | Either::Right(printer)) => {
                 match printer.map_err(io::Error::other)? {
                     // The reader went away (`| head`): a normal way for a printer to end.
-                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                    Err(err) if fdio::reader_went_away(&err) => Ok(()),
                     other => other,
                 }
             }

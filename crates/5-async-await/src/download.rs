@@ -24,7 +24,7 @@ pub fn run(count: u32, delay: Duration) -> io::Result<()> {
     match download_twice(count, delay) {
         // The reader went away (`download | head -1`): a normal way to end, as in `clock`.
         // Only stdout fails so here: a failed download is reported as `image N: …`.
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) if fdio::reader_went_away(&err) => Ok(()),
         other => other,
     }
 }

@@ -28,7 +28,7 @@ pub fn run() -> io::Result<()> {
     match block_on(Trace::new(false), tour())? {
         // The reader went away (`tasks | head -3`): a normal way for the tour to end. Only
         // stdout fails so here; the tour's other errors are a task's and getaddrinfo's.
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) if fdio::reader_went_away(&err) => Ok(()),
         other => other,
     }
 }
