@@ -1,6 +1,8 @@
 //! `cargo run --release -p bench`: every lesson's echo server under the same load, beside a
-//! tokio reference peer measured in the same run; a markdown report on stdout, SVG plots in
-//! `imgs/`.
+//! tokio reference peer measured in the same run; a markdown report on stdout and in
+//! `target/bench/benchmark.md`, SVG plots beside it. `--publish` writes them where the README
+//! shows them instead: `docs/benchmark.md`, `imgs/bench-*.svg`, and the summary table between
+//! the README's `bench-summary` markers — so a quick run never replaces the published figures.
 //!
 //! The lessons make claims with numbers behind them; this measures them:
 //! - **ping-pong** on 1 to 1,000 connections, 64 B and 4 KiB messages: messages/s, p50/p99
@@ -27,6 +29,7 @@
 //! cargo run --release -p bench                        # everything: about 9 minutes on 2 cores
 //! cargo run --release -p bench -- --quick             # a minute or two
 //! cargo run --release -p bench -- --only selector,async-await
+//! cargo run --release -p bench -- --publish           # a full run, for docs/ and imgs/
 //! cargo run --release -p bench -- load --addr 127.0.0.1:5000   # load a server you started,
 //!                                                     # e.g. to profile it with perf
 //! ```
@@ -39,10 +42,12 @@
 //! - [`measure`]: the points, the A B A B order, one measurement.
 //! - [`report`]: the markdown tables and the targets.
 //! - [`plots`]: the SVG plots.
+//! - [`publish`]: where the report and plots go, and the README's summary table.
 
 mod cpus;
 mod measure;
 mod plots;
+mod publish;
 mod report;
 mod servers;
 mod tokio_echo;
@@ -103,9 +108,15 @@ struct Cli {
     #[arg(long)]
     no_build: bool,
 
-    /// Where to write the SVG plots.
-    #[arg(long, default_value_os_t = workspace_root().join("imgs"))]
-    imgs: PathBuf,
+    /// Where to write the report (`benchmark.md`) and the SVG plots. Default: target/bench.
+    #[arg(long, conflicts_with = "publish")]
+    out: Option<PathBuf>,
+
+    /// Publish this run: write docs/benchmark.md, the plots in imgs/ and the README's summary
+    /// table. Only for a full run (not with --quick or --only), so the figures the README
+    /// shows all come from one complete run.
+    #[arg(long, conflicts_with_all = ["quick", "only"])]
+    publish: bool,
 }
 
 /// The pieces of the benchmark, one at a time.
@@ -225,12 +236,19 @@ fn run(cli: &Cli) -> io::Result<usize> {
     } else {
         format!("cargo run --release -p bench -- {}", args.join(" "))
     };
-    print!(
-        "{}",
-        report::markdown(&results, &machine, pinning, &command, started.elapsed())
-    );
-    for path in plots::write_all(&results, &cli.imgs)? {
-        eprintln!("bench: wrote {path}");
+    let report = report::markdown(&results, &machine, pinning, &command, started.elapsed());
+    print!("{report}");
+    let destination = if cli.publish {
+        publish::Destination::published(&workspace_root())
+    } else {
+        publish::Destination::local(
+            cli.out
+                .clone()
+                .unwrap_or_else(|| workspace_root().join("target").join("bench")),
+        )
+    };
+    for path in destination.write(&results, &report)? {
+        eprintln!("bench: wrote {}", path.display());
     }
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
     let failed = results
@@ -329,7 +347,8 @@ fn plan(cli: &Cli) -> io::Result<Plan> {
     })
 }
 
-/// The workspace this benchmark was built from: where `cargo build` runs and `imgs/` is.
+/// The workspace this benchmark was built from: where `cargo build` runs, `target/bench`,
+/// `docs/` and `imgs/` are.
 fn workspace_root() -> PathBuf {
     let bench_crate = Path::new(env!("CARGO_MANIFEST_DIR"));
     // crates/bench → crates → the workspace.

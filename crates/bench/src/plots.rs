@@ -24,7 +24,8 @@ use crate::servers::ServerSpec;
 
 const FONT: &str = "sans-serif";
 
-/// Writes the three SVGs into `dir`, for the scenarios the run measured.
+/// Writes the three SVGs into `dir`, for the scenarios the run measured; returns their file
+/// names.
 pub fn write_all(results: &[PointResult], dir: &Path) -> io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
@@ -35,7 +36,7 @@ pub fn write_all(results: &[PointResult], dir: &Path) -> io::Result<Vec<String>>
             root.fill(&WHITE).map_err(plot_error)?;
             draw(&root).map_err(plot_error)?;
             root.present().map_err(plot_error)?;
-            written.push(path.display().to_string());
+            written.push(name.to_string());
             Ok(())
         };
     if has(results, Scenario::PingPong) {

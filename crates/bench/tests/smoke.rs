@@ -27,13 +27,14 @@ impl Drop for Killed {
 
 /// `bench --quick` with 50 ms windows, a 16 MB bulk stream and two rounds against `select`
 /// and `selector` (when built beside the benchmark: `cargo test --workspace` builds them) and
-/// tokio: it succeeds, prints every table and the targets, and writes three SVGs whose labels
-/// are real text.
+/// tokio: it succeeds, prints every table and the targets, writes three SVGs whose labels
+/// are real text, and writes the report with those tables and links to those plots into
+/// `--out` (never into `docs/` or `imgs/`).
 #[test]
 fn quick_run_prints_tables_and_writes_plots() {
     let bench = Path::new(env!("CARGO_BIN_EXE_bench"));
     let bin_dir = bench.parent().expect("the bench binary has a directory");
-    let imgs = TempDir(std::env::temp_dir().join(format!("bench-smoke-{}", std::process::id())));
+    let out = TempDir(std::env::temp_dir().join(format!("bench-smoke-{}", std::process::id())));
     let output = Command::new(bench)
         .args([
             "--quick",
@@ -47,8 +48,8 @@ fn quick_run_prints_tables_and_writes_plots() {
         .args(["--only", "select,selector"])
         .arg("--bin-dir")
         .arg(bin_dir)
-        .arg("--imgs")
-        .arg(&imgs.0)
+        .arg("--out")
+        .arg(&out.0)
         .output()
         .expect("run the bench binary");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -83,11 +84,36 @@ fn quick_run_prints_tables_and_writes_plots() {
         ("bench-idle-scaling.svg", "idle connections"),
         ("bench-memory.svg", "peak RSS"),
     ] {
-        let svg = std::fs::read_to_string(imgs.0.join(plot)).expect("the plot was written");
+        let svg = std::fs::read_to_string(out.0.join(plot)).expect("the plot was written");
         assert!(
             svg.contains("<text") && svg.contains(label),
             "{plot}: no {label:?} text"
         );
+    }
+    let report = std::fs::read_to_string(out.0.join("benchmark.md")).expect("the report");
+    assert!(report.starts_with("# Benchmark\n"), "{report}");
+    assert!(
+        report.contains("![throughput](bench-throughput.svg)"),
+        "{report}"
+    );
+    assert!(report.contains("### Targets"), "{report}");
+    assert!(!report.contains("{{results}}"), "{report}");
+}
+
+/// `--publish` rewrites the README's figures, so it is refused for a quick or partial run:
+/// clap's usage error, nothing measured.
+#[test]
+fn publish_refuses_a_quick_run() {
+    let bench = Path::new(env!("CARGO_BIN_EXE_bench"));
+    for partial in [&["--quick"][..], &["--only", "select"]] {
+        let output = Command::new(bench)
+            .arg("--publish")
+            .args(partial)
+            .output()
+            .expect("run the bench binary");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("cannot be used with"), "{stderr}");
     }
 }
 
