@@ -784,6 +784,85 @@ fn met(yes: bool) -> &'static str {
     if yes { "**met**" } else { "**not met**" }
 }
 
+/// The README's one summary table: per server, the numbers each lesson's story rests on —
+/// messages/s and CPU per message at 100 × 64 B, CPU per GB of a bulk stream, the worst ping
+/// beside a flood, the memory to hold 10,000 idle connections — each with its ratio to tokio.
+/// The full tables are in the report ([`markdown`]).
+pub fn summary(results: &[PointResult]) -> String {
+    let ping_pong = results.iter().find(|result| {
+        result.point.scenario == Scenario::PingPong
+            && result.point.shape.active == 100
+            && result.point.shape.message_size == 64
+    });
+    let memory = results.iter().find(|result| {
+        result.point.scenario == Scenario::Memory && result.point.shape.idle == 10_000
+    });
+    let bulk = results
+        .iter()
+        .find(|result| matches!(result.point.scenario, Scenario::Bulk { .. }));
+    let fairness = results
+        .iter()
+        .find(|result| matches!(result.point.scenario, Scenario::Fairness { .. }));
+    type Cell = fn(&PointResult, Option<usize>) -> String;
+    let columns: [(&str, Option<&PointResult>, Cell); 5] = [
+        ("msgs/s, 100 × 64 B", ping_pong, |result, index| {
+            cell(result, index, rate, messages)
+        }),
+        ("server CPU per message", ping_pong, |result, index| {
+            cell(result, index, cpu_per_message, micros)
+        }),
+        ("server CPU per GB, bulk", bulk, |result, index| {
+            cell(result, index, cpu_secs_per_gb, seconds)
+        }),
+        ("worst ping beside a flood", fairness, |result, index| {
+            cell(result, index, worst_ping, latency)
+        }),
+        ("memory, 10,000 idle", memory, |result, index| {
+            cell(result, index, peak_rss, megabytes)
+        }),
+    ];
+    let mut out = String::new();
+    let headings: Vec<&str> = columns.iter().map(|(heading, _, _)| *heading).collect();
+    let _ = writeln!(out, "| server | {} |", headings.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(columns.len()));
+    let row = |name: &str, id: Option<&str>| {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, point, render)| match (point, id) {
+                (None, _) => "—".into(),
+                (Some(result), None) => render(result, None),
+                (Some(result), Some(id)) => result
+                    .lesson(id)
+                    .map_or("—".into(), |index| render(result, Some(index))),
+            })
+            .collect();
+        format!("| {name} | {} |\n", cells.join(" | "))
+    };
+    out.push_str(&row("tokio (reference)", None));
+    for spec in LESSONS {
+        let measured = columns
+            .iter()
+            .any(|(_, point, _)| point.is_some_and(|result| result.lesson(spec.id).is_some()));
+        if measured {
+            out.push_str(&row(spec.label, Some(spec.id)));
+        }
+    }
+    out
+}
+
+/// The tokio cell (`index` None) or a lesson's cell of one number.
+fn cell(
+    result: &PointResult,
+    index: Option<usize>,
+    value: fn(&Outcome) -> Option<f64>,
+    show: fn(f64) -> String,
+) -> String {
+    match index {
+        None => reference_cell(result, value, show),
+        Some(index) => lesson_cell(result, index, value, show),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -879,84 +958,5 @@ mod tests {
         ] {
             assert!(targets.contains(verdict), "no {verdict:?} in {targets}");
         }
-    }
-}
-
-/// The README's one summary table: per server, the numbers each lesson's story rests on —
-/// messages/s and CPU per message at 100 × 64 B, CPU per GB of a bulk stream, the worst ping
-/// beside a flood, the memory to hold 10,000 idle connections — each with its ratio to tokio.
-/// The full tables are in the report ([`markdown`]).
-pub fn summary(results: &[PointResult]) -> String {
-    let ping_pong = results.iter().find(|result| {
-        result.point.scenario == Scenario::PingPong
-            && result.point.shape.active == 100
-            && result.point.shape.message_size == 64
-    });
-    let memory = results.iter().find(|result| {
-        result.point.scenario == Scenario::Memory && result.point.shape.idle == 10_000
-    });
-    let bulk = results
-        .iter()
-        .find(|result| matches!(result.point.scenario, Scenario::Bulk { .. }));
-    let fairness = results
-        .iter()
-        .find(|result| matches!(result.point.scenario, Scenario::Fairness { .. }));
-    type Cell = fn(&PointResult, Option<usize>) -> String;
-    let columns: [(&str, Option<&PointResult>, Cell); 5] = [
-        ("msgs/s, 100 × 64 B", ping_pong, |result, index| {
-            cell(result, index, rate, messages)
-        }),
-        ("server CPU per message", ping_pong, |result, index| {
-            cell(result, index, cpu_per_message, micros)
-        }),
-        ("server CPU per GB, bulk", bulk, |result, index| {
-            cell(result, index, cpu_secs_per_gb, seconds)
-        }),
-        ("worst ping beside a flood", fairness, |result, index| {
-            cell(result, index, worst_ping, latency)
-        }),
-        ("memory, 10,000 idle", memory, |result, index| {
-            cell(result, index, peak_rss, megabytes)
-        }),
-    ];
-    let mut out = String::new();
-    let headings: Vec<&str> = columns.iter().map(|(heading, _, _)| *heading).collect();
-    let _ = writeln!(out, "| server | {} |", headings.join(" | "));
-    let _ = writeln!(out, "|---|{}", "---:|".repeat(columns.len()));
-    let row = |name: &str, id: Option<&str>| {
-        let cells: Vec<String> = columns
-            .iter()
-            .map(|(_, point, render)| match (point, id) {
-                (None, _) => "—".into(),
-                (Some(result), None) => render(result, None),
-                (Some(result), Some(id)) => result
-                    .lesson(id)
-                    .map_or("—".into(), |index| render(result, Some(index))),
-            })
-            .collect();
-        format!("| {name} | {} |\n", cells.join(" | "))
-    };
-    out.push_str(&row("tokio (reference)", None));
-    for spec in LESSONS {
-        let measured = columns
-            .iter()
-            .any(|(_, point, _)| point.is_some_and(|result| result.lesson(spec.id).is_some()));
-        if measured {
-            out.push_str(&row(spec.label, Some(spec.id)));
-        }
-    }
-    out
-}
-
-/// The tokio cell (`index` None) or a lesson's cell of one number.
-fn cell(
-    result: &PointResult,
-    index: Option<usize>,
-    value: fn(&Outcome) -> Option<f64>,
-    show: fn(f64) -> String,
-) -> String {
-    match index {
-        None => reference_cell(result, value, show),
-        Some(index) => lesson_cell(result, index, value, show),
     }
 }
