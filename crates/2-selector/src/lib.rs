@@ -64,6 +64,7 @@
 //! cargo run --bin selector -- writer                # stdin and the pipe, as in lesson 1
 //! ```
 //! `--trace` shows the system calls with their flags and each wakeup:
+//! <!-- session: selector-echo-trace -->
 //! ```text
 //! selector: epoll_create1, Level-triggered
 //! selector: register Token(0) (listener 127.0.0.1:5000): epoll_ctl(ADD, fd 3, EPOLLIN)

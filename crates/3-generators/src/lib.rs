@@ -21,6 +21,7 @@
 //! ```
 //! Observe: every client gets its echo at once. `--trace` narrates the scheduler; here one
 //! client connects and sends `hi`:
+//! <!-- session: generators-echo-trace -->
 //! ```text
 //! parked task 1 (server 127.0.0.1:5000) on read fd 3
 //! waiting: 0 ready, to_read=[3] to_write=[]

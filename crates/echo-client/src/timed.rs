@@ -1,7 +1,8 @@
-//! `client --clients N --every-ms M --for-secs S`: N clients connect at once; each sends
-//! S×1000/M numbered lines, M ms apart, waits for each echo, and prints how long it took.
-//! Against `sync echo`, client 2 waits until client 1 has sent all its lines and left, and
-//! client 3 waits for both; against `select echo`, everyone is answered at once.
+//! `client --clients N --every-ms M --for-secs S`: N clients connect, one after another in
+//! order (so a server that accepts in turn meets client 1 first); each sends S×1000/M
+//! numbered lines, M ms apart, waits for each echo, and prints how long it took. Against
+//! `sync echo`, client 2 waits until client 1 has sent all its lines and left, and client 3
+//! waits for both; against `select echo`, everyone is answered at once.
 //!
 //! Each client runs on a thread of its own and only measures; it sends its lines to this
 //! thread, the only one that prints. So when stdout fails (`| head -1` closed it, or the disk
@@ -46,10 +47,16 @@ pub fn run_timed(plan: &TimedPlan) -> io::Result<Vec<ClientReport>> {
         let mut started = Ok(());
         for id in 1..=plan.clients {
             let printer = printer.clone();
-            let spawned =
-                thread::Builder::new().spawn_scoped(scope, move || run_client(plan, id, &printer));
+            let (connected, is_connected) = mpsc::channel();
+            let spawned = thread::Builder::new()
+                .spawn_scoped(scope, move || run_client(plan, id, &printer, connected));
             match spawned {
-                Ok(client) => clients.push(client),
+                Ok(client) => {
+                    clients.push(client);
+                    // The next client connects once this one has (or has failed to: its
+                    // sender is dropped), so they reach the server in the order of their ids.
+                    let _ = is_connected.recv_timeout(patience(plan));
+                }
                 // Out of threads, or of memory for their stacks: start no more, and stop
                 // those already running (below) rather than panic.
                 Err(err) => {
@@ -112,9 +119,14 @@ fn failed(error: &str) -> ClientReport {
     }
 }
 
-fn run_client(plan: &TimedPlan, id: usize, printer: &Sender<String>) -> ClientReport {
+fn run_client(
+    plan: &TimedPlan,
+    id: usize,
+    printer: &Sender<String>,
+    connected: Sender<()>,
+) -> ClientReport {
     let mut report = ClientReport::default();
-    if let Err(err) = talk(plan, id, printer, &mut report) {
+    if let Err(err) = talk(plan, id, printer, connected, &mut report) {
         report.error = Some(err.to_string());
     }
     report
@@ -126,22 +138,27 @@ pub fn messages_per_client(plan: &TimedPlan) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX).max(1)
 }
 
-/// Sends numbered messages `every` apart; each waits for its echo, and its line goes to
-/// `printer`.
+/// How long a client waits for an answer: a blocking server serves the clients one after
+/// another, so the last one may wait for all the others' runs. That, and 10 s more.
+fn patience(plan: &TimedPlan) -> Duration {
+    let clients = u32::try_from(plan.clients).unwrap_or(u32::MAX);
+    plan.duration
+        .saturating_mul(clients)
+        .saturating_add(Duration::from_secs(10))
+}
+
+/// Connects (then says so on `connected`) and sends numbered messages `every` apart; each
+/// waits for its echo, and its line goes to `printer`.
 fn talk(
     plan: &TimedPlan,
     id: usize,
     printer: &Sender<String>,
+    connected: Sender<()>,
     report: &mut ClientReport,
 ) -> io::Result<()> {
-    // A blocking server serves the clients one after another: the last one may wait for
-    // all the others' runs. Allow that, and 10 s more.
-    let clients = u32::try_from(plan.clients).unwrap_or(u32::MAX);
-    let patience = plan
-        .duration
-        .saturating_mul(clients)
-        .saturating_add(Duration::from_secs(10));
+    let patience = patience(plan);
     let mut stream = connect(plan.addr, patience)?;
+    let _ = connected.send(());
     let messages = messages_per_client(plan);
     let mut answer = Vec::new();
     for number in 1..=messages {

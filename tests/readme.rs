@@ -1,0 +1,576 @@
+//! Every transcript in the README, and in the lessons' `//!` texts, is run, and what it prints
+//! is compared with what the text shows: the course cannot drift from the code.
+//!
+//! # What counts as a transcript
+//! A fenced block with a line starting `$ ` is a *command transcript*. Each `$ ` line runs in
+//! bash, in a fresh temporary directory, with a time bound, and its stdout and stderr
+//! (together, as a terminal shows them) must match the lines below it, up to the next `$ `:
+//! - `cargo run -q [--release] --bin NAME [--]` and `./target/debug/NAME` run the binary
+//!   cargo built for these tests (a `cargo run` here would wait on cargo's build lock);
+//! - `/tmp/` is the block's temporary directory (the output shows it back as `/tmp/`);
+//! - a line starting `>>> ` is typed at a prompt: what follows it (up to a `#` comment) is
+//!   written to the command's stdin, and the line is not part of the output;
+//! - with `<!-- server: ARGS -->` on the line before the block, `ARGS --addr 127.0.0.1:0` runs
+//!   first, as in another terminal, and `client` gets `--addr` with its address.
+//!
+//! A block with `<!-- session: NAME -->` on the line before it is an *interactive session*
+//! (a server with `--trace`, `nc` in other terminals): `sessions::run(NAME)` performs the
+//! steps the text describes and the lines shown must appear in what it printed, in order.
+//!
+//! In the README every fenced block without a language is one of those two; code, command
+//! lists and listings say their language (`sh`, `rust`, `text`, …).
+//!
+//! # How lines match
+//! Measured values vary from run to run, so both sides are normalized before they are
+//! compared, by one rule ([`normalize`]): a duration (a number followed by `s`, `ms`, `µs` or
+//! `seconds`, or bash's `0m3.001s`), a speed-up (`17.9×`) and the port of a `127.0.0.1:PORT`
+//! address match any other. A line that is only `…` stands for any number of lines. Everything else must be
+//! equal. Timing decides some outputs (which line comes first when two sources are 100 ms
+//! apart), so a block that does not match is run again, up to three times in all.
+//!
+//! And the check checks itself: once a block matched, each of its lines is changed in turn,
+//! and every changed version must fail to match what the run printed — no line is hidden
+//! behind a `…` or a variable.
+
+mod common;
+#[path = "readme/sessions.rs"]
+mod sessions;
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::LazyLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use regex::Regex;
+
+/// How long one command may run.
+const COMMAND_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How many times a block is run before its mismatch counts.
+const ATTEMPTS: usize = 3;
+
+/// The binaries a transcript may run, by name.
+fn binary(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "sync" => env!("CARGO_BIN_EXE_sync"),
+        "select" => env!("CARGO_BIN_EXE_select"),
+        "selector" => env!("CARGO_BIN_EXE_selector"),
+        "generators" => env!("CARGO_BIN_EXE_generators"),
+        "coroutines" => env!("CARGO_BIN_EXE_coroutines"),
+        "async-await" => env!("CARGO_BIN_EXE_async-await"),
+        "client" => env!("CARGO_BIN_EXE_client"),
+        _ => return None,
+    })
+}
+
+/// The texts whose transcripts are run: the README and each lesson's `//!` text.
+fn texts() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("README.md", include_str!("../README.md"), ""),
+        (
+            "crates/2-selector/src/lib.rs",
+            include_str!("../crates/2-selector/src/lib.rs"),
+            "//!",
+        ),
+        (
+            "crates/3-generators/src/lib.rs",
+            include_str!("../crates/3-generators/src/lib.rs"),
+            "//!",
+        ),
+        (
+            "crates/4-coroutines/src/lib.rs",
+            include_str!("../crates/4-coroutines/src/lib.rs"),
+            "//!",
+        ),
+        (
+            "crates/5-async-await/src/lib.rs",
+            include_str!("../crates/5-async-await/src/lib.rs"),
+            "//!",
+        ),
+    ]
+}
+
+/// One fenced block of a text.
+#[derive(Debug, Clone)]
+struct Block {
+    /// `README.md:120`: where its opening fence is.
+    place: String,
+    /// The word after the opening fence (`rust`, `text`), or empty.
+    language: String,
+    /// The HTML comment on the line before the fence: `("session", "selector-trace")`.
+    marker: Option<(String, String)>,
+    lines: Vec<String>,
+}
+
+impl Block {
+    fn is_command_transcript(&self) -> bool {
+        self.lines.iter().any(|line| line.starts_with("$ "))
+    }
+
+    fn session(&self) -> Option<&str> {
+        match &self.marker {
+            Some((kind, name)) if kind == "session" => Some(name),
+            _ => None,
+        }
+    }
+
+    fn server(&self) -> Option<&str> {
+        match &self.marker {
+            Some((kind, args)) if kind == "server" => Some(args),
+            _ => None,
+        }
+    }
+}
+
+/// The fenced blocks of `text`, whose lines start with `prefix` (`//!` for a crate's doc).
+fn blocks(file: &str, text: &str, prefix: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Block> = None;
+    let mut previous = "";
+    for (number, raw) in text.lines().enumerate() {
+        let Some(line) = raw.strip_prefix(prefix) else {
+            previous = "";
+            continue;
+        };
+        // `//! text`: the space after the doc comment's marker is not part of the text.
+        let line = match prefix {
+            "" => line,
+            _ => line.strip_prefix(' ').unwrap_or(line),
+        };
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(language)) => {
+                let marker = previous
+                    .trim()
+                    .strip_prefix("<!--")
+                    .and_then(|rest| rest.strip_suffix("-->"))
+                    .and_then(|comment| comment.split_once(':'))
+                    .map(|(kind, value)| (kind.trim().to_string(), value.trim().to_string()));
+                open = Some(Block {
+                    place: format!("{file}:{}", number + 1),
+                    language: language.trim().to_string(),
+                    marker,
+                    lines: Vec::new(),
+                });
+            }
+            (Some(_), Some(_)) => blocks.extend(open.take()),
+            (Some(block), None) => block.lines.push(line.trim_end().to_string()),
+            (None, None) => {}
+        }
+        previous = line;
+    }
+    blocks
+}
+
+fn all_blocks() -> Vec<Block> {
+    texts()
+        .into_iter()
+        .flat_map(|(file, text, prefix)| blocks(file, text, prefix))
+        .collect()
+}
+
+/// The one rule for values that vary: durations and ports match any other.
+fn normalize(line: &str) -> String {
+    static DURATION: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"\b\d+m\d+(\.\d+)?s\b|\b\d+(\.\d+)? ?(seconds|second|ms|µs|s)\b|\b\d+(\.\d+)? ?µs",
+        )
+        .unwrap()
+    });
+    static PORT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"127\.0\.0\.1:\d+").unwrap());
+    static SPEED_UP: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d+(\.\d+)?×").unwrap());
+    let line = DURATION.replace_all(line.trim_end(), "<duration>");
+    let line = SPEED_UP.replace_all(&line, "<ratio>×");
+    PORT.replace_all(&line, "127.0.0.1:<port>").into_owned()
+}
+
+/// Whether one normalized line shows another: equal, or, for a shown line ending in ` …`,
+/// the start of it.
+fn shows(shown: &str, printed: &str) -> bool {
+    match shown.strip_suffix(" …") {
+        Some(start) => printed.starts_with(start),
+        None => shown == printed,
+    }
+}
+
+/// Whether `actual` is `expected` line by line, where an expected `…` line stands for any
+/// number of lines and both sides are [`normalize`]d.
+fn matches(expected: &[String], actual: &[String]) -> bool {
+    let expected: Vec<String> = expected.iter().map(|line| normalize(line)).collect();
+    let actual: Vec<String> = actual.iter().map(|line| normalize(line)).collect();
+    fn from(expected: &[String], actual: &[String]) -> bool {
+        match expected.split_first() {
+            None => actual.is_empty(),
+            Some((gap, rest)) if gap == "…" => {
+                (0..=actual.len()).any(|skip| from(rest, &actual[skip..]))
+            }
+            Some((line, rest)) => actual
+                .split_first()
+                .is_some_and(|(first, others)| shows(line, first) && from(rest, others)),
+        }
+    }
+    from(&expected, &actual)
+}
+
+/// Whether the `expected` lines appear in `actual` in that order (others may come between).
+fn appear_in_order(expected: &[String], actual: &[String]) -> bool {
+    let mut actual = actual.iter().map(|line| normalize(line));
+    expected
+        .iter()
+        .filter(|line| line.as_str() != "…")
+        .all(|line| {
+            let line = normalize(line);
+            actual.any(|candidate| shows(&line, &candidate))
+        })
+}
+
+/// Each line of `expected` changed in turn (text appended, which no rule lets vary): every
+/// version must fail `check` against the same output. Returns the lines that did not.
+fn unchecked_lines(expected: &[String], check: impl Fn(&[String]) -> bool) -> Vec<String> {
+    (0..expected.len())
+        .filter(|&index| expected[index] != "…" && !expected[index].starts_with(">>> "))
+        .filter_map(|index| {
+            let mut changed = expected.to_vec();
+            changed[index].push_str(" [changed]");
+            check(&changed).then(|| expected[index].clone())
+        })
+        .collect()
+}
+
+/// A command of a transcript and the output shown under it.
+struct Step {
+    command: String,
+    /// What is typed at the prompt (`>>> ` lines), one line each.
+    input: String,
+    expected: Vec<String>,
+}
+
+fn steps(block: &Block) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for line in &block.lines {
+        if let Some(command) = line.strip_prefix("$ ") {
+            steps.push(Step {
+                command: command.to_string(),
+                input: String::new(),
+                expected: Vec::new(),
+            });
+        } else if let Some(step) = steps.last_mut() {
+            match line.strip_prefix(">>> ") {
+                Some(typed) => {
+                    let typed = typed.split_once('#').map_or(typed, |(typed, _)| typed);
+                    step.input.push_str(typed.trim());
+                    step.input.push('\n');
+                }
+                None => step.expected.push(line.clone()),
+            }
+        }
+    }
+    steps
+}
+
+/// `command` as the test runs it: the built binaries, the block's own temporary directory,
+/// the server's address.
+fn rewrite(command: &str, dir: &Path, server: Option<&str>) -> Result<String, String> {
+    static CARGO_RUN: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"cargo run -q (--release )?--bin (\S+)( --)?|\./target/(debug|release)/(\S+)")
+            .unwrap()
+    });
+    let mut unknown = None;
+    let rewritten = CARGO_RUN.replace_all(command, |captures: &regex::Captures| {
+        let name = captures
+            .get(2)
+            .or_else(|| captures.get(5))
+            .map_or("", |name| name.as_str());
+        match binary(name) {
+            None => {
+                unknown = Some(name.to_string());
+                String::new()
+            }
+            Some(path) => match server {
+                Some(addr) if name == "client" => format!("'{path}' --addr {addr}"),
+                _ => format!("'{path}'"),
+            },
+        }
+    });
+    if let Some(name) = unknown {
+        return Err(format!(
+            "`{command}` runs `{name}`, which tests/readme.rs does not know"
+        ));
+    }
+    Ok(rewritten.replace("/tmp/", &format!("{}/", dir.display())))
+}
+
+/// Runs `command` in bash with `input` on stdin; returns what it printed (stdout and
+/// stderr in one stream, as a terminal shows them), with `dir` written back as `/tmp`.
+fn run(command: &str, input: &str, dir: &Path) -> Result<Vec<String>, String> {
+    let (mut reader, writer) = std::io::pipe().map_err(|err| err.to_string())?;
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(writer.try_clone().map_err(|err| err.to_string())?)
+        .stderr(writer)
+        // Its own process group, so a timeout kills the whole pipeline.
+        .process_group(0)
+        .spawn()
+        .map_err(|err| format!("bash: {err}"))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = input.to_string();
+    thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = reader.read_to_end(&mut bytes);
+        bytes
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
+            break status;
+        }
+        if started.elapsed() > COMMAND_PATIENCE {
+            let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            return Err(format!("`{command}` ran longer than {COMMAND_PATIENCE:?}"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let bytes = output.join().map_err(|_| "the output reader panicked")?;
+    let text = String::from_utf8_lossy(&bytes).replace(&format!("{}", dir.display()), "/tmp");
+    let _ = status; // the exit status shows in the transcript only when the text prints it
+    Ok(text
+        .lines()
+        .map(|line| line.trim_end().to_string())
+        .collect())
+}
+
+/// A fresh temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "readme-{}-{serial}-{}",
+            std::process::id(),
+            label.replace(['/', ':', '.'], "-")
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs every step of a command transcript once; `Ok` if each printed what the block shows.
+fn attempt(block: &Block) -> Result<(), String> {
+    let dir = TempDir::new(&block.place);
+    let server = match block.server() {
+        None => None,
+        Some(args) => {
+            let mut words = args.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let path = binary(name).ok_or(format!("server `{name}` is not a known binary"))?;
+            let args: Vec<&str> = words.collect();
+            Some(Server::start(path, &args))
+        }
+    };
+    let addr = server.as_ref().map(|server| server.addr.to_string());
+    for step in steps(block) {
+        let command = rewrite(&step.command, &dir.0, addr.as_deref())?;
+        let actual = run(&command, &step.input, &dir.0)?;
+        if !matches(&step.expected, &actual) {
+            return Err(format!(
+                "`$ {}` printed:\n{}\nand the text shows:\n{}",
+                step.command,
+                actual.join("\n"),
+                step.expected.join("\n")
+            ));
+        }
+        let unchecked = unchecked_lines(&step.expected, |changed| matches(changed, &actual));
+        if !unchecked.is_empty() {
+            return Err(format!(
+                "`$ {}`: these lines still match when changed: {unchecked:?}",
+                step.command
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `check` up to [`ATTEMPTS`] times; the last error if none passed.
+fn with_retries(check: impl Fn() -> Result<(), String>) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        match check() {
+            Ok(()) => return Ok(()),
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
+}
+
+/// Every `$ ` command in the README and the lesson texts prints what the text shows under it
+/// (by the rule above), and every line shown is one the comparison checks.
+#[test]
+fn every_command_prints_what_the_text_shows() {
+    common::raise_fd_limit();
+    let blocks: Vec<Block> = all_blocks()
+        .into_iter()
+        .filter(|block| block.is_command_transcript() && block.session().is_none())
+        .collect();
+    assert!(
+        blocks.len() >= 10,
+        "found only {} transcripts",
+        blocks.len()
+    );
+    let failures: Vec<String> = thread::scope(|scope| {
+        let runs: Vec<_> = blocks
+            .iter()
+            .map(|block| scope.spawn(move || (block, with_retries(|| attempt(block)))))
+            .collect();
+        runs.into_iter()
+            .filter_map(
+                |run| match run.join().expect("a transcript thread panicked") {
+                    (_, Ok(())) => None,
+                    (block, Err(err)) => Some(format!("{}: {err}", block.place)),
+                },
+            )
+            .collect()
+    });
+    let commands: usize = blocks.iter().map(|block| steps(block).len()).sum();
+    eprintln!(
+        "ran {} transcript blocks, {commands} commands; {} failed",
+        blocks.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Every interactive session the texts show (`<!-- session: NAME -->`) is performed by
+/// `sessions::run`, and the lines shown appear in what the programs printed, in order.
+#[test]
+fn every_session_prints_the_lines_the_text_shows() {
+    common::raise_fd_limit();
+    let blocks: Vec<Block> = all_blocks()
+        .into_iter()
+        .filter(|block| block.session().is_some())
+        .collect();
+    let failures: Vec<String> = blocks
+        .iter()
+        .filter_map(|block| {
+            let name = block.session().unwrap_or_default();
+            let result = with_retries(|| {
+                let actual = sessions::run(name)?;
+                // A `$ ` line is the command the session runs, not output.
+                let shown: Vec<String> = block
+                    .lines
+                    .iter()
+                    .filter(|line| !line.starts_with("$ "))
+                    .cloned()
+                    .collect();
+                if !appear_in_order(&shown, &actual) {
+                    return Err(format!(
+                        "printed:\n{}\nand the text shows:\n{}",
+                        actual.join("\n"),
+                        shown.join("\n")
+                    ));
+                }
+                let unchecked =
+                    unchecked_lines(&shown, |changed| appear_in_order(changed, &actual));
+                if unchecked.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "these lines still match when changed: {unchecked:?}"
+                    ))
+                }
+            });
+            result
+                .err()
+                .map(|err| format!("{} (session {name}): {err}", block.place))
+        })
+        .collect();
+    eprintln!("ran {} sessions; {} failed", blocks.len(), failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// In the README, a fenced block without a language is a transcript (a `$ ` command or a
+/// session): output cannot be shown without being run. Every session named exists.
+#[test]
+fn every_plain_block_in_the_readme_is_run() {
+    let mut unrun = Vec::new();
+    for block in all_blocks() {
+        if let Some(name) = block.session() {
+            if !sessions::NAMES.contains(&name) {
+                unrun.push(format!("{}: no session named {name}", block.place));
+            }
+        } else if block.language.is_empty()
+            && block.place.starts_with("README.md")
+            && !block.is_command_transcript()
+        {
+            unrun.push(format!(
+                "{}: a plain block that is neither a `$ ` transcript nor a session (give code \
+                 a language: ```text, ```rust, ```sh)",
+                block.place
+            ));
+        }
+    }
+    assert!(unrun.is_empty(), "{}", unrun.join("\n"));
+}
+
+/// The matching rule itself: durations and ports vary, `…` skips lines, anything else —
+/// a word, a count, a byte total — must be equal.
+#[test]
+fn the_rule_lets_only_measured_values_vary() {
+    let lines = |text: &str| -> Vec<String> { text.lines().map(String::from).collect() };
+    let shown = lines("listening on 127.0.0.1:38299\n…\ndone in 0.48s, 3 lines\nreal\t0m3.001s");
+    let printed = lines("listening on 127.0.0.1:5000\na\nb\ndone in 12.5s, 3 lines\nreal\t0m2.9s");
+    assert!(matches(&shown, &printed));
+    assert!(!matches(
+        &shown,
+        &lines("listening on 127.0.0.1:5000\ndone in 1s, 4 lines\nreal\t0m2.9s")
+    ));
+    assert!(!matches(
+        &shown,
+        &lines("listening on 127.0.0.2:5000\ndone in 1s, 3 lines\nreal\t0m2.9s")
+    ));
+    assert!(!matches(
+        &shown,
+        &lines("listening on 127.0.0.1:5000\ndone in 1s, 3 lines")
+    ));
+    assert_eq!(
+        normalize("4 sent, 2 pipe messages, 20 images"),
+        "4 sent, 2 pipe messages, 20 images"
+    );
+    assert_eq!(
+        normalize("answered in 0.14 ms, 1.50 s, 21 µs"),
+        "answered in <duration>, <duration>, <duration>"
+    );
+    assert!(appear_in_order(&lines("b\n…\nd"), &lines("a\nb\nc\nd")));
+    assert!(matches(
+        &lines("failed: …"),
+        &lines("failed: reset by peer")
+    ));
+    assert!(!matches(
+        &lines("failed: …"),
+        &lines("refused: reset by peer")
+    ));
+    assert!(!appear_in_order(&lines("d\nb"), &lines("a\nb\nc\nd")));
+    assert_eq!(
+        unchecked_lines(&shown, |changed| matches(changed, &printed)),
+        Vec::<String>::new()
+    );
+}
