@@ -574,3 +574,100 @@ fn the_rule_lets_only_measured_values_vary() {
         Vec::<String>::new()
     );
 }
+
+/// Each stage's one-word command (`cargo lesson2`, an alias in `.cargo/config.toml`) is shown
+/// in the README with what it expands to, exactly as the config says; it runs that stage's
+/// integration test file and its lesson crate's unit tests, and every `tests/lessonN_*.rs`
+/// has one. (A `cargo test` cannot run inside this one, which holds cargo's build lock; the
+/// commands themselves are run in CI's fresh clone.)
+#[test]
+fn every_stage_command_names_its_own_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = std::fs::read_to_string(root.join(".cargo/config.toml")).expect("the config");
+    let aliases: Vec<(String, String)> = config
+        .lines()
+        .filter_map(|line| line.split_once(" = \""))
+        .filter(|(name, _)| name.starts_with("lesson"))
+        .map(|(name, value)| (name.to_string(), value.trim_end_matches('"').to_string()))
+        .collect();
+    let readme = include_str!("../README.md");
+    let mut problems = Vec::new();
+    let lesson_files: Vec<String> = std::fs::read_dir(root.join("tests"))
+        .expect("tests/")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("lesson") && name.ends_with(".rs"))
+        .collect();
+    for file in &lesson_files {
+        let stage = file
+            .trim_start_matches("lesson")
+            .split('_')
+            .next()
+            .unwrap_or("");
+        if !aliases
+            .iter()
+            .any(|(name, _)| name == &format!("lesson{stage}"))
+        {
+            problems.push(format!("tests/{file} has no `cargo lesson{stage}` alias"));
+        }
+    }
+    for (name, expansion) in &aliases {
+        let stage = name.trim_start_matches("lesson");
+        let shown = format!("cargo {name}    # = cargo {expansion}");
+        if !readme.lines().any(|line| line == shown) {
+            problems.push(format!("the README does not show `{shown}`"));
+        }
+        if !readme.contains(&format!("| `cargo {name}` |")) {
+            problems.push(format!("the Tests table has no `cargo {name}` row"));
+        }
+        let words: Vec<&str> = expansion.split_whitespace().collect();
+        let after = |flag: &str| -> Vec<&str> {
+            words
+                .windows(2)
+                .filter(|pair| pair[0] == flag)
+                .map(|pair| pair[1])
+                .collect()
+        };
+        let tests = after("--test");
+        let wanted_file = format!("lesson{stage}_");
+        if tests.len() != 1 || !tests[0].starts_with(&wanted_file) {
+            problems.push(format!(
+                "{name} should run one tests/{wanted_file}*.rs: {tests:?}"
+            ));
+        }
+        for test in tests {
+            if !root.join("tests").join(format!("{test}.rs")).is_file() {
+                problems.push(format!("{name}: no tests/{test}.rs"));
+            }
+        }
+        let packages = after("-p");
+        let lesson_crate = std::fs::read_dir(root.join("crates"))
+            .expect("crates/")
+            .filter_map(|entry| entry.ok())
+            .find(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{stage}-"))
+            })
+            .and_then(|entry| std::fs::read_to_string(entry.path().join("Cargo.toml")).ok())
+            .and_then(|manifest| {
+                manifest
+                    .lines()
+                    .find_map(|line| line.strip_prefix("name = \""))
+                    .map(|name| name.trim_end_matches('"').to_string())
+            });
+        match lesson_crate {
+            None => problems.push(format!("{name}: no crates/{stage}-* package")),
+            Some(package) => {
+                if packages != ["async-ladder", package.as_str()] || !words.contains(&"--lib") {
+                    problems.push(format!(
+                        "{name} should test async-ladder's test file and {package}'s unit \
+                         tests (`-p async-ladder -p {package} … --lib`): {expansion}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(aliases.len() >= 6, "aliases: {aliases:?}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
