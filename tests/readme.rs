@@ -427,6 +427,7 @@ fn with_retries(check: impl Fn() -> Result<(), String>) -> Result<(), String> {
 #[test]
 fn every_command_prints_what_the_text_shows() {
     common::raise_fd_limit();
+    sessions::start_like_a_terminal();
     let blocks: Vec<Block> = all_blocks()
         .into_iter()
         .filter(|block| block.is_command_transcript() && block.session().is_none())

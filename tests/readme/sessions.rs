@@ -31,8 +31,7 @@ pub const NAMES: &[&str] = &[
 
 /// Performs session `name`; what the programs printed, line by line.
 pub fn run(name: &str) -> Result<Vec<String>, String> {
-    static TERMINAL_FDS: Once = Once::new();
-    TERMINAL_FDS.call_once(pass_on_only_stdio);
+    start_like_a_terminal();
     match name {
         "select-echo" => select_echo(),
         "sync-echo-trace" => sync_echo_trace(),
@@ -204,6 +203,13 @@ fn async_await_echo_trace() -> Result<Vec<String>, String> {
     round_trip(&client, b"hello\n")?;
     settle(&server, &["Token(2) readable", "polling task 0"])?;
     Ok(printed(&mut server))
+}
+
+/// From now on, programs this process starts get fds 0 to 2 only (see
+/// [`pass_on_only_stdio`]); done once.
+pub fn start_like_a_terminal() {
+    static TERMINAL_FDS: Once = Once::new();
+    TERMINAL_FDS.call_once(pass_on_only_stdio);
 }
 
 /// Marks every fd above 2 of this process close-on-exec: a test runner may leak some into it
