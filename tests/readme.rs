@@ -306,6 +306,16 @@ fn rewrite(command: &str, dir: &Path, server: Option<&str>) -> Result<String, St
 /// Runs `command` in bash with `input` on stdin; returns what it printed (stdout and
 /// stderr in one stream, as a terminal shows them), with `dir` written back as `/tmp`.
 fn run(command: &str, input: &str, dir: &Path) -> Result<Vec<String>, String> {
+    run_for(command, input, dir, COMMAND_PATIENCE)
+}
+
+/// [`run`], for at most `patience`.
+fn run_for(
+    command: &str,
+    input: &str,
+    dir: &Path,
+    patience: Duration,
+) -> Result<Vec<String>, String> {
     let (mut reader, writer) = std::io::pipe().map_err(|err| err.to_string())?;
     let mut child = Command::new("bash")
         .arg("-c")
@@ -333,11 +343,11 @@ fn run(command: &str, input: &str, dir: &Path) -> Result<Vec<String>, String> {
         if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
             break status;
         }
-        if started.elapsed() > COMMAND_PATIENCE {
+        if started.elapsed() > patience {
             let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
-            return Err(format!("`{command}` ran longer than {COMMAND_PATIENCE:?}"));
+            return Err(format!("`{command}` ran longer than {patience:?}"));
         }
         thread::sleep(Duration::from_millis(20));
     };
@@ -577,10 +587,10 @@ fn the_rule_lets_only_measured_values_vary() {
 }
 
 /// Each stage's one-word command (`cargo lesson2`, an alias in `.cargo/config.toml`) is shown
-/// in the README with what it expands to, exactly as the config says; it runs that stage's
-/// integration test file and its lesson crate's unit tests, and every `tests/lessonN_*.rs`
-/// has one. (A `cargo test` cannot run inside this one, which holds cargo's build lock; the
-/// commands themselves are run in CI's fresh clone.)
+/// in the README with what it expands to, exactly as the config says, and every
+/// `tests/lessonN_*.rs` has one. Each is run as the README shows it, with `-- --list` (the
+/// tests themselves run in this very `cargo test`): it builds, and it runs that stage's test
+/// file and its lesson crate's unit tests — nothing else, and neither without tests.
 #[test]
 fn every_stage_command_names_its_own_tests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -657,6 +667,7 @@ fn every_stage_command_names_its_own_tests() {
                     .find_map(|line| line.strip_prefix("name = \""))
                     .map(|name| name.trim_end_matches('"').to_string())
             });
+        problems.extend(list_stage(name, stage, lesson_crate.as_deref(), root));
         match lesson_crate {
             None => problems.push(format!("{name}: no crates/{stage}-* package")),
             Some(package) => {
@@ -671,4 +682,58 @@ fn every_stage_command_names_its_own_tests() {
     }
     assert!(aliases.len() >= 6, "aliases: {aliases:?}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Runs `cargo NAME -- --list` and checks what it would run: `tests/lessonN_*.rs` and the
+/// unit tests of the lesson's crate (`package`), each with at least one test, and nothing else.
+fn list_stage(name: &str, stage: &str, package: Option<&str>, root: &Path) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Building what `cargo test --workspace` has not built yet may take a while.
+    let listed = match run_for(
+        &format!("'{cargo}' {name} -- --list"),
+        "",
+        root,
+        Duration::from_secs(900),
+    ) {
+        Ok(lines) => lines,
+        Err(err) => return vec![format!("cargo {name} -- --list: {err}")],
+    };
+    static RUNNING: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^\s*Running (tests/\S+\.rs|unittests src/lib\.rs) \(.*/deps/([a-z0-9_]+)-[0-9a-f]+\)$")
+            .unwrap()
+    });
+    let mut binaries: Vec<(String, usize)> = Vec::new();
+    for line in &listed {
+        if let Some(captures) = RUNNING.captures(line) {
+            let what = match &captures[1] {
+                "unittests src/lib.rs" => format!("unit tests of {}", &captures[2]),
+                file => file.to_string(),
+            };
+            binaries.push((what, 0));
+        } else if line.ends_with(": test") {
+            if let Some((_, tests)) = binaries.last_mut() {
+                *tests += 1;
+            }
+        }
+    }
+    let unit_tests = package.map(|package| format!("unit tests of {}", package.replace('-', "_")));
+    let mut problems = Vec::new();
+    let is_stage_file = |what: &str| what.starts_with(&format!("tests/lesson{stage}_"));
+    if binaries.len() != 2
+        || !binaries.iter().any(|(what, _)| is_stage_file(what))
+        || !binaries
+            .iter()
+            .any(|(what, _)| Some(what) == unit_tests.as_ref())
+    {
+        problems.push(format!(
+            "cargo {name} runs {binaries:?}, not its stage's tests"
+        ));
+    }
+    if binaries
+        .iter()
+        .any(|(what, tests)| is_stage_file(what) && *tests == 0)
+    {
+        problems.push(format!("cargo {name}: its test file has no tests"));
+    }
+    problems
 }
