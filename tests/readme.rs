@@ -710,10 +710,10 @@ fn list_stage(name: &str, stage: &str, package: Option<&str>, root: &Path) -> Ve
                 file => file.to_string(),
             };
             binaries.push((what, 0));
-        } else if line.ends_with(": test") {
-            if let Some((_, tests)) = binaries.last_mut() {
-                *tests += 1;
-            }
+        } else if line.ends_with(": test")
+            && let Some((_, tests)) = binaries.last_mut()
+        {
+            *tests += 1;
         }
     }
     let unit_tests = package.map(|package| format!("unit tests of {}", package.replace('-', "_")));
