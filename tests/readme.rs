@@ -50,6 +50,17 @@ use regex::Regex;
 /// How long one command may run.
 const COMMAND_PATIENCE: Duration = Duration::from_secs(60);
 
+/// Held by each test here while it runs programs: `cargo lessonN -- --list` must not build
+/// anything, and if it did (its packages' features differing from the workspace's), the
+/// binaries would change under the other tests' feet. With this, they would only fail here.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How many times a block is run before its mismatch counts.
 const ATTEMPTS: usize = 3;
 
@@ -436,6 +447,7 @@ fn with_retries(check: impl Fn() -> Result<(), String>) -> Result<(), String> {
 /// (by the rule above), and every line shown is one the comparison checks.
 #[test]
 fn every_command_prints_what_the_text_shows() {
+    let _alone = one_at_a_time();
     common::raise_fd_limit();
     sessions::start_like_a_terminal();
     let blocks: Vec<Block> = all_blocks()
@@ -474,6 +486,7 @@ fn every_command_prints_what_the_text_shows() {
 /// `sessions::run`, and the lines shown appear in what the programs printed, in order.
 #[test]
 fn every_session_prints_the_lines_the_text_shows() {
+    let _alone = one_at_a_time();
     common::raise_fd_limit();
     let blocks: Vec<Block> = all_blocks()
         .into_iter()
@@ -593,6 +606,7 @@ fn the_rule_lets_only_measured_values_vary() {
 /// file and its lesson crate's unit tests — nothing else, and neither without tests.
 #[test]
 fn every_stage_command_names_its_own_tests() {
+    let _alone = one_at_a_time();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = std::fs::read_to_string(root.join(".cargo/config.toml")).expect("the config");
     let aliases: Vec<(String, String)> = config
@@ -703,6 +717,17 @@ fn list_stage(name: &str, stage: &str, package: Option<&str>, root: &Path) -> Ve
             .unwrap()
     });
     let mut binaries: Vec<(String, usize)> = Vec::new();
+    let mut problems = Vec::new();
+    for line in listed
+        .iter()
+        .filter(|line| line.trim_start().starts_with("Compiling "))
+    {
+        problems.push(format!(
+            "cargo {name} built `{}` again: give the workspace dependency the features its \
+             packages differ in (see Cargo.toml)",
+            line.trim()
+        ));
+    }
     for line in &listed {
         if let Some(captures) = RUNNING.captures(line) {
             let what = match &captures[1] {
@@ -717,7 +742,6 @@ fn list_stage(name: &str, stage: &str, package: Option<&str>, root: &Path) -> Ve
         }
     }
     let unit_tests = package.map(|package| format!("unit tests of {}", package.replace('-', "_")));
-    let mut problems = Vec::new();
     let is_stage_file = |what: &str| what.starts_with(&format!("tests/lesson{stage}_"));
     if binaries.len() != 2
         || !binaries.iter().any(|(what, _)| is_stage_file(what))
