@@ -289,8 +289,10 @@ fn rewrite(command: &str, dir: &Path, server: Option<&str>) -> Result<String, St
         Regex::new(r"cargo run -q (--release )?--bin (\S+)( --)?|\./target/(debug|release)/(\S+)")
             .unwrap()
     });
+    // `/tmp/` first: the binaries' own paths may be under /tmp.
+    let command = command.replace("/tmp/", &format!("{}/", dir.display()));
     let mut unknown = None;
-    let rewritten = CARGO_RUN.replace_all(command, |captures: &regex::Captures| {
+    let rewritten = CARGO_RUN.replace_all(&command, |captures: &regex::Captures| {
         let name = captures
             .get(2)
             .or_else(|| captures.get(5))
@@ -311,7 +313,7 @@ fn rewrite(command: &str, dir: &Path, server: Option<&str>) -> Result<String, St
             "`{command}` runs `{name}`, which tests/readme.rs does not know"
         ));
     }
-    Ok(rewritten.replace("/tmp/", &format!("{}/", dir.display())))
+    Ok(rewritten.into_owned())
 }
 
 /// Runs `command` in bash with `input` on stdin; returns what it printed (stdout and
