@@ -71,6 +71,52 @@ impl OutputLog {
     /// Records bytes just read from `source`: every complete line is written (and flushed)
     /// at once; a trailing partial line waits for the rest.
     pub fn record(&mut self, source: Source, bytes: &[u8]) -> io::Result<()> {
+        for line in self.complete_lines(source, bytes) {
+            self.write_line(source, &line)?;
+        }
+        Ok(())
+    }
+
+    /// The source reached EOF: a last line without a newline is written too.
+    pub fn finish(&mut self, source: Source) -> io::Result<()> {
+        match self.take_unfinished(source) {
+            Some(rest) => self.write_line(source, &rest),
+            None => Ok(()),
+        }
+    }
+
+    /// Like [`record`](Self::record), but the stamped lines are appended to `lines` instead
+    /// of being written: for a program that submits the write itself (lesson 6 hands it to
+    /// io_uring). Report how that write went with [`appended`](Self::appended).
+    pub fn format(&mut self, source: Source, bytes: &[u8], lines: &mut Vec<u8>) {
+        for line in self.complete_lines(source, bytes) {
+            self.stamp(source, &line, lines);
+        }
+    }
+
+    /// Like [`finish`](Self::finish), but the last line goes into `lines` (see [`format`](Self::format)).
+    pub fn format_rest(&mut self, source: Source, lines: &mut Vec<u8>) {
+        if let Some(rest) = self.take_unfinished(source) {
+            self.stamp(source, &rest, lines);
+        }
+    }
+
+    /// How the one write of `lines` (made by [`format`](Self::format)) went: `written` bytes
+    /// of them reached the file, or an error. Counts the lines; a write that took only part
+    /// of them is taken back and is an error, as in [`record`](Self::record).
+    pub fn appended(&mut self, lines: &[u8], written: io::Result<usize>) -> io::Result<()> {
+        let result = match written {
+            Ok(written) if written == lines.len() => Ok(()),
+            Ok(written) => Err(partial_write(&mut self.file, written, lines.len())),
+            Err(err) => Err(err),
+        };
+        result.map_err(|err| self.cannot_append(err))?;
+        self.lines_written += lines.iter().filter(|&&b| b == b'\n').count();
+        Ok(())
+    }
+
+    /// Adds `bytes` to what `source` left unfinished and takes out every complete line.
+    fn complete_lines(&mut self, source: Source, bytes: &[u8]) -> Vec<Vec<u8>> {
         let unfinished = match source {
             Source::Stdin => &mut self.unfinished_stdin,
             Source::Pipe => &mut self.unfinished_pipe,
@@ -85,26 +131,22 @@ impl OutputLog {
             .rposition(|&b| b == b'\n')
             .map(|at| scanned + at)
         else {
-            return Ok(());
+            return Vec::new();
         };
         let complete: Vec<u8> = unfinished.drain(..=last_newline).collect();
         // `complete` ends with '\n': split what comes before it, keeping blank lines.
-        for line in complete[..last_newline].split(|&b| b == b'\n') {
-            self.write_line(source, line)?;
-        }
-        Ok(())
+        complete[..last_newline]
+            .split(|&b| b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
-    /// The source reached EOF: a last line without a newline is written too.
-    pub fn finish(&mut self, source: Source) -> io::Result<()> {
+    fn take_unfinished(&mut self, source: Source) -> Option<Vec<u8>> {
         let rest = match source {
             Source::Stdin => std::mem::take(&mut self.unfinished_stdin),
             Source::Pipe => std::mem::take(&mut self.unfinished_pipe),
         };
-        if rest.is_empty() {
-            return Ok(());
-        }
-        self.write_line(source, &rest)
+        (!rest.is_empty()).then_some(rest)
     }
 
     /// How many lines this log has written so far.
@@ -112,23 +154,32 @@ impl OutputLog {
         self.lines_written
     }
 
-    fn write_line(&mut self, source: Source, text: &[u8]) -> io::Result<()> {
+    /// Puts `[ 3.02s pipe ] text\n` at the end of `out`.
+    fn stamp(&self, source: Source, text: &[u8], out: &mut Vec<u8>) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        self.line.clear();
         // Writing into a `Vec` cannot fail.
-        let _ = write!(self.line, "[{elapsed:5.2}s {source} ] ");
+        let _ = write!(out, "[{elapsed:5.2}s {source} ] ");
         // Bytes that are not UTF-8 become U+FFFD: the log stays text, and never crashes.
-        self.line
-            .extend_from_slice(String::from_utf8_lossy(text).as_bytes());
-        self.line.push(b'\n');
-        append_whole(&mut self.file, &self.line).map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("cannot append to {}: {err}", self.path.display()),
-            )
-        })?;
+        out.extend_from_slice(String::from_utf8_lossy(text).as_bytes());
+        out.push(b'\n');
+    }
+
+    fn write_line(&mut self, source: Source, text: &[u8]) -> io::Result<()> {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        self.stamp(source, text, &mut line);
+        let written = append_whole(&mut self.file, &line).map_err(|err| self.cannot_append(err));
+        self.line = line;
+        written?;
         self.lines_written += 1;
         Ok(())
+    }
+
+    fn cannot_append(&self, err: io::Error) -> io::Error {
+        io::Error::new(
+            err.kind(),
+            format!("cannot append to {}: {err}", self.path.display()),
+        )
     }
 }
 
@@ -145,20 +196,24 @@ fn append_whole(file: &mut File, line: &[u8]) -> io::Result<()> {
     if written == line.len() {
         return Ok(());
     }
+    Err(partial_write(file, written, line.len()))
+}
+
+/// The error for a write that took only `written` of `len` bytes, after taking them back.
+fn partial_write(file: &mut File, written: usize, len: usize) -> io::Error {
     let removed = take_back(file, written).is_ok();
-    Err(io::Error::new(
+    io::Error::new(
         io::ErrorKind::WriteZero,
         format!(
-            "only {written} of the {} bytes of a line could be written (is the disk full, or \
+            "only {written} of the {len} bytes of a line could be written (is the disk full, or \
              the file at its size limit?); {}",
-            line.len(),
             if removed {
                 "they were removed again"
             } else {
                 "they could not be removed"
             }
         ),
-    ))
+    )
 }
 
 /// Cuts the `written` bytes our last write appended off the end of `file` again — only if

@@ -67,6 +67,33 @@ impl WriterSession {
             return Ok(true);
         }
         self.log.finish(source)?;
+        Ok(self.on_eof(source))
+    }
+
+    /// Like [`on_read`](Self::on_read), but the stamped lines are put into `lines` for the
+    /// caller to write to [`output`](Self::output) itself, in one write, then to report with
+    /// [`appended`](Self::appended). Lesson 6 submits that write to io_uring.
+    pub fn on_read_formatted(&mut self, source: Source, bytes: &[u8], lines: &mut Vec<u8>) -> bool {
+        if !bytes.is_empty() {
+            self.log.format(source, bytes, lines);
+            return true;
+        }
+        self.log.format_rest(source, lines);
+        self.on_eof(source)
+    }
+
+    /// The output file, open for appending.
+    pub fn output(&self) -> &fs::File {
+        self.log.file()
+    }
+
+    /// How the write of `lines` from [`on_read_formatted`](Self::on_read_formatted) went.
+    pub fn appended(&mut self, lines: &[u8], written: io::Result<usize>) -> io::Result<()> {
+        self.log.appended(lines, written)
+    }
+
+    /// EOF on `source`: says so, and stops the ticker if it was stdin. Always `false`.
+    fn on_eof(&mut self, source: Source) -> bool {
         match source {
             Source::Stdin if self.pipe_open => {
                 eprintln!("EOF on stdin: stopping the pipe's writer, keeping what it wrote");
@@ -78,7 +105,7 @@ impl WriterSession {
                 eprintln!("the pipe's writer closed it: no longer reading the pipe");
             }
         }
-        Ok(false)
+        false
     }
 
     /// Waits for the ticker thread and prints a summary.
