@@ -21,6 +21,11 @@ impl Trace {
         Trace { enabled }
     }
 
+    /// Whether `--trace` is on: for a loop that collects what it will narrate.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Prints the line `line()` returns; the closure runs only when tracing is on.
     pub fn say(&self, line: impl FnOnce() -> String) {
         if self.enabled {

@@ -1,0 +1,325 @@
+//! The executor: lesson 5's, with the reactor swapped for the ring.
+//!
+//! ```text
+//! loop {
+//!     run every task that was woken     (poll its future once)
+//!     one io_uring_enter                (submit what the tasks asked for; sleep until
+//!                                        something completes — not at all if a task is ready)
+//!     file each completion by its token (wake the task that waits for it)
+//! }
+//! ```
+//!
+//! Lesson 5's reactor said "fd 7 is readable" and the woken task then made the `read`
+//! itself. Here the task has already asked for the read, the kernel has done it, and the
+//! completion carries the result: the task wakes up to bytes, not to a chance to get them.
+//! Everything else — tasks, wakers, the ready queue, the budget — is lesson 5's shape. No
+//! thread of ours wakes tasks (there is no blocking pool here), so unlike lesson 5 the loop
+//! needs no way to interrupt its own sleep: only completions end it.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+use fdio::Trace;
+
+use crate::budget::Budget;
+use crate::ring::Driver;
+
+/// The id of the future given to `block_on`; spawned tasks count from 0.
+const MAIN: usize = usize::MAX;
+
+/// How many provided buffers, and how large: 512 × 16 KiB = 8 MiB of address space, of
+/// which only the buffers the kernel has ever filled take memory.
+pub const BUFFERS: Buffers = Buffers {
+    count: 512,
+    size: 16 * 1024,
+};
+
+/// The provided-buffer ring's shape (tests use a tiny one to run it dry).
+#[derive(Debug, Clone, Copy)]
+pub struct Buffers {
+    pub count: u16,
+    pub size: u32,
+}
+
+/// Everything one running loop owns.
+pub(crate) struct Runtime {
+    pub(crate) driver: RefCell<Driver>,
+    pub(crate) budget: Budget,
+    tasks: RefCell<Tasks>,
+    ready: Arc<ReadyQueue>,
+    trace: Trace,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the runtime of the current `block_on`.
+///
+/// # Panics
+/// Outside `block_on`: a future that needs the ring was polled without one.
+pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
+    try_with_runtime(f).expect("no async runtime here: run this inside block_on")
+}
+
+/// Like [`with_runtime`], but `None` outside `block_on` (for destructors).
+pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
+    let runtime = CURRENT.with(|current| current.borrow().clone())?;
+    Some(f(&runtime))
+}
+
+/// Runs `f` with the current ring.
+pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> R {
+    with_runtime(|runtime| f(&mut runtime.driver.borrow_mut()))
+}
+
+/// Runs `future` to completion on a new ring in this thread, with every task it spawns.
+pub fn block_on<F: Future>(trace: Trace, future: F) -> io::Result<F::Output> {
+    block_on_with(trace, BUFFERS, future)
+}
+
+/// [`block_on`] with a buffer ring of a chosen shape.
+pub fn block_on_with<F: Future>(
+    trace: Trace,
+    buffers: Buffers,
+    future: F,
+) -> io::Result<F::Output> {
+    let runtime = Rc::new(Runtime {
+        driver: RefCell::new(Driver::new(trace, buffers.count, buffers.size)?),
+        budget: Budget::new(trace),
+        tasks: RefCell::new(Tasks::default()),
+        ready: Arc::new(ReadyQueue::default()),
+        trace,
+    });
+    // As in lesson 5: the tasks left are dropped while the runtime is still reachable (their
+    // requests are cancelled, their buffers parked in the ring's slots), then the ring waits
+    // for the kernel to be done with every request before it is freed.
+    let _current = Current::enter(Rc::clone(&runtime));
+    let _leftover = ShutDown(&runtime);
+    run(&runtime, future)
+}
+
+struct Current {
+    previous: Option<Rc<Runtime>>,
+}
+
+impl Current {
+    fn enter(runtime: Rc<Runtime>) -> Current {
+        let previous = CURRENT.with(|current| current.replace(Some(runtime)));
+        Current { previous }
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|current| current.replace(previous));
+    }
+}
+
+/// Drops the tasks left, then cancels every request and waits for the kernel to finish them.
+struct ShutDown<'a>(&'a Runtime);
+
+impl Drop for ShutDown<'_> {
+    fn drop(&mut self) {
+        let leftover = std::mem::take(&mut *self.0.tasks.borrow_mut());
+        drop(leftover);
+        self.0.driver.borrow_mut().shut_down();
+    }
+}
+
+fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
+    let mut future = pin!(future);
+    let main_waker = Arc::new(TaskWaker {
+        id: MAIN,
+        scheduled: AtomicBool::new(false),
+        ready: Arc::clone(&runtime.ready),
+    });
+    main_waker.wake_by_ref();
+    let main_task_waker = Arc::clone(&main_waker);
+    let main_waker = Waker::from(main_waker);
+    let mut batch = VecDeque::new();
+    loop {
+        // 1. Run the tasks that are ready now; those woken meanwhile wait for the next turn.
+        runtime.ready.take_all(&mut batch);
+        for id in batch.drain(..) {
+            if id == MAIN {
+                main_task_waker.scheduled.store(false, Ordering::SeqCst);
+                runtime
+                    .trace
+                    .say(|| "executor: polling the main future".to_string());
+                runtime.budget.reset();
+                if let Poll::Ready(output) =
+                    future.as_mut().poll(&mut Context::from_waker(&main_waker))
+                {
+                    return Ok(output);
+                }
+            } else {
+                runtime.poll_task(id);
+            }
+        }
+        // 2. One io_uring_enter: submit, and sleep until a completion unless a task is ready.
+        let wait = runtime.ready.is_empty();
+        runtime.driver.borrow_mut().turn(wait)?;
+    }
+}
+
+/// Starts `future` as a new task that runs concurrently with the caller.
+///
+/// # Panics
+/// Outside `block_on`.
+pub fn spawn<F: Future<Output = ()> + 'static>(future: F) {
+    with_runtime(|runtime| runtime.insert(Box::pin(future)));
+}
+
+/// One of two outputs: which future of a [`race`] finished first.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Polls both futures and returns the output of the first to finish; the other is dropped.
+/// Biased: `a` is polled first. Dropping a future that has a request in flight cancels the
+/// request (see [`crate::op`]) — so the I/O types here keep their requests in themselves,
+/// not in the futures, and a lost race costs nothing.
+pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(output));
+        }
+        if let Poll::Ready(output) = b.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(output));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+type BoxedTask = Pin<Box<dyn Future<Output = ()>>>;
+
+/// One spawned task. `future` is `None` while the task is being polled.
+struct Task {
+    future: Option<BoxedTask>,
+    waker: Arc<TaskWaker>,
+}
+
+/// The tasks, in a slab: a task's id is its index; freed ids are reused.
+#[derive(Default)]
+struct Tasks {
+    slots: Vec<Option<Task>>,
+    free: Vec<usize>,
+}
+
+impl Runtime {
+    fn insert(&self, future: BoxedTask) {
+        let mut tasks = self.tasks.borrow_mut();
+        let id = tasks.free.pop().unwrap_or(tasks.slots.len());
+        let waker = Arc::new(TaskWaker {
+            id,
+            scheduled: AtomicBool::new(false),
+            ready: Arc::clone(&self.ready),
+        });
+        waker.wake_by_ref(); // a new task is ready to run
+        let task = Task {
+            future: Some(future),
+            waker,
+        };
+        match tasks.slots.get_mut(id) {
+            Some(slot) => *slot = Some(task),
+            None => tasks.slots.push(Some(task)),
+        }
+        self.trace.say(|| format!("executor: spawned task {id}"));
+    }
+
+    /// Polls task `id` once, unless it finished since it was woken.
+    fn poll_task(&self, id: usize) {
+        let (mut future, task_waker) = {
+            let mut tasks = self.tasks.borrow_mut();
+            let Some(Some(task)) = tasks.slots.get_mut(id) else {
+                return;
+            };
+            let Some(future) = task.future.take() else {
+                return;
+            };
+            (future, Arc::clone(&task.waker))
+        };
+        // Cleared before polling: a wake during the poll schedules the task again.
+        task_waker.scheduled.store(false, Ordering::SeqCst);
+        let waker = Waker::from(task_waker);
+        self.trace.say(|| format!("executor: polling task {id}"));
+        self.budget.reset();
+        let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+        let mut tasks = self.tasks.borrow_mut();
+        if poll.is_pending() {
+            if let Some(task) = tasks.slots[id].as_mut() {
+                task.future = Some(future);
+            }
+            return;
+        }
+        tasks.slots[id] = None;
+        tasks.free.push(id);
+        drop(tasks);
+        // Dropped with no borrow held: its destructors reach the ring.
+        drop(future);
+    }
+}
+
+/// Ids of tasks ready to be polled, shared with every waker.
+#[derive(Default)]
+struct ReadyQueue {
+    ids: Mutex<VecDeque<usize>>,
+}
+
+impl ReadyQueue {
+    fn push(&self, id: usize) {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(id);
+    }
+
+    /// Moves every queued id into `batch` (which must be empty).
+    fn take_all(&self, batch: &mut VecDeque<usize>) {
+        std::mem::swap(
+            &mut *self.ids.lock().unwrap_or_else(PoisonError::into_inner),
+            batch,
+        );
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+}
+
+/// What a `Waker` carries: which task to schedule, and where.
+struct TaskWaker {
+    id: usize,
+    /// Already in the ready queue: waking again adds nothing.
+    scheduled: AtomicBool,
+    ready: Arc<ReadyQueue>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::SeqCst) {
+            self.ready.push(self.id);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Reading stdin, a pipe or a file through the ring: `IORING_OP_READ`.
+//!
+//! Lessons 2–5 could not wait for a regular file: epoll refuses it (`EPERM`), because a file
+//! is "always ready" — even when the read will wait for the disk. A completion does not
+//! care: "read this fd into this buffer, tell me when it is done" means the same for a
+//! socket, a pipe, a terminal or a file on disk, so stdin from a file needs no special case.
+//!
+//! The read in flight belongs to the [`Reader`], not to the future that awaits it: when the
+//! writer's `race` drops the losing `read()`, the request stays in flight, and whatever the
+//! kernel puts in its buffer comes out at the next call. Dropping the request instead would
+//! cancel it — and if the kernel had already read the bytes, they would be lost.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use io_uring::{opcode, types::Fd};
+
+use crate::op::Op;
+
+/// The offset that means "the file's current position, and advance it", as `read(2)` does
+/// (`IORING_FEAT_RW_CUR_POS`, Linux 5.6).
+const CURRENT_POSITION: u64 = u64::MAX;
+
+/// Reads one fd through the ring, one request at a time.
+pub struct Reader {
+    fd: OwnedFd,
+    capacity: usize,
+    in_flight: Option<Op<Vec<u8>>>,
+    /// The request in flight is a poll for readability (the fd is non-blocking), not a read.
+    polling: bool,
+}
+
+impl Reader {
+    /// Reads `fd` in chunks of up to `capacity` bytes.
+    pub fn new(fd: OwnedFd, capacity: usize) -> Reader {
+        Reader {
+            fd,
+            capacity,
+            in_flight: None,
+            polling: false,
+        }
+    }
+
+    /// Reads stdin (a duplicate of fd 0, so stdin itself stays open when we drop ours).
+    pub fn stdin(capacity: usize) -> io::Result<Reader> {
+        let fd = io::stdin().lock().as_raw_fd();
+        // Safety: fd 0 is open for the whole process; `dup` makes an fd of our own.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+        Ok(Reader::new(fd, capacity))
+    }
+
+    /// The next bytes; empty at EOF.
+    pub async fn read(&mut self) -> io::Result<Vec<u8>> {
+        std::future::poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
+        loop {
+            let fd = Fd(self.fd.as_raw_fd());
+            let op = self.in_flight.get_or_insert_with(|| {
+                let mut buf = Vec::with_capacity(self.capacity);
+                let entry = if self.polling {
+                    opcode::PollAdd::new(fd, libc::POLLIN as u32).build()
+                } else {
+                    opcode::Read::new(fd, buf.as_mut_ptr(), self.capacity as u32)
+                        .offset(CURRENT_POSITION)
+                        .build()
+                };
+                Op::submit(if self.polling { "poll" } else { "read" }, entry, buf)
+            });
+            let (result, mut buf) = ready!(Pin::new(op).poll(cx));
+            self.in_flight = None;
+            if std::mem::take(&mut self.polling) {
+                continue; // readable now (or an error the read will report): read
+            }
+            match result {
+                Ok(n) => {
+                    // Safety: the kernel wrote `n` bytes at the start of the buffer.
+                    unsafe { buf.set_len(n as usize) };
+                    return Poll::Ready(Ok(buf));
+                }
+                // An inherited non-blocking stdin: the ring does not wait for such an fd, it
+                // says `EAGAIN`. Then wait for readability, with a request too, and read again.
+                Err(err) if fdio::would_block(&err) => self.polling = true,
+                Err(err) if fdio::interrupted(&err) => {}
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+}
+
+/// Appends `bytes` to the file `fd` (opened with `O_APPEND`) in one write request. Returns
+/// how many bytes the kernel wrote, and the buffer.
+pub async fn append(fd: &OwnedFd, bytes: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    let entry = opcode::Write::new(Fd(fd.as_raw_fd()), bytes.as_ptr(), bytes.len() as u32)
+        .offset(CURRENT_POSITION)
+        .build();
+    let (result, bytes) = Op::submit("write", entry, bytes).await;
+    (result.map(|n| n as usize), bytes)
+}
