@@ -142,6 +142,13 @@ impl BufRing {
         }
     }
 
+    /// A buffer the kernel filled for a result nobody will read (its request was abandoned):
+    /// taken and given back at once.
+    pub fn recycle(&mut self, id: u16) {
+        self.take(id);
+        self.give_back(id);
+    }
+
     /// Ready when the ring holds at least one buffer; else the task is woken when one comes
     /// back. A receive that ended with `ENOBUFS` waits here before it is submitted again,
     /// so it does not fail again at once, in a loop.

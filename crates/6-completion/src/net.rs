@@ -74,8 +74,19 @@ impl TcpListener {
                 .io_result()
                 .map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) });
             return Poll::Ready(accepted.and_then(|fd| {
-                // A multishot accept does not say who connected: ask the socket.
-                let peer = std::net::TcpStream::from(fd.try_clone()?).peer_addr()?;
+                // A multishot accept does not say who connected: ask the socket. A client
+                // that reset its connection before we asked has no address any more.
+                // (Borrowed, not duplicated: a server out of fds cannot afford one more.)
+                // Safety: `fd` is an open socket and outlives the borrowed view.
+                let socket = unsafe { std::net::TcpStream::from_raw_fd(fd.as_raw_fd()) };
+                let peer = std::mem::ManuallyDrop::new(socket)
+                    .peer_addr()
+                    .map_err(|err| {
+                        io::Error::new(
+                            err.kind(),
+                            format!("a connection closed before we could ask who made it: {err}"),
+                        )
+                    })?;
                 Ok((TcpStream::new(fd), peer))
             }));
         }
@@ -197,14 +208,18 @@ impl TcpStream {
     /// Sends all of `buf`, then gives it back: the send owns the buffer while the kernel
     /// reads from it (see [`crate::op`]). `MSG_NOSIGNAL`: a vanished client is `EPIPE`, an
     /// error for this connection only, not a `SIGPIPE` for the whole server.
-    pub async fn write_all<B: AsRef<[u8]> + Unpin + 'static>(&mut self, buf: B) -> (io::Result<()>, B) {
+    pub async fn write_all<B: AsRef<[u8]> + Unpin + 'static>(
+        &mut self,
+        buf: B,
+    ) -> (io::Result<()>, B) {
         let mut buf = buf;
         let mut sent = 0;
         while sent < buf.as_ref().len() {
             let rest = &buf.as_ref()[sent..];
-            let entry = opcode::Send::new(Fd(self.fd.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build();
+            let entry =
+                opcode::Send::new(Fd(self.fd.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build();
             let (result, returned) = Op::submit("send", entry, buf).await;
             buf = returned;
             match result {

@@ -70,7 +70,10 @@ impl<T: Unpin + 'static> Future for Op<T> {
                 .failed
                 .take()
                 .unwrap_or_else(|| io::Error::other("the request was never submitted"));
-            let owned = this.owned.take().expect("an Op is polled after it finished");
+            let owned = this
+                .owned
+                .take()
+                .expect("an Op is polled after it finished");
             return Poll::Ready((Err(err), owned));
         };
         if !with_runtime(|runtime| runtime.budget.spend(cx)) {
@@ -89,7 +92,10 @@ impl<T: Unpin + 'static> Future for Op<T> {
                     || Err(io::Error::other("the request ended without a result")),
                     Completion::io_result,
                 );
-                let owned = this.owned.take().expect("an Op is polled after it finished");
+                let owned = this
+                    .owned
+                    .take()
+                    .expect("an Op is polled after it finished");
                 Poll::Ready((result, owned))
             }
         }

@@ -136,7 +136,11 @@ impl Driver {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(SQ_ENTRIES)
-            .or_else(|_| IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES))?;
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(CQ_ENTRIES)
+                    .build(SQ_ENTRIES)
+            })?;
         let buffers = Rc::new(RefCell::new(BufRing::register(
             &ring.submitter(),
             buffers,
@@ -260,13 +264,13 @@ impl Driver {
             return;
         };
         let leftovers: Vec<Completion> = slot.completions.drain(..).collect();
-        let finished = slot.finished;
+        let (kind, finished) = (slot.kind, slot.finished);
         if !finished {
             slot.abandoned = Some(keep_alive);
             slot.waker = None;
         }
         for completion in leftovers {
-            self.give_back_buffer(completion);
+            self.discard(kind, completion);
         }
         if finished {
             self.remove(token);
@@ -320,7 +324,7 @@ impl Driver {
         let Some(slot) = self.slot_mut(token) else {
             // Cannot happen: a slot lives until its last completion. Still, a buffer
             // attached to it must not be lost.
-            self.give_back_buffer(completion);
+            self.discard("unknown", completion);
             return None;
         };
         let kind = slot.kind;
@@ -329,7 +333,7 @@ impl Driver {
             // Nobody will take this result: return its buffer, and once the kernel is done,
             // free the slot (and with it what the kernel was writing into).
             let finished = slot.finished;
-            self.give_back_buffer(completion);
+            self.discard(kind, completion);
             if finished {
                 self.remove(token);
             }
@@ -346,9 +350,17 @@ impl Driver {
         Some(kind)
     }
 
-    fn give_back_buffer(&mut self, completion: Completion) {
+    /// A result nobody will take: its buffer goes back to the ring, and a connection an
+    /// abandoned accept still accepted is closed.
+    fn discard(&mut self, kind: &'static str, completion: Completion) {
         if let Some(id) = completion.buffer_id() {
-            self.buffers.borrow_mut().give_back(id);
+            self.buffers.borrow_mut().recycle(id);
+        }
+        if kind == "accept" && completion.result >= 0 {
+            // Safety: a successful accept's result is a new fd that nobody else has.
+            drop(unsafe {
+                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(completion.result)
+            });
         }
     }
 

@@ -102,17 +102,30 @@ impl OutputLog {
     }
 
     /// How the one write of `lines` (made by [`format`](Self::format)) went: `written` bytes
-    /// of them reached the file, or an error. Counts the lines; a write that took only part
-    /// of them is taken back and is an error, as in [`record`](Self::record).
+    /// of them reached the file, or an error. Counts the lines. A write that stopped in the
+    /// middle of a line (the disk filled up) keeps the whole lines before that point and
+    /// takes back the piece of the line it cut, as [`record`](Self::record) does; it is an
+    /// error all the same.
     pub fn appended(&mut self, lines: &[u8], written: io::Result<usize>) -> io::Result<()> {
-        let result = match written {
-            Ok(written) if written == lines.len() => Ok(()),
-            Ok(written) => Err(partial_write(&mut self.file, written, lines.len())),
-            Err(err) => Err(err),
-        };
-        result.map_err(|err| self.cannot_append(err))?;
-        self.lines_written += lines.iter().filter(|&&b| b == b'\n').count();
-        Ok(())
+        let written = written.map_err(|err| self.cannot_append(err))?;
+        let whole = lines[..written]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        self.lines_written += lines[..whole].iter().filter(|&&b| b == b'\n').count();
+        if written == lines.len() {
+            return Ok(());
+        }
+        // A write request need not move the file position as `write(2)` does (an io_uring
+        // write to an `O_APPEND` file leaves it). The limit stopped the write here, so
+        // nobody appended after it: its end is the file's end.
+        let _ = self.file.seek(io::SeekFrom::End(0));
+        let cut = lines[whole..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(lines.len() - whole, |at| at + 1);
+        let err = partial_write(&mut self.file, written - whole, cut);
+        Err(self.cannot_append(err))
     }
 
     /// Adds `bytes` to what `source` left unfinished and takes out every complete line.
