@@ -130,16 +130,20 @@ pub struct TcpStream {
     /// The receive ended with `ENOBUFS`: re-arm it only once a buffer is back in the ring.
     out_of_buffers: bool,
     eof: bool,
+    /// How many times the receive was re-armed after the buffer ring ran dry.
+    rearmed_after_enobufs: u32,
     buffers: Rc<RefCell<BufRing>>,
 }
 
 impl TcpStream {
-    fn new(fd: OwnedFd) -> TcpStream {
+    /// Takes over a connected stream socket (TCP, or a Unix socket pair in the tests).
+    pub(crate) fn new(fd: OwnedFd) -> TcpStream {
         TcpStream {
             fd,
             recv: None,
             out_of_buffers: false,
             eof: false,
+            rearmed_after_enobufs: 0,
             buffers: with_driver(|driver| Rc::clone(&driver.buffers)),
         }
     }
@@ -165,6 +169,7 @@ impl TcpStream {
                     if self.out_of_buffers {
                         std::task::ready!(self.buffers.borrow_mut().poll_available(cx));
                         self.out_of_buffers = false;
+                        self.rearmed_after_enobufs += 1;
                     }
                     let entry = opcode::RecvMulti::new(Fd(self.fd.as_raw_fd()), GROUP).build();
                     *self.recv.insert(with_driver(|driver| {
@@ -203,6 +208,11 @@ impl TcpStream {
                 _ => {}
             }
         }
+    }
+
+    /// How many times the receive was re-armed after the buffer ring ran dry (`ENOBUFS`).
+    pub fn rearmed_after_enobufs(&self) -> u32 {
+        self.rearmed_after_enobufs
     }
 
     /// Sends all of `buf`, then gives it back: the send owns the buffer while the kernel

@@ -1,1 +1,171 @@
+//! Unit tests of the ring's parts: the buffer ring's bookkeeping, a receive that runs the
+//! buffer ring dry, and requests dropped while in flight. They need a kernel with io_uring
+//! (Linux ≥ 6.0); where it is unavailable they print why and return.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use fdio::Trace;
+
+use crate::bufring::BufRing;
+use crate::executor::{Buffers, Either, block_on_with, race, with_driver};
+use crate::io::Reader;
+use crate::net::TcpStream;
+use crate::time::sleep;
+
+fn available() -> bool {
+    match crate::probe::check() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            false
+        }
+    }
+}
+
+fn tiny_ring() -> io_uring::IoUring {
+    io_uring::IoUring::new(8).expect("an io_uring")
+}
+
+/// Every buffer is in the ring at the start; taking and giving back each one leaves them
+/// all in the ring again.
+#[test]
+fn every_buffer_goes_back_exactly_once() {
+    if !available() {
+        return;
+    }
+    let ring = tiny_ring();
+    let mut buffers = BufRing::register(&ring.submitter(), 4, 64).unwrap();
+    assert_eq!(buffers.lent(), 0);
+    let starts: Vec<_> = (0..4).map(|id| buffers.take(id)).collect();
+    assert_eq!(buffers.lent(), 4);
+    // Four distinct buffers, `size` bytes apart.
+    for pair in starts.windows(2) {
+        assert_eq!(pair[1].as_ptr() as usize - pair[0].as_ptr() as usize, 64);
+    }
+    for id in 0..4 {
+        buffers.give_back(id);
+    }
+    assert_eq!(buffers.lent(), 0);
+}
+
+/// Giving a buffer back twice would put it in the ring twice — two receives writing into
+/// one buffer: the ring refuses.
+#[test]
+#[should_panic(expected = "buffer 2 given back twice")]
+fn a_buffer_given_back_twice_is_refused() {
+    if !available() {
+        panic!("buffer 2 given back twice (skipped: io_uring unavailable)");
+    }
+    let ring = tiny_ring();
+    let mut buffers = BufRing::register(&ring.submitter(), 4, 64).unwrap();
+    buffers.take(2);
+    buffers.give_back(2);
+    buffers.give_back(2);
+}
+
+/// The kernel hands a buffer to one completion at a time; a second take of the same buffer
+/// is a bookkeeping bug, and the ring says so.
+#[test]
+#[should_panic(expected = "buffer 1 taken twice")]
+fn a_buffer_taken_twice_is_refused() {
+    if !available() {
+        panic!("buffer 1 taken twice (skipped: io_uring unavailable)");
+    }
+    let ring = tiny_ring();
+    let mut buffers = BufRing::register(&ring.submitter(), 4, 64).unwrap();
+    buffers.take(1);
+    buffers.take(1);
+}
+
+/// With only 2 buffers of 64 bytes and a task that holds what it received for a while, the
+/// multishot receive runs the ring dry (`ENOBUFS`) again and again; each time it is re-armed
+/// once a buffer is back, and all 64 KiB arrive, in order, none lost. At the end every
+/// buffer is back in the ring.
+#[test]
+fn a_dry_buffer_ring_is_rearmed_without_losing_bytes() {
+    if !available() {
+        return;
+    }
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let sent: Vec<u8> = (0..64 * 1024).map(|i: u32| (i % 253) as u8).collect();
+    let to_send = sent.clone();
+    let sender = std::thread::spawn(move || {
+        theirs.write_all(&to_send).unwrap();
+        // EOF for the receiver.
+    });
+    let tiny = Buffers { count: 2, size: 64 };
+    let (received, rearmed, lent_at_end) = block_on_with(Trace::new(false), tiny, async {
+        let mut stream = TcpStream::new(ours.into());
+        let mut received = Vec::new();
+        let mut held = Vec::new();
+        while let Some(chunk) = stream.recv().await.unwrap() {
+            received.extend_from_slice(&chunk);
+            held.push(chunk);
+            if held.len() == 2 {
+                // Both buffers are ours: the kernel has none left. Let it notice.
+                sleep(Duration::from_millis(1)).await;
+                held.clear();
+            }
+        }
+        drop(held);
+        let lent = with_driver(|driver| driver.buffers.borrow().lent());
+        (received, stream.rearmed_after_enobufs(), lent)
+    })
+    .unwrap();
+    sender.join().unwrap();
+    assert_eq!(received.len(), sent.len());
+    assert!(received == sent, "the bytes differ from what was sent");
+    assert!(
+        rearmed > 0,
+        "the buffer ring never ran dry: the test proves nothing"
+    );
+    assert_eq!(lent_at_end, 0, "buffers not given back");
+}
+
+/// A `read()` that loses a race is dropped, but its request stays in flight in the
+/// `Reader`: the bytes it brings come out at the next call, not lost.
+#[test]
+fn a_read_that_loses_a_race_keeps_its_bytes() {
+    if !available() {
+        return;
+    }
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let text = block_on_with(Trace::new(false), crate::executor::BUFFERS, async {
+        let mut pipe = Reader::new(reader.into(), 64);
+        // Nothing in the pipe yet: the sleep wins, the read future is dropped in flight.
+        let raced = race(pipe.read(), sleep(Duration::from_millis(20))).await;
+        assert!(matches!(raced, Either::Right(())));
+        writer.write_all(b"kept\n").unwrap();
+        pipe.read().await.unwrap()
+    })
+    .unwrap();
+    assert_eq!(text, b"kept\n");
+}
+
+/// A request whose future is dropped in flight is cancelled; the ring keeps its buffer
+/// until the kernel's last completion for it, and the cancelled read took no byte: what is
+/// written to the pipe afterwards is still there for a plain `read(2)`.
+#[test]
+fn a_dropped_request_is_cancelled_and_takes_nothing() {
+    if !available() {
+        return;
+    }
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let fd = reader.try_clone().unwrap();
+    let in_flight_after = block_on_with(Trace::new(false), crate::executor::BUFFERS, async {
+        let mut pipe = Reader::new(fd.into(), 64);
+        let raced = race(pipe.read(), sleep(Duration::from_millis(10))).await;
+        assert!(matches!(raced, Either::Right(())));
+        drop(pipe); // now the read request itself is abandoned: cancelled
+        sleep(Duration::from_millis(10)).await;
+        with_driver(|driver| driver.in_flight())
+    })
+    .unwrap();
+    assert_eq!(in_flight_after, 0, "the cancelled read is still in flight");
+    writer.write_all(b"after\n").unwrap();
+    let mut buf = [0; 6];
+    reader.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after\n");
+}
