@@ -1,6 +1,88 @@
 //! # Lesson 6 — completion: io_uring, "do this and tell me when it is done"
 //!
-//! (lesson text: written below)
+//! Every lesson so far was built on *readiness*: the kernel says "fd 7 can be read now"
+//! (select, poll, epoll), and then the program makes the `read` itself. The slides name the
+//! other model twice: Windows' asynchronous I/O ("the IO operation is directly issued, the
+//! function returns immediately, and comes with a notification queue"), and disks, where
+//! readiness has nothing to say ("a file is always ready"). On Linux that model is
+//! **io_uring**: we do not ask *when can I read*, we ask *read this into that buffer*, and
+//! later the kernel tells us it is done — and how many bytes it read.
+//!
+//! ## The rings
+//! Two ring buffers in memory shared with the kernel (`io_uring_setup(2)`):
+//! - the **submission ring** (SQ): we push requests — "receive from fd 7", "send these
+//!   bytes to fd 9", "accept on fd 3", "wake me in 2 s" — each with a 64-bit `user_data`;
+//! - the **completion ring** (CQ): the kernel pushes results — the `user_data` it was given,
+//!   the result (a byte count, a new fd, or a negated errno) and flags.
+//!
+//! `user_data` is the token, as in lesson 2: ours is the index of a slot holding the
+//! results and the waker of the task that waits for them ([`ring`]). Pushing and reaping
+//! are plain memory accesses; the one system call, `io_uring_enter(2)`, is made **once
+//! per turn** of the loop, and that one call does both jobs: with `to_submit` it hands the
+//! kernel every request pushed during the turn, and with `IORING_ENTER_GETEVENTS` and
+//! `min_complete = 1` it sleeps until at least one result is there. `--trace` prints each
+//! turn: `ring: submitted [recv×1, send×2], waited → completed [send×2]; io_uring_enter
+//! calls: 1 (total 57)`. A thousand connections echoing at once still make one call a turn.
+//!
+//! ## Ownership: why the buffer must be *given* to the request
+//! With readiness, `read(&mut buf)` borrowed the buffer only during the `read(2)` the
+//! program itself made. With completions the kernel writes into the buffer *later*, at a
+//! moment of its choosing. A future `read(&mut buf)` that submits a request and is then
+//! dropped (it lost a `race`, a timeout fired) ends the borrow — but not the request: the
+//! kernel would write into memory that is now someone else's. Safe Rust cannot forbid
+//! dropping a future, and `Drop` cannot wait. So the async layer takes **owned buffers**:
+//! `let (result, buf) = op.await` ([`op`]). A request dropped in flight leaves its buffer
+//! in its slot and is cancelled with `IORING_OP_ASYNC_CANCEL`; a cancel is itself a
+//! request, which may come too late (the original then completes with its data), so the
+//! buffer can be freed or reused only after the request's **last completion**.
+//!
+//! ## The modern echo
+//! [`echo`] is lesson 5's program line for line, on this runtime:
+//! - one **multishot accept** (Linux 5.19): submitted once, it completes once per new
+//!   connection (`IORING_CQE_F_MORE` says it goes on);
+//! - one **multishot receive** per connection (Linux 6.0) into a **provided-buffer ring**
+//!   ([`bufring`], `IORING_REGISTER_PBUF_RING`): the kernel picks a buffer only when bytes
+//!   arrive, so 10,000 idle connections hold no buffer at all;
+//! - a **send** that owns the buffer it received ([`net`]); dropping it afterwards puts it
+//!   back in the ring;
+//! - **re-arm** when a multishot ends: after an error, EOF, our own pause (a connection
+//!   holding 8 unsent buffers is paused, so a client that never reads cannot take them
+//!   all), or `ENOBUFS` — the ring ran dry: no byte is lost (they stay in the socket), and
+//!   the receive is submitted again once a buffer is back.
+//!
+//! The executor is lesson 5's — tasks, wakers, a ready queue, a budget of 32 operations per
+//! poll ([`budget`]) — with the reactor swapped for the ring ([`executor`]); timers are
+//! requests too (`IORING_OP_TIMEOUT`, [`time`]), and so is the signal pipe's read
+//! ([`signal`]). Ctrl+C or SIGTERM shuts the server down gracefully, as in lesson 5.
+//!
+//! ## Disks, finally
+//! [`writer`] reads stdin and the pipe with `IORING_OP_READ` and appends to the output file
+//! with `IORING_OP_WRITE`. A regular file as stdin needs no special case (epoll refused it
+//! with `EPERM`), and the file write no longer blocks the loop. Both reads are in flight at
+//! once; the one that loses a race stays in flight in its reader ([`io`]).
+//!
+//! ## Run it
+//! ```text
+//! cargo run --bin completion -- probe           # is io_uring usable here?
+//! cargo run --bin completion -- echo            # Ctrl+C shuts it down gracefully
+//! cargo run --bin completion -- echo --trace    # one line per io_uring_enter
+//! cargo run --bin completion -- writer          # stdin and the pipe, through the ring
+//! ```
+//! io_uring needs Linux 6.0 or later here (multishot receive), and containers often forbid
+//! it (a seccomp filter, or `sysctl kernel.io_uring_disabled`): the binary checks at start
+//! ([`probe`]) and, if it cannot run, says why in one line and exits 1.
+//!
+//! Python's asyncio has the same split: its default loop is readiness-based (selectors),
+//! and on Windows its *proactor* loop is completion-based (IOCP) — the loop this lesson is.
+//!
+//! # Layout
+//! - [`ring`]: the rings, the slots, one `io_uring_enter` per turn.
+//! - [`op`]: a request as a future that owns its buffer; what dropping it takes.
+//! - [`bufring`]: the provided-buffer ring. [`net`]: multishot accept and receive, send.
+//! - [`executor`], [`budget`]: lesson 5's executor on the ring. [`time`], [`sync`],
+//!   [`signal`], [`io`]: timers, an event, signals and reads as requests.
+//! - [`probe`]: is io_uring usable here?
+//! - The programs: [`echo`], [`writer`].
 
 use std::process::ExitCode;
 

@@ -17,7 +17,7 @@
 //! (with `min_complete` = 1) sleeps until at least one result is there.
 //!
 //! Each request carries a 64-bit `user_data` that the kernel copies into its completion
-//! untouched: ours is the index of a [`Slot`] that holds the results and the waker of the
+//! untouched: ours is the index of a slot that holds the results and the waker of the
 //! task waiting for them — the same job as the token of lesson 2's registry. A *multishot*
 //! request (accept, receive) posts many completions for one submission; the flag
 //! `IORING_CQE_F_MORE` on a completion says more will follow.
@@ -295,11 +295,11 @@ impl Driver {
                 result: entry.result(),
                 flags: entry.flags(),
             };
-            if let Some(kind) = self.complete(Token::from_user_data(entry.user_data()), completion)
+            let kind = self.complete(Token::from_user_data(entry.user_data()), completion);
+            if let Some(kind) = kind
+                && self.trace.enabled()
             {
-                if self.trace.enabled() {
-                    completed.push(kind);
-                }
+                completed.push(kind);
             }
         }
         self.trace.say(|| {
