@@ -271,6 +271,9 @@ pub struct Traffic {
     pub bytes_verified: u64,
     /// Idle connections the server still held at the end.
     pub idle_held: usize,
+    /// The server's system calls over the window ÷ the messages answered; `None` where they
+    /// cannot be counted (see [`crate::servers::SyscallCounter`]).
+    pub syscalls_per_message: Option<f64>,
 }
 
 /// What a bulk stream showed.
@@ -845,6 +848,12 @@ fn flood_and_ping(
     }))
 }
 
+/// Prints, once per run, why the system calls column says `n/a`.
+fn say_once_why_syscalls_are_not_counted(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| eprintln!("bench: system calls per message: n/a: {why}"));
+}
+
 fn load_and_measure(
     running: &RunningServer,
     point: &Point,
@@ -859,11 +868,23 @@ fn load_and_measure(
         return Ok((Outcome::Memory(memory), load));
     }
     load.run_for(plan.warm_up)?;
+    let syscalls = running
+        .count_syscalls()
+        .inspect_err(|why| say_once_why_syscalls_are_not_counted(why))
+        .ok();
+    let syscalls_before = syscalls
+        .as_ref()
+        .map(|counter| counter.total())
+        .transpose()?;
     let server_cpu_before = running.cpu_time()?;
     let machine_before = machine_busy()?;
     let window = load.run_for(plan.window)?;
     let machine = machine_busy()?.saturating_sub(machine_before);
     let server_cpu = running.cpu_time()?.saturating_sub(server_cpu_before);
+    let syscalls_during = match (&syscalls, syscalls_before) {
+        (Some(counter), Some(before)) => Some(counter.total()?.saturating_sub(before)),
+        _ => None,
+    };
     let elapsed = window.elapsed.as_secs_f64();
     let traffic = Traffic {
         messages_per_sec: window.messages_per_sec(),
@@ -874,6 +895,8 @@ fn load_and_measure(
         machine_cpu: machine.as_secs_f64() / elapsed,
         bytes_verified: window.bytes_verified,
         idle_held: load.idle_held(),
+        syscalls_per_message: syscalls_during
+            .map(|count| count as f64 / window.messages.max(1) as f64),
     };
     if window.messages == 0 {
         return Err(io::Error::other("no message was answered in the window"));
@@ -896,6 +919,7 @@ mod tests {
             machine_cpu: 0.0,
             bytes_verified: 0,
             idle_held: 0,
+            syscalls_per_message: None,
         })
     }
 

@@ -80,6 +80,7 @@ fn color_of(id: &str) -> RGBColor {
         "generators" => RGBColor(40, 160, 70),
         "coroutines" => RGBColor(140, 70, 180),
         "async-await" => RGBColor(20, 170, 190),
+        "completion" => RGBColor(120, 90, 40),
         _ => BLACK,
     }
 }

@@ -23,14 +23,22 @@ const WORST_PING_TARGET: Duration = Duration::from_millis(20);
 
 /// The lessons the bulk and fairness targets are for: every one that does not block
 /// (`sync --threads` keeps Python's `recv(4096)` and a thread per client: reported only).
-const NON_BLOCKING: [&str; 6] = [
+const NON_BLOCKING: [&str; 7] = [
     "select",
     "select-poll",
     "selector",
     "generators",
     "coroutines",
     "async-await",
+    "completion",
 ];
+
+/// Lesson 6's own bar (issue 11): server CPU per message at most this × tokio's, at
+/// 100 × 64 B and at 1000 × 64 B.
+const COMPLETION_CPU_PER_MESSAGE_TARGET: f64 = 0.80;
+
+/// Lesson 6's bulk server CPU per GB: at most this × tokio's.
+const COMPLETION_BULK_CPU_TARGET: f64 = 0.90;
 
 /// Where the run happened, for the report's header.
 pub struct Machine {
@@ -307,6 +315,22 @@ fn ping_pong_tables(out: &mut String, results: &[PointResult]) {
     );
     table(
         out,
+        "Server system calls per message (× tokio)",
+        &points,
+        heading,
+        |result, lesson| match lesson {
+            None => result
+                .reference_median(syscalls_per_message)
+                .map_or("n/a".into(), calls),
+            Some(index) if result.lesson_median(index, syscalls_per_message).is_none() => {
+                "n/a".into()
+            }
+            Some(index) => lesson_cell(result, index, syscalls_per_message, calls),
+        },
+        None,
+    );
+    table(
+        out,
         "CPU during ping-pong, % of one core: server / load client / rest of the machine",
         &points,
         heading,
@@ -345,8 +369,24 @@ fn ping_pong_tables(out: &mut String, results: &[PointResult]) {
         "On 2 cores the load client and the server each have one core (pinned). When both are \
          near 100 %, messages/s is the client's limit as much as the server's; the CPU time \
          per message still tells the servers apart. \"Rest\" is the kernel's deferred network \
-         work (ksoftirqd) and whatever else ran on the machine: high values mean a noisy run.\n"
+         work (ksoftirqd) and whatever else ran on the machine: high values mean a noisy run. \
+         System calls are counted per server thread with perf on the tracepoint \
+         raw_syscalls:sys_enter over the measurement window (n/a where perf may not count \
+         them): a readiness server makes at least a read and a write per message, an \
+         io_uring server one io_uring_enter per turn of its loop, shared by every message \
+         that turn carried.\n"
     );
+}
+
+fn syscalls_per_message(outcome: &Outcome) -> Option<f64> {
+    outcome
+        .traffic()
+        .and_then(|traffic| traffic.syscalls_per_message)
+}
+
+/// `2.05`: system calls per message.
+fn calls(per_message: f64) -> String {
+    format!("{per_message:.2}")
 }
 
 fn cpu_per_message(outcome: &Outcome) -> Option<f64> {
@@ -661,11 +701,12 @@ fn targets(out: &mut String, results: &[PointResult]) {
         "- async-await ≥ 1.0× tokio msgs/s at 100 × 64 B, p99 no worse: {}; {async_p99}",
         throughput("async-await", 1.0)
     );
+    completion_targets(out, results, &throughput);
     // Every non-blocking lesson keeps ping-pong speed while gaining fairness (issue 9);
-    // async-await has its own, higher bar above.
+    // async-await and completion have their own, higher bars above.
     let non_blocking = LESSONS
         .iter()
-        .filter(|spec| !matches!(spec.id, "sync-threads" | "async-await"));
+        .filter(|spec| !matches!(spec.id, "sync-threads" | "async-await" | "completion"));
     for spec in non_blocking {
         let _ = writeln!(
             out,
@@ -704,6 +745,53 @@ fn targets(out: &mut String, results: &[PointResult]) {
     }
     streaming_targets(out, results);
     out.push('\n');
+}
+
+/// Lesson 6's targets (issue 11): CPU per message at 100 and 1000 × 64 B, msgs/s at
+/// 100 × 64 B, bulk CPU per GB.
+fn completion_targets(
+    out: &mut String,
+    results: &[PointResult],
+    throughput: &dyn Fn(&str, f64) -> String,
+) {
+    let cpu_at = |active: usize| -> String {
+        let point = results.iter().find(|result| {
+            result.point.scenario == Scenario::PingPong
+                && result.point.shape.active == active
+                && result.point.shape.message_size == 64
+        });
+        match point.map(|result| (result, result.lesson("completion"))) {
+            None => "not measured".into(),
+            Some((_, None)) => "not built".into(),
+            Some((result, Some(index))) => match result.ratio(index, cpu_per_message) {
+                Some(ratio) => format!(
+                    "{} {ratio:.2}×",
+                    met(ratio <= COMPLETION_CPU_PER_MESSAGE_TARGET)
+                ),
+                None => "failed".into(),
+            },
+        }
+    };
+    let bulk = results
+        .iter()
+        .find(|result| matches!(result.point.scenario, Scenario::Bulk { .. }));
+    let bulk_cpu = match bulk.map(|result| (result, result.lesson("completion"))) {
+        None => "not measured".into(),
+        Some((_, None)) => "not built".into(),
+        Some((result, Some(index))) => match result.ratio(index, cpu_secs_per_gb) {
+            Some(ratio) => format!("{} {ratio:.2}×", met(ratio <= COMPLETION_BULK_CPU_TARGET)),
+            None => "failed".into(),
+        },
+    };
+    let _ = writeln!(
+        out,
+        "- completion: server CPU per message ≤ {COMPLETION_CPU_PER_MESSAGE_TARGET:.2}× tokio \
+         at 100 × 64 B: {}, at 1000 × 64 B: {}; msgs/s ≥ 1.0× tokio at 100 × 64 B: {}; bulk \
+         server CPU per GB ≤ {COMPLETION_BULK_CPU_TARGET:.2}× tokio: {bulk_cpu}",
+        cpu_at(100),
+        cpu_at(1000),
+        throughput("completion", 1.0)
+    );
 }
 
 /// The bulk and fairness targets, one line per lesson: its CPU per GB against tokio's, its
