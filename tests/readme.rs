@@ -73,6 +73,7 @@ fn binary(name: &str) -> Option<&'static str> {
         "generators" => env!("CARGO_BIN_EXE_generators"),
         "coroutines" => env!("CARGO_BIN_EXE_coroutines"),
         "async-await" => env!("CARGO_BIN_EXE_async-await"),
+        "completion" => env!("CARGO_BIN_EXE_completion"),
         "client" => env!("CARGO_BIN_EXE_client"),
         _ => return None,
     })
@@ -100,6 +101,11 @@ fn texts() -> Vec<(&'static str, &'static str, &'static str)> {
         (
             "crates/5-async-await/src/lib.rs",
             include_str!("../crates/5-async-await/src/lib.rs"),
+            "//!",
+        ),
+        (
+            "crates/6-completion/src/lib.rs",
+            include_str!("../crates/6-completion/src/lib.rs"),
             "//!",
         ),
     ]

@@ -397,6 +397,9 @@ impl Driver {
     /// Cancels every request and waits, a bounded number of turns, until the kernel is done
     /// with them: only then may their buffers be freed.
     pub fn shut_down(&mut self) {
+        if self.in_flight() == 0 {
+            return;
+        }
         let cancel_all = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any().all())
             .build()
             .user_data(IGNORED);
