@@ -268,3 +268,45 @@ fn writer_reads_stdin_eof_while_the_pipe_floods() {
         writer::eof_on_stdin_is_read_while_the_pipe_floods(COMPLETION, &["writer"]);
     }
 }
+
+/// `--help` of the binary and of each subcommand exits 0 and shows its options (it needs
+/// no io_uring: the arguments are parsed before the probe).
+#[test]
+fn every_help_parses() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--help"], "probe"),
+        (&["echo", "--help"], "--addr"),
+        (&["writer", "--help"], "--interval-ms"),
+        (&["probe", "--help"], "Usage:"),
+    ];
+    for &(args, option) in cases {
+        let output = Command::new(COMPLETION).args(args).output().unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}");
+        assert!(
+            help.contains("Usage:") && help.contains(option),
+            "{args:?}: {help}"
+        );
+    }
+}
+
+/// A port already taken is one line on stderr and exit 1, not a panic.
+#[test]
+fn a_taken_port_is_one_error_line() {
+    if !io_uring_available() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(COMPLETION)
+        .args(["echo", "--addr", &addr])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("completion: cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+}

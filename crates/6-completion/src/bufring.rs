@@ -33,11 +33,12 @@ const PAGE: usize = 4096;
 pub struct BufRing {
     entries: NonNull<BufRingEntry>,
     layout: Layout,
-    /// Where the buffers are: `count` × `size` bytes, touched (and so paid for in memory)
-    /// only when the kernel first writes into a buffer. A raw pointer, not a `Vec`: the
-    /// kernel writes into it behind Rust's back, so we never hold a reference to all of it.
+    /// Where the buffers are: `count` × `size` bytes of anonymous memory (`mmap`), which
+    /// the kernel backs with real pages only where something is written: a buffer that held
+    /// 64 bytes costs one page. (An aligned Rust allocation would zero it all at once.) A
+    /// raw pointer, not a slice: the kernel writes into it behind Rust's back.
     memory: NonNull<u8>,
-    memory_layout: Layout,
+    memory_len: usize,
     size: u32,
     /// Our tail: the next entry we fill. The kernel reads it through the shared tail field.
     tail: u16,
@@ -57,21 +58,34 @@ impl BufRing {
         }
         let layout = Layout::from_size_align(usize::from(count) * size_of::<BufRingEntry>(), PAGE)
             .map_err(io::Error::other)?;
-        let memory_layout = Layout::from_size_align(usize::from(count) * size as usize, PAGE)
-            .map_err(io::Error::other)?;
-        // Safety: both layouts have a non-zero size (count ≥ 1, size ≥ 1).
-        let (entries, memory) = unsafe { (alloc_zeroed(layout), alloc_zeroed(memory_layout)) };
-        let (Some(entries), Some(memory)) = (
-            NonNull::new(entries.cast::<BufRingEntry>()),
-            NonNull::new(memory),
-        ) else {
+        let memory_len = usize::from(count) * size as usize;
+        // Safety: a fresh private anonymous mapping, no fd, no fixed address.
+        let memory = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                memory_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if memory == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let memory = NonNull::new(memory.cast::<u8>()).expect("mmap never maps address 0");
+        // Safety: the layout has a non-zero size (count ≥ 1).
+        let Some(entries) = NonNull::new(unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>())
+        else {
+            // Safety: mapped just above, with this length, and used by nobody yet.
+            unsafe { libc::munmap(memory.as_ptr().cast(), memory_len) };
             return Err(io::Error::other("cannot allocate the buffer ring"));
         };
         let mut ring = BufRing {
             entries,
             layout,
             memory,
-            memory_layout,
+            memory_len,
             size,
             tail: 0,
             lent: vec![true; usize::from(count)],
@@ -168,10 +182,11 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // Safety: allocated in `register` with these layouts. The io_uring is closed by now.
+        // Safety: allocated and mapped in `register` with this layout and length. The
+        // io_uring is closed by now.
         unsafe {
             dealloc(self.entries.as_ptr().cast(), self.layout);
-            dealloc(self.memory.as_ptr(), self.memory_layout);
+            libc::munmap(self.memory.as_ptr().cast(), self.memory_len);
         }
     }
 }
