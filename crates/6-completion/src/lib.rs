@@ -76,7 +76,7 @@
 //! and on Windows its *proactor* loop is completion-based (IOCP) — the loop this lesson is.
 //!
 //! # Layout
-//! - [`ring`]: the rings, the slots, one `io_uring_enter` per turn.
+//! - [`ring`]: the rings, one `io_uring_enter` per turn. [`slots`]: the requests in flight.
 //! - [`op`]: a request as a future that owns its buffer; what dropping it takes.
 //! - [`bufring`]: the provided-buffer ring. [`net`]: multishot accept and receive, send.
 //! - [`executor`], [`budget`]: lesson 5's executor on the ring. [`time`], [`sync`],
@@ -99,6 +99,7 @@ pub mod op;
 pub mod probe;
 pub mod ring;
 pub mod signal;
+pub mod slots;
 pub mod sync;
 pub mod time;
 pub mod writer;

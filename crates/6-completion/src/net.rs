@@ -23,7 +23,7 @@ use io_uring::{opcode, types::Fd};
 use crate::bufring::{BufRing, GROUP};
 use crate::executor::{with_driver, with_runtime};
 use crate::op::Op;
-use crate::ring::Token;
+use crate::slots::{Completion, Token};
 
 /// How many received buffers a stream may hold before the ring pauses its receive (cancels
 /// it; the stream re-arms it once its task has taken them). Without it, a client that sends and never
@@ -104,7 +104,7 @@ impl Drop for TcpListener {
 /// Takes the next result of a multishot request, within the task's budget. `None` when the
 /// task must wait (its waker is stored, or the budget is spent); `Some(None)` when the
 /// request has ended.
-fn next_result(token: Token, cx: &Context<'_>) -> Option<Option<crate::ring::Completion>> {
+fn next_result(token: Token, cx: &Context<'_>) -> Option<Option<Completion>> {
     if !with_runtime(|runtime| runtime.budget.spend(cx)) {
         return None;
     }

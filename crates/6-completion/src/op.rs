@@ -33,7 +33,7 @@ use std::task::{Context, Poll};
 use io_uring::squeue;
 
 use crate::executor::{try_with_runtime, with_driver, with_runtime};
-use crate::ring::{Completion, Token};
+use crate::slots::{Completion, Token};
 
 /// A submitted request and what it owns (its buffer, its timespec), until it completes.
 pub struct Op<T: 'static> {

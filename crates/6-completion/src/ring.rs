@@ -24,15 +24,15 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use fdio::Trace;
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use crate::bufring::BufRing;
+use crate::slots::{Completion, Slots, Tally, Token};
 
 /// The submission ring's size. A turn that pushes more first flushes what is there.
 const SQ_ENTRIES: u32 = 1024;
@@ -48,75 +48,10 @@ const IORING_ENTER_GETEVENTS: u32 = 1;
 /// The `user_data` of the requests whose completion nobody awaits (the cancels).
 const IGNORED: u64 = u64::MAX;
 
-/// One completion: the request's result (≥ 0, or a negated errno) and its flags.
-#[derive(Debug, Clone, Copy)]
-pub struct Completion {
-    pub result: i32,
-    pub flags: u32,
-}
-
-impl Completion {
-    /// The result as `io::Result`: a negative value is `-errno`.
-    pub fn io_result(self) -> io::Result<u32> {
-        match self.result {
-            n if n >= 0 => Ok(n as u32),
-            n => Err(io::Error::from_raw_os_error(-n)),
-        }
-    }
-
-    /// The provided buffer the kernel picked for this result, if any.
-    pub fn buffer_id(self) -> Option<u16> {
-        cqueue::buffer_select(self.flags)
-    }
-}
-
-/// A request's token: its slot's index and the slot's generation, so a token of a request
-/// that is long finished never names the request that reuses its slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token {
-    index: u32,
-    generation: u32,
-}
-
-impl Token {
-    fn user_data(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.index)
-    }
-
-    fn from_user_data(user_data: u64) -> Token {
-        Token {
-            index: user_data as u32,
-            generation: (user_data >> 32) as u32,
-        }
-    }
-}
-
-/// What the loop knows of one request in flight.
-struct Slot {
-    generation: u32,
-    /// What it is, for `--trace`: `recv`, `send`, `accept`…
-    kind: &'static str,
-    /// Results not yet taken by the task.
-    completions: VecDeque<Completion>,
-    /// The last completion has arrived: the kernel is done with this request.
-    finished: bool,
-    waker: Option<Waker>,
-    /// More results than this waiting to be taken: the request is cancelled (a multishot
-    /// receive that keeps filling buffers while its task is busy sending).
-    max_queued: usize,
-    /// A cancel has been asked for already.
-    cancelling: bool,
-    /// Set when the future that owned the request was dropped before it finished: what the
-    /// kernel may still write into (a buffer, a timespec) is kept here until it is done.
-    abandoned: Option<Box<dyn Any>>,
-}
-
 /// The ring, the slots of the requests in flight, and the counts `--trace` prints.
 pub struct Driver {
     ring: IoUring,
-    slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
-    generation: u32,
+    slots: Slots,
     /// The provided buffers that multishot receives fill. Shared with the buffers lent out
     /// (a [`RingBuf`](crate::net::RingBuf) goes back by itself when dropped), in a cell of
     /// its own: a buffer parked in an abandoned slot may be dropped while the driver is busy.
@@ -148,9 +83,7 @@ impl Driver {
         )?));
         Ok(Driver {
             ring,
-            slots: Vec::new(),
-            free: Vec::new(),
-            generation: 0,
+            slots: Slots::default(),
             buffers,
             trace,
             enters: 0,
@@ -171,31 +104,7 @@ impl Driver {
         entry: squeue::Entry,
         max_queued: usize,
     ) -> io::Result<Token> {
-        self.generation = self.generation.wrapping_add(1);
-        let slot = Slot {
-            generation: self.generation,
-            kind,
-            completions: VecDeque::new(),
-            finished: false,
-            waker: None,
-            max_queued,
-            cancelling: false,
-            abandoned: None,
-        };
-        let index = match self.free.pop() {
-            Some(index) => {
-                self.slots[index as usize] = Some(slot);
-                index
-            }
-            None => {
-                self.slots.push(Some(slot));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let token = Token {
-            index,
-            generation: self.generation,
-        };
+        let token = self.slots.insert(kind, max_queued);
         self.push(kind, entry.user_data(token.user_data()))?;
         Ok(token)
     }
@@ -217,35 +126,30 @@ impl Driver {
     /// The next result of request `token`: `Some` when one is there, `None` once the last
     /// one has been taken (the request is over), `Pending` after storing the waker.
     pub fn poll_next(&mut self, token: Token, cx: &Context<'_>) -> Poll<Option<Completion>> {
-        let Some(slot) = self.slot_mut(token) else {
+        let Some(slot) = self.slots.get_mut(token) else {
             return Poll::Ready(None);
         };
         if let Some(completion) = slot.completions.pop_front() {
             return Poll::Ready(Some(completion));
         }
         if slot.finished {
-            self.remove(token);
+            self.slots.remove(token);
             return Poll::Ready(None);
         }
         slot.waker = Some(cx.waker().clone());
         Poll::Pending
     }
 
-    /// How many results of `token` wait to be taken.
-    pub fn queued(&self, token: Token) -> usize {
-        self.slot(token).map_or(0, |slot| slot.completions.len())
-    }
-
     /// Whether the kernel is done with `token` (its last completion has arrived).
     pub fn finished(&self, token: Token) -> bool {
-        self.slot(token).is_none_or(|slot| slot.finished)
+        self.slots.get(token).is_none_or(|slot| slot.finished)
     }
 
     /// Asks the kernel to stop request `token` early (`IORING_OP_ASYNC_CANCEL`). The request
     /// then ends with a last completion — `-ECANCELED`, or its real result if it won the
     /// race — and only after that last completion is the kernel done with its buffer.
     pub fn cancel(&mut self, token: Token) -> io::Result<()> {
-        match self.slot_mut(token) {
+        match self.slots.get_mut(token) {
             Some(slot) if !slot.finished && !slot.cancelling => slot.cancelling = true,
             _ => return Ok(()),
         }
@@ -260,7 +164,7 @@ impl Driver {
     /// write into — stays in the slot until its last completion. Buffers the kernel already
     /// filled for it go back to the buffer ring.
     pub fn abandon(&mut self, token: Token, keep_alive: Box<dyn Any>) {
-        let Some(slot) = self.slot_mut(token) else {
+        let Some(slot) = self.slots.get_mut(token) else {
             return;
         };
         let leftovers: Vec<Completion> = slot.completions.drain(..).collect();
@@ -273,7 +177,7 @@ impl Driver {
             self.discard(kind, completion);
         }
         if finished {
-            self.remove(token);
+            self.slots.remove(token);
         } else if let Err(err) = self.cancel(token) {
             // The request then runs to its natural end; its slot keeps the buffer till then.
             self.trace.say(|| format!("ring: cannot cancel: {err}"));
@@ -321,7 +225,7 @@ impl Driver {
         if token.user_data() == IGNORED {
             return Some("cancel");
         }
-        let Some(slot) = self.slot_mut(token) else {
+        let Some(slot) = self.slots.get_mut(token) else {
             // Cannot happen: a slot lives until its last completion. Still, a buffer
             // attached to it must not be lost.
             self.discard("unknown", completion);
@@ -335,7 +239,7 @@ impl Driver {
             let finished = slot.finished;
             self.discard(kind, completion);
             if finished {
-                self.remove(token);
+                self.slots.remove(token);
             }
             return Some(kind);
         }
@@ -387,11 +291,7 @@ impl Driver {
 
     /// How many requests are in flight (the kernel may still complete them).
     pub fn in_flight(&self) -> usize {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|slot| !slot.finished)
-            .count()
+        self.slots.in_flight()
     }
 
     /// Cancels every request and waits, a bounded number of turns, until the kernel is done
@@ -412,50 +312,5 @@ impl Driver {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-    }
-
-    /// The total number of `io_uring_enter` calls so far.
-    pub fn enters(&self) -> u64 {
-        self.enters
-    }
-
-    fn slot(&self, token: Token) -> Option<&Slot> {
-        let slot = self.slots.get(token.index as usize)?.as_ref()?;
-        (slot.generation == token.generation).then_some(slot)
-    }
-
-    fn slot_mut(&mut self, token: Token) -> Option<&mut Slot> {
-        let slot = self.slots.get_mut(token.index as usize)?.as_mut()?;
-        (slot.generation == token.generation).then_some(slot)
-    }
-
-    fn remove(&mut self, token: Token) {
-        if self.slot(token).is_some() {
-            self.slots[token.index as usize] = None;
-            self.free.push(token.index);
-        }
-    }
-}
-
-/// `[recv×3, send×1]`: what a turn submitted or completed, counted by kind.
-struct Tally<'a>(&'a [&'static str]);
-
-impl std::fmt::Display for Tally<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut counts: Vec<(&str, usize)> = Vec::new();
-        for kind in self.0 {
-            match counts.iter_mut().find(|(k, _)| k == kind) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((kind, 1)),
-            }
-        }
-        f.write_str("[")?;
-        for (i, (kind, n)) in counts.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{kind}×{n}")?;
-        }
-        f.write_str("]")
     }
 }
