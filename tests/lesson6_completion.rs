@@ -23,7 +23,9 @@ const COMPLETION: &str = env!("CARGO_BIN_EXE_completion");
 
 /// The whole conformance suite against `completion echo` (skipped without io_uring).
 mod echo {
-    crate::conformance_suite!(concurrent: super::COMPLETION, &["echo"], if: super::io_uring_available);
+    crate::conformance_suite!(
+        concurrent: super::COMPLETION, &["echo"], if: super::io_uring_available
+    );
 }
 
 /// `true` if io_uring is usable here; else prints why (the binary's own line) and the test
