@@ -308,9 +308,15 @@ impl Driver {
         }
         for _ in 0..100 {
             if self.turn(false).is_err() || self.in_flight() == 0 {
-                return;
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if self.in_flight() > 0 {
+            // A request that would not stop (a disk read the kernel cannot cancel once
+            // started) may still write into what its slot keeps: leak that, never free it.
+            std::mem::forget(std::mem::take(&mut self.slots));
+            std::mem::forget(Rc::clone(&self.buffers));
         }
     }
 }
