@@ -90,7 +90,7 @@ struct Cli {
     rounds: Option<u8>,
 
     /// Only these lessons (comma-separated): sync-threads, select, select-poll, selector,
-    /// generators, coroutines, async-await. tokio is always measured.
+    /// generators, coroutines, async-await, completion. tokio is always measured.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
