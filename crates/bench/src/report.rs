@@ -147,6 +147,36 @@ pub fn markdown(
     out
 }
 
+/// The ping-pong point of `active` connections × 64 B, if measured.
+fn ping_pong_64(results: &[PointResult], active: usize) -> Option<&PointResult> {
+    results.iter().find(|result| {
+        result.point.scenario == Scenario::PingPong
+            && result.point.shape.active == active
+            && result.point.shape.message_size == 64
+    })
+}
+
+/// The memory point of 10,000 idle connections, if measured.
+fn memory_10k(results: &[PointResult]) -> Option<&PointResult> {
+    results.iter().find(|result| {
+        result.point.scenario == Scenario::Memory && result.point.shape.idle == 10_000
+    })
+}
+
+/// The bulk stream, if measured.
+fn bulk_point(results: &[PointResult]) -> Option<&PointResult> {
+    results
+        .iter()
+        .find(|result| matches!(result.point.scenario, Scenario::Bulk { .. }))
+}
+
+/// The flood beside a quiet client, if measured.
+fn fairness_point(results: &[PointResult]) -> Option<&PointResult> {
+    results
+        .iter()
+        .find(|result| matches!(result.point.scenario, Scenario::Fairness { .. }))
+}
+
 fn of(results: &[PointResult], scenario: Scenario) -> Vec<&PointResult> {
     results
         .iter()
@@ -668,11 +698,7 @@ fn failures(out: &mut String, results: &[PointResult]) {
 /// The targets, each with the number that decides it.
 fn targets(out: &mut String, results: &[PointResult]) {
     let _ = writeln!(out, "### Targets\n");
-    let target_point = results.iter().find(|result| {
-        result.point.scenario == Scenario::PingPong
-            && result.point.shape.active == 100
-            && result.point.shape.message_size == 64
-    });
+    let target_point = ping_pong_64(results, 100);
     let throughput = |id: &str, at_least: f64| -> String {
         let Some(result) = target_point else {
             return "not measured".into();
@@ -715,9 +741,7 @@ fn targets(out: &mut String, results: &[PointResult]) {
             throughput(spec.id, 0.95)
         );
     }
-    let memory_point = results.iter().find(|result| {
-        result.point.scenario == Scenario::Memory && result.point.shape.idle == 10_000
-    });
+    let memory_point = memory_10k(results);
     for spec in LESSONS.iter().filter(|spec| spec.uses_epoll) {
         let verdict = match memory_point {
             None => "not measured (the full run measures it)".into(),
@@ -755,11 +779,7 @@ fn completion_targets(
     throughput: &dyn Fn(&str, f64) -> String,
 ) {
     let cpu_at = |active: usize| -> String {
-        let point = results.iter().find(|result| {
-            result.point.scenario == Scenario::PingPong
-                && result.point.shape.active == active
-                && result.point.shape.message_size == 64
-        });
+        let point = ping_pong_64(results, active);
         match point.map(|result| (result, result.lesson("completion"))) {
             None => "not measured".into(),
             Some((_, None)) => "not built".into(),
@@ -772,9 +792,7 @@ fn completion_targets(
             },
         }
     };
-    let bulk = results
-        .iter()
-        .find(|result| matches!(result.point.scenario, Scenario::Bulk { .. }));
+    let bulk = bulk_point(results);
     let bulk_cpu = match bulk.map(|result| (result, result.lesson("completion"))) {
         None => "not measured".into(),
         Some((_, None)) => "not built".into(),
@@ -797,12 +815,8 @@ fn completion_targets(
 /// The bulk and fairness targets, one line per lesson: its CPU per GB against tokio's, its
 /// worst ping, and whether any stream hung or lost a byte.
 fn streaming_targets(out: &mut String, results: &[PointResult]) {
-    let bulk = results
-        .iter()
-        .find(|result| matches!(result.point.scenario, Scenario::Bulk { .. }));
-    let fairness = results
-        .iter()
-        .find(|result| matches!(result.point.scenario, Scenario::Fairness { .. }));
+    let bulk = bulk_point(results);
+    let fairness = fairness_point(results);
     let (Some(bulk), Some(fairness)) = (bulk, fairness) else {
         let _ = writeln!(out, "- bulk and fairness: not measured");
         return;
@@ -877,20 +891,10 @@ fn met(yes: bool) -> &'static str {
 /// beside a flood, the memory to hold 10,000 idle connections — each with its ratio to tokio.
 /// The full tables are in the report ([`markdown`]).
 pub fn summary(results: &[PointResult]) -> String {
-    let ping_pong = results.iter().find(|result| {
-        result.point.scenario == Scenario::PingPong
-            && result.point.shape.active == 100
-            && result.point.shape.message_size == 64
-    });
-    let memory = results.iter().find(|result| {
-        result.point.scenario == Scenario::Memory && result.point.shape.idle == 10_000
-    });
-    let bulk = results
-        .iter()
-        .find(|result| matches!(result.point.scenario, Scenario::Bulk { .. }));
-    let fairness = results
-        .iter()
-        .find(|result| matches!(result.point.scenario, Scenario::Fairness { .. }));
+    let ping_pong = ping_pong_64(results, 100);
+    let memory = memory_10k(results);
+    let bulk = bulk_point(results);
+    let fairness = fairness_point(results);
     type Cell = fn(&PointResult, Option<usize>) -> String;
     let columns: [(&str, Option<&PointResult>, Cell); 5] = [
         ("msgs/s, 100 × 64 B", ping_pong, |result, index| {
