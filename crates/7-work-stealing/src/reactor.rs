@@ -1,0 +1,370 @@
+//! The reactor: one mio `Poll` (epoll) and the timers, on a thread of their own.
+//!
+//! ## A dedicated thread, and what the other choice costs
+//! tokio lets an idle worker "take the driver": the first worker with nothing to do sleeps
+//! in `epoll_wait` instead of on its condvar, and the tasks it wakes go straight into its own
+//! queue. That saves a thread and a hop — but parking gets two kinds of bed (a worker in
+//! `epoll_wait` is woken through the epoll's eventfd, the others through their condvar),
+//! and a busy runtime may have no idle worker to look at epoll at all, so tokio's workers
+//! also poll the driver without blocking every so many ticks.
+//!
+//! Here one thread does nothing but wait in `epoll_wait` (with the nearest timer as the
+//! timeout), record what is ready, and wake the tasks waiting for it; the workers only ever
+//! sleep on their condvars. The cost: each I/O wake crosses threads — the task goes to the
+//! injector and a parked worker is unparked (a futex wake), where tokio's would run on the
+//! worker that saw the event. The benchmark's echo row shows what that costs.
+//!
+//! ## The readiness bit, now with a tick
+//! As in lesson 5, each source keeps a readiness bit per direction: set by an event, cleared
+//! only by an operation that said `WouldBlock`. But now the reactor runs on another thread,
+//! so an event can arrive *between* a task's `WouldBlock` and its clear — and the clear must
+//! not erase it, or the edge is lost for good (epoll will not repeat it). So the bits share
+//! one atomic word with a `tick` that every event bumps: an operation remembers the tick it
+//! saw when it found the bit set, and its clear succeeds only if the tick has not moved
+//! (tokio's `ScheduledIo` does the same).
+//!
+//! A task that finds the bit clear leaves its waker, then looks at the bit once more: the
+//! reactor sets the bit *before* it takes the waker, so either the reactor finds our waker,
+//! or we find its bit. No edge falls between.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::Instant;
+
+use fdio::{Trace, interrupted};
+use mio::event::{Event, Source};
+use mio::{Events, Interest, Registry, Token};
+
+/// The token of the `mio::Waker` that interrupts `epoll_wait` (new timers, shutdown).
+const WAKE_TOKEN: Token = Token(usize::MAX);
+
+const READ: usize = 1;
+const WRITE: usize = 2;
+const READ_CLOSED: usize = 4;
+const TICK_SHIFT: usize = 3;
+
+/// Which way a task waits on a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+impl Direction {
+    /// The readiness bits that make this direction worth trying.
+    fn ready_bits(self) -> usize {
+        match self {
+            Direction::Read => READ | READ_CLOSED,
+            Direction::Write => WRITE,
+        }
+    }
+}
+
+/// What the reactor knows about one source, shared by its I/O object and the reactor.
+pub(crate) struct ScheduledIo {
+    /// `tick << TICK_SHIFT | READ_CLOSED | WRITE | READ`.
+    readiness: AtomicUsize,
+    waiters: Mutex<Waiters>,
+}
+
+/// Who waits on a source, and what epoll watches it for.
+struct Waiters {
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+    interest: Interest,
+}
+
+impl ScheduledIo {
+    fn lock(&self) -> MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records an event (bits set, tick bumped) and collects the wakers it releases.
+    fn set_ready(&self, event: &Event, wakers: &mut Vec<Waker>) {
+        // "closed" and "error" make the call worth trying too: it reports them.
+        let failed = event.is_error();
+        let mut bits = 0;
+        if event.is_readable() || event.is_read_closed() || failed {
+            bits |= READ;
+        }
+        if event.is_read_closed() || failed {
+            bits |= READ_CLOSED;
+        }
+        if event.is_writable() || event.is_write_closed() || failed {
+            bits |= WRITE;
+        }
+        let _ = self
+            .readiness
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                Some((word + (1 << TICK_SHIFT)) | bits)
+            });
+        let mut waiters = self.lock();
+        if bits & READ != 0 {
+            wakers.extend(waiters.reader.take());
+        }
+        if bits & WRITE != 0 {
+            wakers.extend(waiters.writer.take());
+        }
+    }
+}
+
+/// The reactor's shared half: the registry, the sources, the timers.
+pub(crate) struct Reactor {
+    registry: Registry,
+    waker: mio::Waker,
+    sources: Mutex<Slab>,
+    timers: Mutex<Timers>,
+    shutdown: AtomicBool,
+    trace: Trace,
+}
+
+/// The sources by token; freed tokens are reused.
+#[derive(Default)]
+struct Slab {
+    entries: Vec<Option<Arc<ScheduledIo>>>,
+    free: Vec<usize>,
+}
+
+impl Reactor {
+    /// Creates the reactor and starts its thread.
+    pub(crate) fn start(trace: Trace) -> io::Result<(Arc<Reactor>, thread::JoinHandle<()>)> {
+        let poll = mio::Poll::new()?;
+        let reactor = Arc::new(Reactor {
+            registry: poll.registry().try_clone()?,
+            waker: mio::Waker::new(poll.registry(), WAKE_TOKEN)?,
+            sources: Mutex::default(),
+            timers: Mutex::default(),
+            shutdown: AtomicBool::new(false),
+            trace,
+        });
+        let on_thread = Arc::clone(&reactor);
+        let thread = thread::Builder::new()
+            .name("reactor".to_string())
+            .spawn(move || on_thread.run(poll))?;
+        Ok((reactor, thread))
+    }
+
+    /// Stops the reactor's thread (at its next wake).
+    pub(crate) fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        // If this fails the thread is gone already.
+        let _ = self.waker.wake();
+    }
+
+    fn run(&self, mut poll: mio::Poll) {
+        let mut events = Events::with_capacity(1024);
+        let mut wakers = Vec::new();
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let timeout = self
+                .lock_timers()
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            self.trace.say(|| {
+                format!(
+                    "reactor: waiting for I/O, timeout={}",
+                    timeout.map_or("none".to_string(), |t| format!("{t:.1?}"))
+                )
+            });
+            match poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(err) if interrupted(&err) => continue,
+                Err(err) => {
+                    // No way to go on: every task waiting for I/O would hang. Say it loudly.
+                    eprintln!("reactor: epoll_wait failed: {err}");
+                    std::process::abort();
+                }
+            }
+            {
+                let sources = self.lock_sources();
+                for event in events.iter() {
+                    // A token deregistered while its events were queued: nobody waits.
+                    if let Some(Some(io)) = sources.entries.get(event.token().0) {
+                        io.set_ready(event, &mut wakers);
+                    }
+                }
+            }
+            let fired = self.lock_timers().fire_due(Instant::now(), &mut wakers);
+            if !wakers.is_empty() {
+                self.trace.say(|| {
+                    format!(
+                        "reactor: {} ready, {fired} timer(s) due → wake {}",
+                        fdio::count(events.iter().count() as u64, "event"),
+                        fdio::count(wakers.len() as u64, "task")
+                    )
+                });
+            }
+            // Woken with no lock held: a wake may run a lot (queue, unpark a worker).
+            for waker in wakers.drain(..) {
+                waker.wake();
+            }
+        }
+        // Shutting down: drop every waker, so the tasks they hold can be freed.
+        let sources = std::mem::take(&mut *self.lock_sources());
+        for io in sources.entries.into_iter().flatten() {
+            let mut waiters = io.lock();
+            waiters.reader = None;
+            waiters.writer = None;
+        }
+        let timers = std::mem::take(&mut *self.lock_timers());
+        drop(timers);
+    }
+
+    fn lock_sources(&self) -> MutexGuard<'_, Slab> {
+        self.sources.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn lock_timers(&self) -> MutexGuard<'_, Timers> {
+        self.timers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `source` for reading; both directions start ready (nothing is known yet,
+    /// so the first call is simply tried).
+    pub(crate) fn register(
+        &self,
+        source: &mut impl Source,
+    ) -> io::Result<(Token, Arc<ScheduledIo>)> {
+        let io = Arc::new(ScheduledIo {
+            readiness: AtomicUsize::new(READ | WRITE),
+            waiters: Mutex::new(Waiters {
+                reader: None,
+                writer: None,
+                interest: Interest::READABLE,
+            }),
+        });
+        let mut sources = self.lock_sources();
+        let index = match sources.free.pop() {
+            Some(index) => index,
+            None => {
+                sources.entries.push(None);
+                sources.entries.len() - 1
+            }
+        };
+        let token = Token(index);
+        if let Err(err) = self.registry.register(source, token, Interest::READABLE) {
+            sources.free.push(index);
+            return Err(err);
+        }
+        sources.entries[index] = Some(Arc::clone(&io));
+        Ok((token, io))
+    }
+
+    /// Forgets `source`; its waiters are dropped without being woken.
+    pub(crate) fn deregister(&self, token: Token, source: &mut impl Source) {
+        // Fails only if the fd is gone already: nothing to do about it.
+        let _ = self.registry.deregister(source);
+        let mut sources = self.lock_sources();
+        if let Some(slot) = sources.entries.get_mut(token.0)
+            && slot.take().is_some()
+        {
+            sources.free.push(token.0);
+        }
+    }
+
+    /// `Ready(tick)` if `direction` is worth trying (remember the tick for `clear_ready`);
+    /// otherwise leaves `cx`'s waker and returns `Pending`. Watching a direction for the
+    /// first time registers it with epoll.
+    pub(crate) fn poll_ready(
+        &self,
+        token: Token,
+        io: &ScheduledIo,
+        source: &mut impl Source,
+        direction: Direction,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let word = io.readiness.load(Ordering::Acquire);
+        if word & direction.ready_bits() != 0 {
+            return Poll::Ready(Ok(word >> TICK_SHIFT));
+        }
+        {
+            let mut waiters = io.lock();
+            if direction == Direction::Write && !waiters.interest.is_writable() {
+                let interest = waiters.interest.add(Interest::WRITABLE);
+                if let Err(err) = self.registry.reregister(source, token, interest) {
+                    return Poll::Ready(Err(err));
+                }
+                waiters.interest = interest;
+            }
+            let slot = match direction {
+                Direction::Read => &mut waiters.reader,
+                Direction::Write => &mut waiters.writer,
+            };
+            match slot {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            }
+        }
+        // The reactor sets the bit, then takes the waker: look again, now that ours is there.
+        let word = io.readiness.load(Ordering::Acquire);
+        if word & direction.ready_bits() != 0 {
+            return Poll::Ready(Ok(word >> TICK_SHIFT));
+        }
+        Poll::Pending
+    }
+
+    /// The kernel had nothing more for `direction` when we tried at `tick`: clear the bit,
+    /// unless an event came since (then the call is worth trying again).
+    pub(crate) fn clear_ready(io: &ScheduledIo, direction: Direction, tick: usize) {
+        let bit = match direction {
+            Direction::Read => READ,
+            Direction::Write => WRITE,
+        };
+        let _ = io
+            .readiness
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                (word >> TICK_SHIFT == tick).then_some(word & !bit)
+            });
+    }
+
+    /// Adds a timer; wakes the reactor's thread if it is now the earliest.
+    pub(crate) fn add_timer(&self, deadline: Instant, waker: &Waker) -> TimerKey {
+        let mut timers = self.lock_timers();
+        let earliest = timers.next_deadline().is_none_or(|next| deadline < next);
+        let key = timers.insert(deadline, waker);
+        drop(timers);
+        if earliest {
+            // If this fails the reactor is shutting down: no timer fires any more anyway.
+            let _ = self.waker.wake();
+        }
+        key
+    }
+}
+
+/// A timer's place: its deadline, then a sequence number for equal deadlines.
+pub(crate) type TimerKey = (Instant, u64);
+
+/// The pending timers, earliest first (lesson 5's, behind a mutex).
+#[derive(Default)]
+pub(crate) struct Timers {
+    wakers: BTreeMap<TimerKey, Waker>,
+    next_sequence: u64,
+}
+
+impl Timers {
+    fn insert(&mut self, deadline: Instant, waker: &Waker) -> TimerKey {
+        let key = (deadline, self.next_sequence);
+        self.next_sequence += 1;
+        self.wakers.insert(key, waker.clone());
+        key
+    }
+
+    pub(crate) fn remove(&mut self, key: &TimerKey) {
+        self.wakers.remove(key);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.wakers.keys().next().map(|&(deadline, _)| deadline)
+    }
+
+    /// Moves the wakers of every timer due at `now` into `wakers`; returns how many.
+    fn fire_due(&mut self, now: Instant, wakers: &mut Vec<Waker>) -> usize {
+        let later = self.wakers.split_off(&(now, u64::MAX));
+        let due = std::mem::replace(&mut self.wakers, later);
+        let fired = due.len();
+        wakers.extend(due.into_values());
+        fired
+    }
+}

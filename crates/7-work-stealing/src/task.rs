@@ -1,0 +1,279 @@
+//! A task: one allocation holding the future, its atomic [`State`], and the slot its result
+//! goes to; its waker; and the `JoinHandle` that awaits it.
+//!
+//! ## Why `spawn` needs `F: Future + Send + 'static`
+//! A task may be polled by any worker — a thief moves it to another thread between two
+//! polls — so its future, with every local variable it keeps across an `.await`, must be
+//! `Send`. An `Rc` kept across an `.await` could then be cloned on two threads at once: its
+//! counter is not atomic, so the compiler refuses the spawn:
+//!
+//! ```compile_fail
+//! use std::rc::Rc;
+//! let runtime = lesson_work_stealing::Runtime::new(2).unwrap();
+//! runtime.block_on(async {
+//!     lesson_work_stealing::spawn(async {
+//!         let shared = Rc::new(5);
+//!         lesson_work_stealing::yield_now().await; // `shared` lives across this .await…
+//!         println!("{shared}"); // …so the future is not `Send`: error[E0277]
+//!     });
+//! });
+//! ```
+//!
+//! (Dropped before the `.await`, the `Rc` is fine: it is no longer part of the state.)
+//! `'static`, because the task outlives the call to `spawn`: it cannot borrow the caller's
+//! locals. And the waker is `Send + Sync` — `std::task::Waker` always is — because the
+//! reactor thread, a timer, or another task on another worker wakes it: waking goes through
+//! the atomic state, which is what makes that safe.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::budget;
+use crate::runtime::Shared;
+use crate::state::{AfterPoll, Start, State};
+use crate::sync::UnsafeCell;
+
+/// A task as the queues hold it: something a worker can run.
+pub(crate) type TaskRef = Arc<dyn Runnable>;
+
+/// What a worker does with a task it popped.
+pub(crate) trait Runnable: Send + Sync {
+    /// Polls the task once (or drops it, if it was aborted).
+    fn run(self: Arc<Self>);
+    /// Marks it aborted; the next `run` drops its future. (Used at shutdown.)
+    fn cancel(&self);
+}
+
+/// Why a task has no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// The task panicked, with this message. The runtime and the other tasks go on.
+    Panicked(String),
+    /// The task was aborted before it finished.
+    Cancelled,
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(message) => write!(f, "task panicked: {message}"),
+            JoinError::Cancelled => f.write_str("task was cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// Where the result waits for the `JoinHandle`. A mutex, not atomics: it is touched twice
+/// per task (once to store, once to take), never on the scheduling path.
+struct JoinSlot<T> {
+    result: Option<Result<T, JoinError>>,
+    finished: bool,
+    waiter: Option<Waker>,
+}
+
+/// One spawned future and everything about it.
+pub(crate) struct Task<F: Future> {
+    state: State,
+    runtime: Arc<Shared>,
+    /// `Some` until it completes. Only the worker that moved the state to RUNNING touches it.
+    future: UnsafeCell<Option<F>>,
+    join: Mutex<JoinSlot<F::Output>>,
+}
+
+// Safety: the future is reached only by the one thread holding the RUNNING state (or by
+// whoever drops the last reference, when no other thread can hold one); so the task may be
+// shared between threads as long as the future and its output may move between them.
+unsafe impl<F: Future + Send> Sync for Task<F> where F::Output: Send {}
+unsafe impl<F: Future + Send> Send for Task<F> where F::Output: Send {}
+
+impl<F> Task<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    /// A new task, already SCHEDULED: the caller queues it.
+    pub(crate) fn new(future: F, runtime: Arc<Shared>) -> Arc<Task<F>> {
+        Arc::new(Task {
+            state: State::new_scheduled(),
+            runtime,
+            future: UnsafeCell::new(Some(future)),
+            join: Mutex::new(JoinSlot {
+                result: None,
+                finished: false,
+                waiter: None,
+            }),
+        })
+    }
+
+    /// Drops the future where it is (it was pinned there) and leaves `result` for the
+    /// handle.
+    fn finish(&self, result: Result<F::Output, JoinError>) {
+        // Safety: we hold RUNNING: no other thread touches the future.
+        self.future.with_mut(|future| unsafe { *future = None });
+        self.state.complete();
+        let waiter = {
+            let mut join = self.join.lock().unwrap_or_else(PoisonError::into_inner);
+            join.result = Some(result);
+            join.finished = true;
+            join.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+}
+
+impl<F> Runnable for Task<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn run(self: Arc<Self>) {
+        if self.state.start() == Start::Cancel {
+            self.finish(Err(JoinError::Cancelled));
+            return;
+        }
+        let waker = Waker::from(Arc::clone(&self));
+        let mut cx = Context::from_waker(&waker);
+        budget::reset();
+        // AssertUnwindSafe: after a panic the future is never polled again, only dropped.
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            self.future.with_mut(|future| {
+                // Safety: we hold RUNNING, so this is the only reference to the future; it
+                // lives inside the `Arc` allocation and is never moved until it is dropped
+                // in place by `finish`: it may be pinned.
+                let future = unsafe { (*future).as_mut() }.expect("a RUNNING task has a future");
+                unsafe { Pin::new_unchecked(future) }.poll(&mut cx)
+            })
+        }));
+        match polled {
+            Ok(Poll::Ready(output)) => self.finish(Ok(output)),
+            Err(payload) => self.finish(Err(JoinError::Panicked(panic_message(&*payload)))),
+            Ok(Poll::Pending) => match self.state.after_pending() {
+                AfterPoll::Idle => {}
+                AfterPoll::Reschedule => {
+                    let runtime = Arc::clone(&self.runtime);
+                    runtime.schedule(self);
+                }
+                AfterPoll::Cancel => self.finish(Err(JoinError::Cancelled)),
+            },
+        }
+    }
+
+    fn cancel(&self) {
+        self.state.cancel();
+    }
+
+}
+
+impl<F> Wake for Task<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn wake(self: Arc<Self>) {
+        if self.state.wake() {
+            let runtime = Arc::clone(&self.runtime);
+            runtime.schedule(self);
+        }
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.state.wake() {
+            self.runtime.schedule(Arc::clone(self) as TaskRef);
+        }
+    }
+}
+
+/// What a `JoinHandle` needs from its task, whatever the future's type.
+trait Joinable<T>: Send + Sync {
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
+    fn is_finished(&self) -> bool;
+    fn abort(self: Arc<Self>);
+}
+
+impl<F> Joinable<F::Output> for Task<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
+        // The result and the waiter share one lock: `finish` either finds our waker or
+        // has left the result before we look. No wake can fall between the two.
+        let mut join = self.join.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(result) = join.result.take() {
+            return Poll::Ready(result);
+        }
+        if join.finished {
+            panic!("a JoinHandle polled after it returned its result");
+        }
+        match &join.waiter {
+            Some(waiter) if waiter.will_wake(cx.waker()) => {}
+            _ => join.waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    fn is_finished(&self) -> bool {
+        self.state.is_complete()
+    }
+
+    fn abort(self: Arc<Self>) {
+        if self.state.cancel() {
+            let runtime = Arc::clone(&self.runtime);
+            runtime.schedule(self);
+        }
+    }
+}
+
+/// The handle `spawn` returns: await it for the task's output. Dropping it detaches the
+/// task, which runs on.
+pub struct JoinHandle<T> {
+    task: Arc<dyn Joinable<T>>,
+}
+
+impl<T: Send + 'static> JoinHandle<T> {
+    pub(crate) fn new<F>(task: Arc<Task<F>>) -> JoinHandle<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        JoinHandle { task }
+    }
+
+    /// The task has finished: returned, panicked, or been dropped after `abort`.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Cancels the task: a worker drops its future where it is suspended (at once if it is
+    /// idle, at the end of its current poll if it is running), and awaiting this handle
+    /// gives `Err(JoinError::Cancelled)`. Nothing happens if it already finished.
+    pub fn abort(&self) {
+        Arc::clone(&self.task).abort();
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.task.poll_join(cx)
+    }
+}
+
+/// The message of a panic payload: `panic!("…")` gives a `&str` or a `String`.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        message.to_string()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}

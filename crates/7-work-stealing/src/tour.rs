@@ -1,0 +1,149 @@
+//! `work-stealing tour`: the runtime at work, in three steps. Run it with `--trace` to see
+//! the workers spawn, steal, park and get unparked.
+//!
+//! 1. One task spawns 8 CPU-bound tasks: they land in its worker's queue, and the other
+//!    worker, unparked by the first spawn, steals half of them.
+//! 2. Everything finished: the workers park, and a `sleep` wakes one of them through the
+//!    reactor's thread and the injector.
+//! 3. A task that computes for 600 ms without ever returning `Pending` holds its worker;
+//!    the other worker keeps serving an echo server, whose pings come back at once. (With
+//!    lesson 5's single thread those pings would wait the full 600 ms.)
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fdio::Trace;
+
+use crate::net::TcpListener;
+use crate::runtime::{Runtime, spawn};
+use crate::time::sleep;
+
+/// How many CPU-bound tasks step 1 spawns.
+const TASKS: usize = 8;
+
+/// Runs the tour on `workers` workers (at least 2: the point is that there are several).
+pub fn run(workers: usize, trace: bool) -> io::Result<()> {
+    let workers = workers.max(2);
+    let runtime = Runtime::with_trace(workers, Trace::new(trace))?;
+    println!("a runtime with {workers} workers");
+    runtime.block_on(spawn_and_steal())?;
+    runtime.block_on(park_and_wake())?;
+    runtime.block_on(busy_worker_does_not_stop_the_others())
+}
+
+/// The name of the worker thread running this code ("worker-1").
+fn worker_name() -> String {
+    thread::current().name().unwrap_or("?").to_string()
+}
+
+/// Burns the CPU for `duration`, never yielding: a task that hogs its worker.
+fn compute(duration: Duration) -> u64 {
+    let start = Instant::now();
+    let mut x: u64 = 1;
+    while start.elapsed() < duration {
+        for _ in 0..1000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        }
+    }
+    x
+}
+
+async fn spawn_and_steal() -> io::Result<()> {
+    println!("1. one task spawns {TASKS} tasks of 20 ms of computing each");
+    let parent = spawn(async {
+        let handles: Vec<_> = (0..TASKS)
+            .map(|_| {
+                spawn(async {
+                    compute(Duration::from_millis(20));
+                    worker_name()
+                })
+            })
+            .collect();
+        let spawned_on = worker_name();
+        let mut ran_on = Vec::new();
+        for handle in handles {
+            ran_on.push(handle.await.map_err(io::Error::other)?);
+        }
+        Ok::<_, io::Error>((spawned_on, ran_on))
+    });
+    let (spawned_on, ran_on) = parent.await.map_err(io::Error::other)??;
+    let elsewhere = ran_on.iter().filter(|name| **name != spawned_on).count();
+    println!(
+        "   spawned on {}; {elsewhere} of them ran on another worker (stolen)",
+        spawned_on.replace('-', " ")
+    );
+    Ok(())
+}
+
+async fn park_and_wake() -> io::Result<()> {
+    println!("2. nothing to do: the workers park; a timer wakes one");
+    let woken = spawn(async {
+        sleep(Duration::from_millis(50)).await;
+        worker_name()
+    });
+    let name = woken.await.map_err(io::Error::other)?;
+    println!("   the sleeping task woke up on {}", name.replace('-', " "));
+    Ok(())
+}
+
+async fn busy_worker_does_not_stop_the_others() -> io::Result<()> {
+    println!("3. one task computes for 600 ms without yielding; the other worker serves pings");
+    let mut listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let addr = listener.local_addr()?;
+    let server = spawn(async move {
+        let (mut stream, _) = listener.accept().await?;
+        let mut buf = [0; 64];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), io::Error>(());
+            }
+            stream.write_all(&buf[..n]).await?;
+        }
+    });
+    let busy_on = Arc::new(Mutex::new(String::new()));
+    let busy = {
+        let busy_on = Arc::clone(&busy_on);
+        spawn(async move {
+            *busy_on.lock().unwrap_or_else(PoisonError::into_inner) = worker_name();
+            compute(Duration::from_millis(600))
+        })
+    };
+    // The client is a plain thread: it measures each round trip while the task computes.
+    let client = thread::spawn(move || -> io::Result<Duration> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..5 {
+            thread::sleep(Duration::from_millis(50));
+            let sent = Instant::now();
+            stream.write_all(b"ping")?;
+            let mut echo = [0; 4];
+            stream.read_exact(&mut echo)?;
+            slowest = slowest.max(sent.elapsed());
+        }
+        stream.shutdown(Shutdown::Write)?;
+        Ok(slowest)
+    });
+    let slowest = sleep_while(client).await??;
+    server.await.map_err(io::Error::other)??;
+    busy.await.map_err(io::Error::other)?;
+    let busy_on = busy_on.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    println!(
+        "   while {} computed, 5 pings were echoed; the slowest took {slowest:.1?}",
+        busy_on.replace('-', " ")
+    );
+    Ok(())
+}
+
+/// Waits for a thread without blocking `block_on`'s thread's own future for long.
+async fn sleep_while<T>(thread: thread::JoinHandle<T>) -> io::Result<T> {
+    while !thread.is_finished() {
+        sleep(Duration::from_millis(10)).await;
+    }
+    thread
+        .join()
+        .map_err(|_| io::Error::other("the ping client panicked"))
+}
