@@ -430,7 +430,7 @@ impl Worker {
         let shared = &self.shared;
         shared
             .idle
-            .sleep(self.index, self.searching.replace(false), shared);
+            .sleep(self.index, self.searching.replace(false));
         // Pairs with the fence in `notify_work`: a task queued by someone who saw no sleeper
         // is visible here.
         fence(Ordering::SeqCst);
@@ -488,14 +488,14 @@ impl Idle {
     }
 
     /// Worker `index` is about to park: it joins the sleepers (and leaves the searchers).
-    fn sleep(&self, index: usize, was_searching: bool, shared: &Shared) {
-        {
-            let mut sleepers = self.lock();
-            sleepers.push(index);
-            self.sleeping.fetch_add(1, Ordering::SeqCst);
-        }
+    /// Unlike a searcher that found work, it wakes nobody: its own last look at the queues,
+    /// in `Worker::park`, is what covers work queued while it was the last searcher.
+    fn sleep(&self, index: usize, was_searching: bool) {
+        let mut sleepers = self.lock();
+        sleepers.push(index);
+        self.sleeping.fetch_add(1, Ordering::SeqCst);
         if was_searching {
-            shared.stop_searching();
+            self.searching.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

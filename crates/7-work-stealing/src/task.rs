@@ -7,7 +7,7 @@
 //! `Send`. An `Rc` kept across an `.await` could then be cloned on two threads at once: its
 //! counter is not atomic, so the compiler refuses the spawn:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! use std::rc::Rc;
 //! let runtime = lesson_work_stealing::Runtime::new(2).unwrap();
 //! runtime.block_on(async {

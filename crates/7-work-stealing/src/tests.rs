@@ -1,0 +1,287 @@
+//! Stress tests of the runtime, bounded in count and in time: each runs under a watchdog that
+//! fails the test, instead of hanging the suite, if the runtime loses a wake.
+
+use std::future::{Future, poll_fn};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{JoinError, Runtime, sleep, spawn, yield_now};
+
+/// Runs `test` on a thread of its own and fails if it takes longer than `limit`.
+fn with_watchdog(limit: Duration, test: impl FnOnce() + Send + 'static) {
+    let (done, finished) = mpsc::channel();
+    let runner = thread::spawn(move || {
+        test();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(()) => runner.join().expect("the test thread"),
+        // The test panicked: report its panic.
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = runner.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no progress after {limit:?}: a hang"),
+    }
+}
+
+/// One million tasks, spawned from a task (so local queues overflow into the injector and
+/// the other worker steals) and from `block_on` (the injector): each runs exactly once.
+#[test]
+fn a_million_tasks_each_run_exactly_once() {
+    with_watchdog(Duration::from_secs(120), || {
+        const TASKS: usize = 1_000_000;
+        let runtime = Runtime::new(2).unwrap();
+        let runs: Arc<Vec<AtomicU8>> = Arc::new((0..TASKS).map(|_| AtomicU8::new(0)).collect());
+        let half = {
+            let runs = Arc::clone(&runs);
+            runtime.spawn(async move {
+                let handles: Vec<_> = (0..TASKS / 2)
+                    .map(|i| {
+                        let runs = Arc::clone(&runs);
+                        spawn(async move {
+                            runs[i].fetch_add(1, Ordering::Relaxed);
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    handle.await.unwrap();
+                }
+            })
+        };
+        runtime.block_on(async {
+            let handles: Vec<_> = (TASKS / 2..TASKS)
+                .map(|i| {
+                    let runs = Arc::clone(&runs);
+                    spawn(async move {
+                        runs[i].fetch_add(1, Ordering::Relaxed);
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.await.unwrap();
+            }
+            half.await.unwrap();
+        });
+        let wrong: Vec<_> = (0..TASKS)
+            .filter(|&i| runs[i].load(Ordering::Relaxed) != 1)
+            .take(5)
+            .collect();
+        assert!(wrong.is_empty(), "tasks run other than once: {wrong:?}");
+    });
+}
+
+/// A one-value mailbox: what a task awaits in the ping-pong.
+#[derive(Default)]
+struct Mailbox {
+    slot: Mutex<(Option<u32>, Option<Waker>)>,
+}
+
+impl Mailbox {
+    fn send(&self, value: u32) {
+        let waker = {
+            let mut slot = self.slot.lock().unwrap();
+            slot.0 = Some(value);
+            slot.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn recv(&self) -> impl Future<Output = u32> + '_ {
+        poll_fn(|cx| {
+            let mut slot = self.slot.lock().unwrap();
+            match slot.0.take() {
+                Some(value) => Poll::Ready(value),
+                None => {
+                    slot.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+    }
+}
+
+/// Two tasks wake each other 100,000 times each. Every wake crosses between tasks that may
+/// run on different workers (and the ball is sometimes in flight while a worker parks): a
+/// single lost wake stops the game, and the watchdog fails the test.
+#[test]
+fn ping_pong_a_hundred_thousand_rounds() {
+    with_watchdog(Duration::from_secs(120), || {
+        const ROUNDS: u32 = 100_000;
+        let runtime = Runtime::new(2).unwrap();
+        let (ping, pong) = (Arc::new(Mailbox::default()), Arc::new(Mailbox::default()));
+        let workers_seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let player = |inbox: Arc<Mailbox>, outbox: Arc<Mailbox>, serves: bool| {
+            let workers_seen = Arc::clone(&workers_seen);
+            async move {
+                if serves {
+                    outbox.send(0);
+                }
+                loop {
+                    let ball = inbox.recv().await;
+                    if let Some(name) = thread::current().name() {
+                        workers_seen.lock().unwrap().insert(name.to_string());
+                    }
+                    if ball >= 2 * ROUNDS {
+                        outbox.send(ball + 1);
+                        return ball;
+                    }
+                    outbox.send(ball + 1);
+                }
+            }
+        };
+        let a = runtime.spawn(player(Arc::clone(&ping), Arc::clone(&pong), true));
+        let b = runtime.spawn(player(pong, ping, false));
+        let (a, b) = runtime.block_on(async { (a.await.unwrap(), b.await.unwrap()) });
+        assert!(a.abs_diff(b) == 1 && a.max(b) == 2 * ROUNDS + 1, "{a} {b}");
+        assert!(!workers_seen.lock().unwrap().is_empty());
+    });
+}
+
+/// A task that panics gives `Err(Panicked)` to its handle; the workers go on running the
+/// other tasks, many panics later.
+#[test]
+fn a_panicking_task_leaves_the_runtime_running() {
+    with_watchdog(Duration::from_secs(30), || {
+        let runtime = Runtime::new(2).unwrap();
+        runtime.block_on(async {
+            for round in 0..20 {
+                let panicked = spawn(async move {
+                    yield_now().await;
+                    panic!("task {round} fails on purpose");
+                });
+                let result = panicked.await;
+                assert_eq!(
+                    result,
+                    Err(JoinError::Panicked(format!("task {round} fails on purpose")))
+                );
+            }
+            let fine = spawn(async { 6 * 7 });
+            assert_eq!(fine.await, Ok(42));
+        });
+    });
+}
+
+/// Sets its flag when dropped: tells whether a future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `abort` drops the future of a task that waits (on a long timer) and of one that is
+/// running (yielding in a loop); both handles give `Err(Cancelled)`.
+#[test]
+fn abort_drops_the_future() {
+    with_watchdog(Duration::from_secs(30), || {
+        let runtime = Runtime::new(2).unwrap();
+        runtime.block_on(async {
+            let (waiting_dropped, busy_dropped) =
+                (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+            let flag = DropFlag(Arc::clone(&waiting_dropped));
+            let waiting = spawn(async move {
+                let _flag = flag;
+                sleep(Duration::from_secs(3600)).await;
+            });
+            let flag = DropFlag(Arc::clone(&busy_dropped));
+            let started = Arc::new(AtomicBool::new(false));
+            let busy = {
+                let started = Arc::clone(&started);
+                spawn(async move {
+                    let _flag = flag;
+                    loop {
+                        started.store(true, Ordering::SeqCst);
+                        yield_now().await;
+                    }
+                })
+            };
+            while !started.load(Ordering::SeqCst) {
+                sleep(Duration::from_millis(1)).await;
+            }
+            sleep(Duration::from_millis(10)).await;
+            waiting.abort();
+            busy.abort();
+            assert!(waiting.is_finished() || !waiting_dropped.load(Ordering::SeqCst));
+            assert_eq!(waiting.await, Err(JoinError::Cancelled));
+            assert_eq!(busy.await, Err(JoinError::Cancelled));
+            assert!(waiting_dropped.load(Ordering::SeqCst), "the waiting future lives");
+            assert!(busy_dropped.load(Ordering::SeqCst), "the busy future lives");
+        });
+    });
+}
+
+/// A task woken from a plain thread (not a worker) goes through the injector and runs.
+#[test]
+fn a_wake_from_another_thread_reaches_the_task() {
+    with_watchdog(Duration::from_secs(30), || {
+        let runtime = Runtime::new(2).unwrap();
+        for round in 0..200 {
+            let mailbox = Arc::new(Mailbox::default());
+            let receiver = {
+                let mailbox = Arc::clone(&mailbox);
+                runtime.spawn(async move { mailbox.recv().await })
+            };
+            let sender = thread::spawn(move || mailbox.send(round));
+            assert_eq!(runtime.block_on(receiver), Ok(round));
+            sender.join().unwrap();
+        }
+    });
+}
+
+/// `sleep` waits at least its duration, and many sleepers on many workers all wake.
+#[test]
+fn sleepers_wake_on_time() {
+    with_watchdog(Duration::from_secs(30), || {
+        let runtime = Runtime::new(2).unwrap();
+        let woken = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        runtime.block_on(async {
+            let handles: Vec<_> = (0..100)
+                .map(|i| {
+                    let woken = Arc::clone(&woken);
+                    spawn(async move {
+                        sleep(Duration::from_millis(20 + i % 30)).await;
+                        woken.fetch_add(1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        });
+        assert_eq!(woken.load(Ordering::SeqCst), 100);
+        assert!(started.elapsed() >= Duration::from_millis(49));
+    });
+}
+
+/// One worker is enough: a task that yields in a loop does not starve the others queued
+/// on the same (only) worker, nor those in the injector (checked every 61 turns).
+#[test]
+fn one_worker_is_fair_to_the_injector() {
+    with_watchdog(Duration::from_secs(30), || {
+        let runtime = Runtime::new(1).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinner = {
+            let stop = Arc::clone(&stop);
+            runtime.spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    yield_now().await;
+                }
+            })
+        };
+        // Spawned from outside: they go to the injector, behind a task that never stops.
+        let late = runtime.spawn(async { "served" });
+        assert_eq!(runtime.block_on(late), Ok("served"));
+        stop.store(true, Ordering::SeqCst);
+        runtime.block_on(spinner).unwrap();
+    });
+}

@@ -1,0 +1,252 @@
+//! Lesson 7: the work-stealing runtime serves every client from several workers, shuts down
+//! gracefully, runs the writer like every lesson, and its tour shows stealing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use common::writer;
+use common::{PATIENCE, Server, conformance::round_trip};
+use echo_client::connect;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const WORK_STEALING: &str = env!("CARGO_BIN_EXE_work-stealing");
+
+/// The whole conformance suite against `work-stealing echo` on two workers.
+mod echo {
+    crate::conformance_suite!(concurrent: super::WORK_STEALING, &["echo", "--workers", "2"]);
+}
+
+/// The same suite on one worker: the runtime must not depend on a thief to make progress.
+mod echo_one_worker {
+    crate::conformance_suite!(concurrent: super::WORK_STEALING, &["echo", "--workers", "1"]);
+}
+
+fn signal(server: &Server, signal: Signal) {
+    kill(Pid::from_raw(server.process.child.id() as i32), signal).expect("send the signal");
+}
+
+/// `work-stealing echo` holds 10,000 connections at once and still echoes on them.
+#[test]
+fn holds_ten_thousand_connections() {
+    common::conformance::holds_ten_thousand_connections(WORK_STEALING, &["echo"]);
+}
+
+/// On SIGINT, a client in the middle of a large echo still gets every byte the server read,
+/// then a clean EOF (not a reset); the server prints its summary with that byte count and
+/// exits 0.
+#[test]
+fn sigint_shuts_down_gracefully_without_losing_echo() {
+    let mut server = Server::start(WORK_STEALING, &["echo", "--workers", "2"]);
+    let stream = connect(server.addr, PATIENCE).unwrap();
+    let payload: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let received = thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            // Stops with an error once the server has closed: that is expected.
+            let _ = (&stream).write_all(&payload);
+            let _ = stream.shutdown(Shutdown::Write);
+        });
+        let mut received = vec![0; 1 << 20];
+        (&stream)
+            .read_exact(&mut received)
+            .expect("the first MiB of echo");
+        signal(&server, Signal::SIGINT);
+        (&stream)
+            .read_to_end(&mut received)
+            .expect("the rest of the echo, then EOF (no reset)");
+        sender.join().unwrap();
+        received
+    });
+    assert_eq!(
+        received,
+        payload[..received.len()],
+        "the echo differs from what was sent"
+    );
+    server.process.expect_success();
+    let summary = format!("served 1 connection, echoed {} bytes", received.len());
+    assert!(
+        server.process.wait_for_stderr(&summary),
+        "{:?}",
+        server.process.stderr()
+    );
+}
+
+/// SIGTERM shuts down the same way: new connections are refused, exit 0.
+#[test]
+fn sigterm_stops_accepting_and_exits_zero() {
+    let mut server = Server::start(WORK_STEALING, &["echo"]);
+    round_trip(&connect(server.addr, PATIENCE).unwrap(), b"before\n");
+    signal(&server, Signal::SIGTERM);
+    server.process.expect_success();
+    assert!(server.process.wait_for_stderr("SIGTERM: shutting down"));
+    assert!(
+        connect(server.addr, Duration::from_secs(1)).is_err(),
+        "still accepting"
+    );
+}
+
+/// `--trace` shows the spawns, and the reactor's thread waking a connection's task.
+#[test]
+fn trace_shows_spawns_and_reactor_wakes() {
+    let server = Server::start(WORK_STEALING, &["echo", "--trace", "--workers", "2"]);
+    let client = connect(server.addr, PATIENCE).unwrap();
+    assert!(server.process.wait_for_stderr("main: spawned task 0"));
+    thread::sleep(Duration::from_millis(100));
+    round_trip(&client, b"traced\n");
+    server.process.expect_stderr(&[
+        "reactor: waiting for I/O",
+        "ready",
+        "→ wake 1 task",
+    ]);
+}
+
+fn run(args: &[&str]) -> (String, String) {
+    let output = Command::new(WORK_STEALING)
+        .args(args)
+        .output()
+        .expect("run work-stealing");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `tour --trace`: tasks spawned on one worker are stolen by the other, workers park and are
+/// unparked, and while one worker computes, the other echoes the pings (each answered well
+/// within the 600 ms the busy task takes: the bound only catches a frozen runtime).
+#[test]
+fn tour_shows_stealing_parking_and_a_busy_worker() {
+    let (stdout, stderr) = run(&["tour", "--trace"]);
+    for expected in [
+        "a runtime with 2 workers",
+        "ran on another worker (stolen)",
+        "the sleeping task woke up on worker",
+        "5 pings were echoed",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    for expected in ["stole", "nothing to do → park", "unparked", "spawned task"] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
+    let slowest = stdout
+        .lines()
+        .find_map(|line| line.split_once("the slowest took "))
+        .map(|(_, took)| took.to_string())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        !slowest.ends_with('s') || slowest.ends_with("ms") || slowest.ends_with("µs"),
+        "a ping waited seconds: {slowest}"
+    );
+}
+
+/// In `work-stealing writer` pipe lines arrive while stdin stays silent.
+#[test]
+fn writer_pipe_lines_arrive_while_stdin_is_silent() {
+    writer::pipe_lines_arrive_while_stdin_is_silent(WORK_STEALING, &["writer"]);
+}
+
+/// EOF on stdin ends `work-stealing writer` with exit 0, losing no line.
+#[test]
+fn writer_exits_on_eof_keeping_every_line() {
+    writer::exits_on_eof_keeping_every_line(WORK_STEALING, &["writer"]);
+}
+
+/// `work-stealing writer` stops reading the closed pipe and sits idle.
+#[test]
+fn writer_idles_after_the_pipe_closes() {
+    writer::idles_after_the_pipe_closes(WORK_STEALING, &["writer"]);
+}
+
+/// `work-stealing writer < file`: epoll refuses a regular file; the writer reads it anyway.
+#[test]
+fn writer_reads_stdin_from_a_regular_file() {
+    writer::works_with_stdin_from_a_file(WORK_STEALING, &["writer"]);
+}
+
+/// Two `work-stealing writer`s appending to one file at once never mangle a line.
+#[test]
+fn writer_lines_stay_whole_with_two_writers_on_one_file() {
+    writer::two_writers_appending_to_one_file_keep_lines_whole(WORK_STEALING, &["writer"]);
+}
+
+/// `work-stealing writer` on a full disk: one error line, exit 1, no half line in the file.
+#[test]
+fn writer_on_a_full_disk_leaves_no_half_line() {
+    writer::a_full_disk_leaves_no_half_line(WORK_STEALING, &["writer"]);
+}
+
+/// `work-stealing writer --output f < f` is refused in one line, the file untouched.
+#[test]
+fn writer_refuses_to_read_its_own_output() {
+    writer::refuses_to_read_its_own_output(WORK_STEALING, &["writer"]);
+}
+
+/// A long line costs `work-stealing writer` linear time, and arrives whole.
+#[test]
+fn writer_long_line_costs_linear_time() {
+    writer::a_long_line_costs_linear_time(WORK_STEALING, &["writer"]);
+}
+
+/// `work-stealing writer --output fifo` says it waits for the FIFO's reader, then writes.
+#[test]
+fn writer_says_it_waits_for_a_fifo_reader() {
+    writer::says_it_waits_for_a_fifo_reader(WORK_STEALING, &["writer"]);
+}
+
+/// `work-stealing writer` reads a non-blocking stdin correctly.
+#[test]
+fn writer_reads_a_nonblocking_stdin() {
+    writer::reads_a_nonblocking_stdin(WORK_STEALING, &["writer"]);
+}
+
+/// `work-stealing writer` writes the pipe's lines on time while stdin (a big file) floods.
+#[test]
+fn writer_pipe_lines_on_time_while_stdin_floods() {
+    writer::pipe_lines_on_time_while_stdin_floods(WORK_STEALING, &["writer"]);
+}
+
+/// `work-stealing writer` reads stdin's line and EOF while the pipe floods.
+#[test]
+fn writer_reads_stdin_eof_while_the_pipe_floods() {
+    writer::eof_on_stdin_is_read_while_the_pipe_floods(WORK_STEALING, &["writer"]);
+}
+
+/// Out of fds (a limit of 64), with 2,070 connections that came and went waiting in the
+/// backlog, `work-stealing echo` gets through them and serves a new client within seconds.
+#[test]
+fn echo_recovers_quickly_from_running_out_of_fds() {
+    common::raise_fd_limit();
+    let server = Server::start_with_fd_limit(WORK_STEALING, &["echo", "--workers", "2"], 64);
+    let held: Vec<_> = (0..70)
+        .map(|_| connect(server.addr, PATIENCE).expect("connect"))
+        .collect();
+    assert!(server.process.wait_for_stderr("Too many open files"));
+    let more: Vec<_> = (0..2000)
+        .map(|_| connect(server.addr, PATIENCE).expect("connect"))
+        .collect();
+    drop(held);
+    drop(more);
+
+    let client = connect(server.addr, PATIENCE).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    (&client).write_all(b"ping").unwrap();
+    let mut echoed = [0; 4];
+    let answered = (&client).read_exact(&mut echoed);
+    assert!(
+        answered.is_ok(),
+        "no echo within 5 s of the flood: {answered:?}"
+    );
+    assert_eq!(&echoed, b"ping");
+}
