@@ -77,10 +77,16 @@ impl State {
     }
 
     /// A waker was woken. `true`: the caller must queue the task (it is SCHEDULED now).
+    ///
+    /// A wake that changes nothing (the task is queued already) still *writes* the word, the
+    /// same value back: a `Release` that the worker's next `start` acquires. Without it the
+    /// poll that follows might not see what the waker did just before waking — set a flag,
+    /// fill a buffer — and would return `Pending` for good. (loom found this one: a
+    /// compare-and-swap that is not made is only a load, and publishes nothing.)
     pub(crate) fn wake(&self) -> bool {
         let before = self.update(|state| {
             if state & (COMPLETE | SCHEDULED | NOTIFIED) != 0 {
-                None
+                Some(state)
             } else if state & RUNNING != 0 {
                 Some(state | NOTIFIED)
             } else {
