@@ -98,11 +98,9 @@ fn trace_shows_spawns_and_reactor_wakes() {
     assert!(server.process.wait_for_stderr("main: spawned task 0"));
     thread::sleep(Duration::from_millis(100));
     round_trip(&client, b"traced\n");
-    server.process.expect_stderr(&[
-        "reactor: waiting for I/O",
-        "ready",
-        "→ wake 1 task",
-    ]);
+    server
+        .process
+        .expect_stderr(&["reactor: waiting for I/O", "ready", "→ wake 1 task"]);
 }
 
 fn run(args: &[&str]) -> (String, String) {

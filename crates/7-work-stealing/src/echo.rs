@@ -107,8 +107,8 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
     let open_connections = fdio::count(open as u64, "open connection");
     eprintln!("{signal}: shutting down; waiting for {open_connections} to finish");
     shutdown.set();
-    let finished = stats.open.load(Ordering::SeqCst) == 0
-        || timeout(GRACE, all_closed.wait()).await.is_ok();
+    let finished =
+        stats.open.load(Ordering::SeqCst) == 0 || timeout(GRACE, all_closed.wait()).await.is_ok();
     let unfinished = if finished {
         String::new()
     } else {

@@ -68,20 +68,18 @@ impl<S: Source> Registered<S> {
             return Poll::Pending;
         }
         loop {
-            let tick = match self.reactor.poll_ready(
-                self.token,
-                &self.io,
-                &mut self.source,
-                direction,
-                cx,
-            ) {
-                Poll::Ready(Ok(tick)) => tick,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => {
-                    budget::refund();
-                    return Poll::Pending;
-                }
-            };
+            let tick =
+                match self
+                    .reactor
+                    .poll_ready(self.token, &self.io, &mut self.source, direction, cx)
+                {
+                    Poll::Ready(Ok(tick)) => tick,
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => {
+                        budget::refund();
+                        return Poll::Pending;
+                    }
+                };
             match op(&mut self.source) {
                 Err(err) if interrupted(&err) => {}
                 Err(err) if would_block(&err) => Reactor::clear_ready(&self.io, direction, tick),

@@ -35,7 +35,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 /// How many tasks a local queue holds (tokio: 256). Small under loom, so that a model
 /// check reaches "full" and "wrapped around" in a few steps.
-pub(crate) const CAPACITY: usize = if cfg!(loom) { 4 } else { 256 };
+pub(crate) const CAPACITY: usize = if cfg!(all(loom, test)) { 4 } else { 256 };
 const MASK: u32 = CAPACITY as u32 - 1;
 const HALF: u32 = CAPACITY as u32 / 2;
 
@@ -317,8 +317,7 @@ mod tests {
             for _ in 0..2 {
                 scope.spawn(|| {
                     let (thief, _) = new::<usize>();
-                    while !done.load(std::sync::atomic::Ordering::Acquire) || !queue.is_empty()
-                    {
+                    while !done.load(std::sync::atomic::Ordering::Acquire) || !queue.is_empty() {
                         if let Some((task, _)) = queue.steal_into(&thief) {
                             seen[task].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             while let Some(task) = thief.pop() {
@@ -345,7 +344,11 @@ mod tests {
             seen[task].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         for (task, count) in seen.iter().enumerate() {
-            assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1, "task {task}");
+            assert_eq!(
+                count.load(std::sync::atomic::Ordering::Relaxed),
+                1,
+                "task {task}"
+            );
         }
     }
 }

@@ -198,7 +198,10 @@ struct CurrentGuard(Option<Current>);
 impl CurrentGuard {
     fn enter(current: Current) -> CurrentGuard {
         let on_a_worker = CURRENT.with(|c| matches!(&*c.borrow(), Some(Current::Worker(_))));
-        assert!(!on_a_worker, "block_on on a worker thread would stall the runtime");
+        assert!(
+            !on_a_worker,
+            "block_on on a worker thread would stall the runtime"
+        );
         CurrentGuard(CURRENT.with(|c| c.replace(Some(current))))
     }
 }
@@ -261,7 +264,8 @@ impl Shared {
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let task = Task::new(future, Arc::clone(self));
-        self.trace.say(|| format!("{}: spawned task {id}", whoami()));
+        self.trace
+            .say(|| format!("{}: spawned task {id}", whoami()));
         self.schedule(Arc::clone(&task) as TaskRef);
         JoinHandle::new(task)
     }
@@ -364,7 +368,7 @@ impl Worker {
     fn next_task(&self) -> Option<TaskRef> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick % INJECTOR_INTERVAL == 0
+        if tick.is_multiple_of(INJECTOR_INTERVAL)
             && let Some(task) = self.shared.injector.pop_batch(1).pop_front()
         {
             return Some(task);
@@ -390,7 +394,11 @@ impl Worker {
     /// injector once more. At most half the workers search at once.
     fn search(&self) -> Option<TaskRef> {
         if !self.searching.get() {
-            if !self.shared.idle.try_start_searching(self.shared.queues.len()) {
+            if !self
+                .shared
+                .idle
+                .try_start_searching(self.shared.queues.len())
+            {
                 return None;
             }
             self.searching.set(true);
@@ -428,9 +436,7 @@ impl Worker {
     /// Nothing to do anywhere: sleep until a waker or a spawn unparks us.
     fn park(&self) {
         let shared = &self.shared;
-        shared
-            .idle
-            .sleep(self.index, self.searching.replace(false));
+        shared.idle.sleep(self.index, self.searching.replace(false));
         // Pairs with the fence in `notify_work`: a task queued by someone who saw no sleeper
         // is visible here.
         fence(Ordering::SeqCst);

@@ -1,25 +1,27 @@
-//! The atomics, `Arc`, `Mutex` and `UnsafeCell` the lock-free parts use: std's in a normal
-//! build, loom's under `--cfg loom`, so the model checks run the very code the runtime runs.
+//! The atomics and the `UnsafeCell` the lock-free parts use: std's in a normal build,
+//! loom's in the tests built with `--cfg loom`, so the model checks run the very code the
+//! runtime runs. (The checks' own threads, `Arc`s and `Mutex`es come from loom directly.)
 //!
 //! loom replaces every atomic with one that records its accesses and explores, one run at a
-//! time, every order in which the threads could make them. Its `UnsafeCell` cannot hand out
-//! a reference: it lends a raw pointer to a closure, so it can check that no two threads
-//! touch the cell at once. std's cell gets the same two methods here.
+//! time, every order in which the threads could make them — and every value a weak memory
+//! order lets a load return. Its `UnsafeCell` hands out no reference: it lends a raw pointer
+//! to a closure, so it can check that no two threads touch the cell at once. std's cell gets
+//! the same two methods here.
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 pub(crate) use loom::cell::UnsafeCell;
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-#[cfg(not(loom))]
+#[cfg(not(all(loom, test)))]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// `std::cell::UnsafeCell` with loom's API: access through a closure.
-#[cfg(not(loom))]
+#[cfg(not(all(loom, test)))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(all(loom, test)))]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> UnsafeCell<T> {
         UnsafeCell(std::cell::UnsafeCell::new(value))

@@ -169,7 +169,6 @@ where
     fn cancel(&self) {
         self.state.cancel();
     }
-
 }
 
 impl<F> Wake for Task<F>

@@ -160,7 +160,9 @@ fn a_panicking_task_leaves_the_runtime_running() {
                 let result = panicked.await;
                 assert_eq!(
                     result,
-                    Err(JoinError::Panicked(format!("task {round} fails on purpose")))
+                    Err(JoinError::Panicked(format!(
+                        "task {round} fails on purpose"
+                    )))
                 );
             }
             let fine = spawn(async { 6 * 7 });
@@ -185,8 +187,10 @@ fn abort_drops_the_future() {
     with_watchdog(Duration::from_secs(30), || {
         let runtime = Runtime::new(2).unwrap();
         runtime.block_on(async {
-            let (waiting_dropped, busy_dropped) =
-                (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+            let (waiting_dropped, busy_dropped) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
             let flag = DropFlag(Arc::clone(&waiting_dropped));
             let waiting = spawn(async move {
                 let _flag = flag;
@@ -213,7 +217,10 @@ fn abort_drops_the_future() {
             assert!(waiting.is_finished() || !waiting_dropped.load(Ordering::SeqCst));
             assert_eq!(waiting.await, Err(JoinError::Cancelled));
             assert_eq!(busy.await, Err(JoinError::Cancelled));
-            assert!(waiting_dropped.load(Ordering::SeqCst), "the waiting future lives");
+            assert!(
+                waiting_dropped.load(Ordering::SeqCst),
+                "the waiting future lives"
+            );
             assert!(busy_dropped.load(Ordering::SeqCst), "the busy future lives");
         });
     });

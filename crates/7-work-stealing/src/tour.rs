@@ -45,7 +45,9 @@ fn compute(duration: Duration) -> u64 {
     let mut x: u64 = 1;
     while start.elapsed() < duration {
         for _ in 0..1000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
         }
     }
     x
@@ -130,7 +132,10 @@ async fn busy_worker_does_not_stop_the_others() -> io::Result<()> {
     let slowest = sleep_while(client).await??;
     server.await.map_err(io::Error::other)??;
     busy.await.map_err(io::Error::other)?;
-    let busy_on = busy_on.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let busy_on = busy_on
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     println!(
         "   while {} computed, 5 pings were echoed; the slowest took {slowest:.1?}",
         busy_on.replace('-', " ")
