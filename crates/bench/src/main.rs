@@ -49,6 +49,7 @@ mod measure;
 mod plots;
 mod publish;
 mod report;
+mod scheduler;
 mod servers;
 mod tokio_echo;
 
@@ -130,9 +131,30 @@ enum Tool {
         /// Bytes each connection reads at a time.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
         read_buffer: u32,
+        /// Run tokio's multi-thread runtime with this many workers (lesson 7's peer), instead
+        /// of its current-thread one.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        multi_thread: Option<u16>,
     },
     /// Drive one running echo server with the benchmark's ping-pong load and print what the
     /// client saw: for profiling a server, e.g. `perf record -g -p <its pid>` meanwhile.
+    /// Lesson 7's runtime against tokio's multi-thread runtime: tokio's scheduler
+    /// micro-benchmarks (spawn_many, yield_many, chained_spawn, ping_pong) on both, and
+    /// `work-stealing echo --workers 2` against a tokio multi-thread echo with 2 workers.
+    Scheduler {
+        /// Worker threads of both runtimes in the micro-benchmarks.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: u16,
+        /// How many times each is measured (the median is shown).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=99))]
+        rounds: u8,
+        /// Seconds each echo window lasts.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Do not run `cargo build --release --bins` first.
+        #[arg(long)]
+        no_build: bool,
+    },
     Load {
         #[arg(long, default_value = "127.0.0.1:5000")]
         addr: SocketAddr,
@@ -154,10 +176,33 @@ enum Tool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Tool::TokioEcho { addr, read_buffer }) => fdio::exit_code(
+        Some(Tool::TokioEcho {
+            addr,
+            read_buffer,
+            multi_thread,
+        }) => fdio::exit_code(
             "bench tokio-echo",
-            tokio_echo::run(addr, read_buffer as usize),
+            tokio_echo::run(addr, read_buffer as usize, multi_thread.map(usize::from)),
         ),
+        Some(Tool::Scheduler {
+            workers,
+            rounds,
+            seconds,
+            no_build,
+        }) => {
+            if !no_build && !servers::build_lessons(&workspace_root()) {
+                eprintln!("bench: warning: `cargo build --release --bins` failed (see above)");
+            }
+            let result = beside_this_binary().and_then(|bin_dir| {
+                scheduler::run(
+                    &bin_dir,
+                    usize::from(workers),
+                    usize::from(rounds),
+                    Duration::from_secs_f64(seconds.clamp(0.05, 60.0)),
+                )
+            });
+            fdio::exit_code("bench scheduler", result)
+        }
         Some(Tool::Load {
             addr,
             connections,

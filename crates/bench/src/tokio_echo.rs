@@ -24,15 +24,22 @@ use tokio::net::{TcpListener, TcpStream};
 const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 
 /// Binds `addr`, prints `listening on <addr>`, and echoes forever (until killed), each
-/// connection reading into `read_buffer` bytes.
-pub fn run(addr: SocketAddr, read_buffer: usize) -> io::Result<()> {
+/// connection reading into `read_buffer` bytes. With `multi_thread: Some(n)`, on tokio's
+/// multi-thread runtime with `n` workers (lesson 7's peer), as `#[tokio::main]` builds it.
+pub fn run(addr: SocketAddr, read_buffer: usize, multi_thread: Option<usize>) -> io::Result<()> {
     fdio::raise_fd_limit()?;
     let listener = fdio::listen(addr)?;
     listener.set_nonblocking(true)?;
-    // What `#[tokio::main(flavor = "current_thread")]` builds.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // What `#[tokio::main(flavor = "current_thread")]` builds, or `#[tokio::main]`.
+    let runtime = match multi_thread {
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(workers) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(serve(listener, read_buffer))
 }
 

@@ -1,0 +1,318 @@
+//! `bench scheduler`: lesson 7's runtime against tokio's multi-thread runtime, with the same
+//! number of workers, in the same run.
+//!
+//! Four of tokio's own scheduler micro-benchmarks (its `benches/rt_multi_threaded.rs`),
+//! written once and run on both runtimes by the same macro, so the code is identical:
+//! - `spawn_many`: one task spawns 10,000 tasks and awaits them all;
+//! - `yield_many`: 200 tasks each yield 1,000 times;
+//! - `chained_spawn`: each task spawns the next, 1,000 deep;
+//! - `ping_pong`: 1,000 pairs of tasks wake each other through one-shot channels.
+//!
+//! Each is timed `rounds` times on each runtime, alternating; the table gives the medians
+//! and their ratio (target: ≤ 1.25× tokio's time). Then the echo row: `work-stealing echo
+//! --workers 2` and tokio's multi-thread echo (`bench tokio-echo --multi-thread 2`) under
+//! 100 connections of 64 B ping-pong, alternating, median msgs/s (target ≥ 0.90× tokio).
+//! Nothing is pinned there: on 2 cores the load client shares them with the server's two
+//! workers, so the CPU each side used is reported beside the rate.
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::servers::{REFERENCE, Server, ServerSpec};
+
+/// How many tasks `spawn_many` spawns, as in tokio's benchmark.
+const SPAWN_MANY: usize = 10_000;
+/// `yield_many`: tasks, and yields each.
+const YIELD_TASKS: usize = 200;
+const YIELDS: usize = 1_000;
+/// `chained_spawn`: how deep the chain goes.
+const CHAIN: usize = 1_000;
+/// `ping_pong`: how many pairs.
+const PAIRS: usize = 1_000;
+
+/// A one-shot channel both runtimes can use (tokio's own would favour tokio).
+fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
+    let slot = Arc::new(Mutex::new((None, None::<Waker>)));
+    (Sender(Arc::clone(&slot)), Receiver(slot))
+}
+
+type Slot<T> = Arc<Mutex<(Option<T>, Option<Waker>)>>;
+
+struct Sender<T>(Slot<T>);
+struct Receiver<T>(Slot<T>);
+
+impl<T> Sender<T> {
+    fn send(self, value: T) {
+        let waker = {
+            let mut slot = self.0.lock().unwrap();
+            slot.0 = Some(value);
+            slot.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> Future for Receiver<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut slot = self.0.lock().unwrap();
+        match slot.0.take() {
+            Some(value) => Poll::Ready(value),
+            None => {
+                slot.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The four benchmarks, written once for a runtime's `spawn` and `yield_now`.
+macro_rules! benchmarks {
+    ($module:ident, $spawn:path, $yield_now:path) => {
+        mod $module {
+            use super::*;
+
+            pub async fn spawn_many() {
+                let handles: Vec<_> = (0..SPAWN_MANY).map(|_| $spawn(async {})).collect();
+                for handle in handles {
+                    handle.await.unwrap();
+                }
+            }
+
+            pub async fn yield_many() {
+                let handles: Vec<_> = (0..YIELD_TASKS)
+                    .map(|_| {
+                        $spawn(async {
+                            for _ in 0..YIELDS {
+                                $yield_now().await;
+                            }
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    handle.await.unwrap();
+                }
+            }
+
+            fn chain(left: usize, done: Sender<()>) {
+                if left == 0 {
+                    done.send(());
+                } else {
+                    drop($spawn(async move { chain(left - 1, done) }));
+                }
+            }
+
+            pub async fn chained_spawn() {
+                let (done, finished) = oneshot();
+                drop($spawn(async move { chain(CHAIN, done) }));
+                finished.await;
+            }
+
+            pub async fn ping_pong() {
+                let (done, finished) = oneshot();
+                let left = Arc::new(AtomicUsize::new(PAIRS));
+                let done = Arc::new(Mutex::new(Some(done)));
+                for _ in 0..PAIRS {
+                    let (left, done) = (Arc::clone(&left), Arc::clone(&done));
+                    drop($spawn(async move {
+                        let (ping, pinged) = oneshot();
+                        let (pong, ponged) = oneshot();
+                        drop($spawn(async move {
+                            pinged.await;
+                            pong.send(());
+                        }));
+                        ping.send(());
+                        ponged.await;
+                        if left.fetch_sub(1, Ordering::Relaxed) == 1
+                            && let Some(done) = done.lock().unwrap().take()
+                        {
+                            done.send(());
+                        }
+                    }));
+                }
+                finished.await;
+            }
+        }
+    };
+}
+
+benchmarks!(
+    ours,
+    lesson_work_stealing::spawn,
+    lesson_work_stealing::yield_now
+);
+benchmarks!(theirs, tokio::spawn, tokio::task::yield_now);
+
+/// One benchmark's medians on both runtimes.
+struct Timing {
+    name: &'static str,
+    ours: Duration,
+    tokio: Duration,
+}
+
+/// The median of some durations.
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Runs the micro-benchmarks, `rounds` times each on each runtime (after one warm-up).
+fn micro_benchmarks(workers: usize, rounds: usize) -> io::Result<Vec<Timing>> {
+    let ours = lesson_work_stealing::Runtime::new(workers)?;
+    let theirs = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    // Each is started from inside a task, as tokio's benchmarks do: spawns go to a worker's
+    // own queue, not through the injector.
+    macro_rules! time_both {
+        ($name:literal, $bench:ident) => {{
+            let time_ours = || {
+                let started = Instant::now();
+                ours.block_on(async { lesson_work_stealing::spawn(ours::$bench()).await })
+                    .unwrap();
+                started.elapsed()
+            };
+            let time_theirs = || {
+                let started = Instant::now();
+                theirs
+                    .block_on(async { tokio::spawn(theirs::$bench()).await })
+                    .unwrap();
+                started.elapsed()
+            };
+            time_ours();
+            time_theirs();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                a.push(time_ours());
+                b.push(time_theirs());
+            }
+            Timing {
+                name: $name,
+                ours: median(a),
+                tokio: median(b),
+            }
+        }};
+    }
+    Ok(vec![
+        time_both!("spawn_many", spawn_many),
+        time_both!("yield_many", yield_many),
+        time_both!("chained_spawn", chained_spawn),
+        time_both!("ping_pong", ping_pong),
+    ])
+}
+
+/// One echo server's numbers under the 100 × 64 B load.
+struct EchoRun {
+    messages_per_sec: f64,
+    /// Share of one core: the server's (all its threads), and the load client's.
+    server_cpu: f64,
+    client_cpu: f64,
+}
+
+/// One window of 100 × 64 B ping-pong against `server`.
+fn echo_window(server: &Server, window: Duration) -> io::Result<EchoRun> {
+    let running = server.start(None)?;
+    let shape = echo_client::LoadShape {
+        active: 100,
+        idle: 0,
+        message_size: 64,
+    };
+    let mut load = echo_client::Load::open(running.addr, &shape, Duration::from_secs(10))?;
+    load.run_for(window / 4)?; // warm-up
+    let cpu_before = running.cpu_time()?;
+    let measured = load.run_for(window)?;
+    let server_cpu = (running.cpu_time()? - cpu_before).as_secs_f64();
+    Ok(EchoRun {
+        messages_per_sec: measured.messages_per_sec(),
+        server_cpu: server_cpu / measured.elapsed.as_secs_f64(),
+        client_cpu: measured.client_cpu_share(),
+    })
+}
+
+/// The median run (by msgs/s) of several.
+fn median_run(mut runs: Vec<EchoRun>) -> EchoRun {
+    runs.sort_by(|a, b| a.messages_per_sec.total_cmp(&b.messages_per_sec));
+    runs.swap_remove(runs.len() / 2)
+}
+
+/// `bench scheduler`: prints the micro-benchmarks' table and the echo row, as markdown.
+pub fn run(bin_dir: &Path, workers: usize, rounds: usize, window: Duration) -> io::Result<()> {
+    println!("## Scheduler: lesson 7 (work-stealing) and tokio multi_thread, {workers} workers");
+    println!();
+    println!("Median of {rounds} runs each, alternating; lower is better.");
+    println!();
+    println!("| benchmark | work-stealing | tokio multi_thread | ratio | target ≤ 1.25× |");
+    println!("|---|---:|---:|---:|---|");
+    for timing in micro_benchmarks(workers, rounds)? {
+        let ratio = timing.ours.as_secs_f64() / timing.tokio.as_secs_f64();
+        println!(
+            "| `{}` | {:.2?} | {:.2?} | {ratio:.2}× | {} |",
+            timing.name,
+            timing.ours,
+            timing.tokio,
+            if ratio <= 1.25 { "met" } else { "missed" }
+        );
+    }
+    let work_stealing = Server {
+        spec: ServerSpec {
+            id: "work-stealing",
+            label: "work-stealing --workers 2",
+            binary: "work-stealing",
+            args: &["echo", "--workers", "2"],
+            uses_epoll: true,
+        },
+        executable: bin_dir.join("work-stealing"),
+    };
+    let tokio = Server {
+        spec: ServerSpec {
+            label: "tokio multi_thread, 2 workers",
+            args: &["tokio-echo", "--multi-thread", "2"],
+            ..REFERENCE
+        },
+        executable: std::env::current_exe()?,
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(echo_window(&work_stealing, window)?);
+        theirs.push(echo_window(&tokio, window)?);
+    }
+    let (ours, theirs) = (median_run(ours), median_run(theirs));
+    let ratio = ours.messages_per_sec / theirs.messages_per_sec;
+    println!();
+    println!(
+        "Echo, 100 connections × 64 B ping-pong, {:.1} s windows, nothing pinned (server \
+         CPU: all its threads, in cores; the client's, in cores):",
+        window.as_secs_f64()
+    );
+    println!();
+    println!("| server | msgs/s | server CPU | client CPU | ratio | target ≥ 0.90× |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for (label, run, ratio) in [
+        (work_stealing.spec.label, &ours, Some(ratio)),
+        (tokio.spec.label, &theirs, None),
+    ] {
+        println!(
+            "| {label} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            run.messages_per_sec,
+            run.server_cpu,
+            run.client_cpu,
+            ratio.map_or("1.00×".to_string(), |r| format!("{r:.2}×")),
+            match ratio {
+                Some(r) if r >= 0.90 => "met",
+                Some(_) => "missed",
+                None => "",
+            }
+        );
+    }
+    Ok(())
+}
