@@ -74,6 +74,7 @@ fn binary(name: &str) -> Option<&'static str> {
         "coroutines" => env!("CARGO_BIN_EXE_coroutines"),
         "async-await" => env!("CARGO_BIN_EXE_async-await"),
         "completion" => env!("CARGO_BIN_EXE_completion"),
+        "work-stealing" => env!("CARGO_BIN_EXE_work-stealing"),
         "client" => env!("CARGO_BIN_EXE_client"),
         _ => return None,
     })

@@ -1,6 +1,111 @@
 //! # Lesson 7 — work-stealing: many threads, one runtime
 //!
-//! TODO lesson text
+//! Lesson 5's runtime runs every task on one thread: one core, however many the machine has.
+//! This lesson runs them on N **worker** threads (`--workers N`, default: the number of CPUs)
+//! — tokio's multi-thread scheduler, small enough to read. The programs do not change (the
+//! echo is still one straight-line `async fn` per connection); the runtime under them does.
+//!
+//! ## Workers and their queues
+//! Each worker has a **local run queue** of 256 tasks ([`queue`]): a ring its own thread
+//! pushes to and pops from without a lock — the common case, a task woken or spawned by
+//! another task on the same worker, costs two atomic operations and stays in that core's
+//! cache. A task spawned or woken *outside* the workers (by `block_on`'s thread, by the
+//! reactor's thread, by a timer) goes to the **injector**, one global queue behind a mutex;
+//! so does half of a local queue that fills up, in one batch.
+//!
+//! A worker looks for its next task in this order:
+//! 1. its own queue — except every 61st turn, when it looks at the injector first, so that
+//!    tasks there cannot starve behind local ones that keep waking each other;
+//! 2. the injector: it takes a fair share (the queue's length divided by the workers), one
+//!    to run and the rest into its own queue;
+//! 3. **stealing**: half of another worker's queue, starting at a random victim so that two
+//!    thieves do not pick the same one — this is what keeps every core busy when one worker
+//!    spawned everything;
+//! 4. nothing anywhere: it **parks**.
+//!
+//! ## Parking, and not waking everyone
+//! A parked worker sleeps on a condvar. On Linux std builds `Mutex` and `Condvar` on the
+//! futex(2) system call: `FUTEX_WAIT` sleeps in the kernel only if the futex word still
+//! holds the value the thread last saw, so a wake between the check and the sleep is not
+//! lost, and `FUTEX_WAKE` wakes the given number of waiters — one here. A sleeping worker
+//! costs no CPU.
+//!
+//! Whoever queues a task then wakes *one* parked worker — and only if no worker is already
+//! **searching** (between "my queue is empty" and "parked"): a searcher will find the task.
+//! Waking every worker for one task would have them all race for it and all but one go back
+//! to sleep, a thundering herd. At most half the workers search at once. When the last
+//! searcher finds work it wakes one more, so a burst of spawns spreads over the workers one
+//! at a time. A worker about to park puts itself on the sleepers' list *first*, then looks at
+//! every queue one last time: either a waker saw it on the list, or it sees the waker's task
+//! (a `SeqCst` fence on each side makes one of the two true).
+//!
+//! ## The task's state machine
+//! A waker may be woken on any thread at any moment: while its task is queued, while
+//! another worker polls it, after it finished. One atomic word per task ([`state`]) decides
+//! what each wake does — queue it (it was idle), note it (it is running: the worker queues
+//! it again when the poll returns `Pending`), nothing (already queued, or complete) — so a
+//! task is never queued twice, never polled on two threads at once, and a wake during a
+//! poll is never lost. `abort` sets CANCELLED and queues an idle task, so the worker that
+//! pops it drops its future.
+//!
+//! That is why a `Waker` is `Send + Sync`, and why `spawn` asks for `F: Future + Send +
+//! 'static`: a task migrates between threads at every steal, so everything its future holds
+//! across an `.await` must be `Send` — an `Rc` held across an `.await` does not compile
+//! (see [`task`], whose doc-test shows the error). Lesson 5's `spawn` needed neither.
+//!
+//! ## I/O: a reactor thread
+//! One mio `Poll` (epoll) serves all workers, on a thread of its own ([`reactor`]): it
+//! sleeps in `epoll_wait` with the nearest timer as its timeout, and wakes the tasks whose
+//! sources are ready. epoll_wait(2) allows it: "While one thread is blocked in a call to
+//! epoll_wait(), it is possible for another thread to add a file descriptor to the
+//! waited-upon epoll instance" — a worker registers a new connection while the reactor
+//! waits. tokio instead lets an idle worker "take the driver" and sleep in `epoll_wait`
+//! itself: no extra thread and no cross-thread hop per event, at the cost of two kinds of
+//! parking and of busy workers polling epoll themselves now and then. Ours costs a hop:
+//! each I/O wake goes through the injector and unparks a worker. `bench scheduler`'s echo
+//! row measures it.
+//!
+//! mio registers sources edge-triggered: epoll(7) reports a change once, "edge-triggered
+//! mode delivers events only when changes occur". So, as in lesson 5, each source keeps a
+//! readiness bit per direction until an operation says `WouldBlock`. With the reactor on
+//! another thread an event can now arrive between a task's `WouldBlock` and its clear, so
+//! the bits carry a *tick* that every event bumps, and a clear only succeeds if the tick has
+//! not moved (tokio's `ScheduledIo` does the same).
+//!
+//! The cooperative budget ([`budget`]) is lesson 5's: 32 I/O operations per poll.
+//!
+//! ## Written by hand, and checked by loom
+//! The local queue and the task state are the lesson, so they are hand-written atomics, each
+//! `unsafe` block with its `Safety:` comment. Atomics are easy to get subtly wrong, so both
+//! are model-checked with [loom](https://docs.rs/loom), which runs a test under every
+//! interleaving of its threads (and every value the memory model lets a load return):
+//! ```sh
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
+//!     cargo test --release -p lesson-work-stealing --lib loom
+//! ```
+//! It found a real bug while this lesson was written: a wake that found the task already
+//! queued changed nothing — so wrote nothing, published nothing — and the poll that followed
+//! could miss what the waker had done just before. Now every wake writes the word. The
+//! injector is a `Mutex<VecDeque>`: used once per batch, it is not worth a lock-free queue.
+//!
+//! ## Run it
+//! ```sh
+//! cargo run --bin work-stealing -- tour --trace   # spawns, steals, parks, unparks
+//! cargo run --bin work-stealing -- echo --workers 2   # Ctrl+C shuts it down gracefully
+//! cargo run --bin work-stealing -- writer        # stdin and the pipe, as in every lesson
+//! cargo run --release -p bench -- scheduler      # against tokio's multi-thread runtime
+//! ```
+//!
+//! # Layout
+//! - [`runtime`]: `Runtime` (`new`, `block_on`, `spawn`), the workers' loop, the injector,
+//!   searching and parking; [`spawn`], [`yield_now`].
+//! - [`queue`]: the local run queue: a lock-free ring, steal-half.
+//! - [`state`]: the task's atomic state. [`task`]: the task, its waker, `JoinHandle`.
+//! - [`reactor`]: the reactor's thread, readiness with a tick, timers.
+//! - [`budget`]: the cooperative budget. [`time`]: `sleep`, `timeout`.
+//! - [`net`]: `TcpListener`, `TcpStream`. [`io`]: stdin and pipes. [`signal`]: signals.
+//! - [`future`]: `race`, `Event`.
+//! - The programs: [`echo`], [`writer`], [`tour`].
 
 use std::process::ExitCode;
 

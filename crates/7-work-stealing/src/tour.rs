@@ -137,7 +137,7 @@ async fn busy_worker_does_not_stop_the_others() -> io::Result<()> {
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     println!(
-        "   while {} computed, 5 pings were echoed; the slowest took {slowest:.1?}",
+        "   5 pings were echoed while {} computed; the slowest took {slowest:.1?}",
         busy_on.replace('-', " ")
     );
     Ok(())
