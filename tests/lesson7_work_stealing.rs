@@ -248,3 +248,32 @@ fn echo_recovers_quickly_from_running_out_of_fds() {
     );
     assert_eq!(&echoed, b"ping");
 }
+
+/// Every subcommand's `--help` parses and names its options.
+#[test]
+fn every_help_parses() {
+    for (args, expected) in [
+        (&["--help"][..], "tour"),
+        (&["echo", "--help"], "--workers"),
+        (&["writer", "--help"], "--output"),
+        (&["tour", "--help"], "--trace"),
+    ] {
+        let (stdout, _) = run(args);
+        assert!(stdout.contains(expected), "{args:?}: {stdout}");
+    }
+}
+
+/// `--workers 0` is refused with one clear error, not a runtime without workers.
+#[test]
+fn zero_workers_is_refused() {
+    let output = Command::new(WORK_STEALING)
+        .args(["echo", "--workers", "0"])
+        .output()
+        .expect("run work-stealing");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value '0' for '--workers"),
+        "{stderr}"
+    );
+}
