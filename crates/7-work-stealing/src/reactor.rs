@@ -198,9 +198,7 @@ impl Reactor {
                 });
             }
             // Woken with no lock held: a wake may run a lot (queue, unpark a worker).
-            for waker in wakers.drain(..) {
-                waker.wake();
-            }
+            crate::runtime::wake_in_one_batch(wakers.drain(..));
         }
         // Shutting down: drop every waker, so the tasks they hold can be freed.
         let sources = std::mem::take(&mut *self.lock_sources());

@@ -230,6 +230,41 @@ impl Wake for ThreadWaker {
     }
 }
 
+/// The tasks woken by one round of the reactor, queued together.
+struct WakeBatch {
+    runtime: Option<Arc<Shared>>,
+    tasks: Vec<TaskRef>,
+}
+
+thread_local! {
+    static WAKE_BATCH: RefCell<Option<WakeBatch>> = const { RefCell::new(None) };
+}
+
+/// Wakes every waker; the tasks they schedule go to the injector in one batch, under one
+/// lock, and then one worker is unparked (which wakes the next if there is more to do).
+/// The reactor thread wakes dozens of tasks per `epoll_wait` under load: one at a time,
+/// each would take the injector's lock and look for a worker to unpark.
+pub(crate) fn wake_in_one_batch(wakers: impl Iterator<Item = Waker>) {
+    WAKE_BATCH.with(|batch| {
+        *batch.borrow_mut() = Some(WakeBatch {
+            runtime: None,
+            tasks: Vec::new(),
+        })
+    });
+    for waker in wakers {
+        waker.wake();
+    }
+    let batch = WAKE_BATCH.with(|batch| batch.borrow_mut().take());
+    if let Some(WakeBatch {
+        runtime: Some(runtime),
+        tasks,
+    }) = batch
+    {
+        runtime.injector.push_batch(tasks);
+        runtime.notify_work();
+    }
+}
+
 /// Starts `future` as a new task on the current runtime; it may run on any worker.
 ///
 /// # Panics
@@ -272,9 +307,9 @@ impl Shared {
 
     /// Queues a task that is SCHEDULED: on this worker's queue if we are one of ours, else
     /// on the injector; then makes sure some worker will look.
-    pub(crate) fn schedule(&self, task: TaskRef) {
+    pub(crate) fn schedule(self: &Arc<Self>, task: TaskRef) {
         let task = CURRENT.with(|current| match &*current.borrow() {
-            Some(Current::Worker(worker)) if std::ptr::eq(&*worker.shared, self) => {
+            Some(Current::Worker(worker)) if Arc::ptr_eq(&worker.shared, self) => {
                 worker
                     .local
                     .push(task, |batch| self.injector.push_batch(batch));
@@ -282,10 +317,22 @@ impl Shared {
             }
             _ => Some(task),
         });
+        let Some(task) = task else {
+            return self.notify_work();
+        };
+        // On the reactor's thread, inside `wake_in_one_batch`: collect, queue them later.
+        let task = WAKE_BATCH.with(|batch| match &mut *batch.borrow_mut() {
+            Some(batch) if batch.runtime.as_ref().is_none_or(|r| Arc::ptr_eq(r, self)) => {
+                batch.runtime = Some(Arc::clone(self));
+                batch.tasks.push(task);
+                None
+            }
+            _ => Some(task),
+        });
         if let Some(task) = task {
             self.injector.push(task);
+            self.notify_work();
         }
-        self.notify_work();
     }
 
     /// Wakes one parked worker, unless one is searching already (it will find the work)
