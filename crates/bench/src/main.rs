@@ -38,11 +38,14 @@
 //! - [`cpus`]: the client on one core, the servers on another; how busy the machine was.
 //! - [`servers`]: finding and building the lesson binaries, starting and killing servers,
 //!   reading their CPU time and peak memory from `/proc`.
-//! - [`tokio_echo`]: the reference peer, run as `bench tokio-echo --addr …` (hidden).
+//! - [`tokio_echo`]: the reference peer, run as `bench tokio-echo --addr …` (hidden);
+//!   `--multi-thread 2` makes it lesson 7's peer.
 //! - [`measure`]: the points, the A B A B order, one measurement.
 //! - [`report`]: the markdown tables and the targets.
 //! - [`plots`]: the SVG plots.
 //! - [`publish`]: where the report and plots go, and the README's summary table.
+//! - [`scheduler`]: `bench scheduler`, lesson 7 against tokio's multi-thread runtime: tokio's
+//!   scheduler micro-benchmarks on both, and the two echo servers with 2 workers each.
 
 mod cpus;
 mod measure;
