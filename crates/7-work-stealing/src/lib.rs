@@ -97,8 +97,9 @@
 //! ```
 //!
 //! # Layout
-//! - [`runtime`]: `Runtime` (`new`, `block_on`, `spawn`), the workers' loop, the injector,
-//!   searching and parking; [`spawn`], [`yield_now`].
+//! - [`runtime`]: `Runtime` (`new`, `block_on`, `spawn`), where a woken task goes;
+//!   [`spawn`], [`yield_now`]. [`worker`]: the workers' loop and stealing. [`idle`]:
+//!   searching and parking. [`injector`]: the global queue.
 //! - [`queue`]: the local run queue: a lock-free ring, steal-half.
 //! - [`state`]: the task's atomic state. [`task`]: the task, its waker, `JoinHandle`.
 //! - [`reactor`]: the reactor's thread, readiness with a tick, timers.
@@ -115,6 +116,8 @@ use fdio::{ServerArgs, WriterArgs};
 pub mod budget;
 pub mod echo;
 pub mod future;
+pub mod idle;
+pub mod injector;
 pub mod io;
 pub mod net;
 pub mod queue;
@@ -126,6 +129,7 @@ mod sync;
 pub mod task;
 pub mod time;
 pub mod tour;
+pub mod worker;
 pub mod writer;
 
 #[cfg(all(test, not(loom)))]

@@ -1,13 +1,5 @@
-//! The runtime: worker threads, their local queues, the injector, stealing and parking.
-//!
-//! ```text
-//! each worker, forever:
-//!     task = my queue            (every 61st turn: the injector first, so it cannot starve)
-//!         or a batch from the injector
-//!         or half of a random other worker's queue        (only while "searching")
-//!     if found: run it           (poll its future once)
-//!     else:     park             (sleep on a condvar until someone has work for us)
-//! ```
+//! The runtime: what the workers share, `block_on`, `spawn`, and where a woken task goes.
+//! The workers' own loop is in [`crate::worker`]; parking in [`crate::idle`].
 //!
 //! A task woken or spawned on a worker goes to that worker's queue — it is hot in that
 //! core's cache; one woken elsewhere (the reactor thread, a timer, `block_on`'s thread) goes
@@ -17,27 +9,25 @@
 //! herd"). When the last searcher finds work it wakes the next one, so a burst of tasks
 //! spreads over the workers one at a time.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 
 use fdio::Trace;
 
 use crate::budget;
-use crate::queue::{self, CAPACITY, Owner, Queue};
+use crate::idle::{Idle, Parker};
+use crate::injector::Injector;
+use crate::queue::{self, Queue};
 use crate::reactor::Reactor;
 use crate::task::{JoinHandle, Task, TaskRef};
-
-/// Every this many turns a worker looks at the injector before its own queue (tokio: 61,
-/// a prime, so it does not fall in step with tasks that come in rounds).
-const INJECTOR_INTERVAL: u32 = 61;
+use crate::worker::{Worker, run_worker};
 
 /// A multi-threaded, work-stealing runtime. Dropping it stops the workers.
 pub struct Runtime {
@@ -48,19 +38,19 @@ pub struct Runtime {
 /// What the workers, the wakers and the reactor share.
 pub(crate) struct Shared {
     /// The thieves' end of every worker's queue, by worker number.
-    queues: Vec<Arc<Queue<TaskRef>>>,
-    injector: Injector,
-    idle: Idle,
-    parkers: Vec<Parker>,
+    pub(crate) queues: Vec<Arc<Queue<TaskRef>>>,
+    pub(crate) injector: Injector,
+    pub(crate) idle: Idle,
+    pub(crate) parkers: Vec<Parker>,
     pub(crate) reactor: Arc<Reactor>,
-    shutdown: AtomicBool,
+    pub(crate) shutdown: AtomicBool,
     next_id: AtomicU64,
     pub(crate) trace: Trace,
 }
 
 /// Where the current thread stands: a worker of some runtime, or a thread inside
 /// `block_on`. That is how `spawn`, `sleep` and the I/O types find their runtime.
-enum Current {
+pub(crate) enum Current {
     Worker(Rc<Worker>),
     BlockOn(Arc<Shared>),
 }
@@ -177,15 +167,7 @@ impl Drop for Runtime {
             // A worker that panicked outside a task has nothing more to clean up.
             let _ = thread.join();
         }
-        let leftover = std::mem::take(
-            &mut *self
-                .shared
-                .injector
-                .tasks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for task in leftover {
+        for task in self.shared.injector.take_all() {
             task.cancel();
             task.run();
         }
@@ -193,10 +175,10 @@ impl Drop for Runtime {
 }
 
 /// Makes `current` this thread's runtime context; puts back the previous one when dropped.
-struct CurrentGuard(Option<Current>);
+pub(crate) struct CurrentGuard(Option<Current>);
 
 impl CurrentGuard {
-    fn enter(current: Current) -> CurrentGuard {
+    pub(crate) fn enter(current: Current) -> CurrentGuard {
         let on_a_worker = CURRENT.with(|c| matches!(&*c.borrow(), Some(Current::Worker(_))));
         assert!(
             !on_a_worker,
@@ -337,26 +319,12 @@ impl Shared {
 
     /// Wakes one parked worker, unless one is searching already (it will find the work)
     /// or none is parked (they are all busy, and each looks at the queues between tasks).
-    fn notify_work(&self) {
-        // Pairs with the fence in `park`: either the parking worker sees the task we just
-        // queued, or we see it in `sleeping` and wake it.
+    pub(crate) fn notify_work(&self) {
+        // Pairs with the fence in `Worker::park`: either the parking worker sees the task we
+        // just queued, or we see it among the sleepers and wake it.
         fence(Ordering::SeqCst);
-        if self.idle.searching.load(Ordering::SeqCst) != 0
-            || self.idle.sleeping.load(Ordering::SeqCst) == 0
-        {
+        let Some(woken) = self.idle.worker_to_wake() else {
             return;
-        }
-        let woken = {
-            let mut sleepers = self.idle.lock();
-            if self.idle.searching.load(Ordering::SeqCst) != 0 {
-                return;
-            }
-            let Some(index) = sleepers.pop() else {
-                return;
-            };
-            self.idle.sleeping.fetch_sub(1, Ordering::SeqCst);
-            self.idle.searching.fetch_add(1, Ordering::SeqCst);
-            index
         };
         self.trace
             .say(|| format!("{}: work queued → unpark worker {woken}", whoami()));
@@ -364,280 +332,7 @@ impl Shared {
     }
 
     /// Is any task queued anywhere? (A parking worker's last look.)
-    fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         !self.injector.is_empty() || self.queues.iter().any(|queue| !queue.is_empty())
-    }
-}
-
-/// One worker thread's own state (only its thread touches it).
-struct Worker {
-    index: usize,
-    local: Owner<TaskRef>,
-    shared: Arc<Shared>,
-    /// Counts turns, for `INJECTOR_INTERVAL`.
-    tick: Cell<u32>,
-    /// This worker counts in `Idle::searching`.
-    searching: Cell<bool>,
-    /// A xorshift state: which victim to try first.
-    random: Cell<u32>,
-}
-
-fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared>) {
-    let worker = Rc::new(Worker {
-        index,
-        local,
-        shared,
-        tick: Cell::new(0),
-        searching: Cell::new(false),
-        random: Cell::new(0x9E37_79B9 ^ (index as u32 + 1).wrapping_mul(0x85EB_CA6B)),
-    });
-    let _current = CurrentGuard::enter(Current::Worker(Rc::clone(&worker)));
-    while !worker.shared.shutdown.load(Ordering::Acquire) {
-        match worker.next_task().or_else(|| worker.search()) {
-            Some(task) => {
-                if worker.searching.replace(false) {
-                    worker.shared.stop_searching();
-                }
-                task.run();
-            }
-            None => worker.park(),
-        }
-    }
-    // Shutting down: drop the futures still queued here, on this thread.
-    while let Some(task) = worker.local.pop() {
-        task.cancel();
-        task.run();
-    }
-}
-
-impl Worker {
-    /// The next task of our own: the local queue, else a batch from the injector.
-    fn next_task(&self) -> Option<TaskRef> {
-        let tick = self.tick.get().wrapping_add(1);
-        self.tick.set(tick);
-        if tick.is_multiple_of(INJECTOR_INTERVAL)
-            && let Some(task) = self.shared.injector.pop_batch(1).pop_front()
-        {
-            return Some(task);
-        }
-        self.local.pop().or_else(|| self.take_from_injector())
-    }
-
-    /// Takes a fair share of the injector (up to half a local queue): one to run now, the
-    /// rest into the local queue, where they cost no lock and can be stolen.
-    fn take_from_injector(&self) -> Option<TaskRef> {
-        let share = self.shared.injector.len() / self.shared.queues.len() + 1;
-        let mut batch = self.shared.injector.pop_batch(share.min(CAPACITY / 2));
-        let first = batch.pop_front()?;
-        for task in batch {
-            // The local queue was empty: half of it always has room, nothing overflows.
-            self.local
-                .push(task, |batch| self.shared.injector.push_batch(batch));
-        }
-        Some(first)
-    }
-
-    /// Steals half of another worker's queue, trying them in a random order; then the
-    /// injector once more. At most half the workers search at once.
-    fn search(&self) -> Option<TaskRef> {
-        if !self.searching.get() {
-            if !self
-                .shared
-                .idle
-                .try_start_searching(self.shared.queues.len())
-            {
-                return None;
-            }
-            self.searching.set(true);
-        }
-        let workers = self.shared.queues.len();
-        let start = self.next_random() as usize % workers;
-        for offset in 0..workers {
-            let victim = (start + offset) % workers;
-            if victim == self.index {
-                continue;
-            }
-            if let Some((task, count)) = self.shared.queues[victim].steal_into(&self.local) {
-                self.shared.trace.say(|| {
-                    format!(
-                        "worker {}: stole {} from worker {victim}",
-                        self.index,
-                        fdio::count(count as u64, "task")
-                    )
-                });
-                return Some(task);
-            }
-        }
-        self.shared.injector.pop_batch(1).pop_front()
-    }
-
-    fn next_random(&self) -> u32 {
-        let mut x = self.random.get();
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.random.set(x);
-        x
-    }
-
-    /// Nothing to do anywhere: sleep until a waker or a spawn unparks us.
-    fn park(&self) {
-        let shared = &self.shared;
-        shared.idle.sleep(self.index, self.searching.replace(false));
-        // Pairs with the fence in `notify_work`: a task queued by someone who saw no sleeper
-        // is visible here.
-        fence(Ordering::SeqCst);
-        if (shared.has_work() || shared.shutdown.load(Ordering::SeqCst))
-            && shared.idle.unsleep(self.index)
-        {
-            self.searching.set(true);
-            return;
-        }
-        // Not in the sleepers' list any more means a waker took us out: its unpark is on
-        // the way, and `park` returns at once.
-        shared
-            .trace
-            .say(|| format!("worker {}: nothing to do → park", self.index));
-        shared.parkers[self.index].park();
-        shared
-            .trace
-            .say(|| format!("worker {}: unparked", self.index));
-        // Whoever woke us counted us as searching.
-        self.searching.set(true);
-    }
-}
-
-impl Shared {
-    /// A searcher found work. The last one to stop wakes another worker, in case more work
-    /// is waiting: that is how a burst of tasks spreads out, one worker at a time.
-    fn stop_searching(&self) {
-        if self.idle.searching.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.notify_work();
-        }
-    }
-}
-
-/// Who is parked, and how many are searching.
-#[derive(Default)]
-struct Idle {
-    sleepers: Mutex<Vec<usize>>,
-    /// `sleepers.len()`, readable without the lock.
-    sleeping: AtomicUsize,
-    searching: AtomicUsize,
-}
-
-impl Idle {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<usize>> {
-        self.sleepers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn try_start_searching(&self, workers: usize) -> bool {
-        let searching = self.searching.load(Ordering::SeqCst);
-        if 2 * searching >= workers.max(2) {
-            return false;
-        }
-        self.searching.fetch_add(1, Ordering::SeqCst);
-        true
-    }
-
-    /// Worker `index` is about to park: it joins the sleepers (and leaves the searchers).
-    /// Unlike a searcher that found work, it wakes nobody: its own last look at the queues,
-    /// in `Worker::park`, is what covers work queued while it was the last searcher.
-    fn sleep(&self, index: usize, was_searching: bool) {
-        let mut sleepers = self.lock();
-        sleepers.push(index);
-        self.sleeping.fetch_add(1, Ordering::SeqCst);
-        if was_searching {
-            self.searching.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Worker `index` found work after all. `false` if a waker already took it out of the
-    /// sleepers (then that waker's unpark is coming).
-    fn unsleep(&self, index: usize) -> bool {
-        let mut sleepers = self.lock();
-        let Some(position) = sleepers.iter().position(|&i| i == index) else {
-            return false;
-        };
-        sleepers.swap_remove(position);
-        self.sleeping.fetch_sub(1, Ordering::SeqCst);
-        self.searching.fetch_add(1, Ordering::SeqCst);
-        true
-    }
-}
-
-/// A worker's bed: a flag and a condvar. On Linux std builds both on futex(2): a parked
-/// thread sleeps in the kernel (`FUTEX_WAIT`) and costs no CPU until `FUTEX_WAKE`.
-#[derive(Default)]
-struct Parker {
-    notified: Mutex<bool>,
-    condvar: Condvar,
-}
-
-impl Parker {
-    /// Sleeps until `unpark` (returns at once if it was called since the last `park`).
-    fn park(&self) {
-        let mut notified = self.notified.lock().unwrap_or_else(PoisonError::into_inner);
-        while !*notified {
-            notified = self
-                .condvar
-                .wait(notified)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        *notified = false;
-    }
-
-    fn unpark(&self) {
-        *self.notified.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        self.condvar.notify_one();
-    }
-}
-
-/// The global queue: tasks spawned or woken outside the workers, and the overflow of full
-/// local queues. A mutex around a `VecDeque`: it is used far less often than the local
-/// queues (a worker takes a batch at a time), so a lock-free queue here would buy little and
-/// cost a page of subtle code (tokio's injector is a mutex-protected linked list too).
-#[derive(Default)]
-struct Injector {
-    tasks: Mutex<VecDeque<TaskRef>>,
-    /// `tasks.len()`, readable without the lock.
-    len: AtomicUsize,
-}
-
-impl Injector {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<TaskRef>> {
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn push(&self, task: TaskRef) {
-        let mut tasks = self.lock();
-        tasks.push_back(task);
-        self.len.store(tasks.len(), Ordering::SeqCst);
-    }
-
-    fn push_batch(&self, batch: Vec<TaskRef>) {
-        let mut tasks = self.lock();
-        tasks.extend(batch);
-        self.len.store(tasks.len(), Ordering::SeqCst);
-    }
-
-    /// Takes up to `max` tasks from the front.
-    fn pop_batch(&self, max: usize) -> VecDeque<TaskRef> {
-        if self.is_empty() {
-            return VecDeque::new();
-        }
-        let mut tasks = self.lock();
-        let count = max.min(tasks.len());
-        let taken = tasks.drain(..count).collect();
-        self.len.store(tasks.len(), Ordering::SeqCst);
-        taken
-    }
-
-    fn len(&self) -> usize {
-        self.len.load(Ordering::SeqCst)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

@@ -16,7 +16,14 @@ fn scheduler_prints_both_tables() {
         return;
     }
     let output = Command::new(bench)
-        .args(["scheduler", "--no-build", "--rounds", "1", "--seconds", "0.05"])
+        .args([
+            "scheduler",
+            "--no-build",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.05",
+        ])
         .output()
         .expect("run bench scheduler");
     let stdout = String::from_utf8_lossy(&output.stdout);
