@@ -35,6 +35,8 @@ pub(crate) struct Worker {
     random: Cell<u32>,
 }
 
+/// A worker thread's life: run tasks until the runtime shuts down, then drop what is left
+/// in its queue.
 pub(crate) fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared>) {
     let worker = Rc::new(Worker {
         index,
