@@ -62,7 +62,8 @@
 //! waits. tokio instead lets an idle worker "take the driver" and sleep in `epoll_wait`
 //! itself: no extra thread and no cross-thread hop per event, at the cost of two kinds of
 //! parking and of busy workers polling epoll themselves now and then. Ours costs a hop:
-//! each I/O wake goes through the injector and unparks a worker. `bench scheduler`'s echo
+//! the tasks each `epoll_wait` wakes go to the injector in one batch, and a worker is
+//! unparked. `bench scheduler`'s echo
 //! row measures it.
 //!
 //! mio registers sources edge-triggered: epoll(7) reports a change once, "edge-triggered

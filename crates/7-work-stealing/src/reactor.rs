@@ -10,9 +10,10 @@
 //!
 //! Here one thread does nothing but wait in `epoll_wait` (with the nearest timer as the
 //! timeout), record what is ready, and wake the tasks waiting for it; the workers only ever
-//! sleep on their condvars. The cost: each I/O wake crosses threads — the task goes to the
-//! injector and a parked worker is unparked (a futex wake), where tokio's would run on the
-//! worker that saw the event. The benchmark's echo row shows what that costs.
+//! sleep on their condvars. The cost: each I/O wake crosses threads — the tasks one
+//! `epoll_wait` woke go to the injector (in one batch, under one lock) and a parked worker
+//! is unparked (a futex wake), where tokio's would run on the worker that saw the event.
+//! The benchmark's echo row shows what that costs.
 //!
 //! ## The readiness bit, now with a tick
 //! As in lesson 5, each source keeps a readiness bit per direction: set by an event, cleared
