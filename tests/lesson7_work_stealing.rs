@@ -277,3 +277,57 @@ fn zero_workers_is_refused() {
         "{stderr}"
     );
 }
+
+/// `tour | head -1`: when the reader closes stdout, the tour ends quietly, exit 0.
+#[test]
+fn tour_ends_quietly_when_the_reader_goes_away() {
+    let mut child = Command::new(WORK_STEALING)
+        .arg("tour")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run work-stealing");
+    let mut first = [0; 1];
+    child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_exact(&mut first)
+        .expect("the tour's first byte");
+    // Dropped: the read end is closed, the tour's next line fails with EPIPE.
+    let output = child.wait_with_output().expect("wait for the tour");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    assert_eq!(stderr, "");
+}
+
+/// `tour --trace 2>&1 | head`: writing the trace to a closed pipe panics a worker or the
+/// reactor's thread outside any task; the process ends instead of hanging with a dead
+/// runtime thread.
+#[test]
+fn a_runtime_thread_that_panics_ends_the_process() {
+    let mut child = Command::new(WORK_STEALING)
+        .args(["tour", "--trace"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run work-stealing");
+    let mut first = [0; 1];
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_exact(&mut first)
+        .expect("the first trace byte");
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait for the tour").is_some() {
+            break; // ended, whatever its exit code: the point is that it ended
+        }
+        if started.elapsed() > PATIENCE {
+            let _ = child.kill();
+            panic!("the tour hangs after its stderr was closed");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -145,7 +145,7 @@ impl Reactor {
         let on_thread = Arc::clone(&reactor);
         let thread = thread::Builder::new()
             .name("reactor".to_string())
-            .spawn(move || on_thread.run(poll))?;
+            .spawn(move || crate::runtime::or_exit(|| on_thread.run(poll)))?;
         Ok((reactor, thread))
     }
 

@@ -105,7 +105,7 @@ impl Runtime {
             let shared = Arc::clone(&shared);
             let thread = thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || run_worker(index, local, shared))?;
+                .spawn(move || or_exit(|| run_worker(index, local, shared)))?;
             threads.push(thread);
         }
         Ok(Runtime { shared, threads })
@@ -171,6 +171,17 @@ impl Drop for Runtime {
             task.cancel();
             task.run();
         }
+    }
+}
+
+/// Runs a runtime thread's body (a worker's loop, the reactor's); if it panics — outside any
+/// task, whose panics are caught — ends the process. A dead worker or reactor would leave
+/// the tasks waiting on it forever: a hang is worse than the exit a panic on the main
+/// thread would cause. (Writing the trace to a closed stderr panics, for example.)
+pub(crate) fn or_exit(body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        // The panic hook has printed the message, if stderr was still there to print it.
+        std::process::exit(101);
     }
 }
 

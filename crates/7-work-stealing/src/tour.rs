@@ -28,10 +28,18 @@ const TASKS: usize = 8;
 pub fn run(workers: usize, trace: bool) -> io::Result<()> {
     let workers = workers.max(2);
     let runtime = Runtime::with_trace(workers, Trace::new(trace))?;
-    println!("a runtime with {workers} workers");
-    runtime.block_on(spawn_and_steal())?;
-    runtime.block_on(park_and_wake())?;
-    runtime.block_on(busy_worker_does_not_stop_the_others())
+    let tour = || -> io::Result<()> {
+        writeln!(io::stdout(), "a runtime with {workers} workers")?;
+        runtime.block_on(spawn_and_steal())?;
+        runtime.block_on(park_and_wake())?;
+        runtime.block_on(busy_worker_does_not_stop_the_others())
+    };
+    match tour() {
+        // The reader went away (`tour | head -3`): a normal way for the tour to end. Each
+        // line is written with `writeln!(…)?`, not `println!`, which would panic.
+        Err(err) if fdio::reader_went_away(&err) => Ok(()),
+        other => other,
+    }
 }
 
 /// The name of the worker thread running this code ("worker-1").
@@ -54,7 +62,10 @@ fn compute(duration: Duration) -> u64 {
 }
 
 async fn spawn_and_steal() -> io::Result<()> {
-    println!("1. one task spawns {TASKS} tasks of 20 ms of computing each");
+    writeln!(
+        io::stdout(),
+        "1. one task spawns {TASKS} tasks of 20 ms of computing each"
+    )?;
     let parent = spawn(async {
         let handles: Vec<_> = (0..TASKS)
             .map(|_| {
@@ -73,26 +84,37 @@ async fn spawn_and_steal() -> io::Result<()> {
     });
     let (spawned_on, ran_on) = parent.await.map_err(io::Error::other)??;
     let elsewhere = ran_on.iter().filter(|name| **name != spawned_on).count();
-    println!(
+    writeln!(
+        io::stdout(),
         "   spawned on {}; {elsewhere} of them ran on another worker (stolen)",
         spawned_on.replace('-', " ")
-    );
+    )?;
     Ok(())
 }
 
 async fn park_and_wake() -> io::Result<()> {
-    println!("2. nothing to do: the workers park; a timer wakes one");
+    writeln!(
+        io::stdout(),
+        "2. nothing to do: the workers park; a timer wakes one"
+    )?;
     let woken = spawn(async {
         sleep(Duration::from_millis(50)).await;
         worker_name()
     });
     let name = woken.await.map_err(io::Error::other)?;
-    println!("   the sleeping task woke up on {}", name.replace('-', " "));
+    writeln!(
+        io::stdout(),
+        "   the sleeping task woke up on {}",
+        name.replace('-', " ")
+    )?;
     Ok(())
 }
 
 async fn busy_worker_does_not_stop_the_others() -> io::Result<()> {
-    println!("3. one task computes for 600 ms without yielding; the other worker serves pings");
+    writeln!(
+        io::stdout(),
+        "3. one task computes for 600 ms without yielding; the other worker serves pings"
+    )?;
     let mut listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let addr = listener.local_addr()?;
     let server = spawn(async move {
@@ -136,10 +158,11 @@ async fn busy_worker_does_not_stop_the_others() -> io::Result<()> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    println!(
+    writeln!(
+        io::stdout(),
         "   5 pings were echoed while {} computed; the slowest took {slowest:.1?}",
         busy_on.replace('-', " ")
-    );
+    )?;
     Ok(())
 }
 
