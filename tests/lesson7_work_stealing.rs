@@ -119,17 +119,17 @@ fn run(args: &[&str]) -> (String, String) {
     )
 }
 
-/// `tour --trace`: tasks spawned on one worker are stolen by the other, workers park and are
-/// unparked, and while one worker computes, the other echoes the pings (each answered well
+/// `tour --trace`: tasks spawned on a worker that then stays busy are all stolen by the
+/// other, workers park and are unparked, and while one worker computes, the other echoes the pings (each answered well
 /// within the 600 ms the busy task takes: the bound only catches a frozen runtime).
 #[test]
 fn tour_shows_stealing_parking_and_a_busy_worker() {
     let (stdout, stderr) = run(&["tour", "--trace"]);
     for expected in [
         "a runtime with 2 workers",
-        "ran on another worker (stolen)",
-        "the sleeping task woke up on worker",
-        "5 pings were echoed",
+        "8 of the 8 ran on other workers: stolen from its queue",
+        "the sleeping task woke up after",
+        "5 pings were echoed meanwhile",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
     }
