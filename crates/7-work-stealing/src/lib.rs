@@ -27,7 +27,7 @@
 //! A parked worker sleeps on a condvar. On Linux std builds `Mutex` and `Condvar` on the
 //! futex(2) system call: `FUTEX_WAIT` sleeps in the kernel only if the futex word still
 //! holds the value the thread last saw, so a wake between the check and the sleep is not
-//! lost, and `FUTEX_WAKE` wakes the given number of waiters — one here. A sleeping worker
+//! lost, and `FUTEX_WAKE` wakes at most the given number of waiters — one here. A sleeping worker
 //! costs no CPU.
 //!
 //! Whoever queues a task then wakes *one* parked worker — and only if no worker is already
