@@ -84,6 +84,15 @@ impl ScheduledIo {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Sets `bits` and bumps the tick: an event happened.
+    fn record(&self, bits: usize) {
+        let _ = self
+            .readiness
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                Some((word + (1 << TICK_SHIFT)) | bits)
+            });
+    }
+
     /// Records an event (bits set, tick bumped) and collects the wakers it releases.
     fn set_ready(&self, event: &Event, wakers: &mut Vec<Waker>) {
         // "closed" and "error" make the call worth trying too: it reports them.
@@ -98,11 +107,7 @@ impl ScheduledIo {
         if event.is_writable() || event.is_write_closed() || failed {
             bits |= WRITE;
         }
-        let _ = self
-            .readiness
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                Some((word + (1 << TICK_SHIFT)) | bits)
-            });
+        self.record(bits);
         let mut waiters = self.lock();
         if bits & READ != 0 {
             wakers.extend(waiters.reader.take());
@@ -365,5 +370,58 @@ impl Timers {
         let fired = due.len();
         wakers.extend(due.into_values());
         fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> ScheduledIo {
+        ScheduledIo {
+            readiness: AtomicUsize::new(READ | WRITE),
+            waiters: Mutex::new(Waiters {
+                reader: None,
+                writer: None,
+                interest: Interest::READABLE,
+            }),
+        }
+    }
+
+    fn tick_and_readable(io: &ScheduledIo) -> (usize, bool) {
+        let word = io.readiness.load(Ordering::Acquire);
+        (word >> TICK_SHIFT, word & READ != 0)
+    }
+
+    /// A `WouldBlock` seen at the current tick clears the bit: the task will wait.
+    #[test]
+    fn a_clear_at_the_current_tick_clears() {
+        let io = fresh();
+        let (tick, _) = tick_and_readable(&io);
+        Reactor::clear_ready(&io, Direction::Read, tick);
+        assert_eq!(tick_and_readable(&io), (tick, false));
+    }
+
+    /// An event that came between the task's `WouldBlock` (at the old tick) and its clear
+    /// survives the clear: the edge is not lost, the task tries the call again.
+    #[test]
+    fn a_clear_after_a_newer_event_keeps_the_bit() {
+        let io = fresh();
+        let (seen, _) = tick_and_readable(&io);
+        Reactor::clear_ready(&io, Direction::Read, seen);
+        io.record(READ); // the reactor's thread, meanwhile
+        Reactor::clear_ready(&io, Direction::Read, seen); // a stale clear
+        assert_eq!(tick_and_readable(&io), (seen + 1, true));
+    }
+
+    /// The peer's close stays: reads are tried until they see the EOF.
+    #[test]
+    fn read_closed_is_not_cleared() {
+        let io = fresh();
+        io.record(READ | READ_CLOSED);
+        let (tick, _) = tick_and_readable(&io);
+        Reactor::clear_ready(&io, Direction::Read, tick);
+        let word = io.readiness.load(Ordering::Acquire);
+        assert!(word & Direction::Read.ready_bits() != 0);
     }
 }
