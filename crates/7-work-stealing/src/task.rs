@@ -28,6 +28,7 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -139,7 +140,12 @@ where
             self.finish(Err(JoinError::Cancelled));
             return;
         }
-        let waker = Waker::from(Arc::clone(&self));
+        // A waker that borrows our reference instead of taking one: every poll would
+        // otherwise add and remove a reference (two atomic operations) for nothing.
+        // Safety: the `Arc` made from our own pointer is never dropped (`ManuallyDrop`), so
+        // the count is untouched, and the waker does not outlive `self`: it lives in this
+        // function. A clone of it (`cx.waker().clone()`) takes a reference of its own.
+        let waker = ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(&self)) }));
         let mut cx = Context::from_waker(&waker);
         budget::reset();
         // AssertUnwindSafe: after a panic the future is never polled again, only dropped.
