@@ -94,7 +94,8 @@ struct Cli {
     rounds: Option<u8>,
 
     /// Only these lessons (comma-separated): sync-threads, select, select-poll, selector,
-    /// generators, coroutines, async-await, completion. tokio is always measured.
+    /// generators, coroutines, async-await, completion. tokio is always measured; lesson 7's
+    /// scheduler section is left out (`bench scheduler` runs it alone).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -139,8 +140,6 @@ enum Tool {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         multi_thread: Option<u16>,
     },
-    /// Drive one running echo server with the benchmark's ping-pong load and print what the
-    /// client saw: for profiling a server, e.g. `perf record -g -p <its pid>` meanwhile.
     /// Lesson 7's runtime against tokio's multi-thread runtime: tokio's scheduler
     /// micro-benchmarks (spawn_many, yield_many, chained_spawn, ping_pong) on both, and
     /// `work-stealing echo --workers 2` against a tokio multi-thread echo with 2 workers.
@@ -158,6 +157,8 @@ enum Tool {
         #[arg(long)]
         no_build: bool,
     },
+    /// Drive one running echo server with the benchmark's ping-pong load and print what the
+    /// client saw: for profiling a server, e.g. `perf record -g -p <its pid>` meanwhile.
     Load {
         #[arg(long, default_value = "127.0.0.1:5000")]
         addr: SocketAddr,
@@ -197,12 +198,14 @@ fn main() -> ExitCode {
                 eprintln!("bench: warning: `cargo build --release --bins` failed (see above)");
             }
             let result = beside_this_binary().and_then(|bin_dir| {
-                scheduler::run(
+                let section = scheduler::section(
                     &bin_dir,
                     usize::from(workers),
                     usize::from(rounds),
                     Duration::from_secs_f64(seconds.clamp(0.05, 60.0)),
-                )
+                )?;
+                print!("{section}");
+                Ok(())
             });
             fdio::exit_code("bench scheduler", result)
         }
@@ -266,8 +269,9 @@ fn run(cli: &Cli) -> io::Result<usize> {
         plan.window.as_secs_f64()
     );
 
-    // Before pinning: a pinned thread sees one core.
+    // Before pinning: a pinned thread sees one core, and so would the runtimes' workers.
     let machine = report::Machine::describe_this_one();
+    let scheduler = scheduler_section(cli, &plan)?;
     let pinning = cpus::Pinning::choose();
     match pinning {
         Some(pinning) => eprintln!(
@@ -284,7 +288,8 @@ fn run(cli: &Cli) -> io::Result<usize> {
     } else {
         format!("cargo run --release -p bench -- {}", args.join(" "))
     };
-    let report = report::markdown(&results, &machine, pinning, &command, started.elapsed());
+    let mut report = report::markdown(&results, &machine, pinning, &command, started.elapsed());
+    report.push_str(&scheduler);
     print!("{report}");
     let destination = if cli.publish {
         publish::Destination::published(&workspace_root())
@@ -334,6 +339,28 @@ fn load_one(addr: SocketAddr, shape: &echo_client::LoadShape, seconds: f64) -> i
         load.idle_held()
     );
     Ok(())
+}
+
+/// Lesson 7's section (see [`scheduler`]): with 2 workers, as many rounds as the traffic
+/// points but at least 5, windows four times theirs. Left out with `--only` (`bench
+/// scheduler` runs it alone), or when the `work-stealing` binary is not built.
+fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<String> {
+    if !cli.only.is_empty() {
+        return Ok(String::new());
+    }
+    let bin_dir = match &cli.bin_dir {
+        Some(dir) => dir.clone(),
+        None => beside_this_binary()?,
+    };
+    if !bin_dir.join("work-stealing").is_file() {
+        eprintln!(
+            "bench: scheduler: no work-stealing binary in {} — skipped",
+            bin_dir.display()
+        );
+        return Ok(String::new());
+    }
+    eprintln!("bench: scheduler: lesson 7 and tokio multi_thread, 2 workers each");
+    scheduler::section(&bin_dir, 2, plan.rounds.max(5), plan.window * 4)
 }
 
 /// The lesson servers to measure: built (or found), filtered by `--only`.

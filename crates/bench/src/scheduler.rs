@@ -15,6 +15,7 @@
 //! Nothing is pinned there: on 2 cores the load client shares them with the server's two
 //! workers, so the CPU each side used is reported beside the rate.
 
+use std::fmt::Write;
 use std::future::Future;
 use std::io;
 use std::path::Path;
@@ -245,17 +246,34 @@ fn median_run(mut runs: Vec<EchoRun>) -> EchoRun {
     runs.swap_remove(runs.len() / 2)
 }
 
-/// `bench scheduler`: prints the micro-benchmarks' table and the echo row, as markdown.
-pub fn run(bin_dir: &Path, workers: usize, rounds: usize, window: Duration) -> io::Result<()> {
-    println!("## Scheduler: lesson 7 (work-stealing) and tokio multi_thread, {workers} workers");
-    println!();
-    println!("Median of {rounds} runs each, alternating; lower is better.");
-    println!();
-    println!("| benchmark | work-stealing | tokio multi_thread | ratio | target ≤ 1.25× |");
-    println!("|---|---:|---:|---:|---|");
+/// The scheduler section of the report: the micro-benchmarks' table and the echo row, as
+/// markdown (`bench scheduler` prints it; a full run adds it to its report).
+pub fn section(
+    bin_dir: &Path,
+    workers: usize,
+    rounds: usize,
+    window: Duration,
+) -> io::Result<String> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Scheduler: lesson 7 (work-stealing) and tokio multi_thread, {workers} workers"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Median of {rounds} runs each, alternating; lower is better."
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| benchmark | work-stealing | tokio multi_thread | ratio | target ≤ 1.25× |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---|");
     for timing in micro_benchmarks(workers, rounds)? {
         let ratio = timing.ours.as_secs_f64() / timing.tokio.as_secs_f64();
-        println!(
+        let _ = writeln!(
+            out,
             "| `{}` | {:.2?} | {:.2?} | {ratio:.2}× | {} |",
             timing.name,
             timing.ours,
@@ -288,20 +306,25 @@ pub fn run(bin_dir: &Path, workers: usize, rounds: usize, window: Duration) -> i
     }
     let (ours, theirs) = (median_run(ours), median_run(theirs));
     let ratio = ours.messages_per_sec / theirs.messages_per_sec;
-    println!();
-    println!(
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
         "Echo, 100 connections × 64 B ping-pong, {:.1} s windows, nothing pinned (server \
          CPU: all its threads, in cores; the client's, in cores):",
         window.as_secs_f64()
     );
-    println!();
-    println!("| server | msgs/s | server CPU | client CPU | ratio | target ≥ 0.90× |");
-    println!("|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| server | msgs/s | server CPU | client CPU | ratio | target ≥ 0.90× |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
     for (label, run, ratio) in [
         (work_stealing.spec.label, &ours, Some(ratio)),
         (tokio.spec.label, &theirs, None),
     ] {
-        println!(
+        let _ = writeln!(
+            out,
             "| {label} | {:.0} | {:.2} | {:.2} | {} | {} |",
             run.messages_per_sec,
             run.server_cpu,
@@ -314,5 +337,5 @@ pub fn run(bin_dir: &Path, workers: usize, rounds: usize, window: Duration) -> i
             }
         );
     }
-    Ok(())
+    Ok(out)
 }
