@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::Shutdown;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -13,18 +12,12 @@ use std::time::{Duration, Instant};
 use common::writer;
 use common::{PATIENCE, Server, conformance::round_trip};
 use echo_client::connect;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
 
 /// The whole conformance suite against `async-await echo`.
 mod echo {
     crate::conformance_suite!(concurrent: super::ASYNC_AWAIT, &["echo"]);
-}
-
-fn signal(server: &Server, signal: Signal) {
-    kill(Pid::from_raw(server.process.child.id() as i32), signal).expect("send the signal");
 }
 
 /// `async-await echo` holds 10,000 connections at once and still echoes on them.
@@ -38,52 +31,13 @@ fn serves_ten_thousand_connections() {
 /// exits 0.
 #[test]
 fn sigint_shuts_down_gracefully_without_losing_echo() {
-    let mut server = Server::start(ASYNC_AWAIT, &["echo"]);
-    let stream = connect(server.addr, PATIENCE).unwrap();
-    let payload: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let received = thread::scope(|scope| {
-        let sender = scope.spawn(|| {
-            // Stops with an error once the server has closed: that is expected.
-            let _ = (&stream).write_all(&payload);
-            let _ = stream.shutdown(Shutdown::Write);
-        });
-        let mut received = vec![0; 1 << 20];
-        (&stream)
-            .read_exact(&mut received)
-            .expect("the first MiB of echo");
-        signal(&server, Signal::SIGINT);
-        (&stream)
-            .read_to_end(&mut received)
-            .expect("the rest of the echo, then EOF (no reset)");
-        sender.join().unwrap();
-        received
-    });
-    assert_eq!(
-        received,
-        payload[..received.len()],
-        "the echo differs from what was sent"
-    );
-    server.process.expect_success();
-    let summary = format!("served 1 connection, echoed {} bytes", received.len());
-    assert!(
-        server.process.wait_for_stderr(&summary),
-        "{:?}",
-        server.process.stderr()
-    );
+    common::shutdown::sigint_loses_no_echo(ASYNC_AWAIT, &["echo"]);
 }
 
 /// SIGTERM shuts down the same way: new connections are refused, exit 0.
 #[test]
 fn sigterm_stops_accepting_and_exits_zero() {
-    let mut server = Server::start(ASYNC_AWAIT, &["echo"]);
-    round_trip(&connect(server.addr, PATIENCE).unwrap(), b"before\n");
-    signal(&server, Signal::SIGTERM);
-    server.process.expect_success();
-    assert!(server.process.wait_for_stderr("SIGTERM: shutting down"));
-    assert!(
-        connect(server.addr, Duration::from_secs(1)).is_err(),
-        "still accepting"
-    );
+    common::shutdown::sigterm_stops_accepting(ASYNC_AWAIT, &["echo"]);
 }
 
 /// `--trace` shows the executor polling tasks and the reactor waking them.

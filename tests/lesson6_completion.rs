@@ -7,17 +7,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::Shutdown;
 use std::process::Command;
-use std::thread;
-use std::time::Duration;
 
 use common::writer::{self, Writer};
 use common::{PATIENCE, Server, TempFile, conformance::round_trip};
 use echo_client::connect;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 const COMPLETION: &str = env!("CARGO_BIN_EXE_completion");
 
@@ -44,10 +38,6 @@ fn io_uring_available() -> bool {
         eprintln!("skipped: {}", why.trim());
     }
     output.status.success()
-}
-
-fn signal(server: &Server, signal: Signal) {
-    kill(Pid::from_raw(server.process.child.id() as i32), signal).expect("send the signal");
 }
 
 /// `completion probe` says io_uring is usable, or why it is not, in one line.
@@ -82,38 +72,7 @@ fn sigint_shuts_down_gracefully_without_losing_echo() {
     if !io_uring_available() {
         return;
     }
-    let mut server = Server::start(COMPLETION, &["echo"]);
-    let stream = connect(server.addr, PATIENCE).unwrap();
-    let payload: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let received = thread::scope(|scope| {
-        let sender = scope.spawn(|| {
-            // Stops with an error once the server has closed: that is expected.
-            let _ = (&stream).write_all(&payload);
-            let _ = stream.shutdown(Shutdown::Write);
-        });
-        let mut received = vec![0; 1 << 20];
-        (&stream)
-            .read_exact(&mut received)
-            .expect("the first MiB of echo");
-        signal(&server, Signal::SIGINT);
-        (&stream)
-            .read_to_end(&mut received)
-            .expect("the rest of the echo, then EOF (no reset)");
-        sender.join().unwrap();
-        received
-    });
-    assert_eq!(
-        received,
-        payload[..received.len()],
-        "the echo differs from what was sent"
-    );
-    server.process.expect_success();
-    let summary = format!("served 1 connection, echoed {} bytes", received.len());
-    assert!(
-        server.process.wait_for_stderr(&summary),
-        "{:?}",
-        server.process.stderr()
-    );
+    common::shutdown::sigint_loses_no_echo(COMPLETION, &["echo"]);
 }
 
 /// SIGTERM shuts down the same way: new connections are refused, exit 0.
@@ -122,15 +81,7 @@ fn sigterm_stops_accepting_and_exits_zero() {
     if !io_uring_available() {
         return;
     }
-    let mut server = Server::start(COMPLETION, &["echo"]);
-    round_trip(&connect(server.addr, PATIENCE).unwrap(), b"before\n");
-    signal(&server, Signal::SIGTERM);
-    server.process.expect_success();
-    assert!(server.process.wait_for_stderr("SIGTERM: shutting down"));
-    assert!(
-        connect(server.addr, Duration::from_secs(1)).is_err(),
-        "still accepting"
-    );
+    common::shutdown::sigterm_stops_accepting(COMPLETION, &["echo"]);
 }
 
 /// `--trace` prints one line per turn of the loop: what it submitted (the multishot accept

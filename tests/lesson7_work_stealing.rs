@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
@@ -12,8 +11,6 @@ use std::time::Duration;
 use common::writer;
 use common::{PATIENCE, Server, conformance::round_trip};
 use echo_client::connect;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 const WORK_STEALING: &str = env!("CARGO_BIN_EXE_work-stealing");
 
@@ -27,10 +24,6 @@ mod echo_one_worker {
     crate::conformance_suite!(concurrent: super::WORK_STEALING, &["echo", "--workers", "1"]);
 }
 
-fn signal(server: &Server, signal: Signal) {
-    kill(Pid::from_raw(server.process.child.id() as i32), signal).expect("send the signal");
-}
-
 /// `work-stealing echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn holds_ten_thousand_connections() {
@@ -42,52 +35,13 @@ fn holds_ten_thousand_connections() {
 /// exits 0.
 #[test]
 fn sigint_shuts_down_gracefully_without_losing_echo() {
-    let mut server = Server::start(WORK_STEALING, &["echo", "--workers", "2"]);
-    let stream = connect(server.addr, PATIENCE).unwrap();
-    let payload: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let received = thread::scope(|scope| {
-        let sender = scope.spawn(|| {
-            // Stops with an error once the server has closed: that is expected.
-            let _ = (&stream).write_all(&payload);
-            let _ = stream.shutdown(Shutdown::Write);
-        });
-        let mut received = vec![0; 1 << 20];
-        (&stream)
-            .read_exact(&mut received)
-            .expect("the first MiB of echo");
-        signal(&server, Signal::SIGINT);
-        (&stream)
-            .read_to_end(&mut received)
-            .expect("the rest of the echo, then EOF (no reset)");
-        sender.join().unwrap();
-        received
-    });
-    assert_eq!(
-        received,
-        payload[..received.len()],
-        "the echo differs from what was sent"
-    );
-    server.process.expect_success();
-    let summary = format!("served 1 connection, echoed {} bytes", received.len());
-    assert!(
-        server.process.wait_for_stderr(&summary),
-        "{:?}",
-        server.process.stderr()
-    );
+    common::shutdown::sigint_loses_no_echo(WORK_STEALING, &["echo", "--workers", "2"]);
 }
 
 /// SIGTERM shuts down the same way: new connections are refused, exit 0.
 #[test]
 fn sigterm_stops_accepting_and_exits_zero() {
-    let mut server = Server::start(WORK_STEALING, &["echo"]);
-    round_trip(&connect(server.addr, PATIENCE).unwrap(), b"before\n");
-    signal(&server, Signal::SIGTERM);
-    server.process.expect_success();
-    assert!(server.process.wait_for_stderr("SIGTERM: shutting down"));
-    assert!(
-        connect(server.addr, Duration::from_secs(1)).is_err(),
-        "still accepting"
-    );
+    common::shutdown::sigterm_stops_accepting(WORK_STEALING, &["echo"]);
 }
 
 /// `--trace` shows the spawns, and the reactor's thread waking a connection's task.

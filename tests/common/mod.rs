@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod shutdown;
 pub mod writer;
 
 use std::io::{BufRead, BufReader, Read};
