@@ -82,33 +82,26 @@ fn binary(name: &str) -> Option<&'static str> {
 
 /// The texts whose transcripts are run: the README and each lesson's `//!` text.
 fn texts() -> Vec<(&'static str, &'static str, &'static str)> {
+    /// A lesson's `//!` text, by its crate's folder.
+    macro_rules! lesson {
+        ($folder:literal) => {
+            (
+                concat!("crates/", $folder, "/src/lib.rs"),
+                include_str!(concat!("../crates/", $folder, "/src/lib.rs")),
+                "//!",
+            )
+        };
+    }
     vec![
         ("README.md", include_str!("../README.md"), ""),
-        (
-            "crates/2-selector/src/lib.rs",
-            include_str!("../crates/2-selector/src/lib.rs"),
-            "//!",
-        ),
-        (
-            "crates/3-generators/src/lib.rs",
-            include_str!("../crates/3-generators/src/lib.rs"),
-            "//!",
-        ),
-        (
-            "crates/4-coroutines/src/lib.rs",
-            include_str!("../crates/4-coroutines/src/lib.rs"),
-            "//!",
-        ),
-        (
-            "crates/5-async-await/src/lib.rs",
-            include_str!("../crates/5-async-await/src/lib.rs"),
-            "//!",
-        ),
-        (
-            "crates/6-completion/src/lib.rs",
-            include_str!("../crates/6-completion/src/lib.rs"),
-            "//!",
-        ),
+        lesson!("0-sync"),
+        lesson!("1-select"),
+        lesson!("2-selector"),
+        lesson!("3-generators"),
+        lesson!("4-coroutines"),
+        lesson!("5-async-await"),
+        lesson!("6-completion"),
+        lesson!("7-work-stealing"),
     ]
 }
 
