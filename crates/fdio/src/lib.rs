@@ -12,6 +12,7 @@
 //! - [`net`]: binding and announcing a listener, and the one-line connection log.
 //! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
 //! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
+//! - [`signal`]: the self-pipe trick: signals as bytes on a pipe (lessons 5 to 7).
 //! - [`count`]: a number and its noun, `1 connection` or `2 connections`.
 
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod net;
 pub mod output;
 pub mod pending;
 pub mod session;
+pub mod signal;
 pub mod ticker;
 pub mod trace;
 
@@ -32,6 +34,7 @@ pub use net::{listen, log_closed, log_connected};
 pub use output::{OutputLog, Source};
 pub use pending::PendingWrite;
 pub use session::WriterSession;
+pub use signal::{signal_of, signal_pipe};
 pub use ticker::Ticker;
 pub use trace::{FdList, Trace};
 

@@ -1,0 +1,78 @@
+//! The self-pipe trick, for the runtimes of lessons 5 to 7: signals (Ctrl+C is SIGINT)
+//! turned into bytes on a pipe that an event loop watches like any other fd.
+//!
+//! A signal handler interrupts the thread wherever it is — maybe halfway through a `malloc`
+//! or with a lock held — so it may do almost nothing: only async-signal-safe calls. So the
+//! handler writes the signal's number into a pipe, and the loop reads the pipe's other end
+//! (asyncio does the same with `set_wakeup_fd`). Each lesson reads that end its own way: a
+//! readiness reactor waits until it is readable, the io_uring loop keeps a read in flight.
+
+use std::io::{self, PipeReader};
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+/// The write end of the self-pipe, for the handler (−1 until installed).
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// The read end, handed out once per process.
+static PIPE_READER: OnceLock<Mutex<Option<PipeReader>>> = OnceLock::new();
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    // Only async-signal-safe work here: one write(2), with errno saved and restored so the
+    // interrupted code never sees it change.
+    let saved = Errno::last_raw();
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = signal as u8;
+        // Safety: `fd` is the pipe's write end, open for the rest of the process; the buffer
+        // is one valid byte. If the pipe is full, the signal is dropped: others are queued.
+        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+    }
+    Errno::set_raw(saved);
+}
+
+/// Installs the handler for `signals` and returns the pipe's read end (blocking: make it
+/// non-blocking if the loop needs that). Each signal then arrives as one byte, its number
+/// ([`signal_of`]). Once per process: a second call is an error.
+pub fn signal_pipe(signals: &[Signal]) -> io::Result<PipeReader> {
+    let slot = PIPE_READER.get_or_init(|| Mutex::new(create_pipe().ok()));
+    let reader = slot
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .ok_or_else(|| {
+            io::Error::other("signals are already being received (or the self-pipe failed)")
+        })?;
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for &signal in signals {
+        // Safety: the handler only calls async-signal-safe functions (see `on_signal`).
+        unsafe { sigaction(signal, &action) }?;
+    }
+    Ok(reader)
+}
+
+/// The signal a byte read from the pipe stands for.
+pub fn signal_of(byte: u8) -> io::Result<Signal> {
+    Signal::try_from(i32::from(byte)).map_err(io::Error::from)
+}
+
+/// Creates the self-pipe and publishes its (non-blocking) write end to the handler.
+fn create_pipe() -> io::Result<PipeReader> {
+    let (reader, writer) = std::io::pipe()?;
+    let writer = OwnedFd::from(writer);
+    // Non-blocking: a handler must never block on a full pipe.
+    crate::set_nonblocking(&writer)?;
+    // The write end must stay open as long as a handler may run — for the whole process — so
+    // its ownership is given up here.
+    SIGNAL_PIPE.store(writer.into_raw_fd(), Ordering::Relaxed);
+    Ok(reader)
+}
