@@ -3,7 +3,7 @@
 //!
 //! A task woken or spawned on a worker goes to that worker's queue — it is hot in that
 //! core's cache; one woken elsewhere (the reactor thread, a timer, `block_on`'s thread) goes
-//! to the injector. Either way the waker then calls [`Shared::notify_work`], which wakes one
+//! to the injector. Either way the waker then calls `Shared::notify_work`, which wakes one
 //! parked worker — only if nobody is already searching: a searcher will find the task, and
 //! waking every worker for one task would make them all fight over it (the "thundering
 //! herd"). When the last searcher finds work it wakes the next one, so a burst of tasks

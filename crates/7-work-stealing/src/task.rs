@@ -1,4 +1,4 @@
-//! A task: one allocation holding the future, its atomic [`State`], and the slot its result
+//! A task: one allocation holding the future, its atomic `State`, and the slot its result
 //! goes to; its waker; and the `JoinHandle` that awaits it.
 //!
 //! ## Why `spawn` needs `F: Future + Send + 'static`
