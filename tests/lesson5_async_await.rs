@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -420,32 +420,7 @@ fn clock_refuses_a_run_too_long_to_schedule() {
 /// 18 s here).
 #[test]
 fn echo_recovers_quickly_from_running_out_of_fds() {
-    common::raise_fd_limit();
-    let server = Server::start_with_fd_limit(ASYNC_AWAIT, &["echo"], 64);
-    let held: Vec<_> = (0..70)
-        .map(|_| connect(server.addr, PATIENCE).expect("connect"))
-        .collect();
-    assert!(server.process.wait_for_stderr("Too many open files"));
-    let more: Vec<_> = (0..2000)
-        .map(|_| connect(server.addr, PATIENCE).expect("connect"))
-        .collect();
-    drop(held);
-    drop(more);
-
-    let started = std::time::Instant::now();
-    let client = connect(server.addr, PATIENCE).expect("connect");
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    (&client).write_all(b"ping").unwrap();
-    let mut echoed = [0; 4];
-    let answered = (&client).read_exact(&mut echoed);
-    assert!(
-        answered.is_ok(),
-        "no echo within 5 s of the flood ending ({:?} so far): {answered:?}",
-        started.elapsed()
-    );
-    assert_eq!(&echoed, b"ping");
+    common::conformance::recovers_quickly_from_running_out_of_fds(ASYNC_AWAIT, &["echo"]);
 }
 
 /// `async-await handmade` shows the life of a future written by hand, then of the same wait

@@ -75,6 +75,16 @@ fn sigint_shuts_down_gracefully_without_losing_echo() {
     common::shutdown::sigint_loses_no_echo(COMPLETION, &["echo"]);
 }
 
+/// Out of fds (a limit of 64), with 2,070 connections that came and went waiting in the
+/// backlog, `completion echo` gets through them and serves a new client within seconds.
+#[test]
+fn echo_recovers_quickly_from_running_out_of_fds() {
+    if !io_uring_available() {
+        return;
+    }
+    common::conformance::recovers_quickly_from_running_out_of_fds(COMPLETION, &["echo"]);
+}
+
 /// SIGTERM shuts down the same way: new connections are refused, exit 0.
 #[test]
 fn sigterm_stops_accepting_and_exits_zero() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
@@ -177,30 +177,10 @@ fn writer_reads_stdin_eof_while_the_pipe_floods() {
 /// backlog, `work-stealing echo` gets through them and serves a new client within seconds.
 #[test]
 fn echo_recovers_quickly_from_running_out_of_fds() {
-    common::raise_fd_limit();
-    let server = Server::start_with_fd_limit(WORK_STEALING, &["echo", "--workers", "2"], 64);
-    let held: Vec<_> = (0..70)
-        .map(|_| connect(server.addr, PATIENCE).expect("connect"))
-        .collect();
-    assert!(server.process.wait_for_stderr("Too many open files"));
-    let more: Vec<_> = (0..2000)
-        .map(|_| connect(server.addr, PATIENCE).expect("connect"))
-        .collect();
-    drop(held);
-    drop(more);
-
-    let client = connect(server.addr, PATIENCE).expect("connect");
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    (&client).write_all(b"ping").unwrap();
-    let mut echoed = [0; 4];
-    let answered = (&client).read_exact(&mut echoed);
-    assert!(
-        answered.is_ok(),
-        "no echo within 5 s of the flood: {answered:?}"
+    common::conformance::recovers_quickly_from_running_out_of_fds(
+        WORK_STEALING,
+        &["echo", "--workers", "2"],
     );
-    assert_eq!(&echoed, b"ping");
 }
 
 /// Every subcommand's `--help` parses and names its options.
