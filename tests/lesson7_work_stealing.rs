@@ -74,8 +74,9 @@ fn run(args: &[&str]) -> (String, String) {
 }
 
 /// `tour --trace`: tasks spawned on a worker that then stays busy are all stolen by the
-/// other, workers park and are unparked, and while one worker computes, the other echoes the pings (each answered well
-/// within the 600 ms the busy task takes: the bound only catches a frozen runtime).
+/// other, workers park and are unparked, and while one worker computes, the other echoes
+/// the pings (each answered well within the 600 ms the busy task takes: the bound only
+/// catches a frozen runtime).
 #[test]
 fn tour_shows_stealing_parking_and_a_busy_worker() {
     let (stdout, stderr) = run(&["tour", "--trace"]);

@@ -24,9 +24,14 @@
 //! Measured values vary from run to run, so both sides are normalized before they are
 //! compared, by one rule ([`normalize`]): a duration (a number followed by `s`, `ms`, `µs` or
 //! `seconds`, or bash's `0m3.001s`), a speed-up (`17.9×`) and the port of a `127.0.0.1:PORT`
-//! address match any other. A line that is only `…` stands for any number of lines. Everything else must be
-//! equal. Timing decides some outputs (which line comes first when two sources are 100 ms
-//! apart), so a block that does not match is run again, up to three times in all.
+//! address match any other. A line that is only `…` stands for any number of lines, and a
+//! line ending in ` …` for any line that starts with the text before it. Everything else
+//! must be equal. Timing decides some outputs (which line comes first when two sources are
+//! 100 ms apart), so a block that does not match is run again, up to three times in all, and
+//! only a few blocks run at once.
+//!
+//! The programs run with fds 0 to 2 only, as from a terminal, so the fd numbers they print
+//! are the ones a reader sees. Each stage's `cargo lessonN` is run with `-- --list`.
 //!
 //! And the check checks itself: once a block matched, each of its lines is changed in turn,
 //! and every changed version must fail to match what the run printed — no line is hidden
@@ -728,8 +733,11 @@ fn list_stage(name: &str, stage: &str, package: Option<&str>, root: &Path) -> Ve
         Err(err) => return vec![format!("cargo {name} -- --list: {err}")],
     };
     static RUNNING: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^\s*Running (tests/\S+\.rs|unittests src/lib\.rs) \(.*/deps/([a-z0-9_]+)-[0-9a-f]+\)$")
-            .unwrap()
+        let binary = r"\(.*/deps/([a-z0-9_]+)-[0-9a-f]+\)";
+        Regex::new(&format!(
+            r"^\s*Running (tests/\S+\.rs|unittests src/lib\.rs) {binary}$"
+        ))
+        .unwrap()
     });
     let mut binaries: Vec<(String, usize)> = Vec::new();
     let mut problems = Vec::new();
