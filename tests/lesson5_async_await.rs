@@ -62,19 +62,7 @@ fn trace_shows_executor_and_reactor() {
 }
 
 fn run(args: &[&str]) -> (String, String) {
-    let output = Command::new(ASYNC_AWAIT)
-        .args(args)
-        .output()
-        .expect("run async-await");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    common::run_to_end(ASYNC_AWAIT, args)
 }
 
 /// `clock` interleaves the two coroutines exactly as the Python lesson does.

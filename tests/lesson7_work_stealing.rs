@@ -58,19 +58,7 @@ fn trace_shows_spawns_and_reactor_wakes() {
 }
 
 fn run(args: &[&str]) -> (String, String) {
-    let output = Command::new(WORK_STEALING)
-        .args(args)
-        .output()
-        .expect("run work-stealing");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    common::run_to_end(WORK_STEALING, args)
 }
 
 /// `tour --trace`: tasks spawned on a worker that then stays busy are all stolen by the

@@ -242,3 +242,22 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Runs `bin args…` to its end (stdin empty), asserts it exited 0, and returns its stdout
+/// and stderr.
+pub fn run_to_end(bin: &str, args: &[&str]) -> (String, String) {
+    let output = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the lesson binary");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
