@@ -58,6 +58,7 @@ pub(crate) struct Queue<T> {
 // a slot is ordered by the index protocol above: a slot is written only by the owner, in the
 // free part of the ring, and read only by whoever claimed it with a CAS on `head`.
 unsafe impl<T: Send> Send for Queue<T> {}
+// Safety: as for `Send` just above: the index protocol orders every access to a slot.
 unsafe impl<T: Send> Sync for Queue<T> {}
 
 /// The owner's end: push and pop. Exactly one exists per queue; it is `Send` (it moves into

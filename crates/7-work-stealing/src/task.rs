@@ -91,6 +91,7 @@ pub(crate) struct Task<F: Future> {
 // whoever drops the last reference, when no other thread can hold one); so the task may be
 // shared between threads as long as the future and its output may move between them.
 unsafe impl<F: Future + Send> Sync for Task<F> where F::Output: Send {}
+// Safety: as for `Sync` just above.
 unsafe impl<F: Future + Send> Send for Task<F> where F::Output: Send {}
 
 impl<F> Task<F>
@@ -142,19 +143,21 @@ where
         }
         // A waker that borrows our reference instead of taking one: every poll would
         // otherwise add and remove a reference (two atomic operations) for nothing.
-        // Safety: the `Arc` made from our own pointer is never dropped (`ManuallyDrop`), so
-        // the count is untouched, and the waker does not outlive `self`: it lives in this
-        // function. A clone of it (`cx.waker().clone()`) takes a reference of its own.
-        let waker = ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(&self)) }));
+        let waker = ManuallyDrop::new(Waker::from(
+            // Safety: the `Arc` made from our own pointer is never dropped (`ManuallyDrop`),
+            // so the count is untouched, and the waker does not outlive `self`: it lives in
+            // this function. A clone of it (`cx.waker().clone()`) takes a reference of its own.
+            unsafe { Arc::from_raw(Arc::as_ptr(&self)) },
+        ));
         let mut cx = Context::from_waker(&waker);
         budget::reset();
         // AssertUnwindSafe: after a panic the future is never polled again, only dropped.
         let polled = catch_unwind(AssertUnwindSafe(|| {
             self.future.with_mut(|future| {
-                // Safety: we hold RUNNING, so this is the only reference to the future; it
-                // lives inside the `Arc` allocation and is never moved until it is dropped
-                // in place by `finish`: it may be pinned.
+                // Safety: we hold RUNNING, so this is the only reference to the future.
                 let future = unsafe { (*future).as_mut() }.expect("a RUNNING task has a future");
+                // Safety: it lives inside the `Arc` allocation and is never moved until it is
+                // dropped in place by `finish`: it may be pinned.
                 unsafe { Pin::new_unchecked(future) }.poll(&mut cx)
             })
         }));
