@@ -115,7 +115,7 @@ fn run(args: &Args) -> io::Result<()> {
             "written before: follow starts at the end, so not shown\n",
         )?;
         let lines = follow(File::open(&path)?)?;
-        eprintln!(
+        fdio::log!(
             "following {}: a thread appends a line every {} ms",
             path.display(),
             args.interval_ms
@@ -132,7 +132,7 @@ fn run(args: &Args) -> io::Result<()> {
     };
     let file = File::open(path)
         .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;
-    eprintln!("following {}: append lines to it", path.display());
+    fdio::log!("following {}: append lines to it", path.display());
     print_lines(follow(file)?, args.lines)
 }
 
@@ -151,7 +151,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("follow: {err}");
+            fdio::log!("follow: {err}");
             ExitCode::FAILURE
         }
     }

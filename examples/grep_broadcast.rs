@@ -257,7 +257,7 @@ fn main() -> ExitCode {
     match run(&path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("grep_broadcast: {err}");
+            fdio::log!("grep_broadcast: {err}");
             ExitCode::FAILURE
         }
     }

@@ -167,7 +167,7 @@ fn main() -> ExitCode {
     match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("log_pipeline: {err}");
+            fdio::log!("log_pipeline: {err}");
             ExitCode::FAILURE
         }
     }

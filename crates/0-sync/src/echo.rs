@@ -20,13 +20,13 @@ pub fn serve(listener: TcpListener, threads: bool, trace: Trace) -> io::Result<(
             Err(err) if interrupted(&err) => continue,
             Err(err) if out_of_fds(&err) => {
                 // The connection stays queued, so retrying at once would spin: wait instead.
-                eprintln!("accept: {err}; pausing for {OUT_OF_FDS_PAUSE:?}");
+                fdio::log!("accept: {err}; pausing for {OUT_OF_FDS_PAUSE:?}");
                 thread::sleep(OUT_OF_FDS_PAUSE);
                 continue;
             }
             // For example ECONNABORTED: that one connection is gone, the listener is fine.
             Err(err) => {
-                eprintln!("accept: {err}");
+                fdio::log!("accept: {err}");
                 continue;
             }
         };

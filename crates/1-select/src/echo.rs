@@ -148,14 +148,14 @@ fn accept_all(
             Err(err) if out_of_fds(&err) => {
                 // The connection stays in the backlog and the listener stays readable: if we
                 // kept watching it, every wait would return at once and the CPU would spin.
-                eprintln!(
+                fdio::log!(
                     "accept: {err}; not accepting for {OUT_OF_FDS_PAUSE:?} (or until a client leaves)"
                 );
                 return Some(Instant::now() + OUT_OF_FDS_PAUSE);
             }
             // For example ECONNABORTED: that one connection is gone, the listener is fine.
             Err(err) => {
-                eprintln!("accept: {err}");
+                fdio::log!("accept: {err}");
                 continue;
             }
         };
@@ -163,7 +163,7 @@ fn accept_all(
         if let Some(limit) = backend.fd_limit()
             && fd >= limit
         {
-            eprintln!(
+            fdio::log!(
                 "select: fd {fd} is beyond FD_SETSIZE ({limit}); closing the connection from {peer} \
                  — `select echo --poll` and lesson 2 have no such limit"
             );

@@ -51,7 +51,7 @@ fn accept_connections(
 ) -> io::Result<()> {
     // Watch the listener again, in case a lack of fds paused it (a no-op otherwise).
     if let Err(err) = selector.modify(ready.token, listener, Interest::READ) {
-        eprintln!("accept: {err}");
+        fdio::log!("accept: {err}");
     }
     for _ in 0..ready.budget {
         let (stream, peer) = match listener.accept() {
@@ -62,16 +62,16 @@ fn accept_connections(
                 // The connection waits in the backlog and keeps the listener readable: a
                 // level-triggered epoll would report it again at once, forever. Stop watching
                 // the listener, and ask the selector to call us again a little later.
-                eprintln!("accept: {err}; trying again in {OUT_OF_FDS_PAUSE:?}");
+                fdio::log!("accept: {err}; trying again in {OUT_OF_FDS_PAUSE:?}");
                 if let Err(err) = selector.modify(ready.token, listener, Interest::NONE) {
-                    eprintln!("accept: {err}");
+                    fdio::log!("accept: {err}");
                 }
                 selector.wake_after(ready.token, OUT_OF_FDS_PAUSE);
                 return Ok(());
             }
             // For example ECONNABORTED: that one connection is gone, the listener is fine.
             Err(err) => {
-                eprintln!("accept: {err}");
+                fdio::log!("accept: {err}");
                 continue;
             }
         };

@@ -120,7 +120,7 @@ impl Selector {
             }
             Err(Errno::EPERM) => {
                 let doing = if interest.read { "reading" } else { "writing" };
-                eprintln!("{}", epoll_refuses_line("selector", fd, doing));
+                fdio::log!("{}", epoll_refuses_line("selector", fd, doing));
                 None
             }
             Err(err) => return Err(err.into()),

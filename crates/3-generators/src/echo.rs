@@ -85,7 +85,7 @@ impl Task for ServerTask {
                 }
                 Err(err) if interrupted(&err) => continue,
                 Err(err) if out_of_fds(&err) => {
-                    eprintln!(
+                    fdio::log!(
                         "accept: {err}; not accepting for {OUT_OF_FDS_PAUSE:?}, then trying again"
                     );
                     self.state = ServerState::Paused;
@@ -93,7 +93,7 @@ impl Task for ServerTask {
                 }
                 // For example ECONNABORTED: that one connection is gone, the listener is fine.
                 Err(err) => {
-                    eprintln!("accept: {err}");
+                    fdio::log!("accept: {err}");
                     continue;
                 }
             };

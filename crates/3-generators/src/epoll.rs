@@ -81,7 +81,7 @@ impl Epoll {
                 let interest = match registry.register(&mut SourceFd(&fd), token, wanted) {
                     Ok(()) => Some(wanted),
                     Err(err) if epoll_refuses(&err) => {
-                        eprintln!("{}", epoll_refuses_line("generators", fd, verb));
+                        fdio::log!("{}", epoll_refuses_line("generators", fd, verb));
                         None
                     }
                     Err(err) => return Err(err),

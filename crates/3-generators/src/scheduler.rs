@@ -177,7 +177,7 @@ impl Scheduler {
                 self.ready_queue.push_back(entry);
             }
             Err(err) => {
-                eprintln!("generators: cannot watch fd {fd} for {entry}: {err}; dropping it");
+                fdio::log!("generators: cannot watch fd {fd} for {entry}: {err}; dropping it");
             }
         }
     }

@@ -96,7 +96,7 @@ impl Server {
                     return Ok(State::Yielded(Syscall::NewTask(client)));
                 }
                 State::Complete(Err(err)) if out_of_fds(&err) => {
-                    eprintln!("accept: {err}; trying again in {OUT_OF_FDS_PAUSE:?}");
+                    fdio::log!("accept: {err}; trying again in {OUT_OF_FDS_PAUSE:?}");
                     *self = Server::Accepting {
                         accept: start_accept(Rc::clone(&listener)),
                         listener,
@@ -105,7 +105,7 @@ impl Server {
                 }
                 // For example ECONNABORTED: that one connection is gone, the listener is fine.
                 State::Complete(Err(err)) => {
-                    eprintln!("accept: {err}");
+                    fdio::log!("accept: {err}");
                     accept = start_accept(Rc::clone(&listener));
                 }
             }

@@ -70,7 +70,7 @@ fn session(out: &mut impl Write) -> io::Result<()> {
         };
         line_number += 1;
         let Ok(line) = str::from_utf8(&bytes) else {
-            eprintln!("error: line {line_number} is not valid UTF-8; skipped");
+            fdio::log!("error: line {line_number} is not valid UTF-8; skipped");
             continue;
         };
         let line = without_comment(line).trim();
@@ -84,24 +84,24 @@ fn session(out: &mut impl Write) -> io::Result<()> {
             ("help", _) => writeln!(out, "{HELP}")?,
             ("new", _) => match Current::new(argument) {
                 Ok(Some(coroutine)) => current = Some(coroutine),
-                Ok(None) => eprintln!("error: new what? new gen, new average or new delegator"),
+                Ok(None) => fdio::log!("error: new what? new gen, new average or new delegator"),
                 Err(error) => writeln!(out, "{error}")?,
             },
             ("send" | "next" | "throw" | "close" | "state", None) => {
                 writeln!(out, "NameError: name 'g' is not defined")?;
             }
             ("send", Some(_)) if argument.is_empty() => {
-                eprintln!("error: send what? for example: send 5, send 'hello'");
+                fdio::log!("error: send what? for example: send 5, send 'hello'");
             }
             ("send", Some(g)) => g.send(Value::parse(argument), out)?,
             ("next", Some(g)) => g.send(Value::None, out)?,
             ("throw", Some(g)) if is_identifier(argument) => {
                 g.throw(Exception::new(argument), out)?;
             }
-            ("throw", Some(_)) => eprintln!("error: throw an exception by name: throw ValueError"),
+            ("throw", Some(_)) => fdio::log!("error: throw an exception by name: throw ValueError"),
             ("close", Some(g)) => g.close(out)?,
             ("state", Some(g)) => writeln!(out, "'{}'", g.state())?,
-            (other, _) => eprintln!("error: unknown command {other:?}; type help"),
+            (other, _) => fdio::log!("error: unknown command {other:?}; type help"),
         }
     }
 }
@@ -151,7 +151,7 @@ impl Current {
                 Value::Int(x) => show(out, g.resume(Some(x as f64))),
                 Value::Float(x) => show(out, g.resume(Some(x))),
                 Value::Str(_) => {
-                    eprintln!(
+                    fdio::log!(
                         "error: average() takes numbers (its resume takes Option<f64>; Python would raise TypeError inside it)"
                     );
                     Ok(())

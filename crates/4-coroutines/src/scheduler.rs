@@ -234,7 +234,7 @@ impl Scheduler {
                 } else {
                     "writing"
                 };
-                eprintln!("{}", epoll_refuses_line("coroutines", fd, doing));
+                fdio::log!("{}", epoll_refuses_line("coroutines", fd, doing));
                 self.always_ready.insert(fd);
                 self.next_turn.push(task);
                 return Ok(());

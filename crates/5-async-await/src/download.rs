@@ -171,7 +171,7 @@ fn start_server(delay: Duration) -> io::Result<SocketAddr> {
         .name("slow server".into())
         .spawn(move || {
             if let Err(err) = block_on(Trace::new(false), serve(listener, delay)).and_then(|r| r) {
-                eprintln!("slow server: {err}");
+                fdio::log!("slow server: {err}");
             }
         })?;
     Ok(addr)
@@ -183,7 +183,7 @@ async fn serve(listener: std::net::TcpListener, delay: Duration) -> io::Result<(
         let (stream, _) = listener.accept().await?;
         spawn(async move {
             if let Err(err) = respond(stream, delay).await {
-                eprintln!("slow server: {err}");
+                fdio::log!("slow server: {err}");
             }
         });
     }

@@ -69,7 +69,7 @@ pub fn stdin() -> io::Result<AsyncReader> {
     let input = match Registered::new(Fd(stdin)) {
         Ok(registration) => Input::BlockingStdin { registration },
         Err(err) if epoll_refuses(&err) => {
-            eprintln!("{}", epoll_refuses_line("async-await", stdin, "reading"));
+            fdio::log!("{}", epoll_refuses_line("async-await", stdin, "reading"));
             Input::PlainFile
         }
         Err(err) => return Err(err),

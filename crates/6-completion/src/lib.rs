@@ -130,7 +130,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let command = Cli::parse().command;
     if let Err(why) = probe::check() {
-        eprintln!("completion: {why}");
+        fdio::log!("completion: {why}");
         return ExitCode::FAILURE;
     }
     let result = match command {

@@ -89,14 +89,14 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
                 // The connection stays in the backlog; retrying at once would spin. Wait
                 // until one of our connections closes — or, for fds freed some other way,
                 // until the pause is over.
-                eprintln!(
+                fdio::log!(
                     "accept: {err}; not accepting for {OUT_OF_FDS_PAUSE:?} (or until a connection closes)"
                 );
                 let closed = Arc::new(Event::new());
                 *stats.closed.lock().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&closed);
                 let _ = timeout(OUT_OF_FDS_PAUSE, closed.wait()).await;
             }
-            Either::Left(Err(err)) => eprintln!("accept: {err}"),
+            Either::Left(Err(err)) => fdio::log!("accept: {err}"),
             Either::Right(signal) => break signal?,
         }
     };
@@ -105,7 +105,7 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
     drop(listener);
     let open = stats.open.load(Ordering::SeqCst);
     let open_connections = fdio::count(open as u64, "open connection");
-    eprintln!("{signal}: shutting down; waiting for {open_connections} to finish");
+    fdio::log!("{signal}: shutting down; waiting for {open_connections} to finish");
     shutdown.set();
     let finished =
         stats.open.load(Ordering::SeqCst) == 0 || timeout(GRACE, all_closed.wait()).await.is_ok();
@@ -119,7 +119,7 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
     };
     let served = fdio::count(stats.served.load(Ordering::Relaxed), "connection");
     let echoed = fdio::count(stats.echoed.load(Ordering::Relaxed), "byte");
-    eprintln!("shutdown complete: served {served}, echoed {echoed}{unfinished}");
+    fdio::log!("shutdown complete: served {served}, echoed {echoed}{unfinished}");
     Ok(())
 }
 

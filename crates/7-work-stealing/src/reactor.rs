@@ -197,7 +197,7 @@ impl Reactor {
                 Err(err) if interrupted(&err) => continue,
                 Err(err) => {
                     // No way to go on: every task waiting for I/O would hang. Say it loudly.
-                    eprintln!("reactor: epoll_wait failed: {err}");
+                    fdio::log!("reactor: epoll_wait failed: {err}");
                     std::process::abort();
                 }
             }

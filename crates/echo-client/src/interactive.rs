@@ -10,13 +10,13 @@ use std::thread;
 pub fn run_interactive(addr: SocketAddr) -> io::Result<()> {
     let stream = TcpStream::connect(addr)
         .map_err(|err| io::Error::new(err.kind(), format!("cannot connect to {addr}: {err}")))?;
-    eprintln!("connected to {addr}: type lines, Ctrl+D to finish");
+    fdio::log!("connected to {addr}: type lines, Ctrl+D to finish");
 
     // stdin → server, on its own thread, because reading stdin blocks.
     let mut to_server = stream.try_clone()?;
     thread::spawn(move || {
         if let Err(err) = io::copy(&mut io::stdin().lock(), &mut to_server) {
-            eprintln!("client: sending: {err}");
+            fdio::log!("client: sending: {err}");
         }
         // EOF on stdin: tell the server we are done sending; keep reading its answer.
         let _ = to_server.shutdown(Shutdown::Write);
@@ -36,6 +36,6 @@ pub fn run_interactive(addr: SocketAddr) -> io::Result<()> {
         stdout.write_all(&buf[..n])?;
         stdout.flush()?;
     }
-    eprintln!("the server closed the connection");
+    fdio::log!("the server closed the connection");
     Ok(())
 }

@@ -53,7 +53,7 @@ pub fn exit_code(program: &str, result: io::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{program}: {err}");
+            crate::log!("{program}: {err}");
             ExitCode::FAILURE
         }
     }

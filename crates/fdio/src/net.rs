@@ -41,13 +41,13 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Logs a new connection on stderr.
 pub fn log_connected(peer: SocketAddr) {
-    eprintln!("connection from {peer}");
+    crate::log!("connection from {peer}");
 }
 
 /// Logs the end of a connection on stderr, with the error that ended it, if any.
 pub fn log_closed(peer: SocketAddr, error: Option<&io::Error>) {
     match error {
-        None => eprintln!("connection {peer} closed"),
-        Some(err) => eprintln!("connection {peer} closed: {err}"),
+        None => crate::log!("connection {peer} closed"),
+        Some(err) => crate::log!("connection {peer} closed: {err}"),
     }
 }

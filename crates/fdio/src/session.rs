@@ -29,7 +29,7 @@ impl WriterSession {
         // Opening a FIFO for writing waits until some program opens it for reading: say so,
         // or the program would seem to hang before it has printed anything.
         if fs::metadata(output).is_ok_and(|meta| meta.file_type().is_fifo()) {
-            eprintln!(
+            crate::log!(
                 "{} is a FIFO: waiting for a program to open it for reading",
                 output.display()
             );
@@ -44,7 +44,7 @@ impl WriterSession {
         ignore_file_size_signal()?;
         let (pipe, pipe_writer) = io::pipe()?;
         let ticker = Ticker::start(pipe_writer, args.interval(), args.count);
-        eprintln!(
+        crate::log!(
             "appending to {}: type lines, Ctrl+D to stop",
             args.output.display()
         );
@@ -96,13 +96,13 @@ impl WriterSession {
     fn on_eof(&mut self, source: Source) -> bool {
         match source {
             Source::Stdin if self.pipe_open => {
-                eprintln!("EOF on stdin: stopping the pipe's writer, keeping what it wrote");
+                crate::log!("EOF on stdin: stopping the pipe's writer, keeping what it wrote");
                 self.ticker.request_stop();
             }
-            Source::Stdin => eprintln!("EOF on stdin"),
+            Source::Stdin => crate::log!("EOF on stdin"),
             Source::Pipe => {
                 self.pipe_open = false;
-                eprintln!("the pipe's writer closed it: no longer reading the pipe");
+                crate::log!("the pipe's writer closed it: no longer reading the pipe");
             }
         }
         false
@@ -112,7 +112,7 @@ impl WriterSession {
     pub fn finish(self) -> io::Result<()> {
         let sent = self.ticker.join()?;
         let lines = self.log.lines_written();
-        eprintln!(
+        crate::log!(
             "done: {} sent, {} appended to {}",
             crate::count(sent.into(), "pipe message"),
             crate::count(lines as u64, "line"),

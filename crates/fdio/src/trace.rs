@@ -29,7 +29,7 @@ impl Trace {
     /// Prints the line `line()` returns; the closure runs only when tracing is on.
     pub fn say(&self, line: impl FnOnce() -> String) {
         if self.enabled {
-            eprintln!("{}", line());
+            crate::log!("{}", line());
         }
     }
 }
