@@ -12,6 +12,8 @@
 //! - [`net`]: binding and announcing a listener, and the one-line connection log.
 //! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
 //! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
+//! - [`timeline`]: the `--timeline` recorder: polls, waits and wakes on each thread, as a
+//!   trace file Perfetto opens (lessons 5 to 8).
 //! - [`log`](mod@log): [`log!`], one stderr line that is dropped, never a panic, if stderr is gone.
 //! - [`signal`]: the self-pipe trick: signals as bytes on a pipe (lessons 5 to 7).
 //! - [`count`]: a number and its noun, `1 connection` or `2 connections`.
@@ -25,6 +27,7 @@ pub mod pending;
 pub mod session;
 pub mod signal;
 pub mod ticker;
+pub mod timeline;
 pub mod trace;
 
 pub use cli::{ServerArgs, WriterArgs, exit_code};
