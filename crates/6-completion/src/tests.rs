@@ -4,6 +4,10 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
+use std::thread;
 use std::time::Duration;
 
 use fdio::Trace;
@@ -22,6 +26,37 @@ fn available() -> bool {
             false
         }
     }
+}
+
+/// Fails the test run if the test it guards has not finished within 10 s: for the tests
+/// whose failure mode is a loop that never wakes up again (a hang, not a wrong value).
+struct Watchdog(Arc<AtomicBool>);
+
+impl Watchdog {
+    fn arm(test: &'static str) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = Arc::clone(&done);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_secs(10));
+            if !finished.load(Ordering::SeqCst) {
+                eprintln!(
+                    "{test}: not done in 10 s: the loop never woke up, or waits for a result that went elsewhere"
+                );
+                std::process::exit(101);
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn run<T>(future: impl Future<Output = T>) -> T {
+    block_on_with(Trace::new(false), crate::executor::BUFFERS, future).expect("the ring failed")
 }
 
 fn tiny_ring() -> io_uring::IoUring {
@@ -168,4 +203,117 @@ fn a_dropped_request_is_cancelled_and_takes_nothing() {
     let mut buf = [0; 6];
     reader.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"after\n");
+}
+
+/// With both buffers of a 2-buffer ring held by one stream (a client that never reads its
+/// echo holds what it sent), 8 other streams that receive bytes are still served: none waits
+/// for the ring, and each finds it dry at most once (no herd of receives re-armed at every
+/// returned buffer, failing again with `ENOBUFS`).
+#[test]
+fn streams_are_served_while_another_holds_the_whole_ring() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("streams_are_served_while_another_holds_the_whole_ring");
+    let (hog, mut hog_peer) = UnixStream::pair().unwrap();
+    let pairs: Vec<(UnixStream, UnixStream)> =
+        (0..8).map(|_| UnixStream::pair().unwrap()).collect();
+    let tiny = Buffers { count: 2, size: 64 };
+    let served = block_on_with(Trace::new(false), tiny, async move {
+        let mut hog = TcpStream::new(hog.into());
+        hog_peer.write_all(&[1; 64]).unwrap();
+        let first = hog.recv().await.unwrap().unwrap();
+        hog_peer.write_all(&[2; 64]).unwrap();
+        let second = hog.recv().await.unwrap().unwrap();
+        assert_eq!(with_driver(|driver| driver.buffers.borrow().lent()), 2);
+        let mut served = Vec::new();
+        for (n, (ours, mut theirs)) in pairs.into_iter().enumerate() {
+            let mut stream = TcpStream::new(ours.into());
+            theirs.write_all(format!("stream {n}").as_bytes()).unwrap();
+            let received = race(stream.recv(), sleep(Duration::from_secs(5))).await;
+            let Either::Left(received) = received else {
+                panic!("stream {n} waited 5 s for a buffer the ring never had");
+            };
+            let chunk = received.unwrap().unwrap();
+            assert_eq!(&chunk[..], format!("stream {n}").as_bytes());
+            served.push(stream.rearmed_after_enobufs());
+        }
+        drop((first, second));
+        served
+    })
+    .unwrap();
+    for (n, dry) in served.iter().enumerate() {
+        assert!(*dry <= 1, "stream {n} found the ring dry {dry} times");
+    }
+}
+
+/// A waker fired from another thread wakes the loop out of `io_uring_enter`, though no
+/// request of the program is in flight to end its sleep.
+#[test]
+fn a_waker_from_another_thread_wakes_the_loop() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_waker_from_another_thread_wakes_the_loop");
+    let woken = block_on_with(Trace::new(false), crate::executor::BUFFERS, async {
+        let fired = Arc::new(AtomicBool::new(false));
+        let mut sent: Option<thread::JoinHandle<()>> = None;
+        std::future::poll_fn(|cx| {
+            if fired.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            if sent.is_none() {
+                let (fired, waker): (_, Waker) = (Arc::clone(&fired), cx.waker().clone());
+                sent = Some(thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(50));
+                    fired.store(true, Ordering::SeqCst);
+                    waker.wake();
+                }));
+            }
+            Poll::Pending
+        })
+        .await;
+        sent.map(|thread| thread.join().is_ok())
+    })
+    .unwrap();
+    assert_eq!(woken, Some(true));
+}
+
+/// A stream carried out of one `block_on` into the next names its request by a token, and
+/// the next runtime hands out the same tokens: used there it must not take the results of
+/// this runtime's stream (12 bytes, or a false EOF), and dropping it must not cancel that
+/// stream's receive.
+#[test]
+fn a_stream_from_another_runtime_leaves_this_one_alone() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_stream_from_another_runtime_leaves_this_one_alone");
+    let (stray_end, _stray_peer) = UnixStream::pair().unwrap();
+    let mut stray = run(async move {
+        let mut stray = TcpStream::new(stray_end.into());
+        // Arms its receive (the sleep wins: nothing was sent), then leaves the runtime.
+        let _ = race(stray.recv(), sleep(Duration::from_millis(1))).await;
+        stray
+    });
+    let (ours_end, mut peer) = UnixStream::pair().unwrap();
+    let (strays, ours) = run(async move {
+        let mut ours = TcpStream::new(ours_end.into());
+        let _ = race(ours.recv(), sleep(Duration::from_millis(1))).await;
+        peer.write_all(b"twelve bytes").unwrap();
+        sleep(Duration::from_millis(10)).await;
+        let strays = match stray.recv().await {
+            Ok(Some(chunk)) => format!("{} bytes", chunk.len()),
+            Ok(None) => "EOF".to_string(),
+            Err(_) => "an error".to_string(),
+        };
+        drop(stray);
+        let ours = ours.recv().await.unwrap().map(|chunk| chunk.to_vec());
+        (strays, ours)
+    });
+    assert_eq!(
+        strays, "an error",
+        "the stray stream reached into this runtime"
+    );
+    assert_eq!(ours.as_deref(), Some(&b"twelve bytes"[..]));
 }
