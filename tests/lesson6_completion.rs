@@ -101,8 +101,8 @@ fn sigterm_stops_accepting_and_exits_zero() {
     common::shutdown::sigterm_stops_accepting(COMPLETION, &["echo"]);
 }
 
-/// `--trace` prints one line per turn of the loop: what it submitted (the multishot accept
-/// and the signal pipe's read, then a receive and a send), what completed, and one
+/// `--trace` prints one line per turn of the loop: what it submitted (the signal pipe's read
+/// and the multishot accept, then a receive and a send), what completed, and one
 /// `io_uring_enter` for the turn.
 #[test]
 fn trace_shows_each_turn_of_the_ring() {
@@ -113,7 +113,7 @@ fn trace_shows_each_turn_of_the_ring() {
     let client = connect(server.addr, PATIENCE).unwrap();
     round_trip(&client, b"traced\n");
     server.process.expect_stderr(&[
-        "ring: submitted [accept×1, read×1], waited → completed [accept×1]",
+        "ring: submitted [read×1, accept×1], waited → completed [accept×1]",
         "submitted [recv×1]",
         "completed [recv×1]",
         "submitted [send×1]",
@@ -282,8 +282,10 @@ fn a_taken_port_is_one_error_line() {
 /// 500 clients that send and never read (a 4 KiB receive buffer each) are more than the
 /// buffer ring can serve (1,024 buffers, a few per connection): they cost only themselves. A
 /// client connected before them and one connected after each get 20 pings answered, each
-/// within 2 s.
+/// within 2 s. Run by hand: to stall the server's sends they fill the kernel's TCP memory
+/// (`tcp_mem`, about 2 GB here), which slows every other test running beside them.
 #[test]
+#[ignore = "heavy: fills the kernel's TCP memory; cargo test --test lesson6_completion -- --ignored"]
 fn pings_are_answered_beside_500_non_readers() {
     if io_uring_available() {
         pings_beside_non_readers(500);
@@ -291,8 +293,9 @@ fn pings_are_answered_beside_500_non_readers() {
 }
 
 /// The same beside 2,000 non-readers: twice as many as the ring has buffers, so a share per
-/// connection alone could not keep the ring from running dry.
+/// connection alone could not keep the ring from running dry. Run by hand, as the 500.
 #[test]
+#[ignore = "heavy: fills the kernel's TCP memory; cargo test --test lesson6_completion -- --ignored"]
 fn pings_are_answered_beside_2000_non_readers() {
     if io_uring_available() {
         pings_beside_non_readers(2000);

@@ -12,15 +12,20 @@ use std::time::Duration;
 
 use fdio::Trace;
 
+use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::buf::IoBuf;
 use crate::bufring::BufRing;
-use crate::executor::{Buffers, Either, block_on_with, race, with_driver};
-use crate::io::Reader;
+use crate::executor::{Buffers, Either, block_on_with, race, with_runtime};
+use crate::io::{Reader, append};
 use crate::net::TcpStream;
+use crate::ring::Driver;
 use crate::time::sleep;
 
 fn available() -> bool {
     match crate::probe::check() {
-        Ok(()) => true,
+        Ok(_) => true,
         Err(why) => {
             eprintln!("skipped: {why}");
             false
@@ -59,8 +64,20 @@ fn run<T>(future: impl Future<Output = T>) -> T {
     block_on_with(Trace::new(false), crate::executor::BUFFERS, future).expect("the ring failed")
 }
 
+/// Runs `f` with the current runtime's ring.
+fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> R {
+    with_runtime(|runtime| f(&mut runtime.driver.borrow_mut()))
+}
+
 fn tiny_ring() -> io_uring::IoUring {
     io_uring::IoUring::new(8).expect("an io_uring")
+}
+
+/// A buffer ring of `count` × 64 bytes registered with `ring`, for bookkeeping tests.
+fn registered(ring: &io_uring::IoUring, count: u16) -> BufRing {
+    // Safety: no request is ever submitted to these rings, so the kernel never reads the
+    // entries or writes a buffer, whichever is dropped first.
+    unsafe { BufRing::register(&ring.submitter(), count, 64) }.unwrap()
 }
 
 /// Every buffer is in the ring at the start; taking and giving back each one leaves them
@@ -71,7 +88,7 @@ fn every_buffer_goes_back_exactly_once() {
         return;
     }
     let ring = tiny_ring();
-    let mut buffers = BufRing::register(&ring.submitter(), 4, 64).unwrap();
+    let mut buffers = registered(&ring, 4);
     assert_eq!(buffers.lent(), 0);
     let starts: Vec<_> = (0..4).map(|id| buffers.take(id)).collect();
     assert_eq!(buffers.lent(), 4);
@@ -94,7 +111,7 @@ fn a_buffer_given_back_twice_is_refused() {
         panic!("buffer 2 given back twice (skipped: io_uring unavailable)");
     }
     let ring = tiny_ring();
-    let mut buffers = BufRing::register(&ring.submitter(), 4, 64).unwrap();
+    let mut buffers = registered(&ring, 4);
     buffers.take(2);
     buffers.give_back(2);
     buffers.give_back(2);
@@ -109,15 +126,15 @@ fn a_buffer_taken_twice_is_refused() {
         panic!("buffer 1 taken twice (skipped: io_uring unavailable)");
     }
     let ring = tiny_ring();
-    let mut buffers = BufRing::register(&ring.submitter(), 4, 64).unwrap();
+    let mut buffers = registered(&ring, 4);
     buffers.take(1);
     buffers.take(1);
 }
 
 /// With only 2 buffers of 64 bytes and a task that holds what it received for a while, the
-/// multishot receive runs the ring dry (`ENOBUFS`) again and again; each time it is re-armed
-/// once a buffer is back, and all 64 KiB arrive, in order, none lost. At the end every
-/// buffer is back in the ring.
+/// multishot receive runs the ring dry (`ENOBUFS`) again and again; each time the next
+/// receive goes into a buffer of the stream's own, then back to the ring, and all 64 KiB
+/// arrive, in order, none lost. At the end every buffer is back in the ring.
 #[test]
 fn a_dry_buffer_ring_is_rearmed_without_losing_bytes() {
     if !available() {
@@ -146,7 +163,7 @@ fn a_dry_buffer_ring_is_rearmed_without_losing_bytes() {
         }
         drop(held);
         let lent = with_driver(|driver| driver.buffers.borrow().lent());
-        (received, stream.rearmed_after_enobufs(), lent)
+        (received, stream.ring_ran_dry(), lent)
     })
     .unwrap();
     sender.join().unwrap();
@@ -236,7 +253,7 @@ fn streams_are_served_while_another_holds_the_whole_ring() {
             };
             let chunk = received.unwrap().unwrap();
             assert_eq!(&chunk[..], format!("stream {n}").as_bytes());
-            served.push(stream.rearmed_after_enobufs());
+            served.push(stream.ring_ran_dry());
         }
         drop((first, second));
         served
@@ -316,4 +333,108 @@ fn a_stream_from_another_runtime_leaves_this_one_alone() {
         "the stray stream reached into this runtime"
     );
     assert_eq!(ours.as_deref(), Some(&b"twelve bytes"[..]));
+}
+
+/// A buffer that says when it is dropped.
+struct Tracked {
+    bytes: Vec<u8>,
+    dropped: Rc<Cell<bool>>,
+}
+
+// Safety: the bytes live in the `Vec`'s heap allocation, which moving `Tracked` does not move
+// and nothing changes while it exists.
+unsafe impl IoBuf for Tracked {
+    fn stable_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.dropped.set(true);
+    }
+}
+
+/// A write stuck in flight (the pipe is full) whose future is dropped keeps its buffer
+/// alive in the ring's slot until the kernel's last completion for it: not freed when the
+/// future goes, freed once the cancel has landed. What reaches the pipe is the fill and,
+/// if the write beat its cancel, the buffer's own bytes, intact — never freed memory.
+#[test]
+fn a_dropped_request_keeps_its_buffer_until_the_kernel_is_done() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_dropped_request_keeps_its_buffer_until_the_kernel_is_done");
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let fill = fill_pipe(&writer);
+    let dropped = Rc::new(Cell::new(false));
+    let tracked = Tracked {
+        bytes: b"tracked bytes".repeat(100),
+        dropped: Rc::clone(&dropped),
+    };
+    let (kept_in_flight, freed_after) = run(async {
+        let writer: std::os::fd::OwnedFd = writer.into();
+        let raced = race(append(&writer, tracked), sleep(Duration::from_millis(10))).await;
+        assert!(
+            matches!(raced, Either::Right(())),
+            "the write was not stuck"
+        );
+        // Dropped just now; the cancel has not even been submitted to the kernel yet.
+        let kept_in_flight = !dropped.get() && with_driver(|driver| driver.in_flight()) == 1;
+        for _ in 0..100 {
+            if dropped.get() {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        (
+            kept_in_flight,
+            dropped.get() && with_driver(|driver| driver.in_flight()) == 0,
+        )
+    });
+    assert!(
+        kept_in_flight,
+        "the buffer was freed while its request was in flight"
+    );
+    assert!(freed_after, "the buffer was never freed after the cancel");
+    let mut drained = vec![0; fill];
+    reader.read_exact(&mut drained).unwrap();
+    assert!(drained.iter().all(|&b| b == b'f'));
+    fdio::set_nonblocking(&reader).unwrap();
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty() || rest == b"tracked bytes".repeat(100),
+        "the pipe got {} bytes that are not the buffer's",
+        rest.len()
+    );
+}
+
+/// Fills a pipe until a write would block; returns how many bytes it took.
+fn fill_pipe(writer: &std::io::PipeWriter) -> usize {
+    fdio::set_nonblocking(writer).unwrap();
+    let chunk = [b'f'; 4096];
+    let mut filled = 0;
+    loop {
+        match (&mut &*writer).write(&chunk) {
+            Ok(n) => filled += n,
+            Err(err) if fdio::would_block(&err) => break,
+            Err(err) => panic!("filling the pipe: {err}"),
+        }
+    }
+    set_blocking(writer);
+    filled
+}
+
+fn set_blocking(fd: &impl std::os::fd::AsRawFd) {
+    let fd = fd.as_raw_fd();
+    // Safety: plain fcntl calls on an fd the caller keeps open.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        assert!(flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0);
+    }
 }
