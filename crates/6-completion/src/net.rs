@@ -372,7 +372,13 @@ impl TcpStream {
         let fd = self.fd.as_raw_fd();
         let everything_left = async {
             let mut pause = Duration::from_millis(1);
-            while unacknowledged(fd)? > 0 {
+            while let queued @ 1.. = unacknowledged(fd)? {
+                if tcp_closed(fd) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        format!("reset by the client with {queued} bytes not yet acknowledged"),
+                    ));
+                }
                 sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(64));
             }
@@ -396,8 +402,9 @@ impl TcpStream {
         self.unsent
     }
 
-    /// Bytes the kernel took but the client has not acknowledged yet (`SIOCOUTQ`, tcp(7);
-    /// the EOF that `shutdown_write` queued is not counted): what closing now would lose.
+    /// Bytes the kernel took but the client has not acknowledged (`SIOCOUTQ`, tcp(7); the
+    /// EOF that `shutdown_write` queued is not counted): what closing now would lose — or,
+    /// after a reset, what it lost.
     pub fn bytes_in_flight(&self) -> io::Result<u64> {
         let queued = unacknowledged(self.fd.as_raw_fd())?;
         Ok(if self.write_shut {
@@ -443,17 +450,13 @@ fn send<B: IoBuf>(fd: RawFd, buf: B, from: usize) -> Op<B> {
 }
 
 /// `SIOCOUTQ` (tcp(7)): bytes sent but not yet acknowledged by the peer, a queued EOF
-/// counting as one — or 0 once the connection is closed: a reset has thrown the queue away
-/// (the count the kernel keeps would never drop to 0).
+/// counting as one. After a reset the count stays where it was: those bytes never arrive.
 fn unacknowledged(fd: RawFd) -> io::Result<u64> {
     let mut queued: libc::c_int = 0;
     // `TIOCOUTQ` is `SIOCOUTQ`'s other name (tcp(7)); libc spells only this one.
     // Safety: the ioctl writes one int, into a live local.
     if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) } < 0 {
         return Err(io::Error::last_os_error());
-    }
-    if queued > 0 && tcp_closed(fd) {
-        return Ok(0);
     }
     Ok(queued as u64)
 }

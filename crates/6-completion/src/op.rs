@@ -73,7 +73,7 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use crate::executor::{RuntimeId, runtime_id, with_runtime_of};
+use crate::executor::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 use crate::slots::{Completion, Token};
 
 /// A submitted request and what it owns (its buffer, its timespec), until it completes.
@@ -112,15 +112,11 @@ impl<T: 'static> Op<T> {
             failed: None,
         };
         let entry = entry(op.owned.as_mut().expect("just put there"));
-        let runtime = op.runtime;
         // Safety: our caller promises the entry's pointers stay valid until the last
         // completion; the `Op` (or, once dropped, the request's slot) keeps `owned` until then.
-        match with_runtime_of(runtime, |runtime| unsafe {
-            runtime.driver.borrow_mut().submit(kind, entry)
-        }) {
-            Some(Ok(token)) => op.token = Some(token),
-            Some(Err(err)) => op.failed = Some(err),
-            None => unreachable!("the current runtime is this one"),
+        match with_runtime(|runtime| unsafe { runtime.driver.borrow_mut().submit(kind, entry) }) {
+            Ok(token) => op.token = Some(token),
+            Err(err) => op.failed = Some(err),
         }
         op
     }

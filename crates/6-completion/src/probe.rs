@@ -91,6 +91,13 @@ pub(crate) fn check_opcodes(submitter: &Submitter<'_>) -> io::Result<()> {
 /// The one-line error for system call `call` failing with `err`: what failed, the likely
 /// cause, and what to do.
 pub(crate) fn unavailable(call: &str, err: &io::Error) -> io::Error {
+    if let Some(libc::EMFILE | libc::ENFILE) = err.raw_os_error() {
+        // Not io_uring's refusal: a ring is one more open file.
+        return io::Error::new(
+            err.kind(),
+            format!("cannot set up the ring: {call} failed: {err}; raise the limit (ulimit -n)"),
+        );
+    }
     let why = match err.raw_os_error() {
         Some(libc::EPERM) if call == "io_uring_setup" && disabled() > 0 => switched_off(disabled()),
         Some(libc::EPERM) => format!(

@@ -87,7 +87,13 @@ impl Driver {
     /// that cannot be entered fails here, not in the program's first turn). An error says
     /// what failed, why, and what to do about it, in one line.
     pub fn new(trace: Trace, buffers: Buffers) -> io::Result<Driver> {
-        let doorbell = Arc::new(Doorbell::new()?);
+        let doorbell = Doorbell::new().map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot make the doorbell's eventfd: {err}"),
+            )
+        })?;
+        let doorbell = Arc::new(doorbell);
         // SINGLE_ISSUER + DEFER_TASKRUN (Linux 6.1): only this thread submits, and the kernel
         // finishes our requests' work when we enter, not by interrupting us at any moment.
         let ring = IoUring::builder()
@@ -281,10 +287,15 @@ impl Driver {
             IGNORED => return "cancel",
             DOORBELL => {
                 self.doorbell_armed = false;
-                if !self.closing
-                    && let Err(err) = self.arm_doorbell()
-                {
-                    fdio::log!("completion: wakes from other threads are lost: {err}");
+                // Read again — unless shutting down, or the read itself failed (it would
+                // fail again at once, every turn: a loop that never sleeps).
+                let rearmed = match completion.io_result() {
+                    _ if self.closing => Ok(()),
+                    Ok(_) => self.arm_doorbell(),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = rearmed {
+                    fdio::log!("completion: wakes from other threads may be lost: {err}");
                 }
                 return "wake";
             }
