@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::writer::{self, Writer};
 use common::{PATIENCE, Server, TempFile, conformance::round_trip, shutdown::signal};
-use echo_client::connect;
+use echo_client::{connect, connect_with_receive_buffer};
 use nix::sys::signal::Signal;
 
 const COMPLETION: &str = env!("CARGO_BIN_EXE_completion");
@@ -25,7 +25,7 @@ const COMPLETION: &str = env!("CARGO_BIN_EXE_completion");
 /// The whole conformance suite against `completion echo` (skipped without io_uring).
 mod echo {
     crate::conformance_suite!(
-        concurrent: super::COMPLETION, &["echo"], if: super::io_uring_available
+        graceful: super::COMPLETION, &["echo"], if: super::io_uring_available
     );
 }
 
@@ -71,17 +71,6 @@ fn holds_ten_thousand_connections() {
     }
 }
 
-/// On SIGINT, a client in the middle of a large echo still gets every byte the server
-/// received, then a clean EOF (not a reset); the server prints its summary with that byte
-/// count and exits 0.
-#[test]
-fn sigint_shuts_down_gracefully_without_losing_echo() {
-    if !io_uring_available() {
-        return;
-    }
-    common::shutdown::sigint_loses_no_echo(COMPLETION, &["echo"]);
-}
-
 /// Out of fds (a limit of 64), with 2,070 connections that came and went waiting in the
 /// backlog, `completion echo` gets through them and serves a new client within seconds.
 #[test]
@@ -90,15 +79,6 @@ fn echo_recovers_quickly_from_running_out_of_fds() {
         return;
     }
     common::conformance::recovers_quickly_from_running_out_of_fds(COMPLETION, &["echo"]);
-}
-
-/// SIGTERM shuts down the same way: new connections are refused, exit 0.
-#[test]
-fn sigterm_stops_accepting_and_exits_zero() {
-    if !io_uring_available() {
-        return;
-    }
-    common::shutdown::sigterm_stops_accepting(COMPLETION, &["echo"]);
 }
 
 /// `--trace` prints one line per turn of the loop: what it submitted (the signal pipe's read
@@ -314,7 +294,7 @@ fn pings_beside_non_readers(count: usize) {
     round_trip(&before, b"connected before the non-readers\n");
     let non_readers: Vec<TcpStream> = (0..count)
         .map(|_| {
-            let stream = connect_with_receive_buffer(server.addr, 4096);
+            let stream = connect_with_receive_buffer(server.addr, 4096, PATIENCE).unwrap();
             stream.set_nonblocking(true).unwrap();
             stream
         })
@@ -388,29 +368,6 @@ fn ping(stream: &TcpStream, ping: &str) {
         );
     }
     assert_eq!(echoed, ping.as_bytes());
-}
-
-/// A connection whose receive buffer is `size` bytes, set before connecting (so the window
-/// the client announces is that small from the start).
-fn connect_with_receive_buffer(addr: SocketAddr, size: usize) -> TcpStream {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, setsockopt, socket};
-    let SocketAddr::V4(addr) = addr else {
-        panic!("the tests listen on 127.0.0.1")
-    };
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &size).unwrap();
-    nix::sys::socket::connect(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(addr),
-    )
-    .unwrap();
-    TcpStream::from(fd)
 }
 
 /// With `--trace`, the summary is the last line: the ring's cleanup after the program has
