@@ -391,10 +391,12 @@ fn the_summary_is_the_last_line_even_with_trace() {
     );
 }
 
-/// Under a locked-memory limit of 64 KiB, as a user without `CAP_IPC_LOCK` (the kernel then
-/// counts the rings' memory against that limit: the echo's 1,024-entry ring needs more),
-/// `probe` and `echo` both fail in one line that names the cause and the fix, and `echo`
-/// prints no `listening on` first. As root the test drops to `nobody` to lose the capability.
+/// Under a locked-memory limit of 64 KiB, as a user without `CAP_IPC_LOCK` — whose rings
+/// the kernel counts against that limit (Linux 6.18 here does; the echo's rings need
+/// 216 KiB) — `probe` and `echo` both fail in one line that names the cause and the fix, and
+/// `echo` prints no `listening on` first. As root the test drops to `nobody` to lose the
+/// capability. (A kernel that does not count rings against the limit lets `probe` succeed:
+/// then there is nothing to explain, and the test says so.)
 #[test]
 fn a_small_locked_memory_limit_is_explained_before_listening() {
     if !io_uring_available() {
@@ -425,6 +427,10 @@ fn a_small_locked_memory_limit_is_explained_before_listening() {
             });
         }
         let output = run_bounded(command);
+        if args == ["probe"] && output.status.success() {
+            eprintln!("skipped: this kernel does not count the rings against RLIMIT_MEMLOCK");
+            return;
+        }
         expect_one_line_refusal(args, &output, &["locked memory", "ulimit -l"]);
     }
 }
