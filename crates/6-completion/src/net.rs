@@ -39,7 +39,7 @@ use io_uring::{opcode, types::Fd};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::bufring::{BufRing, GROUP, RingBuf};
-use crate::executor::{Either, RuntimeId, race, runtime_id, with_driver_of, with_runtime_of};
+use crate::executor::{Either, RuntimeId, race, runtime_id, with_driver_of};
 use crate::op::Op;
 use crate::slots::{Completion, Token};
 use crate::time::sleep;
@@ -132,25 +132,14 @@ fn another_runtime() -> io::Error {
     io::Error::other("this socket belongs to another runtime (another block_on)")
 }
 
-/// Takes the next result of a multishot request of runtime `runtime`, within the task's
-/// budget: `Pending` when the task must wait (its waker is stored, or the budget is spent),
-/// `Ready(Ok(None))` when the request has ended.
+/// The next result of a multishot request (see [`crate::op::next_result`]); an error
+/// outside its runtime.
 fn next_result(
     runtime: RuntimeId,
     token: Token,
     cx: &Context<'_>,
 ) -> Poll<io::Result<Option<Completion>>> {
-    let polled = with_runtime_of(runtime, |runtime| {
-        if !runtime.budget.spend(cx) {
-            return Poll::Pending;
-        }
-        let polled = runtime.driver.borrow_mut().poll_next(token, cx);
-        if polled.is_pending() {
-            runtime.budget.refund();
-        }
-        polled
-    });
-    match polled {
+    match crate::op::next_result(runtime, token, cx) {
         Some(polled) => polled.map(Ok),
         None => Poll::Ready(Err(another_runtime())),
     }

@@ -141,17 +141,8 @@ impl<T: Unpin + 'static> Future for Op<T> {
         };
         // Polled by another runtime, the request is still in ours: the buffer cannot be
         // given back while the kernel may use it. A program error, said at once.
-        let polled = with_runtime_of(this.runtime, |runtime| {
-            if !runtime.budget.spend(cx) {
-                return Poll::Pending;
-            }
-            let polled = runtime.driver.borrow_mut().poll_next(token, cx);
-            if polled.is_pending() {
-                runtime.budget.refund();
-            }
-            polled
-        })
-        .expect("an Op is polled by the runtime it was submitted to");
+        let polled = next_result(this.runtime, token, cx)
+            .expect("an Op is polled by the runtime it was submitted to");
         let completion = std::task::ready!(polled);
         // A single-shot request has one completion: after it the kernel is done, and the
         // slot is freed.
@@ -169,6 +160,26 @@ impl<T: Unpin + 'static> Future for Op<T> {
             .expect("an Op is polled after it finished");
         Poll::Ready((result, owned))
     }
+}
+
+/// Takes the next result of request `token` of runtime `runtime`, within the polling task's
+/// budget: `Pending` when the task must wait (its waker is stored, or the budget is spent),
+/// `Ready(None)` when the request has ended — or `None` outside that runtime.
+pub(crate) fn next_result(
+    runtime: RuntimeId,
+    token: Token,
+    cx: &Context<'_>,
+) -> Option<Poll<Option<Completion>>> {
+    with_runtime_of(runtime, |runtime| {
+        if !runtime.budget.spend(cx) {
+            return Poll::Pending;
+        }
+        let polled = runtime.driver.borrow_mut().poll_next(token, cx);
+        if polled.is_pending() {
+            runtime.budget.refund();
+        }
+        polled
+    })
 }
 
 impl<T: 'static> Drop for Op<T> {
