@@ -14,7 +14,7 @@
 //! completion carries the result: the task wakes up to bytes, not to a chance to get them.
 //! Everything else — tasks, wakers, the ready queue, the budget — is lesson 5's shape. A
 //! waker may be fired from any thread (lesson 5's rule): while the loop sleeps in
-//! `io_uring_enter`, such a wake also rings the [`Doorbell`](crate::doorbell::Doorbell),
+//! `io_uring_enter`, such a wake also rings the [`Doorbell`],
 //! whose read completes and ends the sleep.
 //!
 //! As in lesson 5, the runtime a future runs on is found through a thread-local set by
