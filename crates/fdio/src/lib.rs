@@ -30,7 +30,7 @@ pub mod ticker;
 pub mod timeline;
 pub mod trace;
 
-pub use cli::{ServerArgs, WriterArgs, exit_code};
+pub use cli::{ServerArgs, TimelineArgs, WriterArgs, exit_code};
 pub use fd::{
     epoll_refuses, epoll_refuses_line, interrupted, out_of_fds, raise_fd_limit, read_blocking,
     read_fd, readable_now, reader_went_away, set_nonblocking, would_block,

@@ -139,7 +139,8 @@ impl TaskTag {
     }
 }
 
-/// A slice being timed: from [`begin`] to [`Span::wait`] or [`Span::work`].
+/// A slice being timed: from [`begin`] to [`Span::wait`] or [`Span::work`] (or to
+/// [`Span::stop`], when what the slice's args say is known only later).
 #[must_use = "a span records nothing until it is ended"]
 pub struct Span {
     recorder: &'static Recorder,
@@ -150,19 +151,24 @@ pub struct Span {
 impl Span {
     /// Ends the slice as a wait (drawn grey): `epoll_wait`, `io_uring_enter`, `park`.
     pub fn wait(self, name: &'static str, args: impl FnOnce() -> Args) {
-        self.end(name, "wait", args);
+        self.stop().wait(name, args);
     }
 
     /// Ends the slice as work done outside any task (a job of the blocking pool).
     pub fn work(self, name: &'static str, args: impl FnOnce() -> Args) {
-        self.end(name, "work", args);
+        self.stop().work(name, args);
     }
 
-    fn end(mut self, name: &'static str, cat: &'static str, args: impl FnOnce() -> Args) {
-        if let Some(start) = self.start.take() {
+    /// Ends the slice now, to be recorded later with [`Stopped::wait`] or [`Stopped::work`]:
+    /// an `io_uring_enter` whose completions are read after it returns.
+    pub fn stop(mut self) -> Stopped {
+        let times = self.start.take().map(|start| {
             leave_slice();
-            self.recorder
-                .slice(Name::Static(name), cat, start, args().0);
+            (start, self.recorder.now())
+        });
+        Stopped {
+            recorder: self.recorder,
+            times,
         }
     }
 }
@@ -171,6 +177,33 @@ impl Drop for Span {
     fn drop(&mut self) {
         if self.start.is_some() {
             leave_slice(); // dropped without being ended (a panic): recorded as nothing
+        }
+    }
+}
+
+/// A slice that has ended and is not yet recorded ([`Span::stop`]).
+#[must_use = "a stopped span records nothing until it is given a name"]
+pub struct Stopped {
+    recorder: &'static Recorder,
+    /// Its start and end, in ns since the recording started; `None` when off.
+    times: Option<(u64, u64)>,
+}
+
+impl Stopped {
+    /// Records the slice as a wait (drawn grey).
+    pub fn wait(self, name: &'static str, args: impl FnOnce() -> Args) {
+        self.record(name, "wait", args);
+    }
+
+    /// Records the slice as work done outside any task.
+    pub fn work(self, name: &'static str, args: impl FnOnce() -> Args) {
+        self.record(name, "work", args);
+    }
+
+    fn record(self, name: &'static str, cat: &'static str, args: impl FnOnce() -> Args) {
+        if let Some((start, end)) = self.times {
+            self.recorder
+                .slice(Name::Static(name), cat, start, end, args().0);
         }
     }
 }
@@ -419,11 +452,10 @@ impl Recorder {
         }
     }
 
-    fn slice(&self, name: Name, cat: &'static str, start: u64, args: String) {
+    fn slice(&self, name: Name, cat: &'static str, start: u64, end: u64, args: String) {
         if !self.on() {
             return;
         }
-        let end = self.now();
         self.push(Event {
             phase: Phase::Complete,
             name,
