@@ -40,6 +40,10 @@ struct Cli {
     /// Draw up to this time (milliseconds since the recording started).
     #[arg(long)]
     to_ms: Option<f64>,
+    /// Draw the busiest MS milliseconds (the window with the most polls) inside the others'
+    /// bounds: where to look in a long recording.
+    #[arg(long, value_name = "MS")]
+    busiest_ms: Option<f64>,
 }
 
 /// The `timeline` binary: reads the trace, writes the SVG, says what it drew.
@@ -62,8 +66,11 @@ fn run(cli: &Cli) -> Result<String, String> {
         .map_err(|err| format!("cannot read {}: {err}", cli.file.display()))?;
     let trace = Trace::parse(&text).map_err(|err| format!("{}: {err}", cli.file.display()))?;
     let (start, end) = trace.span();
-    let from = cli.from_ms.map_or(start, |ms| (ms * 1000.0).max(start));
-    let to = cli.to_ms.map_or(end, |ms| (ms * 1000.0).min(end));
+    let mut from = cli.from_ms.map_or(start, |ms| (ms * 1000.0).max(start));
+    let mut to = cli.to_ms.map_or(end, |ms| (ms * 1000.0).min(end));
+    if let Some(ms) = cli.busiest_ms {
+        (from, to) = trace.busiest(from, to, ms * 1000.0);
+    }
     if to <= from {
         return Err(format!(
             "the window is empty: the trace runs from {:.3} ms to {:.3} ms",
@@ -288,6 +295,31 @@ impl Trace {
         }
     }
 
+    /// The window `length` µs long, inside `from..to`, in which the most polls begin (the
+    /// earliest such window; it starts just before its first poll).
+    pub fn busiest(&self, from: f64, to: f64, length: f64) -> (f64, f64) {
+        let starts: Vec<f64> = self
+            .slices
+            .iter()
+            .filter(|slice| slice.cat == "poll" && slice.ts >= from && slice.ts + length <= to)
+            .map(|slice| slice.ts)
+            .collect();
+        let mut best = (0, from);
+        let mut last = 0;
+        for (first, &start) in starts.iter().enumerate() {
+            last = last.max(first);
+            while last < starts.len() && starts[last] < start + length {
+                last += 1;
+            }
+            if last - first > best.0 {
+                best = (last - first, start);
+            }
+        }
+        // A little room before the first poll, for the wake that caused it.
+        let begin = (best.1 - length / 20.0).max(from);
+        (begin, (begin + length).min(to))
+    }
+
     /// The slice on lane `tid` that contains moment `ts`, the innermost if several do.
     pub fn slice_at(&self, tid: i64, ts: f64) -> Option<&Slice> {
         self.slices
@@ -347,6 +379,23 @@ mod tests {
                 .expect_err("no start")
                 .contains("never starts")
         );
+    }
+
+    /// The busiest window is the one where the most polls begin.
+    #[test]
+    fn the_busiest_window_has_the_most_polls() {
+        let poll = |ts: u32| {
+            format!(r#"{{"name":"a","cat":"poll","ph":"X","ts":{ts},"dur":1,"pid":1,"tid":1}}"#)
+        };
+        let events: Vec<String> = [0, 500, 1000, 1010, 1020, 1030, 3000]
+            .into_iter()
+            .map(poll)
+            .collect();
+        let events: Vec<&str> = events.iter().map(String::as_str).collect();
+        let trace = trace(&events).expect("valid");
+        let (from, to) = trace.busiest(0.0, 3001.0, 100.0);
+        assert!(from <= 1000.0 && to >= 1031.0, "{from}..{to}");
+        assert_eq!(svg::render(&trace, from, to).polls, 4);
     }
 
     /// A window draws only what overlaps it: a poll before it is not counted.

@@ -17,11 +17,11 @@ use crate::{Slice, Trace};
 const WIDTH: f64 = 1000.0;
 /// The lane names' column.
 const LABELS: f64 = 130.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 45.0;
 const PLOT: f64 = WIDTH - LABELS - RIGHT;
 /// Where the first lane starts (below the title and the axis).
 const TOP: f64 = 64.0;
-const LANE: f64 = 36.0;
+const LANE: f64 = 46.0;
 /// A bar's height, and its offset in its lane.
 const BAR: f64 = 20.0;
 const BAR_TOP: f64 = 10.0;
@@ -157,6 +157,18 @@ pub fn render(trace: &Trace, from: f64, to: f64) -> Picture {
                 escape(&slice.name)
             );
         }
+        // Under a wait, what it returned, if it fits (about 5.2 px a character at 9 px).
+        if let Some(found) = returned(slice)
+            && width > found.chars().count() as f64 * 5.2 + 4.0
+        {
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.2}" y="{}" font-size="9" fill="{WAIT_TEXT}">{}</text>"#,
+                left + 2.0,
+                top + BAR + 10.0,
+                escape(&found)
+            );
+        }
     }
     for instant in &trace.instants {
         if instant.ts < from || instant.ts > to {
@@ -247,6 +259,20 @@ pub fn render(trace: &Trace, from: f64, to: f64) -> Picture {
     svg.push_str("</svg>\n");
     picture.svg = svg;
     picture
+}
+
+/// What a wait returned, as its args say: `→ recv×2, send×1` (an `io_uring_enter`'s
+/// `completed`) or `→ Token(3) read` (an `epoll_wait`'s `ready`).
+fn returned(slice: &Slice) -> Option<String> {
+    if slice.cat != "wait" {
+        return None;
+    }
+    let args: serde_json::Value = serde_json::from_str(&slice.args).ok()?;
+    let found = ["completed", "ready"]
+        .iter()
+        .find_map(|key| args.get(key)?.as_str())?;
+    let found = found.trim_start_matches('[').trim_end_matches(']');
+    (!found.is_empty()).then(|| format!("→ {found}"))
 }
 
 /// A bar's tooltip: `conn 127.0.0.1:40212: poll, 14.020 µs at 20.846 ms {"events":1}`.
