@@ -45,7 +45,11 @@ fn work(queue: &Mutex<Receiver<Job>>) {
         // Hold the lock only to take one job, not while running it.
         let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match job {
-            Ok(job) => job(),
+            Ok(job) => {
+                let span = fdio::timeline::begin();
+                job();
+                span.work("blocking job", fdio::timeline::Args::new);
+            }
             Err(_) => return, // the runtime is gone
         }
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds};
 use nix::sys::signal::Signal;
 
-use crate::executor::{Either, block_on, race, spawn};
+use crate::executor::{Either, block_on, race, spawn_named};
 use crate::net::{TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;
@@ -68,7 +68,7 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
                     Rc::clone(&all_closed),
                     Rc::clone(&stats),
                 );
-                spawn(async move {
+                spawn_named(format_args!("conn {peer}"), async move {
                     let result = echo(stream, &shutdown, &stats).await;
                     log_closed(peer, result.err().as_ref());
                     stats.open.set(stats.open.get() - 1);
