@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 
 use crate::future::{Either, Event, race};
 use crate::net::{TcpListener, TcpStream};
-use crate::runtime::{Runtime, spawn};
+use crate::runtime::{Runtime, spawn_named};
 use crate::signal::Signals;
 use crate::time::timeout;
 
@@ -74,7 +74,7 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
                     Arc::clone(&all_closed),
                     Arc::clone(&stats),
                 );
-                spawn(async move {
+                spawn_named(format_args!("conn {peer}"), async move {
                     let result = echo(stream, &shutdown, &stats).await;
                     log_closed(peer, result.err().as_ref());
                     stats.closed().set();

@@ -119,11 +119,14 @@ impl TaskTag {
         TaskTag::of(RECORDER.on().then(|| Arc::from(format!("task {number}"))))
     }
 
+    /// A tag whose first poll answers its spawn: a new task is ready, as if woken.
     fn of(name: Option<Arc<str>>) -> TaskTag {
-        TaskTag {
+        let tag = TaskTag {
             name,
             wake: AtomicU64::new(0),
-        }
+        };
+        tag.woken();
+        tag
     }
 
     /// Runs `poll` (one poll of the task), recorded as a slice named for the task; the wake
