@@ -76,7 +76,7 @@ const AT_ONCE: usize = 4;
 const ATTEMPTS: usize = 3;
 
 /// Every binary [`binary`] knows.
-const BINARIES: [&str; 9] = [
+const BINARIES: [&str; 10] = [
     "sync",
     "select",
     "selector",
@@ -86,6 +86,7 @@ const BINARIES: [&str; 9] = [
     "completion",
     "work-stealing",
     "client",
+    "timeline",
 ];
 
 /// The binaries a transcript may run, by name.
@@ -100,6 +101,7 @@ fn binary(name: &str) -> Option<&'static str> {
         "completion" => env!("CARGO_BIN_EXE_completion"),
         "work-stealing" => env!("CARGO_BIN_EXE_work-stealing"),
         "client" => env!("CARGO_BIN_EXE_client"),
+        "timeline" => env!("CARGO_BIN_EXE_timeline"),
         _ => return None,
     })
 }

@@ -28,9 +28,9 @@ const BAR_TOP: f64 = 10.0;
 /// The narrowest bar drawn, in pixels.
 const THINNEST: f64 = 1.5;
 
-/// Okabe-Ito's colour-blind-safe palette (as the benchmark's plots use), each with the text
-/// colour that reads on it.
-const PALETTE: [(&str, &str); 7] = [
+/// Okabe-Ito's colour-blind-safe palette (as the benchmark's plots use), then three of Paul
+/// Tol's muted colours, each with the text colour that reads on it.
+const PALETTE: [(&str, &str); 10] = [
     ("#E69F00", "#000"),
     ("#56B4E9", "#000"),
     ("#009E73", "#fff"),
@@ -38,6 +38,9 @@ const PALETTE: [(&str, &str); 7] = [
     ("#0072B2", "#fff"),
     ("#D55E00", "#fff"),
     ("#CC79A7", "#000"),
+    ("#882255", "#fff"),
+    ("#44AA99", "#000"),
+    ("#999933", "#000"),
 ];
 const WAIT_FILL: &str = "#dddddd";
 const WAIT_TEXT: &str = "#555";
