@@ -265,7 +265,26 @@ struct ThreadBuffer {
     /// Lanes are drawn in the order threads first recorded something.
     order: usize,
     name: Mutex<String>,
-    events: Mutex<Vec<Event>>,
+    /// In chunks of [`CHUNK`]: a buffer that grows is never copied to a larger one (a
+    /// recording near its limit would copy tens of megabytes at a time).
+    events: Mutex<Vec<Vec<Event>>>,
+}
+
+/// Events per chunk of a thread's buffer.
+const CHUNK: usize = 4096;
+
+impl ThreadBuffer {
+    fn push(&self, event: Event) {
+        let mut chunks = lock(&self.events);
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(event),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(event);
+                chunks.push(chunk);
+            }
+        }
+    }
 }
 
 struct Event {
@@ -498,14 +517,14 @@ impl Recorder {
         let limit = self.limit.load(Ordering::Relaxed);
         let offered = self.offered.fetch_add(1, Ordering::Relaxed);
         if offered < limit {
-            self.with_buffer(|buffer| lock(&buffer.events).push(event));
+            self.with_buffer(|buffer| buffer.push(event));
         } else if offered == limit {
             self.on.store(false, Ordering::Relaxed);
             let note = format!(
                 "recording stopped after {limit} events, the limit: what came later is not here"
             );
             self.with_buffer(|buffer| {
-                lock(&buffer.events).push(Event {
+                buffer.push(Event {
                     phase: Phase::Note,
                     name: Name::Static("timeline full"),
                     cat: "note",
@@ -622,7 +641,7 @@ fn write_trace(
     let mut events: Vec<(i32, Event)> = Vec::new();
     for thread in threads {
         let taken = std::mem::take(&mut *lock(&thread.events));
-        events.extend(taken.into_iter().map(|event| (thread.tid, event)));
+        events.extend(taken.into_iter().flatten().map(|event| (thread.tid, event)));
     }
     let ids = |phase: Phase| -> HashSet<u64> {
         events
