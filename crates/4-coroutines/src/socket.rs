@@ -327,6 +327,29 @@ mod tests {
         assert!(drive(&mut Recv::new(ours)).unwrap().is_empty());
     }
 
+    /// A read that came back short took everything there was: the next `recv` on that
+    /// socket parks at once, without a `recv` that would only say `WouldBlock` in a
+    /// ping-pong. Bytes that came after the short read, with no event written down for
+    /// them (no scheduler runs here), stay in the socket: proof that it did not ask.
+    #[test]
+    fn recv_after_a_short_read_parks_without_asking_the_kernel() {
+        let (ours, mut peer) = socket_pair();
+        peer.write_all(b"first").unwrap();
+        assert_eq!(&*drive(&mut Recv::new(Rc::clone(&ours))).unwrap(), b"first");
+        peer.write_all(b"second").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fdio::readable_now(&*ours).unwrap() {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            thread::sleep(Duration::from_millis(1));
+        }
+        let mut recv = Recv::new(Rc::clone(&ours));
+        budget::set(budget::PER_TURN);
+        assert!(
+            matches!(recv.resume(()), Ok(State::Yielded(Syscall::ReadWait(_)))),
+            "the last read was short and no event came since: park without reading"
+        );
+    }
+
     /// send_all of more than the socket buffers hold parks on WriteWait, keeps the unsent
     /// tail, and returns once the peer has read every byte, in order.
     #[test]
