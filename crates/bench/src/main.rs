@@ -40,6 +40,8 @@
 //!   reading their CPU time and peak memory from `/proc`.
 //! - [`tokio_echo`]: the reference peer, run as `bench tokio-echo --addr …` (hidden);
 //!   `--multi-thread 2` makes it lesson 7's peer.
+//! - [`monoio_echo`]: lesson 6's peer on io_uring, run as `bench monoio-echo --addr …`
+//!   (hidden), measured beside the lessons where io_uring works.
 //! - [`measure`]: the points, the A B A B order, one measurement.
 //! - [`report`]: the markdown tables and the targets.
 //! - [`plots`]: the SVG plots.
@@ -49,12 +51,14 @@
 
 mod cpus;
 mod measure;
+mod monoio_echo;
 mod plots;
 mod publish;
 mod report;
 mod scheduler;
 mod servers;
 mod tokio_echo;
+mod user_time;
 
 use std::io;
 use std::net::SocketAddr;
@@ -65,7 +69,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use crate::measure::Plan;
-use crate::servers::{LESSONS, REFERENCE, Server};
+use crate::servers::{LESSONS, PEERS, REFERENCE, Server};
 
 /// The most connections one measurement opens (memory, 10,000 idle), plus room.
 const FDS_NEEDED: u64 = 10_100;
@@ -93,9 +97,10 @@ struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=9))]
     rounds: Option<u8>,
 
-    /// Only these lessons (comma-separated): sync-threads, select, select-poll, selector,
-    /// generators, coroutines, async-await, completion. tokio is always measured; lesson 7's
-    /// scheduler section is left out (`bench scheduler` runs it alone).
+    /// Only these servers (comma-separated): sync-threads, select, select-poll, selector,
+    /// generators, coroutines, async-await, completion, and monoio (lesson 6's peer). tokio
+    /// is always measured; lesson 7's scheduler section is left out (`bench scheduler` runs
+    /// it alone).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -139,6 +144,15 @@ enum Tool {
         /// of its current-thread one.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         multi_thread: Option<u16>,
+    },
+    /// Lesson 6's peer: a monoio echo server on io_uring (what the benchmark runs).
+    #[command(hide = true)]
+    MonoioEcho {
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        addr: SocketAddr,
+        /// Bytes each connection reads at a time.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        read_buffer: u32,
     },
     /// Lesson 7's runtime against tokio's multi-thread runtime: tokio's scheduler
     /// micro-benchmarks (spawn_many, yield_many, chained_spawn, ping_pong) on both, and
@@ -188,6 +202,10 @@ fn main() -> ExitCode {
             "bench tokio-echo",
             tokio_echo::run(addr, read_buffer as usize, multi_thread.map(usize::from)),
         ),
+        Some(Tool::MonoioEcho { addr, read_buffer }) => fdio::exit_code(
+            "bench monoio-echo",
+            monoio_echo::run(addr, read_buffer as usize),
+        ),
         Some(Tool::Scheduler {
             workers,
             rounds,
@@ -204,7 +222,7 @@ fn main() -> ExitCode {
                     usize::from(rounds),
                     Duration::from_secs_f64(seconds.clamp(0.05, 60.0)),
                 )?;
-                print!("{section}");
+                print!("{}", section.markdown);
                 Ok(())
             });
             fdio::exit_code("bench scheduler", result)
@@ -289,7 +307,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
         format!("cargo run --release -p bench -- {}", args.join(" "))
     };
     let mut report = report::markdown(&results, &machine, pinning, &command, started.elapsed());
-    report.push_str(&scheduler);
+    report.push_str(&scheduler.markdown);
     print!("{report}");
     let destination = if cli.publish {
         publish::Destination::published(&workspace_root())
@@ -300,7 +318,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
                 .unwrap_or_else(|| workspace_root().join("target").join("bench")),
         )
     };
-    for path in destination.write(&results, &report)? {
+    for path in destination.write(&results, &scheduler.echo, &report)? {
         eprintln!("bench: wrote {}", path.display());
     }
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
@@ -344,9 +362,9 @@ fn load_one(addr: SocketAddr, shape: &echo_client::LoadShape, seconds: f64) -> i
 /// Lesson 7's section (see [`scheduler`]): with 2 workers, as many rounds as the traffic
 /// points but at least 5, windows four times theirs. Left out with `--only` (`bench
 /// scheduler` runs it alone), or when the `work-stealing` binary is not built.
-fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<String> {
+fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<scheduler::Section> {
     if !cli.only.is_empty() {
-        return Ok(String::new());
+        return Ok(scheduler::Section::default());
     }
     let bin_dir = match &cli.bin_dir {
         Some(dir) => dir.clone(),
@@ -357,21 +375,23 @@ fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<String> {
             "bench: scheduler: no work-stealing binary in {} — skipped",
             bin_dir.display()
         );
-        return Ok(String::new());
+        return Ok(scheduler::Section::default());
     }
     eprintln!("bench: scheduler: lesson 7 and tokio multi_thread, 2 workers each");
     scheduler::section(&bin_dir, 2, plan.rounds.max(5), plan.window * 4)
 }
 
-/// The lesson servers to measure: built (or found), filtered by `--only`.
+/// The servers to measure: the lessons built (or found), then the peers that can run here,
+/// filtered by `--only`.
 fn lessons_to_measure(cli: &Cli) -> io::Result<Vec<Server>> {
+    let known = || LESSONS.iter().chain(&PEERS).map(|spec| spec.id);
     for id in &cli.only {
-        if !LESSONS.iter().any(|spec| spec.id == id) {
-            let ids: Vec<&str> = LESSONS.iter().map(|spec| spec.id).collect();
+        if !known().any(|known| known == id) {
+            let ids: Vec<&str> = known().collect();
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "--only {id}: no such lesson server; choose from {}",
+                    "--only {id}: no such server; choose from {}",
                     ids.join(", ")
                 ),
             ));
@@ -397,10 +417,22 @@ fn lessons_to_measure(cli: &Cli) -> io::Result<Vec<Server>> {
             bin_dir.display()
         );
     }
-    Ok(found
+    let mut servers: Vec<Server> = found
         .into_iter()
         .filter(|server| wanted(server.spec.id))
-        .collect())
+        .collect();
+    for spec in PEERS.into_iter().filter(|spec| wanted(spec.id)) {
+        // The peer is this very binary (`bench monoio-echo`), like the tokio reference, and
+        // needs io_uring.
+        match monoio_echo::unavailable() {
+            Some(why) => eprintln!("bench: {}: skipped: {why}", spec.id),
+            None => servers.push(Server {
+                spec,
+                executable: std::env::current_exe()?,
+            }),
+        }
+    }
+    Ok(servers)
 }
 
 fn plan(cli: &Cli) -> io::Result<Plan> {

@@ -13,6 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::measure::PointResult;
+use crate::scheduler::EchoRow;
 use crate::{plots, report};
 
 /// The hand-written part of the report.
@@ -60,15 +61,22 @@ impl Destination {
     }
 
     /// Writes the plots, the report (`tables`: this run's markdown) and, when publishing, the
-    /// README's summary. Returns the paths written.
-    pub fn write(&self, results: &[PointResult], tables: &str) -> io::Result<Vec<PathBuf>> {
+    /// README's summary (with lesson 7's `multi_threaded` echo rows). Returns the paths
+    /// written.
+    pub fn write(
+        &self,
+        results: &[PointResult],
+        multi_threaded: &[EchoRow],
+        tables: &str,
+    ) -> io::Result<Vec<PathBuf>> {
         // The README is checked before anything is written: a publish writes all or nothing.
         let readme = match &self.readme {
             Some(path) => Some((path, std::fs::read_to_string(path)?)),
             None => None,
         };
         let new_readme = match &readme {
-            Some((path, text)) => Some(with_summary(text, &report::summary(results)).ok_or_else(
+            Some((path, text)) => Some(
+                with_summary(text, &report::summary(results, multi_threaded)).ok_or_else(
                 || {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
