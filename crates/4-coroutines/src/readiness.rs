@@ -32,12 +32,11 @@
 //! [`budget`]: crate::budget
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 
 use mio::Interest;
 
-/// What is known about one fd. An fd that is not in the table is worth trying both ways.
+/// What is known about one fd. An fd past the end of the table is worth trying both ways.
 #[derive(Debug, Clone, Copy)]
 struct Ready {
     read: bool,
@@ -53,15 +52,20 @@ const UNKNOWN: Ready = Ready {
 };
 
 thread_local! {
-    /// The fds whose readiness is known, by fd.
-    static TABLE: RefCell<HashMap<RawFd, Ready>> = RefCell::new(HashMap::new());
+    /// What is known about each fd, at its number: fds are small integers (the kernel gives
+    /// out the lowest free one), so the table is a list, not a map.
+    static TABLE: RefCell<Vec<Ready>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether a call on `fd` that way is worth trying: no `WouldBlock` (or short read or
 /// write) since the last event. `interest` is `Interest::READABLE` or `WRITABLE`.
 pub fn may_try(fd: RawFd, interest: Interest) -> bool {
     TABLE.with_borrow(|table| {
-        let ready = table.get(&fd).copied().unwrap_or(UNKNOWN);
+        let ready = usize::try_from(fd)
+            .ok()
+            .and_then(|at| table.get(at))
+            .copied()
+            .unwrap_or(UNKNOWN);
         if interest.is_readable() {
             ready.read || ready.read_closed
         } else {
@@ -73,8 +77,7 @@ pub fn may_try(fd: RawFd, interest: Interest) -> bool {
 /// A sub-coroutine's call on `fd` said `WouldBlock`, or came back short: the kernel has
 /// nothing more that way until the next event. (Not for reads once the peer has closed.)
 pub fn drained(fd: RawFd, interest: Interest) {
-    TABLE.with_borrow_mut(|table| {
-        let ready = table.entry(fd).or_insert(UNKNOWN);
+    update(fd, |ready| {
         if interest.is_readable() {
             ready.read = false;
         } else {
@@ -86,8 +89,7 @@ pub fn drained(fd: RawFd, interest: Interest) {
 /// The scheduler, for each event epoll reports: `fd` is worth trying for reading, for
 /// writing, and whether the peer closed its side (or the socket failed), as the event says.
 pub(crate) fn record(fd: RawFd, readable: bool, writable: bool, read_closed: bool) {
-    TABLE.with_borrow_mut(|table| {
-        let ready = table.entry(fd).or_insert(UNKNOWN);
+    update(fd, |ready| {
         ready.read |= readable;
         ready.write |= writable;
         ready.read_closed |= read_closed;
@@ -98,7 +100,18 @@ pub(crate) fn record(fd: RawFd, readable: bool, writable: bool, read_closed: boo
 /// whatever was known about it is forgotten, so an fd opened later under the same number
 /// starts unknown.
 pub(crate) fn forget(fd: RawFd) {
-    TABLE.with_borrow_mut(|table| table.remove(&fd));
+    update(fd, |ready| *ready = UNKNOWN);
+}
+
+/// Changes what is known about `fd` (the table grows to hold it).
+fn update(fd: RawFd, change: impl FnOnce(&mut Ready)) {
+    let Ok(at) = usize::try_from(fd) else { return };
+    TABLE.with_borrow_mut(|table| {
+        if table.len() <= at {
+            table.resize(at + 1, UNKNOWN);
+        }
+        change(&mut table[at]);
+    });
 }
 
 #[cfg(test)]
@@ -109,7 +122,7 @@ mod tests {
     /// The other direction is not touched.
     #[test]
     fn a_drained_direction_waits_and_the_other_does_not() {
-        let fd = 1_000_001; // no real fd: the table only keeps numbers
+        let fd = 100_001; // no real fd: the table only keeps numbers
         assert!(may_try(fd, Interest::READABLE) && may_try(fd, Interest::WRITABLE));
         drained(fd, Interest::READABLE);
         assert!(!may_try(fd, Interest::READABLE));
@@ -122,7 +135,7 @@ mod tests {
     /// trying (the EOF is there to read), while writing waits for its own event.
     #[test]
     fn events_set_and_a_closed_peer_keeps_reads_going() {
-        let fd = 1_000_002;
+        let fd = 100_002;
         drained(fd, Interest::READABLE);
         drained(fd, Interest::WRITABLE);
         record(fd, true, false, false);
