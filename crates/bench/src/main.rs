@@ -26,7 +26,7 @@
 //! also gives each server's CPU time per message, which tells servers apart whoever set the pace.
 //!
 //! ```text
-//! cargo run --release -p bench                        # everything: about 11 minutes on 2 cores
+//! cargo run --release -p bench                        # everything: about 12 minutes on 2 cores
 //! cargo run --release -p bench -- --quick             # a minute or two
 //! cargo run --release -p bench -- --only selector,async-await
 //! cargo run --release -p bench -- --publish           # a full run, for docs/ and imgs/
