@@ -294,16 +294,22 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The fd is ready that way: its parked task, if any, goes back to the ready queue.
+    /// The fd is ready that way: its parked task, if any, goes back to the ready queue. If
+    /// none waits, the readiness table keeps the news for the task's next try.
     fn wake(&mut self, interest: Interest, fd: RawFd) {
-        if let Some(task) = self.waiting(interest).0.remove(&fd) {
-            self.trace.say(|| {
-                format!(
-                    "scheduler: fd {fd} is {interest:?} → {} to the ready queue",
-                    task.name
-                )
-            });
-            self.ready.push_back(task);
+        match self.waiting(interest).0.remove(&fd) {
+            Some(task) => {
+                self.trace.say(|| {
+                    format!(
+                        "scheduler: fd {fd} is {interest:?} → {} to the ready queue",
+                        task.name
+                    )
+                });
+                self.ready.push_back(task);
+            }
+            None => self.trace.say(|| {
+                format!("scheduler: fd {fd} is {interest:?}, nobody waits: kept for later")
+            }),
         }
     }
 
