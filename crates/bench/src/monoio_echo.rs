@@ -33,7 +33,11 @@ pub fn unavailable() -> Option<String> {
     }
     // The same probe monoio's own "fusion" driver makes before it picks io_uring.
     if !monoio::utils::detect_uring() {
-        return Some("this kernel's io_uring lacks operations monoio uses".into());
+        return Some(
+            "this kernel's io_uring lacks operations monoio uses (or \
+             MONOIO_FORCE_LEGACY_DRIVER is set)"
+                .into(),
+        );
     }
     None
 }
