@@ -318,7 +318,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
                 .unwrap_or_else(|| workspace_root().join("target").join("bench")),
         )
     };
-    for path in destination.write(&results, &scheduler.echo, &report)? {
+    for path in destination.write(&results, &scheduler.versus_tokio, &scheduler.echo, &report)? {
         eprintln!("bench: wrote {}", path.display());
     }
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());

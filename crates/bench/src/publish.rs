@@ -61,11 +61,12 @@ impl Destination {
     }
 
     /// Writes the plots, the report (`tables`: this run's markdown) and, when publishing, the
-    /// README's summary (with lesson 7's `multi_threaded` echo rows). Returns the paths
-    /// written.
+    /// README's summary (with lesson 7's `multi_threaded` echo rows). `versus_tokio` is the
+    /// scheduler section's ratios (empty if it did not run). Returns the paths written.
     pub fn write(
         &self,
         results: &[PointResult],
+        versus_tokio: &[(&str, f64)],
         multi_threaded: &[EchoRow],
         tables: &str,
     ) -> io::Result<Vec<PathBuf>> {
@@ -91,7 +92,7 @@ impl Destination {
         };
         let mut written = Vec::new();
         let mut figures = String::new();
-        for name in plots::write_all(results, &self.plots)? {
+        for name in plots::write_all(results, versus_tokio, &self.plots)? {
             figures.push_str(&format!(
                 "![{}]({}{name})\n\n",
                 alt_text(&name),
