@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
 use std::ops::Deref;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
@@ -199,6 +200,7 @@ impl TcpListener {
         Ok((
             TcpStream {
                 inner: Registered::new(stream)?,
+                written: 0,
             },
             peer,
         ))
@@ -208,6 +210,8 @@ impl TcpListener {
 /// A TCP connection.
 pub struct TcpStream {
     inner: Registered<mio::net::TcpStream>,
+    /// Bytes written so far: see [`bytes_written`](Self::bytes_written).
+    written: u64,
 }
 
 impl TcpStream {
@@ -231,7 +235,7 @@ impl TcpStream {
             })
         })
         .await?;
-        Ok(TcpStream { inner })
+        Ok(TcpStream { inner, written: 0 })
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -276,10 +280,18 @@ impl TcpStream {
                 .io(cx, Direction::Write, |stream| stream.write(buf))
         })
         .await?;
+        self.written += n as u64;
         if n < buf.len() {
             self.inner.clear_ready(Direction::Write); // the send buffer is full
         }
         Ok(n)
+    }
+
+    /// How many bytes this stream has written into its socket so far, counted as each
+    /// write returns — also the writes of a `write_all` that was cancelled halfway. (Written
+    /// is not yet delivered: `fdio::unsent_bytes` says how much has not left the socket.)
+    pub fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     /// Writes all of `buf`, waiting for room as often as needed.
@@ -296,5 +308,12 @@ impl TcpStream {
     /// Shuts down one or both directions (`Shutdown::Write` sends EOF, keeps reading).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.source.shutdown(how)
+    }
+}
+
+/// The socket's fd, to ask the kernel about it (`fdio::unsent_bytes`).
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.source.as_fd()
     }
 }
