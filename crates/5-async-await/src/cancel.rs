@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use fdio::Trace;
 
-use crate::executor::{Either, block_on, race};
+use crate::combinators::{Either, race};
+use crate::executor::block_on;
 use crate::io::AsyncReader;
 use crate::time::sleep;
 

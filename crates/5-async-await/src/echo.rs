@@ -19,7 +19,8 @@ use std::time::Duration;
 use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds};
 use nix::sys::signal::Signal;
 
-use crate::executor::{Either, block_on, race, spawn};
+use crate::combinators::{Either, race};
+use crate::executor::{block_on, spawn};
 use crate::net::{TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;

@@ -21,8 +21,8 @@ use fdio::{interrupted, would_block};
 use mio::Token;
 use mio::event::Source;
 
-use crate::executor::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 use crate::reactor::Direction;
+use crate::runtime::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 
 /// The size of the buffers [`TcpStream::read_chunk`] lends: the most one chunk holds.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -136,7 +136,7 @@ impl Deref for Chunk {
 impl Drop for Chunk {
     fn drop(&mut self) {
         let buffer = std::mem::take(&mut self.buffer);
-        crate::executor::try_with_runtime(|runtime| runtime.buffers.give_back(buffer));
+        crate::runtime::try_with_runtime(|runtime| runtime.buffers.give_back(buffer));
     }
 }
 

@@ -16,9 +16,11 @@ use fdio::Trace;
 
 use crate::blocking::spawn_blocking;
 use crate::cancel::{BufferedLines, ForgetfulLines, ReadLine};
-use crate::executor::{Either, block_on, join_all, race, spawn, try_with_runtime, yield_now};
+use crate::combinators::{Either, join_all, race, yield_now};
+use crate::executor::{block_on, spawn};
 use crate::io::AsyncReader;
 use crate::net::TcpStream;
+use crate::runtime::try_with_runtime;
 use crate::sync::{Event, Mutex, Semaphore};
 use crate::task::JoinError;
 use crate::time::{sleep, timeout};

@@ -8,7 +8,8 @@ use std::time::Duration;
 use fdio::Trace;
 
 use crate::blocking::resolve;
-use crate::executor::{block_on, spawn, yield_now};
+use crate::combinators::yield_now;
+use crate::executor::{block_on, spawn};
 use crate::sync::{Mutex, Semaphore};
 use crate::time::{sleep, timeout};
 
