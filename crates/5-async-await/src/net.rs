@@ -88,8 +88,9 @@ impl<S: Source> Registered<S> {
         .unwrap_or_else(|| Poll::Ready(Err(gone())))
     }
 
-    /// The call got less than it asked for (a short read or write): the kernel had no more,
-    /// so skip the call that would only say `WouldBlock` and wait for the next event.
+    /// The call got less than it asked for (a short read or write of a TCP socket): the
+    /// kernel had no more, so skip the call that would only say `WouldBlock` and wait for the
+    /// next event. Only in the poll that made that call: see [`crate::reactor`].
     pub(crate) fn clear_ready(&self, direction: Direction) {
         with_runtime_of(self.runtime, |runtime| {
             runtime
