@@ -227,6 +227,31 @@ fn tasks_tour_runs_to_the_end() {
     }
 }
 
+/// The tour's panicking task shows its panic in one line on stderr, where and what, whatever
+/// the environment: with `RUST_BACKTRACE=1` (or `full`) Rust's own report added a backtrace
+/// of 17 frames in the middle of the tour.
+#[test]
+fn tasks_shows_the_panic_in_one_line_whatever_the_environment() {
+    for backtrace in ["0", "1", "full"] {
+        let output = Command::new(ASYNC_AWAIT)
+            .arg("tasks")
+            .env("RUST_BACKTRACE", backtrace)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run async-await tasks");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "RUST_BACKTRACE={backtrace}: {stderr}"
+        );
+        assert_eq!(
+            stderr,
+            "   panicked in crates/5-async-await/src/tour.rs: something went wrong in a task\n",
+            "RUST_BACKTRACE={backtrace}"
+        );
+    }
+}
+
 /// In `async-await writer` pipe lines arrive while stdin stays silent.
 #[test]
 fn writer_pipe_lines_arrive_while_stdin_is_silent() {
@@ -284,7 +309,7 @@ fn tasks_ends_quietly_when_the_reader_goes_away() {
     // Step 4 waits 100 ms before its next line: the pipe is closed during that wait.
     let (status, stderr) = close_stdout_after(&["tasks"], "4. timeout");
     assert!(status.success(), "{status}: {stderr}");
-    assert_eq!(stderr.matches("panicked at").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("panicked in").count(), 1, "{stderr}");
     assert!(
         stderr.contains("something went wrong in a task"),
         "{stderr}"
