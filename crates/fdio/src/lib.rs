@@ -4,7 +4,8 @@
 //! - [`cli`]: the clap arguments every lesson takes (`--addr`, `--trace`, `--output`, …).
 //! - [`fd`]: reading an fd directly (or blocking even if it is non-blocking), the
 //!   non-blocking switch, the fd limit, and names for the I/O errors a loop must tell apart
-//!   (`would_block`, `interrupted`, `out_of_fds`, `reader_went_away`, …).
+//!   (`would_block`, `interrupted`, `out_of_fds`, `reader_went_away`, …), and
+//!   [`let_sigpipe_end_the_program`] for the examples that only print.
 //!   Pipes themselves are `std::io::pipe()`.
 //! - [`ticker`]: the writer program's background thread that writes into a pipe.
 //! - [`output`]: the output log, `[ 3.02s pipe ] External message from pipe 3`.
@@ -30,8 +31,9 @@ pub mod trace;
 
 pub use cli::{ServerArgs, WriterArgs, exit_code};
 pub use fd::{
-    epoll_refuses, epoll_refuses_line, interrupted, out_of_fds, raise_fd_limit, read_blocking,
-    read_fd, readable_now, reader_went_away, set_nonblocking, would_block,
+    epoll_refuses, epoll_refuses_line, interrupted, let_sigpipe_end_the_program, out_of_fds,
+    raise_fd_limit, read_blocking, read_fd, readable_now, reader_went_away, set_nonblocking,
+    would_block,
 };
 pub use net::{all_acknowledged, listen, log_closed, log_connected, unsent_bytes};
 pub use output::{OutputLog, Source};
