@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::writer;
-use common::{PATIENCE, Server, conformance::round_trip};
+use common::{Closed, PATIENCE, Server, conformance::round_trip, run_with_a_closed};
 use echo_client::connect;
 
 const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
@@ -324,6 +324,44 @@ fn download_ends_quietly_when_the_reader_goes_away() {
     let (status, stderr) = close_stdout_after(&args, "a local server on");
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(stderr, "");
+}
+
+/// `async-await <args>`, stdin empty.
+fn program(args: &[&str]) -> Command {
+    let mut command = Command::new(ASYNC_AWAIT);
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+/// Each program that prints, with small numbers so it ends soon.
+const PROGRAMS: [&[&str]; 5] = [
+    &["clock", "--for-secs", "2", "--tick-ms", "10"],
+    &["download", "--count", "1", "--delay-ms", "0"],
+    &["tasks"],
+    &["cancel"],
+    &["handmade", "--delay-ms", "10"],
+];
+
+/// With nobody reading its stdout from the start (`| head -0`), each program ends quietly:
+/// exit 0, nothing on stderr. (`cancel` and `handmade` said `Broken pipe` and exited 1.)
+#[test]
+fn every_program_ends_quietly_when_nobody_reads_its_output() {
+    for args in PROGRAMS {
+        let (status, stderr) = run_with_a_closed(Closed::Stdout, program(args));
+        assert!(status.success(), "{args:?}: {status}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}
+
+/// With stderr a pipe nobody reads (`2>&1 | head -1` once `head` is gone), each program
+/// still prints all it prints and exits 0: a line stderr refuses is dropped.
+#[test]
+fn every_program_runs_on_with_a_closed_stderr() {
+    for args in PROGRAMS {
+        let (status, stdout) = run_with_a_closed(Closed::Stderr, program(args));
+        assert!(status.success(), "{args:?}: {status}");
+        assert!(stdout.lines().count() >= 3, "{args:?}: {stdout}");
+    }
 }
 
 /// `tasks` and `download` with stdout on a full disk (`> /dev/full`): a failed write is an

@@ -122,6 +122,14 @@ fn text(bytes: Vec<u8>) -> String {
 
 /// Runs the demonstration with each reader in turn and prints what each got.
 pub fn run() -> io::Result<()> {
+    match show() {
+        // The reader went away (`cancel | head -3`): a normal way to end, as in `clock`.
+        Err(err) if fdio::reader_went_away(&err) => Ok(()),
+        other => other,
+    }
+}
+
+fn show() -> io::Result<()> {
     let mut out = io::stdout();
     writeln!(
         out,
