@@ -170,22 +170,30 @@ async fn echo(stream: &mut TcpStream, shutdown: &Event, received: &Cell<u64>) ->
     finish(stream).await
 }
 
-/// Sends EOF (our FIN, after the data), then waits until the client has acknowledged
-/// everything, FIN included, reading and dropping whatever it still sends. Closing earlier,
-/// with bytes of the client's unread, would make the kernel reset the connection, and a reset
-/// throws away whatever of the echo is still in the socket.
+/// Sends EOF (our FIN, after the data), then waits until closing loses nothing, reading and
+/// dropping whatever the client still sends. Closing with some of its bytes unread makes the
+/// kernel reset the connection, and a reset throws away what is still in the socket, our FIN
+/// included: so until the client's own EOF, wait until it has acknowledged everything, FIN
+/// too. After its EOF nothing can be left unread, and it is enough that it has every byte.
 async fn finish(stream: &mut TcpStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
-    let mut client_sends = true; // until its EOF
-    while !fdio::all_acknowledged(stream)? {
+    let mut client_done = false;
+    loop {
         // No event says "acknowledged": look again after the client's next bytes or a pause.
-        if !client_sends {
+        if client_done {
+            if fdio::unsent_bytes(stream)? == 0 {
+                return Ok(());
+            }
             sleep(ACK_CHECK).await;
-        } else if let Either::Left(chunk) = race(stream.read_chunk(), sleep(ACK_CHECK)).await {
-            client_sends = !chunk?.is_empty();
+        } else {
+            if fdio::all_acknowledged(stream)? {
+                return Ok(());
+            }
+            if let Either::Left(chunk) = race(stream.read_chunk(), sleep(ACK_CHECK)).await {
+                client_done = chunk?.is_empty();
+            }
         }
     }
-    Ok(())
 }
 
 /// What the server shares with its connections: the shutdown's two moments, and the counts
