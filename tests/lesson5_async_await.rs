@@ -20,6 +20,43 @@ mod echo {
     crate::conformance_suite!(graceful: super::ASYNC_AWAIT, &["echo"]);
 }
 
+/// Under every fd limit from 4 to 12 (under 3 the loader cannot open the program's shared
+/// libraries), `async-await echo` either exits 1 before `listening on` with one line naming
+/// the cause (`Too many open files`), or listens and ends gracefully on SIGTERM. (Under 4
+/// to 7 it printed `listening on`, then failed: under 6 and 7 it blamed its signal pipe,
+/// `signals are already being received (or the self-pipe failed)`.)
+#[test]
+fn echo_under_tiny_fd_limits_starts_or_says_why() {
+    for limit in 4..=12 {
+        let mut process =
+            common::Process::spawn(common::command_with_fd_limit(ASYNC_AWAIT, &["echo"], limit));
+        match common::first_stdout_line(&mut process) {
+            Some(line) => {
+                assert!(line.starts_with("listening on "), "limit {limit}: {line:?}");
+                let pid = nix::unistd::Pid::from_raw(process.child.id() as i32);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+                let code = process.wait_exit();
+                let stderr = process.stderr();
+                assert_eq!(code, Some(0), "limit {limit}: {stderr:?}");
+                assert!(
+                    stderr.iter().any(|line| line
+                        == "SIGTERM: shutting down; waiting for 0 open connections to finish"),
+                    "limit {limit}: {stderr:?}"
+                );
+            }
+            None => {
+                let code = process.wait_exit();
+                let stderr = process.stderr();
+                assert_eq!(code, Some(1), "limit {limit}: {stderr:?}");
+                assert!(
+                    stderr.len() == 1 && stderr[0].contains("Too many open files"),
+                    "limit {limit}: {stderr:?}"
+                );
+            }
+        }
+    }
+}
+
 /// `async-await echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn serves_ten_thousand_connections() {
