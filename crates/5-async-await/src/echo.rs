@@ -43,6 +43,7 @@ pub fn run(args: &ServerArgs) -> io::Result<()> {
     block_on(Trace::new(args.trace), serve(args.addr))?
 }
 
+/// Accepts until SIGINT or SIGTERM, one task per connection; then shuts down gracefully.
 async fn serve(addr: SocketAddr) -> io::Result<()> {
     // The signal handler first: a SIGTERM sent the moment `listening on` appears must find it
     // in place, or the signal's default action ends the process on the spot.
