@@ -33,9 +33,11 @@ const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 /// How long, at shutdown, connections get to finish before we give up on them.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// How often a closing connection looks whether the client has acknowledged everything:
-/// no event says so (see `finish`).
-const ACK_CHECK: Duration = Duration::from_millis(10);
+/// How soon a closing connection looks again whether the client has acknowledged everything
+/// (no event says so: see `finish`): at first, and at most — the wait doubles each time, so
+/// a client that never takes its last bytes costs a look a second, not a hundred.
+const ACK_CHECK_FIRST: Duration = Duration::from_millis(10);
+const ACK_CHECK_MOST: Duration = Duration::from_secs(1);
 
 /// Runs the server: `listening on …`, then serves until SIGINT or SIGTERM.
 pub fn run(args: &ServerArgs) -> io::Result<()> {
@@ -179,21 +181,23 @@ async fn echo(stream: &mut TcpStream, shutdown: &Event, received: &Cell<u64>) ->
 async fn finish(stream: &mut TcpStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
     let mut client_done = false;
+    let mut pause = ACK_CHECK_FIRST;
     loop {
         // No event says "acknowledged": look again after the client's next bytes or a pause.
         if client_done {
             if fdio::unsent_bytes(stream)? == 0 {
                 return Ok(());
             }
-            sleep(ACK_CHECK).await;
+            sleep(pause).await;
         } else {
             if fdio::all_acknowledged(stream)? {
                 return Ok(());
             }
-            if let Either::Left(chunk) = race(stream.read_chunk(), sleep(ACK_CHECK)).await {
+            if let Either::Left(chunk) = race(stream.read_chunk(), sleep(pause)).await {
                 client_done = chunk?.is_empty();
             }
         }
+        pause = (pause * 2).min(ACK_CHECK_MOST);
     }
 }
 
