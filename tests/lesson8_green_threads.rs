@@ -110,3 +110,112 @@ fn writer_pipe_lines_on_time_while_stdin_floods() {
 fn writer_reads_stdin_eof_while_the_pipe_floods() {
     writer::eof_on_stdin_is_read_while_the_pipe_floods(GREEN_THREADS, &["writer"]);
 }
+
+/// `block`: while the reader blocks in `read(2)`, the ticker is silent for the whole wait
+/// (about 500 ms); when the reader parks instead, the ticker keeps its 200 ms beat. The
+/// bounds leave room for a loaded machine: they tell a freeze from a beat, nothing finer.
+#[test]
+fn block_freezes_every_green_thread_and_parking_does_not() {
+    let (stdout, _) = common::run_to_end(GREEN_THREADS, &["block"]);
+    let silences: Vec<u64> = stdout
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("the ticker was silent for "))
+        .map(|rest| {
+            let millis = rest.split("ms").next().unwrap_or(rest);
+            millis
+                .parse()
+                .unwrap_or_else(|_| panic!("{rest:?} in:\n{stdout}"))
+        })
+        .collect();
+    assert_eq!(silences.len(), 2, "{stdout}");
+    assert!(
+        silences[0] >= 450,
+        "blocked: silent only {}ms\n{stdout}",
+        silences[0]
+    );
+    assert!(
+        silences[1] < 400,
+        "parked: silent {}ms\n{stdout}",
+        silences[1]
+    );
+    let parking = stdout
+        .split("2. ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let ticks_before_ping = parking
+        .lines()
+        .take_while(|line| !line.contains("reader: got"))
+        .filter(|line| line.ends_with("ticker: tick"))
+        .count();
+    assert!(
+        ticks_before_ping >= 2,
+        "the ticker did not tick while the reader waited:\n{stdout}"
+    );
+}
+
+/// `stacks`: parked green threads cost a few pages each, far less than their 256 KiB
+/// stacks; a stack used deeper keeps its pages; finished ones give them back.
+#[test]
+fn stacks_cost_the_pages_they_touch() {
+    let (stdout, _) = common::run_to_end(GREEN_THREADS, &["stacks", "--count", "500"]);
+    let kib_per_green_thread = |prefix: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{stdout}"));
+        let before = line
+            .split(" KiB per green thread")
+            .next()
+            .unwrap_or_default();
+        before
+            .rsplit(' ')
+            .next()
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no KiB figure in {line:?}"))
+    };
+    let parked = kib_per_green_thread("parked: ");
+    let deep = kib_per_green_thread("each went ");
+    assert!(
+        parked < 64.0,
+        "a parked green thread costs {parked} KiB:\n{stdout}"
+    );
+    assert!(
+        deep >= parked + 32.0,
+        "a deep stack kept only {deep} KiB:\n{stdout}"
+    );
+}
+
+/// `overflow`: the green thread that recurses without end is named in one line, and the
+/// process aborts (SIGABRT) instead of corrupting memory.
+#[test]
+fn overflow_names_the_green_thread_and_aborts() {
+    use std::os::unix::process::ExitStatusExt;
+    let output = std::process::Command::new(GREEN_THREADS)
+        .arg("overflow")
+        .output()
+        .expect("run green-threads overflow");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.signal(), Some(nix::libc::SIGABRT), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "green thread 1 (recurse) has overflowed its 256 KiB stack (it touched its guard page): aborting"
+    );
+}
+
+/// `--trace` shows the scheduler switching to a connection's green thread, the green thread
+/// parking on its socket, and epoll waking it.
+#[test]
+fn trace_shows_parking_and_waking() {
+    let server = common::Server::start(GREEN_THREADS, &["echo", "--trace"]);
+    let client = echo_client::connect(server.addr, common::PATIENCE).unwrap();
+    assert!(server.process.wait_for_stderr("(client 127.0.0.1:"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    common::conformance::round_trip(&client, b"traced\n");
+    server.process.expect_stderr(&[
+        "scheduler: spawned green thread 2 (client 127.0.0.1:",
+        "scheduler: switch to green thread 2 (client",
+        "would block → park",
+        "reactor: epoll_wait",
+        "ready (Read) → wake green thread 2 (client",
+    ]);
+}

@@ -72,7 +72,9 @@ impl Stack {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            let message = format!("cannot map a {} KiB stack: {err}", size / 1024);
+            return Err(io::Error::new(err.kind(), message));
         }
         // From here on, dropping `stack` unmaps it, also if the guard cannot be set.
         let mut stack = Stack {

@@ -9,6 +9,7 @@
 //! `overflow` runs a green thread that recurses without end: it hits its guard page, and the
 //! handler in [`crate::overflow`] names it and aborts the process.
 
+use std::cell::Cell;
 use std::hint::black_box;
 use std::io::{self, Write};
 use std::rc::Rc;
@@ -17,8 +18,8 @@ use crate::runtime::{panic_message, spawn_named, yield_now};
 use crate::stack::{STACK_SIZE, page_size};
 use crate::sync::Notify;
 
-/// How much stack each green thread uses in the second step.
-const DEEP: usize = 64 * 1024;
+/// How deep each green thread recurses in the second step: 64 frames of at least 1 KiB.
+const FRAMES: usize = 64;
 
 /// Runs `stacks`.
 pub fn run(count: usize) -> io::Result<()> {
@@ -39,12 +40,15 @@ fn measure(count: usize) -> io::Result<()> {
     )?;
     let before = resident()?;
     let gate = Rc::new(Notify::new());
+    let depth = Rc::new(Cell::new(0));
     let mut green_threads = Vec::with_capacity(count);
     for n in 0..count {
-        let gate = Rc::clone(&gate);
+        let (gate, depth) = (Rc::clone(&gate), Rc::clone(&depth));
         green_threads.push(spawn_named(format!("parked {n}"), move || {
             gate.wait();
-            use_stack(DEEP);
+            let here = 0u8;
+            let top = black_box(&here) as *const u8 as usize;
+            depth.set(top.saturating_sub(dig(FRAMES)));
             gate.wait();
         })?);
     }
@@ -57,12 +61,12 @@ fn measure(count: usize) -> io::Result<()> {
         kib(parked / count as u64)
     )?;
     gate.notify_all();
-    yield_now(); // each uses 64 KiB of its stack and parks at the gate again
+    yield_now(); // each recurses, comes back, and parks at the gate again
     let deep = resident()?.saturating_sub(before);
     writeln!(
         out,
-        "each used {} KiB of its stack once, then parked again: {} per green thread",
-        DEEP / 1024,
+        "each went {} deep once, then parked again: {} per green thread: touched pages stay",
+        kib(depth.get() as u64),
         kib(deep / count as u64)
     )?;
     gate.notify_all();
@@ -75,14 +79,18 @@ fn measure(count: usize) -> io::Result<()> {
     writeln!(out, "all finished, stacks unmapped: {} left", mib(after))
 }
 
-/// Touches `bytes` of stack, one 1 KiB frame at a time.
-pub(crate) fn use_stack(bytes: usize) -> u8 {
+/// Recurses `frames` deep with a 1 KiB array in each frame; returns the address of the
+/// deepest frame.
+pub(crate) fn dig(frames: usize) -> usize {
     let frame = black_box([1u8; 1024]);
-    if bytes <= frame.len() {
-        return frame[0];
+    let here = black_box(&frame) as *const [u8; 1024] as usize;
+    if frames <= 1 {
+        return here;
     }
-    // Using the result after the call keeps it from being a tail call.
-    use_stack(bytes - frame.len()).wrapping_add(frame[1023])
+    let deepest = dig(frames - 1);
+    // Using the frame after the call keeps it alive: not a tail call.
+    black_box(&frame);
+    deepest
 }
 
 /// The process's resident memory in bytes: `/proc/self/statm`'s second field, in pages.
@@ -112,7 +120,7 @@ pub fn overflow() -> io::Result<()> {
         "a green thread recurses without end on its {} KiB stack…",
         STACK_SIZE / 1024
     )?;
-    let recurse = spawn_named("recurse", || use_stack(usize::MAX))?;
+    let recurse = spawn_named("recurse", || dig(usize::MAX))?;
     recurse
         .join()
         .map_err(|panic| io::Error::other(panic_message(&*panic).to_string()))?;

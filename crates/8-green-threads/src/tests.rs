@@ -300,7 +300,7 @@ fn in_child_process(name: &str) -> (std::process::ExitStatus, String) {
 fn a_stack_overflow_is_reported_and_aborts() {
     if std::env::var_os(CHILD).is_some() {
         let _ = run(quiet(), || {
-            spawn_named("deep", || crate::stacks::use_stack(usize::MAX))
+            spawn_named("deep", || crate::stacks::dig(usize::MAX))
                 .unwrap()
                 .join()
         });
