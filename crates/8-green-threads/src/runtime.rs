@@ -119,10 +119,10 @@ pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
     try_with_runtime(f).expect("no green-thread runtime here: call this inside green_threads::run")
 }
 
-/// Like [`with_runtime`], but `None` outside [`run`] (for destructors).
+/// Like [`with_runtime`], but `None` outside [`run`] (for destructors). `f` must not switch:
+/// the thread-local stays borrowed while it runs (only `run` itself ever changes it).
 pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
-    let runtime = RUNTIME.with_borrow(|runtime| runtime.clone())?;
-    Some(f(&runtime))
+    RUNTIME.with_borrow(|runtime| runtime.as_deref().map(f))
 }
 
 /// Runs `main` as the first green thread of a new scheduler on this OS thread, with every

@@ -81,6 +81,7 @@ fn color_of(id: &str) -> RGBColor {
         "coroutines" => RGBColor(140, 70, 180),
         "async-await" => RGBColor(20, 170, 190),
         "completion" => RGBColor(120, 90, 40),
+        "green-threads" => RGBColor(110, 170, 30),
         _ => BLACK,
     }
 }
