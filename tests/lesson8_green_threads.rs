@@ -216,6 +216,6 @@ fn trace_shows_parking_and_waking() {
         "scheduler: switch to green thread 2 (client",
         "would block → park",
         "reactor: epoll_wait",
-        "ready (Read) → wake green thread 2 (client",
+        "readable → wake green thread 2 (client",
     ]);
 }

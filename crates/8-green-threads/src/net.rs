@@ -1,7 +1,7 @@
 //! TCP that looks blocking: `TcpListener::accept`, and `TcpStream` with std's `Read` and
 //! `Write` — so `read`, `write_all`, `BufReader`, any code written for blocking sockets.
 //!
-//! Underneath, every call is the same loop ([`Registered::io`]): try the system call on the
+//! Underneath, every call is the same loop (`Registered::io`): try the system call on the
 //! non-blocking socket; if it says `WouldBlock`, leave this green thread with the reactor as
 //! the socket's waiter and **park** — switch to the scheduler, which runs the others and
 //! sleeps in `epoll_wait`; when epoll reports the socket, the scheduler switches back here,
@@ -97,7 +97,11 @@ impl<S: AsFd> Registered<S> {
             let green = runtime.current();
             runtime.trace.say(|| {
                 let fd = self.source.as_fd().as_raw_fd();
-                format!("{green}: {direction:?} on fd {fd} would block → park")
+                let call = match direction {
+                    Direction::Read => "read",
+                    Direction::Write => "write",
+                };
+                format!("{green}: {call} on fd {fd} would block → park")
             });
             let waiter = Rc::clone(&green);
             runtime

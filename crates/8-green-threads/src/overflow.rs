@@ -21,7 +21,7 @@
 //!
 //! A signal handler may interrupt anything, a `malloc` or a `RefCell` borrow half-way: it may
 //! only do what is async-signal-safe. So this one allocates nothing and takes no lock: it
-//! reads a thread-local pointer to the running green thread's [`GuardInfo`] (set at each
+//! reads a thread-local pointer to the running green thread's `GuardInfo` (set at each
 //! switch to it), formats its line into a buffer on its own stack, and calls `write(2)` and
 //! `abort(3)`. Aborting is the only way on: the green thread cannot unwind (its stack is full)
 //! and cannot be resumed.

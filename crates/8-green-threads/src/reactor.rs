@@ -256,8 +256,12 @@ impl Reactor {
                 if let Some(green) = way.waiter.take() {
                     self.parked -= 1;
                     let fd = source.fd;
+                    let now = match direction {
+                        Direction::Read => "readable",
+                        Direction::Write => "writable",
+                    };
                     self.trace
-                        .say(|| format!("reactor: fd {fd} ready ({direction:?}) → wake {green}"));
+                        .say(|| format!("reactor: fd {fd} {now} → wake {green}"));
                     woken.push(green);
                 }
             }
