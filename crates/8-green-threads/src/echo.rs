@@ -178,7 +178,7 @@ fn finish_at_shutdown(stream: &TcpStream, peer: SocketAddr, counted: &Counted, s
         }
         Ok(Closing::GaveUp { unacknowledged }) => {
             let dropped = unwritten + unacknowledged;
-            server.count_echoed(counted.written - unacknowledged);
+            server.count_echoed(counted.written.saturating_sub(unacknowledged));
             server.gave_up.set(server.gave_up.get() + 1);
             server.dropped.set(server.dropped.get() + dropped);
             let dropped = fdio::count(dropped, "byte");
@@ -319,11 +319,6 @@ impl Server {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         self.served.set(self.served.get() + 1);
-        // Accepted after the signal (it was already on its way): stopped from the start.
-        if let Some(grace) = self.grace.get() {
-            stream.set_read_deadline(Some(Instant::now()));
-            stream.set_write_deadline(Some(grace));
-        }
         self.open.borrow_mut().insert(id, stream);
         id
     }

@@ -83,6 +83,7 @@ fn raw_switches(switches: u64) -> io::Result<f64> {
 }
 
 /// The four control-word instructions of every switch, `switches` times; time per switch.
+#[cfg(target_arch = "x86_64")]
 fn control_words(switches: u64) -> io::Result<f64> {
     let mut saved = [0u32; 2];
     let started = Instant::now();
@@ -101,6 +102,12 @@ fn control_words(switches: u64) -> io::Result<f64> {
         }
     }
     Ok(per(started.elapsed(), switches))
+}
+
+/// Off x86-64 `section` returns before measuring anything: lesson 8 has no switch there.
+#[cfg(not(target_arch = "x86_64"))]
+fn control_words(_switches: u64) -> io::Result<f64> {
+    unreachable!("no switch costs off x86-64")
 }
 
 /// `TASKS` green threads each yielding `yields_each` times; time per yield.
@@ -199,6 +206,13 @@ fn median(mut samples: Vec<f64>) -> f64 {
 /// The switch-cost section of the report, as markdown. `scale` shrinks every measurement
 /// (1.0: a full run).
 pub fn section(rounds: usize, scale: f64) -> io::Result<String> {
+    if !lesson_green_threads::switch::SUPPORTED {
+        return Ok(
+            "## Switch cost\n\nNot measured: lesson 8's context switch is x86-64 \
+                   assembly, and this is not an x86-64 machine.\n\n"
+                .to_string(),
+        );
+    }
     let sizes = Sizes::scaled(scale);
     type Measure<'a> = Box<dyn Fn() -> io::Result<f64> + 'a>;
     let rows: [(&str, Measure); 5] = [
