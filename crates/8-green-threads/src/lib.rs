@@ -61,7 +61,7 @@
 //!   its bookkeeping); an idle echo connection costs two, since lesson 0's 4 KiB buffer lives
 //!   on its stack all the while it waits: 10,000 idle connections held about 88 MB here,
 //!   against lesson 5's 11 MB, whose tasks borrow a buffer only once bytes have arrived. A
-//!   page is the floor: no stackful task costs less than 4 KiB. Go starts goroutines at
+//!   page is the floor: no task with a stack of its own costs less than 4 KiB. Go starts goroutines at
 //!   2 KiB and grows them by copying the stack elsewhere — possible because Go knows every
 //!   pointer into a stack; Rust does not, so its stacks can never move.
 //! - **A size chosen in advance** (256 KiB here, reserved address space only). Too small

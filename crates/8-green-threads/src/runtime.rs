@@ -52,7 +52,7 @@ use crate::switch::{Context, SUPPORTED, switch};
 
 /// How many I/O operations a green thread may make before it must let the others run: the
 /// cooperative budget (see `net`). tokio's number, with the same 4 KiB reads: a connection
-/// that always has data moves at most 512 KiB per turn, a fraction of a millisecond.
+/// that always has data echoes at most 256 KiB per turn, a fraction of a millisecond.
 pub const BUDGET: u32 = 128;
 
 /// One green thread: its stack, its saved context, and what it is to run.
@@ -116,7 +116,8 @@ thread_local! {
 /// # Panics
 /// Outside [`run`].
 pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
-    try_with_runtime(f).expect("no green-thread runtime here: call this inside green_threads::run")
+    try_with_runtime(f)
+        .expect("no green-thread runtime here: call this inside lesson_green_threads::runtime::run")
 }
 
 /// Like [`with_runtime`], but `None` outside [`run`] (for destructors). `f` must not switch:
