@@ -17,27 +17,13 @@ const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
 
 /// The whole conformance suite against `async-await echo`.
 mod echo {
-    crate::conformance_suite!(concurrent: super::ASYNC_AWAIT, &["echo"]);
+    crate::conformance_suite!(graceful: super::ASYNC_AWAIT, &["echo"]);
 }
 
 /// `async-await echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn serves_ten_thousand_connections() {
     common::conformance::holds_ten_thousand_connections(ASYNC_AWAIT, &["echo"]);
-}
-
-/// On SIGINT, a client in the middle of a large echo still gets every byte the server read,
-/// then a clean EOF (not a reset); the server prints its summary with that byte count and
-/// exits 0.
-#[test]
-fn sigint_shuts_down_gracefully_without_losing_echo() {
-    common::shutdown::sigint_loses_no_echo(ASYNC_AWAIT, &["echo"]);
-}
-
-/// SIGTERM shuts down the same way: new connections are refused, exit 0.
-#[test]
-fn sigterm_stops_accepting_and_exits_zero() {
-    common::shutdown::sigterm_stops_accepting(ASYNC_AWAIT, &["echo"]);
 }
 
 /// `--trace` shows the executor polling tasks and the reactor waking them.

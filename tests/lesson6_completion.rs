@@ -18,7 +18,7 @@ const COMPLETION: &str = env!("CARGO_BIN_EXE_completion");
 /// The whole conformance suite against `completion echo` (skipped without io_uring).
 mod echo {
     crate::conformance_suite!(
-        concurrent: super::COMPLETION, &["echo"], if: super::io_uring_available
+        graceful: super::COMPLETION, &["echo"], if: super::io_uring_available
     );
 }
 
@@ -64,17 +64,6 @@ fn holds_ten_thousand_connections() {
     }
 }
 
-/// On SIGINT, a client in the middle of a large echo still gets every byte the server
-/// received, then a clean EOF (not a reset); the server prints its summary with that byte
-/// count and exits 0.
-#[test]
-fn sigint_shuts_down_gracefully_without_losing_echo() {
-    if !io_uring_available() {
-        return;
-    }
-    common::shutdown::sigint_loses_no_echo(COMPLETION, &["echo"]);
-}
-
 /// Out of fds (a limit of 64), with 2,070 connections that came and went waiting in the
 /// backlog, `completion echo` gets through them and serves a new client within seconds.
 #[test]
@@ -83,15 +72,6 @@ fn echo_recovers_quickly_from_running_out_of_fds() {
         return;
     }
     common::conformance::recovers_quickly_from_running_out_of_fds(COMPLETION, &["echo"]);
-}
-
-/// SIGTERM shuts down the same way: new connections are refused, exit 0.
-#[test]
-fn sigterm_stops_accepting_and_exits_zero() {
-    if !io_uring_available() {
-        return;
-    }
-    common::shutdown::sigterm_stops_accepting(COMPLETION, &["echo"]);
 }
 
 /// `--trace` prints one line per turn of the loop: what it submitted (the multishot accept

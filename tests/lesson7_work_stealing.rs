@@ -16,32 +16,18 @@ const WORK_STEALING: &str = env!("CARGO_BIN_EXE_work-stealing");
 
 /// The whole conformance suite against `work-stealing echo` on two workers.
 mod echo {
-    crate::conformance_suite!(concurrent: super::WORK_STEALING, &["echo", "--workers", "2"]);
+    crate::conformance_suite!(graceful: super::WORK_STEALING, &["echo", "--workers", "2"]);
 }
 
 /// The same suite on one worker: the runtime must not depend on a thief to make progress.
 mod echo_one_worker {
-    crate::conformance_suite!(concurrent: super::WORK_STEALING, &["echo", "--workers", "1"]);
+    crate::conformance_suite!(graceful: super::WORK_STEALING, &["echo", "--workers", "1"]);
 }
 
 /// `work-stealing echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn holds_ten_thousand_connections() {
     common::conformance::holds_ten_thousand_connections(WORK_STEALING, &["echo"]);
-}
-
-/// On SIGINT, a client in the middle of a large echo still gets every byte the server read,
-/// then a clean EOF (not a reset); the server prints its summary with that byte count and
-/// exits 0.
-#[test]
-fn sigint_shuts_down_gracefully_without_losing_echo() {
-    common::shutdown::sigint_loses_no_echo(WORK_STEALING, &["echo", "--workers", "2"]);
-}
-
-/// SIGTERM shuts down the same way: new connections are refused, exit 0.
-#[test]
-fn sigterm_stops_accepting_and_exits_zero() {
-    common::shutdown::sigterm_stops_accepting(WORK_STEALING, &["echo"]);
 }
 
 /// `--trace` shows the spawns, and the reactor's thread waking a connection's task.
