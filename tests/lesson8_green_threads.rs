@@ -10,29 +10,15 @@ use common::writer;
 
 const GREEN_THREADS: &str = env!("CARGO_BIN_EXE_green-threads");
 
-/// The whole conformance suite against `green-threads echo`.
+/// The whole conformance suite against `green-threads echo`, its graceful shutdown included.
 mod echo {
-    crate::conformance_suite!(concurrent: super::GREEN_THREADS, &["echo"]);
+    crate::conformance_suite!(graceful: super::GREEN_THREADS, &["echo"]);
 }
 
 /// `green-threads echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn holds_ten_thousand_connections() {
     common::conformance::holds_ten_thousand_connections(GREEN_THREADS, &["echo"]);
-}
-
-/// On SIGINT, a client in the middle of a large echo still gets every byte the server read,
-/// then a clean EOF (not a reset); the server prints its summary with that byte count and
-/// exits 0.
-#[test]
-fn sigint_shuts_down_gracefully_without_losing_echo() {
-    common::shutdown::sigint_loses_no_echo(GREEN_THREADS, &["echo"]);
-}
-
-/// SIGTERM shuts down the same way: new connections are refused, exit 0.
-#[test]
-fn sigterm_stops_accepting_and_exits_zero() {
-    common::shutdown::sigterm_stops_accepting(GREEN_THREADS, &["echo"]);
 }
 
 /// Out of fds, with 2,070 connections that came and went waiting in the backlog, `echo`
