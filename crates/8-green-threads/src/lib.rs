@@ -59,19 +59,20 @@
 //! - **A stack each**, committed a page at a time as it is touched. A parked green thread
 //!   that went a few calls deep costs one page (`green-threads stacks`: about 4.3 KiB with
 //!   its bookkeeping); an idle echo connection costs two, since lesson 0's 4 KiB buffer lives
-//!   on its stack all the while it waits: 10,000 idle connections held about 88 MB here,
-//!   against lesson 5's 11 MB, whose tasks borrow a buffer only once bytes have arrived. A
+//!   on its stack all the while it waits: 10,000 idle connections held 90 MB in the
+//!   benchmark, against lesson 5's 11 MB, whose tasks borrow a buffer only once bytes have
+//!   arrived. A
 //!   page is the floor: no task with a stack of its own costs less than 4 KiB. Go starts goroutines at
 //!   2 KiB and grows them by copying the stack elsewhere — possible because Go knows every
 //!   pointer into a stack; Rust does not, so its stacks can never move.
 //! - **A size chosen in advance** (256 KiB here, reserved address space only). Too small
 //!   and it overflows: here loudly, through the guard page. Foreign code is the danger: C
 //!   expects megabytes of stack, and C built without stack probes can step over a guard page.
-//! - **A switch**: 27 ns here for `switch` alone, about 120 ns for a `yield_now` through the
+//! - **A switch**: 24 ns here for `switch` alone, 120 ns for a `yield_now` through the
 //!   scheduler (two switches: green thread → scheduler → next one, as Go goes through its
-//!   `g0` stack), against 51 ns for lesson 5's wake and poll and several microseconds for
-//!   two OS threads passing a byte through pipes (`cargo run --release -p bench --
-//!   switches`; numbers from this loaded 2-core machine).
+//!   `g0` stack), against 62 ns for lesson 5's wake and poll and 5.7 µs for two OS threads
+//!   passing a byte through pipes (`cargo run --release -p bench -- switches`; medians on
+//!   this loaded 2-core machine).
 //! - **Blocking calls it does not know**: a green thread that calls `read(2)` itself, or
 //!   computes for a second, or waits on a `std::sync::Mutex` held by a parked green thread,
 //!   stops every green thread on the OS thread (`green-threads block` shows it).

@@ -249,7 +249,10 @@ pub fn section(rounds: usize, scale: f64) -> io::Result<String> {
     let medians: Vec<f64> = samples.into_iter().map(median).collect();
     let switch = medians[0].max(1e-12);
     let mut out = String::new();
-    let _ = writeln!(out, "## Switch cost: green threads, futures, OS threads\n");
+    let _ = writeln!(
+        out,
+        "\n## Switch cost: green threads, futures, OS threads\n"
+    );
     let _ = writeln!(
         out,
         "Handing the CPU from one task to the next; median of {rounds} runs each, \
@@ -261,7 +264,7 @@ pub fn section(rounds: usize, scale: f64) -> io::Result<String> {
     for ((label, _), median) in rows.iter().zip(&medians) {
         let nanos = median * 1e9;
         let times = median / switch;
-        let _ = writeln!(out, "| {label} | {nanos:.1} | {times:.0}× |");
+        let _ = writeln!(out, "| {label} | {nanos:.1} | {times:.1}× |");
     }
     Ok(out)
 }
