@@ -12,7 +12,7 @@
 //!
 //! So this lesson's echo is lesson 0's loop, line for line:
 //!
-//! ```rust,ignore
+//! ```text
 //! let mut buf = [0; 4096];
 //! loop {
 //!     let n = match stream.read(&mut buf) {
