@@ -20,7 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::io::PipeReader;
-use crate::runtime::{panic_message, sleep_until, spawn_named, yield_now};
+use crate::runtime::{sleep_until, yield_now};
+use crate::spawn::{panic_message, spawn_named};
 
 /// How often the ticker ticks.
 const TICK: Duration = Duration::from_millis(200);

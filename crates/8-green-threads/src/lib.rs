@@ -46,8 +46,9 @@
 //! 2. [`stack`]: that stack: `mmap`, a guard page below it, pages committed when touched.
 //! 3. [`overflow`]: a green thread that runs off its stack hits the guard page; a `SIGSEGV`
 //!    handler on an alternate signal stack names it in one line and aborts.
-//! 4. [`runtime`]: the M:1 scheduler — `spawn`, park and unpark, `yield_now`, `sleep`,
-//!    `join`, the loop around `epoll_wait`; a panic ends one green thread.
+//! 4. [`runtime`]: the M:1 scheduler — park and unpark, `yield_now`, `sleep`, the loop
+//!    around `epoll_wait`; then [`spawn`]: a new green thread, where it starts, `join`; a
+//!    panic ends one green thread.
 //! 5. [`reactor`]: epoll, and which green thread is parked on which fd: lesson 5's reactor,
 //!    with green threads where it had wakers.
 //! 6. [`net`] and [`io`]: I/O that looks blocking — `WouldBlock` parks; the cooperative
@@ -144,6 +145,7 @@ pub mod overflow;
 pub mod reactor;
 pub mod runtime;
 pub mod signal;
+pub mod spawn;
 pub mod stack;
 pub mod stacks;
 pub mod switch;

@@ -14,7 +14,8 @@ use std::hint::black_box;
 use std::io::{self, Write};
 use std::rc::Rc;
 
-use crate::runtime::{panic_message, spawn_named, yield_now};
+use crate::runtime::yield_now;
+use crate::spawn::{panic_message, spawn_named};
 use crate::stack::{STACK_SIZE, page_size};
 use crate::sync::Notify;
 

@@ -12,7 +12,8 @@ use fdio::Trace;
 
 use crate::io::PipeReader;
 use crate::net::TcpStream;
-use crate::runtime::{BUDGET, panic_message, run, sleep, spawn, spawn_named, yield_now};
+use crate::runtime::{BUDGET, run, sleep, yield_now};
+use crate::spawn::{panic_message, spawn, spawn_named};
 use crate::sync::Notify;
 
 fn quiet() -> Trace {

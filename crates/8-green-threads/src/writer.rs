@@ -13,7 +13,7 @@ use std::rc::Rc;
 use fdio::{Source, WriterArgs, WriterSession};
 
 use crate::io::{PipeReader, stdin};
-use crate::runtime::{JoinHandle, panic_message, spawn_named};
+use crate::spawn::{JoinHandle, panic_message, spawn_named};
 use crate::sync::Notify;
 
 /// Runs until EOF on stdin (Ctrl+D), then until the pipe is drained.

@@ -112,7 +112,8 @@ fn control_words(_switches: u64) -> io::Result<f64> {
 
 /// `TASKS` green threads each yielding `yields_each` times; time per yield.
 fn green_yields(yields_each: u64) -> io::Result<f64> {
-    use lesson_green_threads::runtime::{run, spawn, yield_now};
+    use lesson_green_threads::runtime::{run, yield_now};
+    use lesson_green_threads::spawn::spawn;
     run(Trace::new(false), move || -> io::Result<f64> {
         let started = Instant::now();
         let tasks = (0..TASKS)
