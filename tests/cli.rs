@@ -19,6 +19,7 @@ const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
 const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
 const COROUTINES: &str = env!("CARGO_BIN_EXE_coroutines");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const GREEN_THREADS: &str = env!("CARGO_BIN_EXE_green-threads");
 
 fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)
@@ -64,6 +65,12 @@ fn every_help_parses() {
         (COROUTINES, &["writer", "--help"], "--interval-ms"),
         (COROUTINES, &["repl", "--help"], "interpreter session"),
         (CLIENT, &["--help"], "--clients"),
+        (GREEN_THREADS, &["--help"], "overflow"),
+        (GREEN_THREADS, &["echo", "--help"], "--trace"),
+        (GREEN_THREADS, &["writer", "--help"], "--interval-ms"),
+        (GREEN_THREADS, &["block", "--help"], "Usage:"),
+        (GREEN_THREADS, &["stacks", "--help"], "--count"),
+        (GREEN_THREADS, &["overflow", "--help"], "Usage:"),
     ];
     for &(bin, args, option) in cases {
         let output = run(bin, args);
@@ -96,6 +103,8 @@ fn bad_input_gets_usage_and_exit_code_2() {
         (ASYNC_AWAIT, &["clock", "--fixed"]),
         (CLIENT, &["--every-ms", "10"]), // only meaningful with --clients
         (CLIENT, &["--clients", "0"]),
+        (GREEN_THREADS, &["stacks", "--count", "0"]),
+        (GREEN_THREADS, &["stacks", "--count", "20001"]),
     ];
     for &(bin, args) in cases {
         let output = run(bin, args);

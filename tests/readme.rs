@@ -76,7 +76,7 @@ const AT_ONCE: usize = 4;
 const ATTEMPTS: usize = 3;
 
 /// Every binary [`binary`] knows.
-const BINARIES: [&str; 9] = [
+const BINARIES: [&str; 10] = [
     "sync",
     "select",
     "selector",
@@ -85,6 +85,7 @@ const BINARIES: [&str; 9] = [
     "async-await",
     "completion",
     "work-stealing",
+    "green-threads",
     "client",
 ];
 
@@ -99,6 +100,7 @@ fn binary(name: &str) -> Option<&'static str> {
         "async-await" => env!("CARGO_BIN_EXE_async-await"),
         "completion" => env!("CARGO_BIN_EXE_completion"),
         "work-stealing" => env!("CARGO_BIN_EXE_work-stealing"),
+        "green-threads" => env!("CARGO_BIN_EXE_green-threads"),
         "client" => env!("CARGO_BIN_EXE_client"),
         _ => return None,
     })
@@ -126,6 +128,7 @@ fn texts() -> Vec<(&'static str, &'static str, &'static str)> {
         lesson!("5-async-await"),
         lesson!("6-completion"),
         lesson!("7-work-stealing"),
+        lesson!("8-green-threads"),
     ]
 }
 

@@ -48,6 +48,8 @@
 //! - [`publish`]: where the report and plots go, and the README's summary table.
 //! - [`scheduler`]: `bench scheduler`, lesson 7 against tokio's multi-thread runtime: tokio's
 //!   scheduler micro-benchmarks on both, and the two echo servers with 2 workers each.
+//! - [`switches`]: `bench switches`, the cost of a hand-off between tasks: a green thread's
+//!   switch (lesson 8), a future's wake and poll (lesson 5), an OS thread's context switch.
 
 mod cpus;
 mod measure;
@@ -57,6 +59,7 @@ mod publish;
 mod report;
 mod scheduler;
 mod servers;
+mod switches;
 mod tokio_echo;
 mod user_time;
 
@@ -98,9 +101,9 @@ struct Cli {
     rounds: Option<u8>,
 
     /// Only these servers (comma-separated): sync-threads, select, select-poll, selector,
-    /// generators, coroutines, async-await, completion, and monoio (lesson 6's peer). tokio
-    /// is always measured; lesson 7's scheduler section is left out (`bench scheduler` runs
-    /// it alone).
+    /// generators, coroutines, async-await, completion, green-threads, and monoio (lesson 6's
+    /// peer). tokio is always measured; lesson 7's scheduler section and the switch costs are
+    /// left out (`bench scheduler` and `bench switches` run them alone).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -171,6 +174,16 @@ enum Tool {
         #[arg(long)]
         no_build: bool,
     },
+    /// The cost of handing the CPU from one task to the next: a green thread's switch and
+    /// yield (lesson 8), a future's wake and poll (lesson 5), two OS threads on one CPU.
+    Switches {
+        /// How many times each is measured (the median is shown).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=99))]
+        rounds: u8,
+        /// Shrink every measurement by this factor (1: a full run; 0.01 for a quick look).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
     /// Drive one running echo server with the benchmark's ping-pong load and print what the
     /// client saw: for profiling a server, e.g. `perf record -g -p <its pid>` meanwhile.
     Load {
@@ -226,6 +239,11 @@ fn main() -> ExitCode {
                 Ok(())
             });
             fdio::exit_code("bench scheduler", result)
+        }
+        Some(Tool::Switches { rounds, scale }) => {
+            let result = switches::section(usize::from(rounds), scale.clamp(0.0001, 10.0))
+                .map(|section| print!("{section}"));
+            fdio::exit_code("bench switches", result)
         }
         Some(Tool::Load {
             addr,
@@ -290,6 +308,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
     // Before pinning: a pinned thread sees one core, and so would the runtimes' workers.
     let machine = report::Machine::describe_this_one();
     let scheduler = scheduler_section(cli, &plan)?;
+    let switches = switches_section(cli, &plan)?;
     let pinning = cpus::Pinning::choose();
     match pinning {
         Some(pinning) => eprintln!(
@@ -308,6 +327,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
     };
     let mut report = report::markdown(&results, &machine, pinning, &command, started.elapsed());
     report.push_str(&scheduler.markdown);
+    report.push_str(&switches);
     print!("{report}");
     let destination = if cli.publish {
         publish::Destination::published(&workspace_root())
@@ -379,6 +399,18 @@ fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<scheduler::Section> {
     }
     eprintln!("bench: scheduler: lesson 7 and tokio multi_thread, 2 workers each");
     scheduler::section(&bin_dir, 2, plan.rounds.max(5), plan.window * 4)
+}
+
+/// The switch-cost section (see [`switches`]): as many rounds as the traffic points but at
+/// least 5; a tenth of the work with `--quick`. Left out with `--only` (`bench switches`
+/// runs it alone).
+fn switches_section(cli: &Cli, plan: &Plan) -> io::Result<String> {
+    if !cli.only.is_empty() {
+        return Ok(String::new());
+    }
+    eprintln!("bench: switches: green threads, futures, OS threads");
+    let scale = if cli.quick { 0.1 } else { 1.0 };
+    switches::section(plan.rounds.max(5), scale)
 }
 
 /// The servers to measure: the lessons built (or found), then the peers that can run here,

@@ -48,6 +48,15 @@ const COROUTINES_RATE_TARGET: f64 = 0.95;
 /// …and server CPU per message at most this × tokio's.
 const COROUTINES_CPU_TARGET: f64 = 1.05;
 
+/// Lesson 8's bars (issue 22): msgs/s at least this × tokio's at 100 × 64 B…
+const GREEN_THREADS_RATE_TARGET: f64 = 0.95;
+/// … server CPU per message at most this × tokio's there…
+const GREEN_THREADS_CPU_PER_MESSAGE_TARGET: f64 = 1.05;
+/// … bulk server CPU per GB at most this × tokio's…
+const GREEN_THREADS_BULK_CPU_TARGET: f64 = 1.0;
+/// … and 10,000 idle connections in at most this × lesson 5's peak memory.
+const GREEN_THREADS_MEMORY_TARGET: f64 = 2.0;
+
 /// Where the run happened, for the report's header.
 pub struct Machine {
     pub cores: usize,
@@ -812,11 +821,15 @@ fn targets(out: &mut String, results: &[PointResult]) {
     );
     completion_targets(out, results, &throughput);
     coroutines_targets(out, results);
+    green_threads_targets(out, results);
     // Every non-blocking lesson keeps ping-pong speed while gaining fairness (issue 9);
-    // async-await and completion have their own, higher bars above.
-    let non_blocking = LESSONS
-        .iter()
-        .filter(|spec| !matches!(spec.id, "sync-threads" | "async-await" | "completion"));
+    // async-await, completion and green-threads have their own bars above.
+    let non_blocking = LESSONS.iter().filter(|spec| {
+        !matches!(
+            spec.id,
+            "sync-threads" | "async-await" | "completion" | "green-threads"
+        )
+    });
     for spec in non_blocking {
         let _ = writeln!(
             out,
@@ -826,7 +839,11 @@ fn targets(out: &mut String, results: &[PointResult]) {
         );
     }
     let memory_point = memory_10k(results);
-    for spec in LESSONS.iter().filter(|spec| spec.uses_epoll) {
+    // Lesson 8's memory target is its own (see `green_threads_targets`).
+    let epoll = LESSONS
+        .iter()
+        .filter(|spec| spec.uses_epoll && spec.id != "green-threads");
+    for spec in epoll {
         let verdict = match memory_point {
             None => "not measured (the full run measures it)".into(),
             Some(result) => match result.lesson(spec.id) {
@@ -948,6 +965,91 @@ fn coroutines_targets(out: &mut String, results: &[PointResult]) {
     );
 }
 
+/// Lesson 8's targets (issue 22), from the tables of the same run: msgs/s and server CPU per
+/// message at 100 × 64 B, bulk server CPU per GB, the worst ping beside a flood, and the
+/// peak memory with 10,000 idle connections against lesson 5's.
+fn green_threads_targets(out: &mut String, results: &[PointResult]) {
+    const ID: &str = "green-threads";
+    let ratio_to_tokio = |point: Option<&PointResult>,
+                          value: fn(&Outcome) -> Option<f64>,
+                          good: &dyn Fn(f64) -> bool| {
+        match point.map(|result| (result, result.lesson(ID))) {
+            None => "not measured".to_string(),
+            Some((_, None)) => "not built".to_string(),
+            Some((result, Some(index))) => match result.ratio(index, value) {
+                Some(ratio) => format!("{} {ratio:.2}×", met(good(ratio))),
+                None => "failed".to_string(),
+            },
+        }
+    };
+    let ping_pong = ping_pong_64(results, 100);
+    let rate_verdict = ratio_to_tokio(ping_pong, rate, &|ratio| ratio >= GREEN_THREADS_RATE_TARGET);
+    let cpu_verdict = ratio_to_tokio(ping_pong, cpu_per_message, &|ratio| {
+        ratio <= GREEN_THREADS_CPU_PER_MESSAGE_TARGET
+    });
+    let bulk_verdict = ratio_to_tokio(bulk_point(results), cpu_secs_per_gb, &|ratio| {
+        ratio <= GREEN_THREADS_BULK_CPU_TARGET
+    });
+    let ping_verdict = match fairness_point(results).map(|result| (result, result.lesson(ID))) {
+        None => "not measured".to_string(),
+        Some((_, None)) => "not built".to_string(),
+        Some((result, Some(index))) => match result.lesson_median(index, worst_ping) {
+            Some(worst) => format!(
+                "{} {}",
+                met(worst <= WORST_PING_TARGET.as_secs_f64()),
+                latency(worst)
+            ),
+            None => "failed".to_string(),
+        },
+    };
+    let (mut hangs, mut losses) = (0, 0);
+    for point in [bulk_point(results), fairness_point(results)]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(index) = point.lesson(ID) {
+            let (point_hangs, point_losses) = point.hangs_and_losses(Some(index));
+            (hangs, losses) = (hangs + point_hangs, losses + point_losses);
+        }
+    }
+    let intact = match (hangs, losses) {
+        (0, 0) => format!("{} (none)", met(true)),
+        _ => format!("{} ({hangs} hangs, {losses} with lost bytes)", met(false)),
+    };
+    let peak = |result: &PointResult, id: &str| -> Option<u64> {
+        let index = result.lesson(id)?;
+        let memory = result
+            .representative(index, peak_rss)
+            .and_then(Outcome::memory)?;
+        (memory.held == 10_000).then_some(memory.peak_rss)
+    };
+    let memory_verdict = match memory_10k(results) {
+        None => "not measured (the full run measures it)".to_string(),
+        Some(result) => match (peak(result, ID), peak(result, "async-await")) {
+            (Some(ours), Some(lesson_5)) => {
+                let ratio = ours as f64 / lesson_5 as f64;
+                format!(
+                    "{} {} against {}: {ratio:.1}×",
+                    met(ratio <= GREEN_THREADS_MEMORY_TARGET),
+                    megabytes(ours as f64),
+                    megabytes(lesson_5 as f64)
+                )
+            }
+            _ => "not measured for both".to_string(),
+        },
+    };
+    let _ = writeln!(
+        out,
+        "- green-threads: msgs/s ≥ {GREEN_THREADS_RATE_TARGET:.2}× tokio at 100 × 64 B: \
+         {rate_verdict}; server CPU per message ≤ {GREEN_THREADS_CPU_PER_MESSAGE_TARGET:.2}× \
+         there: {cpu_verdict}; bulk server CPU per GB ≤ {GREEN_THREADS_BULK_CPU_TARGET:.2}× \
+         tokio: {bulk_verdict}; worst ping beside a flood ≤ {} ms: {ping_verdict}; 10,000 \
+         idle connections ≤ {GREEN_THREADS_MEMORY_TARGET:.0}× async-await's memory: \
+         {memory_verdict}; no hang, no byte lost: {intact}",
+        WORST_PING_TARGET.as_millis()
+    );
+}
+
 /// The bulk and fairness targets, one line per lesson: its CPU per GB against tokio's, its
 /// worst ping, and whether any stream hung or lost a byte.
 fn streaming_targets(out: &mut String, results: &[PointResult]) {
@@ -957,7 +1059,8 @@ fn streaming_targets(out: &mut String, results: &[PointResult]) {
         let _ = writeln!(out, "- bulk and fairness: not measured");
         return;
     };
-    for spec in LESSONS {
+    // Lesson 8's streaming targets are in its own line (`green_threads_targets`).
+    for spec in LESSONS.iter().filter(|spec| spec.id != "green-threads") {
         let (Some(bulk_index), Some(fairness_index)) =
             (bulk.lesson(spec.id), fairness.lesson(spec.id))
         else {

@@ -43,7 +43,7 @@ pub struct ServerSpec {
 
 /// Every lesson's echo server, in lesson order. Plain `sync echo` is left out: it serves one
 /// client at a time, so any load with two connections only measures how long it waits.
-pub const LESSONS: [ServerSpec; 8] = [
+pub const LESSONS: [ServerSpec; 9] = [
     lesson(
         "sync-threads",
         "sync --threads",
@@ -65,6 +65,14 @@ pub const LESSONS: [ServerSpec; 8] = [
     lesson("async-await", "async-await", "async-await", &["echo"], true),
     // io_uring, not epoll; the 20 MB target applies to it too (issue 11).
     lesson("completion", "completion", "completion", &["echo"], true),
+    // Its targets are its own (issue 22): memory at most twice lesson 5's, among others.
+    lesson(
+        "green-threads",
+        "green-threads",
+        "green-threads",
+        &["echo"],
+        true,
+    ),
 ];
 
 /// The reference peer: a tokio current-thread echo server, run as `bench tokio-echo`.
