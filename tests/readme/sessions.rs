@@ -37,6 +37,7 @@ pub const SESSIONS: &[(&str, &str)] = &[
         "completion-timeline",
         "completion echo --timeline /tmp/completion.json",
     ),
+    ("green-threads-echo-trace", "green-threads echo --trace"),
 ];
 
 /// The server session `name` starts (see [`SESSIONS`]), on `127.0.0.1:0`.
@@ -75,8 +76,9 @@ pub fn run(name: &str) -> Result<Vec<String>, String> {
             "completion-timeline",
             eight_timed_clients,
             "completion",
-            &["--busiest-ms", "2"],
+            &["--busiest-ms", "0.4"],
         ),
+        "green-threads-echo-trace" => green_threads_echo_trace(),
         _ => Err(format!("no session named {name}")),
     }
 }
@@ -327,6 +329,24 @@ fn eight_timed_clients(server: &Server) -> Result<(), String> {
     }
     wait_until(|| server.process.count_stderr("closed") == 8);
     Ok(())
+}
+
+/// `green-threads echo --trace`: one client connects; once its green thread has parked on its
+/// socket, the client sends a line.
+fn green_threads_echo_trace() -> Result<Vec<String>, String> {
+    let mut server = start("green-threads-echo-trace")?;
+    settle(
+        &server,
+        &["reactor: epoll_wait, 2 parked on I/O, timeout=none"],
+    )?;
+    let client = connect_nth(&server, 1)?;
+    settle(
+        &server,
+        &["(client 127.0.0.1:", "read on fd 7 would block → park"],
+    )?;
+    round_trip(&client, b"hello\n")?;
+    settle(&server, &["fd 7 readable → wake green thread 2"])?;
+    Ok(printed(&mut server))
 }
 
 /// From now on, programs this process starts get fds 0 to 2 only (see

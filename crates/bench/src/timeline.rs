@@ -41,6 +41,7 @@ pub fn table(bin_dir: &Path, rounds: usize, window: Duration) -> io::Result<Stri
                 label: binary,
                 binary,
                 args,
+                streaming_args: None,
                 uses_epoll: true,
             },
             executable: executable.clone(),
