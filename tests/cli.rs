@@ -77,6 +77,8 @@ fn every_help_parses() {
         (WORK_STEALING, &["writer", "--help"], "--timeline"),
         (WORK_STEALING, &["tour", "--help"], "--timeline"),
         (TIMELINE, &["--help"], "--busiest-ms"),
+        (GREEN_THREADS, &["echo", "--help"], "--timeline"),
+        (GREEN_THREADS, &["writer", "--help"], "--timeline"),
         (GREEN_THREADS, &["--help"], "overflow"),
         (GREEN_THREADS, &["echo", "--help"], "--trace"),
         (GREEN_THREADS, &["writer", "--help"], "--interval-ms"),

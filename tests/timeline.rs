@@ -68,8 +68,14 @@ fn polls<'a>(trace: &'a Trace, prefix: &str) -> Vec<&'a Slice> {
 /// connection's first poll; later a wait (`wait_name`) that ends, a wake after it, and the
 /// connection's poll that the wake points at.
 fn assert_accept_poll_wait_wake_poll(trace: &Trace, accept: &str, wait_name: &str) {
+    assert_order(trace, accept, "conn ", wait_name);
+}
+
+/// [`assert_accept_poll_wait_wake_poll`], for connections whose tasks are called `conn` …
+/// (lessons 5 to 7) or `client` … (lesson 8's green threads).
+fn assert_order(trace: &Trace, accept: &str, connection: &str, wait_name: &str) {
     let accepts = polls(trace, accept);
-    let connections = polls(trace, "conn 127.0.0.1:");
+    let connections = polls(trace, &format!("{connection}127.0.0.1:"));
     let (Some(accept), Some(first_poll)) = (accepts.first(), connections.first()) else {
         panic!("no accept or no connection poll: {:#?}", trace.slices);
     };
@@ -90,7 +96,7 @@ fn assert_accept_poll_wait_wake_poll(trace: &Trace, accept: &str, wait_name: &st
                 wake.from.1 >= wait.ts + wait.dur
                     && woke.is_some_and(|poll| {
                         poll.cat == "poll"
-                            && poll.name.starts_with("conn ")
+                            && poll.name.starts_with(connection)
                             && poll.ts > wake.from.1
                     })
             })
@@ -142,6 +148,18 @@ fn lesson7_two_clients_show_accept_poll_wait_wake_poll() {
         assert!(lanes.contains(&lane), "no {lane} lane: {lanes:?}");
     }
     assert_accept_poll_wait_wake_poll(&trace, "main", "epoll_wait");
+}
+
+/// Lesson 8, two clients: each green thread's run is a slice named for its client, and the
+/// same order holds — the scheduler's epoll_wait, then the unpark, then the run it causes.
+#[test]
+fn lesson8_two_clients_show_accept_run_wait_wake_run() {
+    if std::env::consts::ARCH != "x86_64" {
+        return; // lesson 8's switch is x86-64 assembly: elsewhere it refuses to run
+    }
+    let trace = two_client_session(env!("CARGO_BIN_EXE_green-threads"), &[]);
+    assert_eq!(trace.program, "green-threads echo");
+    assert_order(&trace, "main", "client ", "epoll_wait");
 }
 
 /// The tours record too: lesson 7's shows a steal, lesson 5's a job on the blocking pool's
