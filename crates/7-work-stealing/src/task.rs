@@ -114,10 +114,22 @@ where
     }
 
     /// Drops the future where it is (it was pinned there) and leaves `result` for the
-    /// handle.
+    /// handle. A destructor that panics is the task's panic, as a panic in `poll` is: its
+    /// handle gets `Err(Panicked)`, and the worker goes on (tokio's `cancel_task` does the
+    /// same). Left to unwind, it would reach the worker's loop and end the process.
     fn finish(&self, result: Result<F::Output, JoinError>) {
-        // Safety: we hold RUNNING: no other thread touches the future.
-        self.future.with_mut(|future| unsafe { *future = None });
+        // Dropped in place: it is pinned. If its destructor panics, the assignment is still
+        // made while unwinding (that is how Rust assigns over a value: drop, then write), so
+        // the slot holds `None` either way and the future is never dropped twice.
+        // AssertUnwindSafe: after this the future is gone, and the task is never polled again.
+        let dropped = catch_unwind(AssertUnwindSafe(|| {
+            // Safety: we hold RUNNING: no other thread touches the future.
+            self.future.with_mut(|future| unsafe { *future = None });
+        }));
+        let result = match (result, dropped) {
+            (result, Ok(())) | (result @ Err(JoinError::Panicked(_)), Err(_)) => result,
+            (_, Err(payload)) => Err(JoinError::Panicked(panic_message(&*payload))),
+        };
         self.state.complete();
         let waiter = {
             let mut join = self.join.lock().unwrap_or_else(PoisonError::into_inner);
