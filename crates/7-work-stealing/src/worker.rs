@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! loop {
-//!     task = my queue            (every 61st turn: the injector first, so it cannot starve)
+//!     task = my queue            (about every 200 µs of polling: the injector first)
 //!         or a share of the injector
 //!         or half of a random other worker's queue     (only while "searching")
 //!     found: run it (poll its future once);  nothing anywhere: park
@@ -13,22 +13,38 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
 
 use crate::queue::{CAPACITY, Owner};
 use crate::runtime::{Current, CurrentGuard, Shared};
 use crate::task::TaskRef;
 
-/// Every this many turns a worker looks at the injector before its own queue (tokio: 61,
-/// a prime, so it does not fall in step with tasks that come in rounds).
-const INJECTOR_INTERVAL: u32 = 61;
+/// How long a worker polls its own tasks, at most, between two looks at the injector first,
+/// so that a task woken there (by the reactor, a timer, another thread) cannot starve behind
+/// local tasks that keep waking each other. tokio's target (its `stats.rs`); it used to
+/// look every 61st turn, whatever a turn cost, and so did this lesson: with four connections
+/// flooding one worker, each turn about 1 ms, a ping woken by the reactor waited ~50 ms.
+const INJECTOR_TARGET: Duration = Duration::from_micros(200);
+
+/// The look comes every `interval` turns: at least every 2nd (every turn would put the
+/// injector first), at most every 127th (tokio's bounds).
+const INTERVAL_BOUNDS: (u32, u32) = (2, 127);
+
+/// The interval a worker starts with, before it has measured anything (tokio's old fixed one).
+const FIRST_INTERVAL: u32 = 61;
+
+/// How much each new measurement weighs in the running mean of a poll's duration.
+const SMOOTHING: f64 = 0.1;
 
 /// One worker thread's own state (only its thread touches it).
 pub(crate) struct Worker {
     pub(crate) index: usize,
     pub(crate) local: Owner<TaskRef>,
     pub(crate) shared: Arc<Shared>,
-    /// Counts turns, for `INJECTOR_INTERVAL`.
+    /// Counts turns: every `interval`th looks at the injector first.
     tick: Cell<u32>,
+    /// How many turns make `INJECTOR_TARGET`, from the mean poll time ([`Interval`]).
+    interval: Interval,
     /// This worker counts in `Idle::searching`.
     searching: Cell<bool>,
     /// A xorshift state: which victim to try first.
@@ -43,6 +59,7 @@ pub(crate) fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared
         local,
         shared,
         tick: Cell::new(0),
+        interval: Interval::new(),
         searching: Cell::new(false),
         random: Cell::new(0x9E37_79B9 ^ (index as u32 + 1).wrapping_mul(0x85EB_CA6B)),
     });
@@ -70,10 +87,11 @@ impl Worker {
     fn next_task(&self) -> Option<TaskRef> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick.is_multiple_of(INJECTOR_INTERVAL)
-            && let Some(task) = self.shared.injector.pop_batch(1).pop_front()
-        {
-            return Some(task);
+        if tick.is_multiple_of(self.interval.turns.get()) {
+            self.interval.tune(tick);
+            if let Some(task) = self.shared.injector.pop_batch(1).pop_front() {
+                return Some(task);
+            }
         }
         self.local.pop().or_else(|| self.take_from_injector())
     }
@@ -154,6 +172,8 @@ impl Worker {
             .trace
             .say(|| format!("worker {}: nothing to do → park", self.index));
         shared.parkers[self.index].park();
+        // The time asleep was no polling: measure from here.
+        self.interval.restart(self.tick.get());
         shared
             .trace
             .say(|| format!("worker {}: unparked", self.index));
@@ -169,5 +189,55 @@ impl Shared {
         if self.idle.searching.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.notify_work();
         }
+    }
+}
+
+/// How often a worker looks at the injector first, tuned to its tasks, as tokio's is: it
+/// keeps a running mean of how long a poll takes, and looks every `INJECTOR_TARGET ÷ mean`
+/// turns. Short polls (a million tiny tasks) make the interval long, so the injector's lock
+/// is rarely taken; long ones (connections echoing a flood) make it short. Measured once per
+/// interval, not per poll: a clock read per poll would cost more than a short poll.
+struct Interval {
+    /// The interval now, in turns.
+    turns: Cell<u32>,
+    /// The running mean of one poll's duration, in nanoseconds.
+    mean_poll_nanos: Cell<f64>,
+    /// The tick and the instant the current measurement began at.
+    since: Cell<(u32, Instant)>,
+}
+
+impl Interval {
+    fn new() -> Interval {
+        let nanos = INJECTOR_TARGET.as_nanos() as f64 / f64::from(FIRST_INTERVAL);
+        Interval {
+            turns: Cell::new(FIRST_INTERVAL),
+            mean_poll_nanos: Cell::new(nanos),
+            since: Cell::new((0, Instant::now())),
+        }
+    }
+
+    /// At turn `tick`: folds the polls since the last measurement into the mean, and sets the
+    /// interval from it.
+    fn tune(&self, tick: u32) {
+        let (since_tick, since) = self.since.get();
+        let now = Instant::now();
+        let polls = tick.wrapping_sub(since_tick);
+        if polls > 0 {
+            let mean = now.duration_since(since).as_nanos() as f64 / f64::from(polls);
+            // A measurement over many polls weighs as much as that many single ones would.
+            let weight = 1.0 - (1.0 - SMOOTHING).powi(polls.min(1000) as i32);
+            let smoothed = weight * mean + (1.0 - weight) * self.mean_poll_nanos.get();
+            self.mean_poll_nanos.set(smoothed);
+            let (least, most) = INTERVAL_BOUNDS;
+            // `as` saturates: a mean of 0 ns gives u32::MAX, clamped to `most`.
+            let turns = (INJECTOR_TARGET.as_nanos() as f64 / smoothed) as u32;
+            self.turns.set(turns.clamp(least, most));
+        }
+        self.since.set((tick, now));
+    }
+
+    /// The worker slept: the next measurement starts now, at turn `tick`.
+    fn restart(&self, tick: u32) {
+        self.since.set((tick, Instant::now()));
     }
 }
