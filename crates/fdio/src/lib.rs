@@ -9,7 +9,8 @@
 //! - [`ticker`]: the writer program's background thread that writes into a pipe.
 //! - [`output`]: the output log, `[ 3.02s pipe ] External message from pipe 3`.
 //! - [`session`]: the writer program's log, ticker and EOF handling, shared by every lesson.
-//! - [`net`]: binding and announcing a listener, and the one-line connection log.
+//! - [`net`]: binding and announcing a listener, the one-line connection log, and
+//!   [`unsent_bytes`], what a TCP socket has not delivered yet (`SIOCOUTQ`).
 //! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
 //! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
 //! - [`log`]: [`log!`], one stderr line that is dropped, never a panic, if stderr is gone.
@@ -32,7 +33,7 @@ pub use fd::{
     epoll_refuses, epoll_refuses_line, interrupted, out_of_fds, raise_fd_limit, read_blocking,
     read_fd, readable_now, reader_went_away, set_nonblocking, would_block,
 };
-pub use net::{listen, log_closed, log_connected};
+pub use net::{listen, log_closed, log_connected, unsent_bytes};
 pub use output::{OutputLog, Source};
 pub use pending::PendingWrite;
 pub use session::WriterSession;

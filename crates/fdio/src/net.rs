@@ -1,9 +1,11 @@
-//! Listening, announcing the real address, and the one-line connection log every server keeps.
+//! Listening, announcing the real address, the one-line connection log every server keeps, and
+//! how much a connection has not delivered yet.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
+use nix::libc;
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
 };
@@ -49,5 +51,133 @@ pub fn log_closed(peer: SocketAddr, error: Option<&io::Error>) {
     match error {
         None => crate::log!("connection {peer} closed"),
         Some(err) => crate::log!("connection {peer} closed: {err}"),
+    }
+}
+
+/// How many bytes written to the TCP socket `socket` have not left it yet: not sent, or sent
+/// but not yet acknowledged by the peer. 0 means the peer's kernel holds every byte we wrote,
+/// so closing now loses nothing — even if the close resets the connection (closing with
+/// unread input does), because a reset destroys only what is still queued.
+///
+/// The kernel's count (`ioctl(SIOCOUTQ)`, tcp(7)) also counts our FIN, once `shutdown(Write)`
+/// has queued it, as one byte until the peer acknowledges it; this counts bytes of data only.
+/// (After the peer resets the connection, the FIN's byte can no longer be told apart.)
+pub fn unsent_bytes(socket: &impl AsFd) -> io::Result<usize> {
+    let fd = socket.as_fd().as_raw_fd();
+    let mut queued: libc::c_int = 0;
+    // Safety: SIOCOUTQ (= TIOCOUTQ) writes one `int` through the pointer, which points at
+    // `queued`, alive for the call. On an fd that is not a TCP socket it fails, writing nothing.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let queued = usize::try_from(queued).unwrap_or(0);
+    if queued > 0 && our_fin_is_unacknowledged(fd)? {
+        return Ok(queued - 1);
+    }
+    Ok(queued)
+}
+
+/// Whether the connection is in a state where our FIN is queued or sent but not acknowledged:
+/// FIN-WAIT-1, CLOSING or LAST-ACK (RFC 9293's states; the numbers are Linux's).
+fn our_fin_is_unacknowledged(fd: libc::c_int) -> io::Result<bool> {
+    const FIN_WAIT1: u8 = 4;
+    const LAST_ACK: u8 = 9;
+    const CLOSING: u8 = 11;
+    // Only the first byte, `tcpi_state`, is read: the kernel copies as much of its
+    // `struct tcp_info` as the length we pass allows.
+    let mut state: u8 = 0;
+    let mut len = size_of::<u8>() as libc::socklen_t;
+    // Safety: the kernel writes at most `len` (1) bytes at the pointer, which points at
+    // `state`, and writes the length it used into `len`; both live across the call.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut state).cast(),
+            &raw mut len,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(matches!(state, FIN_WAIT1 | LAST_ACK | CLOSING))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{Shutdown, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A connected pair: a server side that never blocks, and its client.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (server, client)
+    }
+
+    /// Writes to `stream` until its send queue is full; returns how many bytes it took.
+    fn fill(mut stream: &TcpStream) -> usize {
+        let block = [7u8; 64 * 1024];
+        let mut written = 0;
+        loop {
+            match stream.write(&block) {
+                Ok(n) => written += n,
+                Err(err) if crate::would_block(&err) => return written,
+                Err(err) => panic!("write: {err}"),
+            }
+        }
+    }
+
+    /// Waits (5 s at most) until `unsent_bytes` says `expected`.
+    fn wait_for_unsent(stream: &TcpStream, expected: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while unsent_bytes(stream).unwrap() != expected {
+            assert!(
+                Instant::now() < deadline,
+                "{} unsent",
+                unsent_bytes(stream).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Beside a peer that does not read, what the peer can hold plus what is unsent is all
+    /// that was written; our FIN adds nothing to it; once the peer reads everything (and sees
+    /// the EOF), nothing is left unsent.
+    #[test]
+    fn unsent_bytes_count_what_the_peer_has_not_received() {
+        let (server, mut client) = pair();
+        let written = fill(&server);
+        let unsent = unsent_bytes(&server).unwrap();
+        assert!(
+            unsent > 0 && unsent < written,
+            "{unsent} of {written} unsent"
+        );
+        server.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(
+            unsent_bytes(&server).unwrap(),
+            unsent,
+            "the FIN was counted"
+        );
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).unwrap();
+        assert_eq!(received.len(), written);
+        wait_for_unsent(&server, 0);
+    }
+
+    /// An idle connection has nothing unsent, and a listening socket is refused with an error
+    /// rather than a made-up count.
+    #[test]
+    fn unsent_bytes_of_an_idle_connection_is_zero_and_of_a_listener_an_error() {
+        let (server, _client) = pair();
+        assert_eq!(unsent_bytes(&server).unwrap(), 0);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(unsent_bytes(&listener).is_err());
     }
 }
