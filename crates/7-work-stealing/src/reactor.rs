@@ -132,6 +132,10 @@ pub(crate) struct Reactor {
     waker: mio::Waker,
     sources: Mutex<Slab>,
     timers: Mutex<Timers>,
+    /// Set when the fd of a registered source is closed: a listener out of fds waits for it
+    /// (see `TcpListener::accept`). An `Event` is set once, so a new wait after a close
+    /// puts a fresh one here.
+    fd_closed: Mutex<Arc<crate::future::Event>>,
     shutdown: AtomicBool,
     trace: Trace,
 }
@@ -152,6 +156,7 @@ impl Reactor {
             waker: mio::Waker::new(poll.registry(), WAKE_TOKEN)?,
             sources: Mutex::default(),
             timers: Mutex::default(),
+            fd_closed: Mutex::default(),
             shutdown: AtomicBool::new(false),
             trace,
         });
@@ -286,6 +291,29 @@ impl Reactor {
         {
             sources.free.push(token.0);
         }
+    }
+
+    /// What a wait for the next close of a registered source's fd waits on.
+    pub(crate) fn next_fd_close(&self) -> Arc<crate::future::Event> {
+        let mut closed = self
+            .fd_closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if closed.is_set() {
+            *closed = Arc::default();
+        }
+        Arc::clone(&closed)
+    }
+
+    /// The fd of a registered source was closed: one more is free.
+    pub(crate) fn fd_was_closed(&self) {
+        let closed = Arc::clone(
+            &self
+                .fd_closed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        closed.set();
     }
 
     /// `Ready(tick)` if `direction` is worth trying (remember the tick for `clear_ready`);
