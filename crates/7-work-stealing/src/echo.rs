@@ -78,8 +78,10 @@ async fn serve(mut listener: TcpListener, mut signals: Signals) -> io::Result<()
     let stats = Arc::new(Stats::default());
 
     let signal = loop {
-        match race(listener.accept(), signals.recv()).await {
-            Either::Left(Ok((stream, peer))) => {
+        // The signal first: when both are ready, it wins.
+        match race(signals.recv(), listener.accept()).await {
+            Either::Left(signal) => break signal?,
+            Either::Right(Ok((stream, peer))) => {
                 log_connected(peer);
                 stats.open.fetch_add(1, Ordering::SeqCst);
                 stats.served.fetch_add(1, Ordering::Relaxed);
@@ -100,8 +102,7 @@ async fn serve(mut listener: TcpListener, mut signals: Signals) -> io::Result<()
                 });
             }
             // Out of fds, among others: `accept` itself waits before it tries again.
-            Either::Left(Err(err)) => fdio::log!("accept: {err}"),
-            Either::Right(signal) => break signal?,
+            Either::Right(Err(err)) => fdio::log!("accept: {err}"),
         }
     };
 
