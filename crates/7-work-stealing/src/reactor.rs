@@ -101,20 +101,8 @@ impl ScheduledIo {
             });
     }
 
-    /// Records an event (bits set, tick bumped) and collects the wakers it releases.
-    fn set_ready(&self, event: &Event, wakers: &mut Vec<Waker>) {
-        // "closed" and "error" make the call worth trying too: it reports them.
-        let failed = event.is_error();
-        let mut bits = 0;
-        if event.is_readable() || event.is_read_closed() || failed {
-            bits |= READ;
-        }
-        if event.is_read_closed() || failed {
-            bits |= READ_CLOSED;
-        }
-        if event.is_writable() || event.is_write_closed() || failed {
-            bits |= WRITE;
-        }
+    /// Records an event's `bits` (set, tick bumped) and collects the wakers it releases.
+    fn set_ready(&self, bits: usize, wakers: &mut Vec<Waker>) {
         self.record(bits);
         let mut waiters = self.lock();
         if bits & READ != 0 {
@@ -124,6 +112,23 @@ impl ScheduledIo {
             wakers.extend(waiters.writer.take());
         }
     }
+}
+
+/// The readiness bits an event sets.
+fn readiness_of(event: &Event) -> usize {
+    // "closed" and "error" make the call worth trying too: it reports them.
+    let failed = event.is_error();
+    let mut bits = 0;
+    if event.is_readable() || event.is_read_closed() || failed {
+        bits |= READ;
+    }
+    if event.is_read_closed() || failed {
+        bits |= READ_CLOSED;
+    }
+    if event.is_writable() || event.is_write_closed() || failed {
+        bits |= WRITE;
+    }
+    bits
 }
 
 /// The reactor's shared half: the registry, the sources, the timers.
@@ -140,11 +145,46 @@ pub(crate) struct Reactor {
     trace: Trace,
 }
 
-/// The sources by token; freed tokens are reused.
+/// The sources by token. A token is a slot's index and that slot's generation: a freed slot
+/// is reused with the next generation, so an event still in hand for the old source (read
+/// by `epoll_wait` just before it was deregistered) names a token that matches nobody. With
+/// the index alone it would reach the new source — and a stale "read closed" is never
+/// cleared: every read of the new source would be tried forever.
 #[derive(Default)]
 struct Slab {
-    entries: Vec<Option<Arc<ScheduledIo>>>,
+    slots: Vec<Slot>,
     free: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: usize,
+    io: Option<Arc<ScheduledIo>>,
+}
+
+/// A token's low half is the index, its high half the generation.
+const INDEX_BITS: u32 = usize::BITS / 2;
+const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+
+fn token(index: usize, generation: usize) -> Token {
+    Token((generation << INDEX_BITS) | index)
+}
+
+impl Slab {
+    /// The source `token` names, if it is still registered.
+    fn get(&self, token: Token) -> Option<&Arc<ScheduledIo>> {
+        let (index, generation) = (token.0 & INDEX_MASK, token.0 >> INDEX_BITS);
+        let slot = self.slots.get(index)?;
+        (slot.generation == generation).then_some(slot.io.as_ref()?)
+    }
+
+    /// An event for `token`: sets the bits of its source and collects the wakers it releases.
+    fn dispatch(&self, token: Token, bits: usize, wakers: &mut Vec<Waker>) {
+        // A stale token, or the reactor's own `WAKE_TOKEN`: nobody waits.
+        if let Some(io) = self.get(token) {
+            io.set_ready(bits, wakers);
+        }
+    }
 }
 
 impl Reactor {
@@ -212,10 +252,7 @@ impl Reactor {
             {
                 let sources = self.lock_sources();
                 for event in events.iter() {
-                    // A token deregistered while its events were queued: nobody waits.
-                    if let Some(Some(io)) = sources.entries.get(event.token().0) {
-                        io.set_ready(event, &mut wakers);
-                    }
+                    sources.dispatch(event.token(), readiness_of(event), &mut wakers);
                 }
             }
             let fired = self.lock_timers().fire_due(Instant::now(), &mut wakers);
@@ -233,7 +270,7 @@ impl Reactor {
         }
         // Shutting down: drop every waker, so the tasks they hold can be freed.
         let sources = std::mem::take(&mut *self.lock_sources());
-        for io in sources.entries.into_iter().flatten() {
+        for io in sources.slots.into_iter().filter_map(|slot| slot.io) {
             let mut waiters = io.lock();
             waiters.reader = None;
             waiters.writer = None;
@@ -267,17 +304,18 @@ impl Reactor {
         let mut sources = self.lock_sources();
         let index = match sources.free.pop() {
             Some(index) => index,
-            None => {
-                sources.entries.push(None);
-                sources.entries.len() - 1
+            None if sources.slots.len() < INDEX_MASK => {
+                sources.slots.push(Slot::default());
+                sources.slots.len() - 1
             }
+            None => return Err(io::Error::other("too many sources for one reactor")),
         };
-        let token = Token(index);
+        let token = token(index, sources.slots[index].generation);
         if let Err(err) = self.registry.register(source, token, Interest::READABLE) {
             sources.free.push(index);
             return Err(err);
         }
-        sources.entries[index] = Some(Arc::clone(&io));
+        sources.slots[index].io = Some(Arc::clone(&io));
         Ok((token, io))
     }
 
@@ -286,10 +324,12 @@ impl Reactor {
         // Fails only if the fd is gone already: nothing to do about it.
         let _ = self.registry.deregister(source);
         let mut sources = self.lock_sources();
-        if let Some(slot) = sources.entries.get_mut(token.0)
-            && slot.take().is_some()
-        {
-            sources.free.push(token.0);
+        if sources.get(token).is_some() {
+            let index = token.0 & INDEX_MASK;
+            let slot = &mut sources.slots[index];
+            slot.io = None;
+            slot.generation = (slot.generation + 1) & INDEX_MASK;
+            sources.free.push(index);
         }
     }
 
@@ -460,6 +500,45 @@ mod tests {
         io.record(READ); // the reactor's thread, meanwhile
         Reactor::clear_ready(&io, Direction::Read, seen); // a stale clear
         assert_eq!(tick_and_readable(&io), (seen + 1, true));
+    }
+
+    /// An event read by `epoll_wait` for a source that is deregistered before the reactor
+    /// looks at it, while a new source took its place (and its token's slot): the stale
+    /// readiness must not reach the new source — a stale "read closed" would never be
+    /// cleared, and every read of the new source would be tried forever.
+    #[test]
+    fn a_stale_event_for_a_reused_token_reaches_nobody() {
+        let (reactor, thread) = Reactor::start(Trace::new(false)).unwrap();
+        let (old_pipe, _old_writer) = std::io::pipe().unwrap();
+        let old_fd = std::os::fd::AsRawFd::as_raw_fd(&old_pipe);
+        let mut old = mio::unix::SourceFd(&old_fd);
+        let (old_token, _) = reactor.register(&mut old).unwrap();
+        reactor.deregister(old_token, &mut old);
+        let (new_pipe, _new_writer) = std::io::pipe().unwrap();
+        let new_fd = std::os::fd::AsRawFd::as_raw_fd(&new_pipe);
+        let mut new = mio::unix::SourceFd(&new_fd);
+        let (new_token, io) = reactor.register(&mut new).unwrap();
+        // The new source waits for bytes: its bit is clear, its waker is left.
+        let (tick, _) = tick_and_readable(&io);
+        Reactor::clear_ready(&io, Direction::Read, tick);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(
+            reactor
+                .poll_ready(new_token, &io, &mut new, Direction::Read, &mut cx)
+                .is_pending()
+        );
+
+        let mut wakers = Vec::new();
+        reactor
+            .lock_sources()
+            .dispatch(old_token, READ | READ_CLOSED, &mut wakers);
+        assert!(wakers.is_empty(), "the stale event woke the new source");
+        assert_eq!(tick_and_readable(&io), (tick, false));
+
+        reactor.deregister(new_token, &mut new);
+        reactor.shut_down();
+        thread.join().unwrap();
     }
 
     /// The peer's close stays: reads are tried until they see the EOF.
