@@ -70,12 +70,17 @@ pub(crate) struct Owner<T> {
 
 /// Creates a queue: the owner's end, and the shared one the thieves use.
 pub(crate) fn new<T>() -> (Owner<T>, Arc<Queue<T>>) {
+    starting_at(0)
+}
+
+/// A queue whose indexes start at `index` (the tests start them just before they wrap).
+fn starting_at<T>(index: u32) -> (Owner<T>, Arc<Queue<T>>) {
     let slots = (0..CAPACITY)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect();
     let queue = Arc::new(Queue {
-        head: AtomicU64::new(0),
-        tail: AtomicU32::new(0),
+        head: AtomicU64::new(pack(index, index)),
+        tail: AtomicU32::new(index),
         slots,
     });
     let owner = Owner {
@@ -304,6 +309,28 @@ mod tests {
         assert_eq!(victim.pop(), Some(4));
     }
 
+    /// Indexes that wrap past `u32::MAX` in the middle of pushes, an overflow, a steal and
+    /// pops: the queue still holds exactly what was pushed, in order.
+    #[test]
+    fn indexes_wrap_around() {
+        let (owner, queue) = starting_at::<usize>(u32::MAX - 10);
+        let (thief, _) = new::<usize>();
+        let mut overflowed = Vec::new();
+        for i in 0..CAPACITY + 1 {
+            owner.push(i, |batch| overflowed.extend(batch));
+        }
+        assert_eq!(queue.len(), HALF as usize);
+        let (task, count) = queue.steal_into(&thief).expect("something to steal");
+        let mut stolen: Vec<usize> = std::iter::from_fn(|| thief.pop()).collect();
+        stolen.push(task);
+        assert_eq!(count, stolen.len());
+        let mut out: Vec<usize> = overflowed;
+        out.extend(stolen);
+        out.extend(std::iter::from_fn(|| owner.pop()));
+        out.sort_unstable();
+        assert_eq!(out, (0..CAPACITY + 1).collect::<Vec<_>>());
+    }
+
     /// Many threads steal while the owner pushes and pops: every task comes out once.
     #[test]
     fn concurrent_steals_lose_and_duplicate_nothing() {
@@ -398,6 +425,95 @@ mod loom_tests {
                 record(&seen, task);
             }
             for task in overflow.lock().unwrap().drain(..) {
+                record(&seen, task);
+            }
+            for count in seen.iter() {
+                assert_eq!(count.load(Ordering::Relaxed), 1);
+            }
+        });
+    }
+
+    /// Indexes that wrap past `u32::MAX` while the owner pushes and pops and a thief
+    /// steals: every task comes out once.
+    #[test]
+    fn loom_indexes_wrap_around_under_a_theft() {
+        loom::model(|| {
+            const TASKS: usize = 3;
+            let (owner, queue) = starting_at::<usize>(u32::MAX - 1);
+            let seen: Arc<Vec<AtomicUsize>> =
+                Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
+            let thief = {
+                let (queue, seen) = (Arc::clone(&queue), Arc::clone(&seen));
+                loom::thread::spawn(move || {
+                    let (thief, _) = new::<usize>();
+                    if let Some((task, _)) = queue.steal_into(&thief) {
+                        record(&seen, task);
+                        while let Some(task) = thief.pop() {
+                            record(&seen, task);
+                        }
+                    }
+                })
+            };
+            for task in 0..TASKS {
+                owner.push(task, |_| unreachable!("the queue holds 4"));
+            }
+            if let Some(task) = owner.pop() {
+                record(&seen, task);
+            }
+            thief.join().unwrap();
+            while let Some(task) = owner.pop() {
+                record(&seen, task);
+            }
+            for count in seen.iter() {
+                assert_eq!(count.load(Ordering::Relaxed), 1);
+            }
+        });
+    }
+
+    /// A thief is robbed while it copies: it steals from the owner's queue into its own,
+    /// which holds tasks already, while a second thief steals from it. The first thief
+    /// counts its room from the second's claim, not past it, so it never writes a slot the
+    /// second is still copying out; the tasks it copies are not published yet, so the second
+    /// takes only what was there before. Every task comes out once, and loom checks that no
+    /// slot is read and written at once.
+    #[test]
+    fn loom_a_thief_robbed_while_it_copies() {
+        loom::model(|| {
+            const TASKS: usize = 6;
+            let (owner, queue) = new::<usize>();
+            let (thief, thief_queue) = new::<usize>();
+            let seen: Arc<Vec<AtomicUsize>> =
+                Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
+            for task in 0..3 {
+                owner.push(task, |_| unreachable!("the queue holds 4"));
+                thief.push(3 + task, |_| unreachable!("the queue holds 4"));
+            }
+            let first_thief = {
+                let (queue, seen) = (Arc::clone(&queue), Arc::clone(&seen));
+                loom::thread::spawn(move || {
+                    if let Some((task, _)) = queue.steal_into(&thief) {
+                        record(&seen, task);
+                    }
+                    while let Some(task) = thief.pop() {
+                        record(&seen, task);
+                    }
+                })
+            };
+            let second_thief = {
+                let seen = Arc::clone(&seen);
+                loom::thread::spawn(move || {
+                    let (own, _) = new::<usize>();
+                    if let Some((task, _)) = thief_queue.steal_into(&own) {
+                        record(&seen, task);
+                        while let Some(task) = own.pop() {
+                            record(&seen, task);
+                        }
+                    }
+                })
+            };
+            first_thief.join().unwrap();
+            second_thief.join().unwrap();
+            while let Some(task) = owner.pop() {
                 record(&seen, task);
             }
             for count in seen.iter() {

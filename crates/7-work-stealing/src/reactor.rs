@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 use fdio::{Trace, interrupted};
 use mio::event::{Event, Source};
 use mio::{Events, Interest, Registry, Token};
+
+use crate::sync;
 
 /// The token of the `mio::Waker` that interrupts `epoll_wait` (new timers, shutdown).
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -74,10 +76,11 @@ impl Direction {
 }
 
 /// What the reactor knows about one source, shared by its I/O object and the reactor.
+/// (Its atomic and its lock are `crate::sync`'s: loom checks the handshake below.)
 pub(crate) struct ScheduledIo {
     /// `tick << TICK_SHIFT | READ_CLOSED | WRITE | READ`.
-    readiness: AtomicUsize,
-    waiters: Mutex<Waiters>,
+    readiness: sync::AtomicUsize,
+    waiters: sync::Mutex<Waiters>,
 }
 
 /// Who waits on a source, and what epoll watches it for.
@@ -88,17 +91,83 @@ struct Waiters {
 }
 
 impl ScheduledIo {
-    fn lock(&self) -> MutexGuard<'_, Waiters> {
+    /// A new source: both directions ready (nothing is known yet, so the first call is
+    /// simply tried), watched by epoll for reading only.
+    fn new() -> ScheduledIo {
+        ScheduledIo {
+            readiness: sync::AtomicUsize::new(READ | WRITE),
+            waiters: sync::Mutex::new(Waiters {
+                reader: None,
+                writer: None,
+                interest: Interest::READABLE,
+            }),
+        }
+    }
+
+    fn lock(&self) -> sync::MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Ready(tick)` if `direction` is worth trying; otherwise leaves `waker` and returns
+    /// `Pending`. `watch_writes` runs (under the lock) the first time a task waits to write:
+    /// it asks epoll to watch for writability too.
+    fn poll_ready(
+        &self,
+        direction: Direction,
+        waker: &Waker,
+        watch_writes: impl FnOnce(Interest) -> io::Result<()>,
+    ) -> Poll<io::Result<usize>> {
+        let word = self.readiness.load(sync::Ordering::Acquire);
+        if word & direction.ready_bits() != 0 {
+            return Poll::Ready(Ok(word >> TICK_SHIFT));
+        }
+        {
+            let mut waiters = self.lock();
+            if direction == Direction::Write && !waiters.interest.is_writable() {
+                let interest = waiters.interest.add(Interest::WRITABLE);
+                if let Err(err) = watch_writes(interest) {
+                    return Poll::Ready(Err(err));
+                }
+                waiters.interest = interest;
+            }
+            let slot = match direction {
+                Direction::Read => &mut waiters.reader,
+                Direction::Write => &mut waiters.writer,
+            };
+            match slot {
+                Some(old) if old.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+        // The reactor sets the bit, then takes the waker: look again, now that ours is there.
+        let word = self.readiness.load(sync::Ordering::Acquire);
+        if word & direction.ready_bits() != 0 {
+            return Poll::Ready(Ok(word >> TICK_SHIFT));
+        }
+        Poll::Pending
+    }
+
+    /// The kernel had nothing more for `direction` when we tried at `tick`: clears the bit,
+    /// unless an event came since (then the call is worth trying again).
+    fn clear_ready(&self, direction: Direction, tick: usize) {
+        let bit = match direction {
+            Direction::Read => READ,
+            Direction::Write => WRITE,
+        };
+        let _ =
+            self.readiness
+                .fetch_update(sync::Ordering::AcqRel, sync::Ordering::Acquire, |word| {
+                    (word >> TICK_SHIFT == tick).then_some(word & !bit)
+                });
     }
 
     /// Sets `bits` and bumps the tick: an event happened.
     fn record(&self, bits: usize) {
-        let _ = self
-            .readiness
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                Some((word + (1 << TICK_SHIFT)) | bits)
-            });
+        let _ =
+            self.readiness
+                .fetch_update(sync::Ordering::AcqRel, sync::Ordering::Acquire, |word| {
+                    Some((word + (1 << TICK_SHIFT)) | bits)
+                });
     }
 
     /// Records an event's `bits` (set, tick bumped) and collects the wakers it releases.
@@ -293,14 +362,7 @@ impl Reactor {
         &self,
         source: &mut impl Source,
     ) -> io::Result<(Token, Arc<ScheduledIo>)> {
-        let io = Arc::new(ScheduledIo {
-            readiness: AtomicUsize::new(READ | WRITE),
-            waiters: Mutex::new(Waiters {
-                reader: None,
-                writer: None,
-                interest: Interest::READABLE,
-            }),
-        });
+        let io = Arc::new(ScheduledIo::new());
         let mut sources = self.lock_sources();
         let index = match sources.free.pop() {
             Some(index) => index,
@@ -367,48 +429,15 @@ impl Reactor {
         direction: Direction,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        let word = io.readiness.load(Ordering::Acquire);
-        if word & direction.ready_bits() != 0 {
-            return Poll::Ready(Ok(word >> TICK_SHIFT));
-        }
-        {
-            let mut waiters = io.lock();
-            if direction == Direction::Write && !waiters.interest.is_writable() {
-                let interest = waiters.interest.add(Interest::WRITABLE);
-                if let Err(err) = self.registry.reregister(source, token, interest) {
-                    return Poll::Ready(Err(err));
-                }
-                waiters.interest = interest;
-            }
-            let slot = match direction {
-                Direction::Read => &mut waiters.reader,
-                Direction::Write => &mut waiters.writer,
-            };
-            match slot {
-                Some(old) if old.will_wake(cx.waker()) => {}
-                _ => *slot = Some(cx.waker().clone()),
-            }
-        }
-        // The reactor sets the bit, then takes the waker: look again, now that ours is there.
-        let word = io.readiness.load(Ordering::Acquire);
-        if word & direction.ready_bits() != 0 {
-            return Poll::Ready(Ok(word >> TICK_SHIFT));
-        }
-        Poll::Pending
+        io.poll_ready(direction, cx.waker(), |interest| {
+            self.registry.reregister(source, token, interest)
+        })
     }
 
     /// The kernel had nothing more for `direction` when we tried at `tick`: clear the bit,
     /// unless an event came since (then the call is worth trying again).
     pub(crate) fn clear_ready(io: &ScheduledIo, direction: Direction, tick: usize) {
-        let bit = match direction {
-            Direction::Read => READ,
-            Direction::Write => WRITE,
-        };
-        let _ = io
-            .readiness
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                (word >> TICK_SHIFT == tick).then_some(word & !bit)
-            });
+        io.clear_ready(direction, tick);
     }
 
     /// Adds a timer; wakes the reactor's thread if it is now the earliest.
@@ -461,23 +490,16 @@ impl Timers {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     fn fresh() -> ScheduledIo {
-        ScheduledIo {
-            readiness: AtomicUsize::new(READ | WRITE),
-            waiters: Mutex::new(Waiters {
-                reader: None,
-                writer: None,
-                interest: Interest::READABLE,
-            }),
-        }
+        ScheduledIo::new()
     }
 
     fn tick_and_readable(io: &ScheduledIo) -> (usize, bool) {
-        let word = io.readiness.load(Ordering::Acquire);
+        let word = io.readiness.load(sync::Ordering::Acquire);
         (word >> TICK_SHIFT, word & READ != 0)
     }
 
@@ -548,7 +570,66 @@ mod tests {
         io.record(READ | READ_CLOSED);
         let (tick, _) = tick_and_readable(&io);
         Reactor::clear_ready(&io, Direction::Read, tick);
-        let word = io.readiness.load(Ordering::Acquire);
+        let word = io.readiness.load(sync::Ordering::Acquire);
         assert!(word & Direction::Read.ready_bits() != 0);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+
+    /// A waker that raises a flag.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, sync::Ordering::Release);
+        }
+    }
+
+    /// Bytes arrive and the reactor's thread records the event and wakes whoever waits,
+    /// while a task reads: its read says `WouldBlock`, it clears the bit with the tick it saw
+    /// and waits. In every interleaving the task gets the bytes, or finds the bit set
+    /// again, or is woken: the edge is never lost — even when the event falls between the
+    /// read and the clear.
+    #[test]
+    fn loom_an_event_racing_a_clear_is_never_lost() {
+        loom::model(|| {
+            let io = loom::sync::Arc::new(ScheduledIo::new());
+            let bytes = loom::sync::Arc::new(AtomicBool::new(false));
+            let reactor = {
+                let (io, bytes) = (loom::sync::Arc::clone(&io), loom::sync::Arc::clone(&bytes));
+                loom::thread::spawn(move || {
+                    bytes.store(true, sync::Ordering::Release); // the kernel's side
+                    let mut wakers = Vec::new();
+                    io.set_ready(READ, &mut wakers);
+                    wakers.into_iter().for_each(Waker::wake);
+                })
+            };
+            let flag = Arc::new(Flag::default());
+            let waker = Waker::from(Arc::clone(&flag));
+            let never_writes = |_| unreachable!("a reader never watches writes");
+            let mut got_bytes = false;
+            // `Registered::io`'s loop: try while the bit says so, clear on `WouldBlock`.
+            let waiting = loop {
+                let Poll::Ready(Ok(tick)) = io.poll_ready(Direction::Read, &waker, never_writes)
+                else {
+                    break true;
+                };
+                if bytes.load(sync::Ordering::Acquire) {
+                    got_bytes = true;
+                    break false;
+                }
+                io.clear_ready(Direction::Read, tick);
+            };
+            reactor.join().unwrap();
+            assert!(
+                got_bytes || (waiting && flag.0.load(sync::Ordering::Acquire)),
+                "the task waits, and nobody will wake it"
+            );
+        });
     }
 }

@@ -33,13 +33,13 @@ use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crate::budget;
 use crate::runtime::Shared;
 use crate::state::{AfterCancel, AfterPoll, AfterWake, Start, State};
-use crate::sync::UnsafeCell;
+use crate::sync::{Mutex, MutexGuard, UnsafeCell};
 
 /// A task as the queues hold it: something a worker can run.
 pub(crate) type TaskRef = Arc<dyn Runnable>;
@@ -73,11 +73,59 @@ impl fmt::Display for JoinError {
 impl std::error::Error for JoinError {}
 
 /// Where the result waits for the `JoinHandle`. A mutex, not atomics: it is touched twice
-/// per task (once to store, once to take), never on the scheduling path.
-struct JoinSlot<T> {
+/// per task (once to store, once to take), never on the scheduling path. (`crate::sync`'s
+/// mutex: loom checks that the result and the handle's waker never miss each other.)
+struct JoinSlot<T>(Mutex<Joined<T>>);
+
+struct Joined<T> {
     result: Option<Result<T, JoinError>>,
     finished: bool,
     waiter: Option<Waker>,
+}
+
+impl<T> JoinSlot<T> {
+    fn new() -> JoinSlot<T> {
+        JoinSlot(Mutex::new(Joined {
+            result: None,
+            finished: false,
+            waiter: None,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Joined<T>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The task finished: leaves `result`, and wakes the handle if it waits.
+    fn finish(&self, result: Result<T, JoinError>) {
+        let waiter = {
+            let mut joined = self.lock();
+            joined.result = Some(result);
+            joined.finished = true;
+            joined.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+
+    /// The handle's poll: the result, or `Pending` with `cx`'s waker left.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+        // The result and the waiter share one lock: `finish` either finds our waker or
+        // has left the result before we look. No wake can fall between the two.
+        let mut joined = self.lock();
+        if let Some(result) = joined.result.take() {
+            return Poll::Ready(result);
+        }
+        if joined.finished {
+            panic!("a JoinHandle polled after it returned its result");
+        }
+        match &joined.waiter {
+            Some(waiter) if waiter.will_wake(cx.waker()) => {}
+            _ => joined.waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
 }
 
 /// One spawned future and everything about it.
@@ -86,7 +134,7 @@ pub(crate) struct Task<F: Future> {
     runtime: Arc<Shared>,
     /// `Some` until it completes. Only the worker that moved the state to RUNNING touches it.
     future: UnsafeCell<Option<F>>,
-    join: Mutex<JoinSlot<F::Output>>,
+    join: JoinSlot<F::Output>,
 }
 
 // Safety: the future is reached only by the one thread holding the RUNNING state (or by
@@ -107,11 +155,7 @@ where
             state: State::new_scheduled(),
             runtime,
             future: UnsafeCell::new(Some(future)),
-            join: Mutex::new(JoinSlot {
-                result: None,
-                finished: false,
-                waiter: None,
-            }),
+            join: JoinSlot::new(),
         })
     }
 
@@ -133,15 +177,7 @@ where
             (_, Err(payload)) => Err(JoinError::Panicked(panic_message(&*payload))),
         };
         self.state.complete();
-        let waiter = {
-            let mut join = self.join.lock().unwrap_or_else(PoisonError::into_inner);
-            join.result = Some(result);
-            join.finished = true;
-            join.waiter.take()
-        };
-        if let Some(waiter) = waiter {
-            waiter.wake();
-        }
+        self.join.finish(result);
     }
 }
 
@@ -222,20 +258,7 @@ where
     F::Output: Send + 'static,
 {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
-        // The result and the waiter share one lock: `finish` either finds our waker or
-        // has left the result before we look. No wake can fall between the two.
-        let mut join = self.join.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(result) = join.result.take() {
-            return Poll::Ready(result);
-        }
-        if join.finished {
-            panic!("a JoinHandle polled after it returned its result");
-        }
-        match &join.waiter {
-            Some(waiter) if waiter.will_wake(cx.waker()) => {}
-            _ => join.waiter = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        self.join.poll(cx)
     }
 
     fn is_finished(&self) -> bool {
@@ -326,5 +349,48 @@ impl Deref for WakerRef<'_> {
 
     fn deref(&self) -> &Waker {
         &self.waker
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Ordering;
+    use loom::sync::atomic::AtomicBool;
+
+    /// A waker that raises a flag.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    /// The task finishes on a worker while its handle is polled on another thread: in every
+    /// interleaving the handle gets the result at once, or its waker is woken and the next
+    /// poll gets it.
+    #[test]
+    fn loom_a_result_racing_the_handles_poll_is_never_missed() {
+        loom::model(|| {
+            let slot = loom::sync::Arc::new(JoinSlot::new());
+            let worker = {
+                let slot = loom::sync::Arc::clone(&slot);
+                loom::thread::spawn(move || slot.finish(Ok(7)))
+            };
+            let flag = Arc::new(Flag::default());
+            let waker = Waker::from(Arc::clone(&flag));
+            let mut cx = Context::from_waker(&waker);
+            let first = slot.poll(&mut cx);
+            worker.join().unwrap();
+            match first {
+                Poll::Ready(result) => assert_eq!(result, Ok(7)),
+                Poll::Pending => {
+                    assert!(flag.0.load(Ordering::Acquire), "the handle was never woken");
+                    assert_eq!(slot.poll(&mut cx), Poll::Ready(Ok(7)));
+                }
+            }
+        });
     }
 }

@@ -12,9 +12,10 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::idle::GoingIdle;
 use crate::queue::{CAPACITY, Owner};
 use crate::runtime::{Current, CurrentGuard, Shared};
 use crate::task::TaskRef;
@@ -67,8 +68,9 @@ pub(crate) fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared
     while !worker.shared.shutdown.load(Ordering::Acquire) {
         match worker.next_task().or_else(|| worker.search()) {
             Some(task) => {
-                if worker.searching.replace(false) {
-                    worker.shared.stop_searching();
+                if worker.searching.replace(false) && worker.shared.idle.stop_searching() {
+                    // The last searcher found work: there may be more, wake the next.
+                    worker.shared.notify_work();
                 }
                 task.run();
             }
@@ -114,11 +116,7 @@ impl Worker {
     /// injector once more. At most half the workers search at once.
     fn search(&self) -> Option<TaskRef> {
         if !self.searching.get() {
-            if !self
-                .shared
-                .idle
-                .try_start_searching(self.shared.queues.len())
-            {
+            if !self.shared.idle.try_start_searching() {
                 return None;
             }
             self.searching.set(true);
@@ -156,39 +154,21 @@ impl Worker {
     /// Nothing to do anywhere: sleep until a waker or a spawn unparks us.
     fn park(&self) {
         let shared = &self.shared;
-        shared.idle.sleep(self.index, self.searching.replace(false));
-        // Pairs with the fence in `notify_work`: a task queued by someone who saw no sleeper
-        // is visible here.
-        fence(Ordering::SeqCst);
-        if (shared.has_work() || shared.shutdown.load(Ordering::SeqCst))
-            && shared.idle.unsleep(self.index)
-        {
-            self.searching.set(true);
-            return;
+        let has_work = || shared.has_work() || shared.shutdown.load(Ordering::SeqCst);
+        let was_searching = self.searching.replace(false);
+        if shared.idle.go_idle(self.index, was_searching, has_work) == GoingIdle::MustSleep {
+            shared
+                .trace
+                .say(|| format!("worker {}: nothing to do → park", self.index));
+            shared.idle.sleep(self.index);
+            // The time asleep was no polling: measure from here.
+            self.interval.restart(self.tick.get());
+            shared
+                .trace
+                .say(|| format!("worker {}: unparked", self.index));
         }
-        // Not in the sleepers' list any more means a waker took us out: its unpark is on
-        // the way, and `park` returns at once.
-        shared
-            .trace
-            .say(|| format!("worker {}: nothing to do → park", self.index));
-        shared.parkers[self.index].park();
-        // The time asleep was no polling: measure from here.
-        self.interval.restart(self.tick.get());
-        shared
-            .trace
-            .say(|| format!("worker {}: unparked", self.index));
-        // Whoever woke us counted us as searching.
+        // Whoever woke us counted us as searching; so did `go_idle` if it found work.
         self.searching.set(true);
-    }
-}
-
-impl Shared {
-    /// A searcher found work. The last one to stop wakes another worker, in case more work
-    /// is waiting: that is how a burst of tasks spreads out, one worker at a time.
-    pub(crate) fn stop_searching(&self) {
-        if self.idle.searching.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.notify_work();
-        }
     }
 }
 
