@@ -352,6 +352,122 @@ impl Deref for WakerRef<'_> {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::future::poll_fn;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::runtime::{Runtime, spawn};
+
+    /// Counts how many times it is dropped.
+    struct CountsDrops(Arc<AtomicUsize>);
+
+    impl Drop for CountsDrops {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A task polled through its borrowed waker, which it wakes by reference and clones (a
+    /// clone takes its own reference) and wakes from another thread: it is polled again each
+    /// time, returns its output to the handle, and its future is dropped once, in place.
+    #[test]
+    fn a_task_is_woken_by_its_waker_and_its_clones() {
+        let runtime = Runtime::new(1).unwrap();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let counted = CountsDrops(Arc::clone(&drops));
+        let handle = runtime.spawn(async move {
+            let _counted = counted;
+            let mut polls = 0;
+            poll_fn(|cx| {
+                polls += 1;
+                match polls {
+                    1 => cx.waker().wake_by_ref(),
+                    2 => {
+                        let waker = cx.waker().clone();
+                        std::thread::spawn(move || waker.wake());
+                    }
+                    _ => return Poll::Ready(polls),
+                }
+                Poll::Pending
+            })
+            .await
+        });
+        assert_eq!(runtime.block_on(handle), Ok(3));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// Panics when dropped: a destructor that fails.
+    struct PanicsOnDrop;
+
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the destructor fails on purpose");
+        }
+    }
+
+    /// Aborting a task whose future panics while it is dropped is that task's `JoinError`
+    /// (`Panicked`, with the destructor's message), as a panic in `poll` is: the process and
+    /// the other tasks go on, and the rest of the future is dropped once, not twice.
+    #[test]
+    fn a_destructor_that_panics_at_abort_is_the_tasks_error() {
+        let runtime = Runtime::new(2).unwrap();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let counted = CountsDrops(Arc::clone(&drops));
+        let started = Arc::new(AtomicUsize::new(0));
+        runtime.block_on(async {
+            let waiting = {
+                let started = Arc::clone(&started);
+                spawn(async move {
+                    let _counted = counted;
+                    let _fails = PanicsOnDrop; // made at the first poll
+                    started.store(1, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                })
+            };
+            while started.load(Ordering::SeqCst) == 0 {
+                crate::yield_now().await;
+            }
+            waiting.abort();
+            assert_eq!(
+                waiting.await,
+                Err(JoinError::Panicked(
+                    "the destructor fails on purpose".to_string()
+                ))
+            );
+            let fine = spawn(async { 6 * 7 });
+            assert_eq!(fine.await, Ok(42));
+        });
+        drop(runtime);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// `abort` on a task waiting for a wake that never comes: its future is dropped once,
+    /// and its handle says `Cancelled`; a task that panics says `Panicked`.
+    #[test]
+    fn abort_and_panic_end_a_task_with_its_error() {
+        let runtime = Runtime::new(1).unwrap();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let counted = CountsDrops(Arc::clone(&drops));
+        runtime.block_on(async {
+            let waiting = spawn(async move {
+                let _counted = counted;
+                std::future::pending::<()>().await;
+            });
+            crate::yield_now().await;
+            waiting.abort();
+            assert_eq!(waiting.await, Err(JoinError::Cancelled));
+            let panics = spawn(async { panic!("on purpose") });
+            assert_eq!(
+                panics.await,
+                Err(JoinError::Panicked("on purpose".to_string()))
+            );
+        });
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;

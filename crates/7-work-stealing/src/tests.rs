@@ -293,55 +293,6 @@ fn one_worker_is_fair_to_the_injector() {
     });
 }
 
-/// Panics when dropped: a destructor that fails.
-struct PanicsOnDrop;
-
-impl Drop for PanicsOnDrop {
-    fn drop(&mut self) {
-        panic!("the destructor fails on purpose");
-    }
-}
-
-/// Counts how many times it is dropped.
-struct CountsDrops(Arc<AtomicUsize>);
-
-impl Drop for CountsDrops {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Aborting a task whose future panics while it is dropped is that task's `JoinError`
-/// (`Panicked`, with the destructor's message), as a panic in `poll` is: the process and the
-/// other tasks go on, and the rest of the future is dropped once, not twice.
-#[test]
-fn a_destructor_that_panics_at_abort_is_the_tasks_error() {
-    with_watchdog(Duration::from_secs(30), || {
-        let runtime = Runtime::new(2).unwrap();
-        let drops = Arc::new(AtomicUsize::new(0));
-        let counted = CountsDrops(Arc::clone(&drops));
-        runtime.block_on(async {
-            let waiting = spawn(async move {
-                let _counted = counted;
-                let _fails = PanicsOnDrop;
-                sleep(Duration::from_secs(3600)).await;
-            });
-            sleep(Duration::from_millis(10)).await;
-            waiting.abort();
-            assert_eq!(
-                waiting.await,
-                Err(JoinError::Panicked(
-                    "the destructor fails on purpose".to_string()
-                ))
-            );
-            let fine = spawn(async { 6 * 7 });
-            assert_eq!(fine.await, Ok(42));
-        });
-        drop(runtime);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
-    });
-}
-
 /// Burns the CPU for `duration` without returning: one long poll.
 fn spin_for(duration: Duration) {
     let started = Instant::now();
