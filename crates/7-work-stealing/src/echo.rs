@@ -42,14 +42,13 @@ struct Shutdown {
 struct Stats {
     open: AtomicUsize,
     served: AtomicU64,
-    /// Bytes written back to the clients.
-    written: AtomicU64,
-    /// Connections given up at the end of the grace period…
+    /// Bytes written back to the clients, less those still in the kernel's send queue of a
+    /// connection given up: bytes that left.
+    echoed: AtomicU64,
+    /// Connections given up at the end of the grace period, and the bytes they dropped
+    /// (still in hand, or still in the send queue).
     given_up: AtomicU64,
-    /// …the bytes they dropped: still in hand, or still in the kernel's send queue…
     dropped: AtomicU64,
-    /// …and how many of those were in the send queue (so counted in `written`).
-    dropped_written: AtomicU64,
 }
 
 /// How a connection ended, when it did not fail.
@@ -119,11 +118,7 @@ async fn serve(mut listener: TcpListener, mut signals: Signals) -> io::Result<()
         shutdown.all_closed.wait().await;
     }
     let served = count(stats.served.load(Ordering::Relaxed), "connection");
-    let written = stats.written.load(Ordering::Relaxed);
-    let echoed = count(
-        written - stats.dropped_written.load(Ordering::Relaxed),
-        "byte",
-    );
+    let echoed = count(stats.echoed.load(Ordering::Relaxed), "byte");
     let given_up = match stats.given_up.load(Ordering::Relaxed) {
         0 => String::new(),
         n => format!(
@@ -163,7 +158,7 @@ async fn echo(mut stream: TcpStream, shutdown: &Shutdown, stats: &Stats) -> io::
         let mut unsent = &chunk[..];
         let written = race(stream.write_all_from(&mut unsent), shutdown.over.wait()).await;
         let done = chunk.len() - unsent.len();
-        stats.written.fetch_add(done as u64, Ordering::Relaxed);
+        stats.echoed.fetch_add(done as u64, Ordering::Relaxed);
         match written {
             Either::Left(result) => result?,
             Either::Right(()) => return give_up(&stream, unsent.len(), stats),
@@ -184,6 +179,6 @@ fn give_up(stream: &TcpStream, unsent: usize, stats: &Stats) -> io::Result<Finis
     let dropped = unsent as u64 + queued;
     stats.given_up.fetch_add(1, Ordering::Relaxed);
     stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-    stats.dropped_written.fetch_add(queued, Ordering::Relaxed);
+    stats.echoed.fetch_sub(queued, Ordering::Relaxed); // written, but it never left
     Ok(Finished::GaveUp { dropped })
 }
