@@ -42,9 +42,7 @@ pub(crate) struct Worker {
     pub(crate) index: usize,
     pub(crate) local: Owner<TaskRef>,
     pub(crate) shared: Arc<Shared>,
-    /// Counts turns: every `interval`th looks at the injector first.
-    tick: Cell<u32>,
-    /// How many turns make `INJECTOR_TARGET`, from the mean poll time ([`Interval`]).
+    /// When to look at the injector first: every so many turns ([`Interval`]).
     interval: Interval,
     /// This worker counts in `Idle::searching`.
     searching: Cell<bool>,
@@ -59,7 +57,6 @@ pub(crate) fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared
         index,
         local,
         shared,
-        tick: Cell::new(0),
         interval: Interval::new(),
         searching: Cell::new(false),
         random: Cell::new(0x9E37_79B9 ^ (index as u32 + 1).wrapping_mul(0x85EB_CA6B)),
@@ -87,13 +84,10 @@ pub(crate) fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared
 impl Worker {
     /// The next task of our own: the local queue, else a batch from the injector.
     fn next_task(&self) -> Option<TaskRef> {
-        let tick = self.tick.get().wrapping_add(1);
-        self.tick.set(tick);
-        if tick.is_multiple_of(self.interval.turns.get()) {
-            self.interval.tune(tick);
-            if let Some(task) = self.shared.injector.pop_batch(1).pop_front() {
-                return Some(task);
-            }
+        if self.interval.injector_first()
+            && let Some(task) = self.shared.injector.pop_batch(1).pop_front()
+        {
+            return Some(task);
         }
         self.local.pop().or_else(|| self.take_from_injector())
     }
@@ -162,7 +156,7 @@ impl Worker {
                 .say(|| format!("worker {}: nothing to do → park", self.index));
             shared.idle.sleep(self.index);
             // The time asleep was no polling: measure from here.
-            self.interval.restart(self.tick.get());
+            self.interval.restart();
             shared
                 .trace
                 .say(|| format!("worker {}: unparked", self.index));
@@ -180,10 +174,12 @@ impl Worker {
 struct Interval {
     /// The interval now, in turns.
     turns: Cell<u32>,
+    /// Turns left until the next look.
+    left: Cell<u32>,
     /// The running mean of one poll's duration, in nanoseconds.
     mean_poll_nanos: Cell<f64>,
-    /// The tick and the instant the current measurement began at.
-    since: Cell<(u32, Instant)>,
+    /// When the current interval began.
+    since: Cell<Instant>,
 }
 
 impl Interval {
@@ -191,33 +187,39 @@ impl Interval {
         let nanos = INJECTOR_TARGET.as_nanos() as f64 / f64::from(FIRST_INTERVAL);
         Interval {
             turns: Cell::new(FIRST_INTERVAL),
+            left: Cell::new(FIRST_INTERVAL),
             mean_poll_nanos: Cell::new(nanos),
-            since: Cell::new((0, Instant::now())),
+            since: Cell::new(Instant::now()),
         }
     }
 
-    /// At turn `tick`: folds the polls since the last measurement into the mean, and sets the
-    /// interval from it.
-    fn tune(&self, tick: u32) {
-        let (since_tick, since) = self.since.get();
+    /// Called once per turn: `true` on the turn that looks at the injector first. That turn
+    /// also folds the interval's polls into the mean and sets the next interval from it.
+    fn injector_first(&self) -> bool {
+        let left = self.left.get();
+        if left > 1 {
+            self.left.set(left - 1);
+            return false;
+        }
+        let polls = self.turns.get();
         let now = Instant::now();
-        let polls = tick.wrapping_sub(since_tick);
-        if polls > 0 {
-            let mean = now.duration_since(since).as_nanos() as f64 / f64::from(polls);
-            // A measurement over many polls weighs as much as that many single ones would.
-            let weight = 1.0 - (1.0 - SMOOTHING).powi(polls.min(1000) as i32);
-            let smoothed = weight * mean + (1.0 - weight) * self.mean_poll_nanos.get();
-            self.mean_poll_nanos.set(smoothed);
-            let (least, most) = INTERVAL_BOUNDS;
-            // `as` saturates: a mean of 0 ns gives u32::MAX, clamped to `most`.
-            let turns = (INJECTOR_TARGET.as_nanos() as f64 / smoothed) as u32;
-            self.turns.set(turns.clamp(least, most));
-        }
-        self.since.set((tick, now));
+        let mean = now.duration_since(self.since.get()).as_nanos() as f64 / f64::from(polls);
+        // A measurement over many polls weighs as much as that many single ones would.
+        let weight = 1.0 - (1.0 - SMOOTHING).powi(polls as i32);
+        let smoothed = weight * mean + (1.0 - weight) * self.mean_poll_nanos.get();
+        self.mean_poll_nanos.set(smoothed);
+        let (least, most) = INTERVAL_BOUNDS;
+        // `as` saturates: a mean of 0 ns gives u32::MAX, clamped to `most`.
+        let turns = ((INJECTOR_TARGET.as_nanos() as f64 / smoothed) as u32).clamp(least, most);
+        self.turns.set(turns);
+        self.left.set(turns);
+        self.since.set(now);
+        true
     }
 
-    /// The worker slept: the next measurement starts now, at turn `tick`.
-    fn restart(&self, tick: u32) {
-        self.since.set((tick, Instant::now()));
+    /// The worker slept: the time asleep was no polling, the interval starts again now.
+    fn restart(&self) {
+        self.left.set(self.turns.get());
+        self.since.set(Instant::now());
     }
 }
