@@ -13,7 +13,7 @@
 //!   [`unsent_bytes`], what a TCP socket has not delivered yet (`SIOCOUTQ`).
 //! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
 //! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
-//! - [`log`]: [`log!`], one stderr line that is dropped, never a panic, if stderr is gone.
+//! - [`log`](mod@log): [`log!`], one stderr line that is dropped, never a panic, if stderr is gone.
 //! - [`signal`]: the self-pipe trick: signals as bytes on a pipe (lessons 5 to 7).
 //! - [`count`]: a number and its noun, `1 connection` or `2 connections`.
 
