@@ -11,11 +11,14 @@
 //! - a line starting `>>> ` is typed at a prompt: what follows it (up to a `#` comment) is
 //!   written to the command's stdin, and the line is not part of the output;
 //! - with `<!-- server: ARGS -->` on the line before the block, `ARGS --addr 127.0.0.1:0` runs
-//!   first, as in another terminal, and `client` gets `--addr` with its address.
+//!   first, as in another terminal, and `client` gets `--addr` with its address; the comment
+//!   is invisible once rendered, so the paragraph above shows that command to the reader.
 //!
 //! A block with `<!-- session: NAME -->` on the line before it is an *interactive session*
 //! (a server with `--trace`, `nc` in other terminals): `sessions::run(NAME)` performs the
 //! steps the text describes and the lines shown must appear in what it printed, in order.
+//! Its `$ ` lines are the commands a reader types, not output: in the README the first is
+//! the server `sessions::SESSIONS` says the session starts, then come the clients'.
 //!
 //! In the README every fenced block without a language is one of those two; code, command
 //! lists and listings say their language (`sh`, `rust`, `text`, …).
@@ -571,7 +574,10 @@ fn every_plain_block_in_the_readme_is_run() {
     let mut unrun = Vec::new();
     for block in all_blocks() {
         if let Some(name) = block.session() {
-            if !sessions::NAMES.contains(&name) {
+            if !sessions::SESSIONS
+                .iter()
+                .any(|(session, _)| *session == name)
+            {
                 unrun.push(format!("{}: no session named {name}", block.place));
             }
         } else if block.language.is_empty()
@@ -586,6 +592,134 @@ fn every_plain_block_in_the_readme_is_run() {
         }
     }
     assert!(unrun.is_empty(), "{}", unrun.join("\n"));
+}
+
+/// A command as the README shows it, reduced to the binary and its arguments:
+/// `cargo run -q --bin select -- echo --trace`, `./target/debug/select echo --trace` and
+/// `cargo run --bin select -- echo --trace  # a comment` are all `select echo --trace`. The
+/// `--addr 127.0.0.1:0` the tests add is left out. `None` if it runs none of our binaries.
+fn lesson_command(shown: &str) -> Option<String> {
+    static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"^(?:cargo run (?:-q )?(?:--release )?--bin (\S+)(?: --)?|\./target/(?:debug|release)/(\S+))(.*)$",
+        )
+        .unwrap()
+    });
+    let shown = shown.split(" #").next().unwrap_or_default().trim();
+    let captures = COMMAND.captures(shown)?;
+    let binary = captures.get(1).or_else(|| captures.get(2))?.as_str();
+    let args = captures[3].replace(" --addr 127.0.0.1:0", "");
+    Some(format!("{binary}{}", args.trim_end()))
+}
+
+/// Every demonstration in the README shows its commands. A session block (a server and
+/// clients in other terminals) opens with the server's command, the one `sessions::run`
+/// starts, and then shows a client's; a transcript run against a server (`<!-- server: ARGS
+/// -->`, invisible once rendered) has that server's command, in backticks, in the paragraph
+/// just above. (The lessons' `//!` texts list the commands in a block of their own.)
+#[test]
+fn every_demonstration_shows_its_server_and_its_clients() {
+    let mut unshown = Vec::new();
+    for block in all_blocks() {
+        let Some(name) = block.session() else {
+            continue;
+        };
+        if !block.place.starts_with("README.md") {
+            continue;
+        }
+        let server = sessions::SESSIONS
+            .iter()
+            .find(|(session, _)| *session == name)
+            .map(|(_, server)| server.to_string());
+        let commands: Vec<&str> = block
+            .lines
+            .iter()
+            .filter_map(|line| line.strip_prefix("$ "))
+            .collect();
+        if commands.first().and_then(|first| lesson_command(first)) != server {
+            unshown.push(format!(
+                "{} (session {name}): the first `$ ` line is not the server it runs, {server:?}",
+                block.place
+            ));
+        }
+        if commands.len() < 2 {
+            unshown.push(format!(
+                "{} (session {name}): no client command after the server's",
+                block.place
+            ));
+        }
+    }
+    let readme = include_str!("../README.md");
+    let lines: Vec<&str> = readme.lines().collect();
+    for (index, line) in lines.iter().enumerate() {
+        let Some(args) = line
+            .strip_prefix("<!-- server:")
+            .and_then(|rest| rest.strip_suffix("-->"))
+            .map(str::trim)
+        else {
+            continue;
+        };
+        // The paragraph above the marker (and the blank line between them).
+        let above = lines[..index]
+            .iter()
+            .rev()
+            .skip_while(|line| line.trim().is_empty())
+            .take_while(|line| !line.trim().is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let shown = above
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .any(|code| lesson_command(code).as_deref() == Some(args));
+        if !shown {
+            unshown.push(format!(
+                "README.md:{}: the server `{args}` is not shown in the paragraph above \
+                 (as `./target/debug/{args}`, say)",
+                index + 1
+            ));
+        }
+    }
+    assert!(unshown.is_empty(), "{}", unshown.join("\n"));
+}
+
+/// The `--trace` paragraph names every lesson whose programs take `--trace` (each binary's
+/// `echo --help` is asked).
+#[test]
+fn the_trace_paragraph_names_every_lesson_that_traces() {
+    let readme = include_str!("../README.md");
+    let paragraph: String = readme
+        .lines()
+        .skip_while(|line| !line.starts_with("**`--trace`**"))
+        .take_while(|line| !line.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(!paragraph.is_empty(), "no **`--trace`** paragraph");
+    static ROW: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^\| (\d) \| `([a-z-]+)` \|").unwrap());
+    let lessons: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|line| ROW.captures(line))
+        .map(|row| (row[1].to_string(), row[2].to_string()))
+        .collect();
+    assert!(lessons.len() >= 8, "the lesson table: {lessons:?}");
+    let mut unnamed = Vec::new();
+    for (number, name) in &lessons {
+        let path = binary(name).unwrap_or_else(|| panic!("no binary {name}"));
+        let help = Command::new(path)
+            .args(["echo", "--help"])
+            .output()
+            .expect("run --help");
+        let traces = String::from_utf8_lossy(&help.stdout).contains("--trace");
+        if traces && !paragraph.contains(&format!("lesson {number}")) {
+            unnamed.push(format!("lesson {number} (`{name} echo --trace`)"));
+        }
+    }
+    assert!(
+        unnamed.is_empty(),
+        "the --trace paragraph leaves out {unnamed:?}"
+    );
 }
 
 /// The matching rule itself: durations and ports vary, `…` skips lines, anything else —

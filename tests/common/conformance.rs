@@ -4,36 +4,67 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use echo_client::{BulkPlan, FloodPlan, PipelinedPlan, connect, exchange, human};
+use echo_client::{
+    BulkPlan, FloodPlan, PipelinedPlan, connect, connect_with_receive_buffer, exchange, human,
+};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{setsockopt, sockopt};
 
-use super::{PATIENCE, Server, wait_until};
+use super::shutdown::signal;
+use super::{PATIENCE, Process, Server, command_with_fd_limit, first_stdout_line, wait_until};
 
 /// One `#[test]` per conformance check, each against a fresh server `bin args…`.
-/// `concurrent` adds the checks that need a server serving many clients at once.
+///
+/// - `single_client:` what even a server that serves one client at a time must do: byte-exact
+///   echo, half-close, a broken stderr, a signal at start-up, a tiny fd limit.
+/// - `concurrent:` adds the checks that need a server serving many clients at once: a flood
+///   beside a quiet client, clients that never read, running out of fds (a signal then too).
+/// - `graceful:` is `concurrent:` for the servers that shut down gracefully on SIGINT and
+///   SIGTERM (lessons 5 and up): the signal checks expect the graceful exit, and the shutdown
+///   checks of tests/common/shutdown.rs are added.
+///
 /// `if: run` makes each test return early (skipped) when `run()` is false — lesson 6,
 /// where io_uring may be unavailable; `run` prints why.
 #[macro_export]
 macro_rules! conformance_suite {
-    (single_client: $bin:expr, $args:expr) => {
-        $crate::conformance_suite!(single_client: $bin, $args, if: || true);
+    ($flavour:ident: $bin:expr, $args:expr) => {
+        $crate::conformance_suite!($flavour: $bin, $args, if: || true);
     };
     (single_client: $bin:expr, $args:expr, if: $run:expr) => {
+        $crate::conformance_suite!(@each_byte $bin, $args, $run);
+        $crate::conformance_suite!(@own conformance, $bin, $args, $run;
+            ends_on_a_signal_at_start_up);
+    };
+    (concurrent: $bin:expr, $args:expr, if: $run:expr) => {
+        $crate::conformance_suite!(@each_byte $bin, $args, $run);
+        $crate::conformance_suite!(@many_clients $bin, $args, $run);
+        $crate::conformance_suite!(@own conformance, $bin, $args, $run;
+            ends_on_a_signal_at_start_up, ends_on_a_signal_while_out_of_fds);
+    };
+    (graceful: $bin:expr, $args:expr, if: $run:expr) => {
+        $crate::conformance_suite!(@each_byte $bin, $args, $run);
+        $crate::conformance_suite!(@many_clients $bin, $args, $run);
+        $crate::conformance_suite!(@own shutdown, $bin, $args, $run;
+            shuts_down_on_a_signal_at_start_up, shuts_down_on_a_signal_while_out_of_fds,
+            sigint_loses_no_echo, sigterm_stops_accepting, shutdown_beside_a_slow_reader,
+            shutdown_gives_up_on_a_client_that_never_reads);
+    };
+    (@each_byte $bin:expr, $args:expr, $run:expr) => {
         $crate::conformance_suite!(@checks $bin, $args, $run;
             binary_bytes, large_payload, one_byte_writes, half_close, bulk_stream,
             pipelined_client);
+        $crate::conformance_suite!(@own conformance, $bin, $args, $run;
+            serves_on_with_a_broken_stderr, starts_or_says_why_with_eight_fds);
     };
-    (concurrent: $bin:expr, $args:expr) => {
-        $crate::conformance_suite!(concurrent: $bin, $args, if: || true);
-    };
-    (concurrent: $bin:expr, $args:expr, if: $run:expr) => {
-        $crate::conformance_suite!(single_client: $bin, $args, if: $run);
+    (@many_clients $bin:expr, $args:expr, $run:expr) => {
         $crate::conformance_suite!(@checks $bin, $args, $run;
             several_clients_at_once, serves_two_clients_at_once, abrupt_close_spares_others,
-            slow_reader_keeps_its_bytes_and_others_are_served, flood_beside_quiet_client);
+            slow_reader_keeps_its_bytes_and_others_are_served, flood_beside_quiet_client,
+            non_readers_beside_a_ping);
         /// Running out of fds neither kills the server nor spins the CPU, and it accepts
         /// the waiting clients once fds are free again.
         #[test]
@@ -55,6 +86,19 @@ macro_rules! conformance_suite {
                 }
                 let server = $crate::common::Server::start($bin, $args);
                 $crate::common::conformance::$check(&server);
+            }
+        )+
+    };
+    // Checks that start their own server (a signal, a limit, a broken stderr).
+    (@own $module:ident, $bin:expr, $args:expr, $run:expr; $($check:ident),+) => {
+        $(
+            /// The check of the same name in tests/common/conformance.rs or shutdown.rs.
+            #[test]
+            fn $check() {
+                if !($run)() {
+                    return;
+                }
+                $crate::common::$module::$check($bin, $args);
             }
         )+
     };
@@ -358,4 +402,181 @@ pub fn recovers_quickly_from_running_out_of_fds(bin: &str, args: &[&str]) {
         started.elapsed()
     );
     assert_eq!(&echoed, b"ping");
+}
+
+/// How long a ping may wait for its echo in the hostile checks before the test calls the
+/// quiet client starved. Generous: it catches a server that stops serving (a drained shared
+/// pool answers never, or after many seconds), not a slow one — on a machine kept at load 12
+/// by four busy loops, correct servers answered within 2.03 s.
+const PING_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Sends `ping` and waits at most [`PING_PATIENCE`] for its echo.
+fn ping(stream: &TcpStream, ping: &str, beside: &str) {
+    stream.set_read_timeout(Some(PING_PATIENCE)).unwrap();
+    let started = Instant::now();
+    (&*stream).write_all(ping.as_bytes()).expect("send a ping");
+    let mut echoed = vec![0; ping.len()];
+    if let Err(err) = (&*stream).read_exact(&mut echoed) {
+        panic!(
+            "{ping:?} was not answered within {PING_PATIENCE:?} beside {beside} \
+             (waited {}): {err}",
+            human(started.elapsed())
+        );
+    }
+    assert_eq!(echoed, ping.as_bytes(), "the ping's echo differs");
+}
+
+/// 150 clients that send but never read (a 4 KiB receive buffer each, up to 6 MiB sent each —
+/// enough to fill the server's socket buffers for them and then whatever it holds itself —
+/// still sending while the pings run) cost only themselves: a client connected before them
+/// and one connected after them each get 20 pings answered, each within 5 s. A server that
+/// lets non-readers take a shared pool (a buffer ring, a memory budget) fails here.
+pub fn non_readers_beside_a_ping(server: &Server) {
+    const NON_READERS: usize = 150;
+    const EACH: usize = 6 << 20;
+    let before = client(server);
+    round_trip(&before, b"connected before the non-readers\n");
+    let non_readers: Vec<TcpStream> = (0..NON_READERS)
+        .map(|_| {
+            let stream = connect_with_receive_buffer(server.addr, 4096, PATIENCE)
+                .expect("connect a non-reader");
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .collect();
+    let done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        // The non-readers keep sending what their connections take, without blocking, until
+        // each has sent 6 MiB or the pings are done (or failed: the guard below), at most
+        // for a minute. Bounded: 900 MiB.
+        let feeder = scope.spawn(|| {
+            let chunk = noise(64 * 1024);
+            let mut sent = vec![0; NON_READERS];
+            let started = Instant::now();
+            while !done.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                for (stream, sent) in non_readers.iter().zip(&mut sent) {
+                    if *sent < EACH {
+                        match (&*stream).write(&chunk[..chunk.len().min(EACH - *sent)]) {
+                            Ok(n) => *sent += n,
+                            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(err) => panic!("a non-reader's send failed: {err}"),
+                        }
+                    }
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            sent.iter().sum::<usize>()
+        });
+        // Whatever happens to the pings, the feeder stops with them.
+        let _stop_feeding = SetOnDrop(&done);
+        // Let them fill what the server will hold for them.
+        thread::sleep(Duration::from_secs(2));
+        let beside = format!("{NON_READERS} clients that never read");
+        let after = client(server);
+        for n in 0..20 {
+            ping(
+                &before,
+                &format!("ping {n} from the client that came first\n"),
+                &beside,
+            );
+            ping(
+                &after,
+                &format!("ping {n} from a client that came after\n"),
+                &beside,
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        done.store(true, Ordering::Relaxed);
+        let sent = feeder.join().expect("the non-readers' feeder");
+        assert!(
+            sent >= NON_READERS << 20,
+            "the non-readers sent only {sent} bytes: the check did not load the server"
+        );
+    });
+}
+
+/// Sets its flag when dropped, also when a failed assertion unwinds past it.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// With stderr a pipe nobody reads (`server 2>&1 | head -1`), every log line fails: the
+/// server drops them and serves on — three clients in turn, then a fourth, all answered.
+pub fn serves_on_with_a_broken_stderr(bin: &str, args: &[&str]) {
+    let mut server = Server::start_with_broken_stderr(bin, args);
+    for n in 0..3 {
+        round_trip(&client(&server), format!("client {n}\n").as_bytes());
+    }
+    round_trip(&client(&server), b"still serving\n");
+    let status = server.process.child.try_wait().expect("try_wait");
+    assert!(status.is_none(), "the server exited: {status:?}");
+}
+
+/// SIGTERM sent the moment `listening on` is read ends the server at once (no handler: the
+/// default action; a lesson that handles it: see shutdown.rs). Five tries.
+pub fn ends_on_a_signal_at_start_up(bin: &str, args: &[&str]) {
+    for _ in 0..5 {
+        let mut server = Server::start(bin, args);
+        signal(&server, Signal::SIGTERM);
+        server.process.wait_exit();
+    }
+}
+
+/// Out of fds (a limit of 32, 40 clients connected and more waiting in the backlog), the
+/// server still obeys SIGTERM: it ends within a few seconds.
+pub fn ends_on_a_signal_while_out_of_fds(bin: &str, args: &[&str]) {
+    let mut server = Server::start_with_fd_limit(bin, args, 32);
+    let _clients = run_out_of_fds(&server);
+    signal(&server, Signal::SIGTERM);
+    server.process.wait_exit();
+}
+
+/// Connects 40 clients, waits until the server (limited to 32 fds) says it ran out, then
+/// connects 20 more, which wait in the backlog. Returns them all, to be held open.
+pub fn run_out_of_fds(server: &Server) -> Vec<TcpStream> {
+    let mut clients: Vec<TcpStream> = (0..40).map(|_| client(server)).collect();
+    assert!(
+        server.process.wait_for_stderr("Too many open files"),
+        "the server never ran out of fds: {:?}",
+        server.process.stderr()
+    );
+    clients.extend((0..20).map(|_| client(server)));
+    clients
+}
+
+/// Allowed only 8 open files (`ulimit -n 8`), the server either runs — answers a client,
+/// and ends on SIGTERM — or exits 1 before `listening on` with one stderr line that names
+/// the cause (`Too many open files`), not a misleading one.
+pub fn starts_or_says_why_with_eight_fds(bin: &str, args: &[&str]) {
+    let mut process = Process::spawn(command_with_fd_limit(bin, args, 8));
+    match first_stdout_line(&mut process) {
+        Some(line) => {
+            let addr = line
+                .strip_prefix("listening on ")
+                .and_then(|rest| rest.trim().parse().ok())
+                .unwrap_or_else(|| panic!("first line {line:?}"));
+            let mut server = Server { process, addr };
+            // It may have no fd left for a client; it must still obey the signal.
+            let _client = connect(server.addr, PATIENCE);
+            signal(&server, Signal::SIGTERM);
+            server.process.wait_exit();
+        }
+        None => {
+            let code = process.wait_exit();
+            let stderr = process.stderr();
+            assert_eq!(
+                code,
+                Some(1),
+                "no `listening on`, and exit {code:?}: {stderr:?}"
+            );
+            assert!(
+                stderr.len() == 1 && stderr[0].contains("Too many open files"),
+                "under a limit of 8 fds the error must be one line naming the cause: {stderr:?}"
+            );
+        }
+    }
 }

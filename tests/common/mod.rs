@@ -54,18 +54,19 @@ impl Process {
         let mut child = command.spawn().expect("spawn the lesson binary");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = Arc::clone(&stderr);
-        let pipe = child.stderr.take().expect("stderr is piped");
         // Drain stderr for the whole life of the process: a full pipe would block a server
-        // that logs every connection.
-        let stderr_reader = thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
+        // that logs every connection. (`adjust` may have sent stderr elsewhere.)
+        let stderr_reader = child.stderr.take().map(|pipe| {
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            })
         });
         Process {
             child,
             stderr,
-            stderr_reader: Some(stderr_reader),
+            stderr_reader,
         }
     }
 
@@ -124,7 +125,13 @@ impl Process {
 
     /// Waits (bounded) for the process to exit and returns its exit code.
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + PATIENCE;
+        self.wait_exit_within(PATIENCE)
+    }
+
+    /// Waits up to `limit` for the process to exit and returns its exit code (`None`: ended
+    /// by a signal); panics if it is still running then.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 // Its stderr is closed now: the reader ends once it has stored the last line.
@@ -135,7 +142,10 @@ impl Process {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        panic!("the process did not exit within {PATIENCE:?}");
+        panic!(
+            "the process did not exit within {limit:?}; stderr: {:?}",
+            self.stderr()
+        );
     }
 }
 
@@ -175,39 +185,66 @@ impl Server {
     /// Like [`start`](Self::start), but the server may open at most `max_fds` files
     /// (soft and hard limit), so the test can make it run out.
     pub fn start_with_fd_limit(bin: &str, args: &[&str], max_fds: u64) -> Server {
-        let mut command = server_command(bin, args);
-        // Safety: the closure runs in the child between fork and exec, where only
-        // async-signal-safe calls are allowed; setrlimit is one, and nothing here allocates.
-        unsafe {
-            command.pre_exec(move || {
-                use nix::sys::resource::{Resource, setrlimit};
-                setrlimit(Resource::RLIMIT_NOFILE, max_fds, max_fds).map_err(Into::into)
-            });
-        }
-        Server::start_command(command)
+        Server::start_command(command_with_fd_limit(bin, args, max_fds))
+    }
+
+    /// Like [`start`](Self::start), but the server's stderr is a pipe nobody reads any more:
+    /// every line it logs fails with `EPIPE` (as under `server 2>&1 | head -1`).
+    pub fn start_with_broken_stderr(bin: &str, args: &[&str]) -> Server {
+        let (reader, writer) = std::io::pipe().expect("a pipe for stderr");
+        drop(reader);
+        let process = Process::spawn_adjusted(server_command(bin, args), |command| {
+            command.stderr(writer);
+        });
+        Server::from_process(process)
     }
 
     fn start_command(command: Command) -> Server {
-        let mut process = Process::spawn(command);
-        let mut stdout = process.child.stdout.take().expect("stdout is piped");
-        let (first_line, received) = mpsc::channel();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(&mut stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = first_line.send(line);
-            // Keep reading (and so keep the pipe open) until the server exits.
-            let _ = reader.read_to_end(&mut Vec::new());
-        });
-        let line = received
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("no `listening on` line; stderr: {:?}", process.stderr()));
+        Server::from_process(Process::spawn(command))
+    }
+
+    fn from_process(mut process: Process) -> Server {
+        let line = first_stdout_line(&mut process)
+            .unwrap_or_else(|| panic!("no `listening on` line; stderr: {:?}", process.stderr()));
         let addr = line
             .strip_prefix("listening on ")
             .and_then(|rest| rest.trim().parse().ok())
             .unwrap_or_else(|| panic!("first line {line:?}; stderr: {:?}", process.stderr()));
         Server { process, addr }
     }
+}
+
+/// The first line the process prints on stdout, or `None` if it prints none within
+/// [`PATIENCE`] (it exited first, say). The rest of stdout is read and dropped by a thread
+/// until the process exits, so the pipe stays open.
+pub fn first_stdout_line(process: &mut Process) -> Option<String> {
+    let mut stdout = process.child.stdout.take().expect("stdout is piped");
+    let (first_line, received) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(&mut stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = first_line.send(line);
+        let _ = reader.read_to_end(&mut Vec::new());
+    });
+    received
+        .recv_timeout(PATIENCE)
+        .ok()
+        .filter(|line| !line.is_empty())
+}
+
+/// `bin args… --addr 127.0.0.1:0`, allowed at most `max_fds` open files (soft and hard limit).
+pub fn command_with_fd_limit(bin: &str, args: &[&str], max_fds: u64) -> Command {
+    let mut command = server_command(bin, args);
+    // Safety: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed; setrlimit is one, and nothing here allocates.
+    unsafe {
+        command.pre_exec(move || {
+            use nix::sys::resource::{Resource, setrlimit};
+            setrlimit(Resource::RLIMIT_NOFILE, max_fds, max_fds).map_err(Into::into)
+        });
+    }
+    command
 }
 
 fn server_command(bin: &str, args: &[&str]) -> Command {

@@ -1,17 +1,31 @@
-//! Graceful shutdown, as lessons 5, 6 and 7 do it: on SIGINT or SIGTERM stop accepting, let
-//! every connection finish what it read, close each cleanly, print a summary, exit 0.
+//! Graceful shutdown, as lessons 5 and up do it: on SIGINT or SIGTERM stop accepting, let
+//! every connection finish what it read, wait (bounded) until what was written has left each
+//! socket, close each cleanly, print a summary, exit 0. The words, which every such lesson
+//! prints alike:
+//!
+//! ```text
+//! SIGTERM: shutting down; waiting for 2 open connections to finish
+//! connection 127.0.0.1:40212: gave up after 10s, dropping 2162688 bytes
+//! shutdown complete: served 2 connections, echoed 4259840 bytes; gave up on 1 connection after 10s, dropping 2162688 bytes
+//! ```
+//!
+//! `echoed` counts only bytes that left the server; the `gave up` parts appear only when the
+//! grace period (10 s) ran out.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use echo_client::connect;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::conformance::round_trip;
+use super::conformance::{round_trip, run_out_of_fds};
 use super::{PATIENCE, Server};
+
+/// How long a graceful shutdown waits for connections to finish before giving up on them.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// Sends `signal` to the server's process.
 pub fn signal(server: &Server, signal: Signal) {
@@ -66,5 +80,167 @@ pub fn sigterm_stops_accepting(bin: &str, args: &[&str]) {
     assert!(
         connect(server.addr, Duration::from_secs(1)).is_err(),
         "still accepting"
+    );
+}
+
+/// SIGTERM sent the moment `listening on` is read is obeyed gracefully — the handler is in
+/// place before the address is announced — five tries out of five.
+pub fn shuts_down_on_a_signal_at_start_up(bin: &str, args: &[&str]) {
+    for _ in 0..5 {
+        let mut server = Server::start(bin, args);
+        signal(&server, Signal::SIGTERM);
+        server.process.expect_success();
+        server
+            .process
+            .expect_stderr(&["SIGTERM: shutting down", "shutdown complete"]);
+    }
+}
+
+/// Out of fds (a limit of 32, 40 clients connected and more waiting in the backlog, accept
+/// failing each time it is tried), SIGTERM still wins: a graceful exit 0 within 10 s.
+pub fn shuts_down_on_a_signal_while_out_of_fds(bin: &str, args: &[&str]) {
+    let mut server = Server::start_with_fd_limit(bin, args, 32);
+    let _clients = run_out_of_fds(&server);
+    signal(&server, Signal::SIGTERM);
+    server.process.expect_success();
+    server
+        .process
+        .expect_stderr(&["SIGTERM: shutting down", "shutdown complete"]);
+}
+
+/// The byte at offset `at` of the endless stream [`shutdown_beside_a_slow_reader`] sends.
+fn pattern(at: u64) -> u8 {
+    (at % 251) as u8
+}
+
+/// A slow reader: it sends nonstop and reads its echo for 1 s, then looks away; SIGTERM comes
+/// 0.5 s into the pause, while megabytes of its echo wait in the server's socket. 2.5 s later
+/// it reads 2 MiB (so the server can finish the echo in hand and begin its close), looks
+/// away again for 3 s, then reads on. It gets every byte, right, then a clean EOF (no reset),
+/// and the summary's `echoed` is exactly what it received: what the server counted as echoed
+/// left the server; its close threw nothing away. (A server that closes after a fixed linger
+/// with the client's bytes still unread sends a reset, and the reset destroys what was still
+/// queued for the client: the second pause is longer than such a linger.)
+pub fn shutdown_beside_a_slow_reader(bin: &str, args: &[&str]) {
+    let mut server = Server::start(bin, args);
+    // A 256 KiB receive buffer: far smaller than what the server's socket queues for it (so
+    // echo waits there during the pauses), yet well above loopback's 64 KiB segments (so no
+    // silly-window stall muddles the check).
+    let stream =
+        echo_client::connect_with_receive_buffer(server.addr, 256 << 10, PATIENCE).unwrap();
+    let received = thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut chunk = vec![0; 64 * 1024];
+            let mut at = 0;
+            // Ends with an error once the server has closed (or after 1 GiB: a bound only).
+            while at < 1 << 30 {
+                chunk
+                    .iter_mut()
+                    .zip(at..)
+                    .for_each(|(b, i)| *b = pattern(i));
+                match (&stream).write(&chunk) {
+                    Ok(n) => at += n as u64,
+                    Err(_) => break,
+                }
+            }
+        });
+        let mut received: u64 = 0;
+        let mut buf = vec![0; 64 * 1024];
+        let mut read_some = |received: &mut u64| -> bool {
+            let n = match (&stream).read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(err) => panic!(
+                    "after {received} bytes of echo the connection failed ({err}): \
+                     the server's close destroyed bytes on their way (a reset?)"
+                ),
+            };
+            if let Some(i) = (0..n).find(|&i| buf[i] != pattern(*received + i as u64)) {
+                panic!("byte {} of the echo is wrong", *received + i as u64);
+            }
+            *received += n as u64;
+            true
+        };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
+            assert!(read_some(&mut received), "EOF before the signal");
+        }
+        thread::sleep(Duration::from_millis(500));
+        signal(&server, Signal::SIGTERM);
+        thread::sleep(Duration::from_millis(2500));
+        let before_peek = received;
+        while received < before_peek + (2 << 20) {
+            assert!(
+                read_some(&mut received),
+                "EOF before the server could finish its echo"
+            );
+        }
+        thread::sleep(Duration::from_secs(3));
+        let reading_on = Instant::now();
+        while read_some(&mut received) {
+            assert!(
+                reading_on.elapsed() < GRACE + PATIENCE,
+                "no EOF after {:?} of reading: {received} bytes so far",
+                reading_on.elapsed()
+            );
+        }
+        // The sender ends once the server has closed; shut our side so it cannot block.
+        let _ = stream.shutdown(Shutdown::Both);
+        received
+    });
+    server.process.expect_success();
+    let summary = format!("shutdown complete: served 1 connection, echoed {received} bytes");
+    assert!(
+        server.process.wait_for_stderr(&summary),
+        "the summary must count exactly the {received} bytes the client received: {:?}",
+        server.process.stderr()
+    );
+    assert_eq!(server.process.count_stderr("gave up"), 0);
+}
+
+/// A client that sends and never reads (a 4 KiB receive buffer) holds the shutdown only for
+/// the grace period (10 s): then the server gives up on it, logs how many bytes it dropped
+/// for that connection, says so in the summary, and exits 0.
+pub fn shutdown_gives_up_on_a_client_that_never_reads(bin: &str, args: &[&str]) {
+    let mut server = Server::start(bin, args);
+    let stream = echo_client::connect_with_receive_buffer(server.addr, 4096, PATIENCE).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    // Sends until the connection takes no more (a write times out), at most 64 MiB.
+    for _ in 0..1024 {
+        if (&stream).write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let peer = stream.local_addr().unwrap();
+    let signalled = Instant::now();
+    signal(&server, Signal::SIGTERM);
+    let code = server.process.wait_exit_within(GRACE + PATIENCE);
+    let stderr = server.process.stderr();
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert!(
+        signalled.elapsed() >= GRACE - Duration::from_millis(500),
+        "the server closed a connection it still owed bytes to after only {:?}: {stderr:?}",
+        signalled.elapsed()
+    );
+    let given_up = format!("connection {peer}: gave up after 10s, dropping ");
+    let line = stderr
+        .iter()
+        .find(|line| line.starts_with(&given_up))
+        .unwrap_or_else(|| panic!("no {given_up:?} line: {stderr:?}"));
+    let dropped: u64 = line[given_up.len()..]
+        .trim_end_matches(" bytes")
+        .trim_end_matches(" byte")
+        .parse()
+        .unwrap_or_else(|_| panic!("no byte count in {line:?}"));
+    assert!(dropped > 0, "{line:?}");
+    let summary = format!("; gave up on 1 connection after 10s, dropping {dropped} bytes");
+    assert!(
+        stderr.iter().any(|line| line
+            .starts_with("shutdown complete: served 1 connection, echoed ")
+            && line.ends_with(&summary)),
+        "no summary ending {summary:?}: {stderr:?}"
     );
 }

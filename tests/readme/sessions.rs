@@ -16,18 +16,33 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Every session a text may name.
-pub const NAMES: &[&str] = &[
-    "select-echo",
-    "sync-echo-trace",
-    "select-echo-trace",
-    "select-echo-slow-reader",
-    "poll-echo-2000-clients",
-    "selector-echo-trace",
-    "generators-echo-trace",
-    "async-await-shutdown",
-    "async-await-echo-trace",
+/// Every session a text may name, and the server it starts: the command a block must show as
+/// its first `$ ` line (`cargo run -q --bin select -- echo --trace`, or
+/// `./target/debug/select echo --trace`), so the reader sees what is run.
+pub const SESSIONS: &[(&str, &str)] = &[
+    ("select-echo", "select echo"),
+    ("sync-echo-trace", "sync echo --trace"),
+    ("select-echo-trace", "select echo --trace"),
+    ("select-echo-slow-reader", "select echo --trace"),
+    ("poll-echo-2000-clients", "select echo --poll --trace"),
+    ("selector-echo-trace", "selector echo --trace"),
+    ("generators-echo-trace", "generators echo --trace"),
+    ("async-await-shutdown", "async-await echo"),
+    ("async-await-echo-trace", "async-await echo --trace"),
 ];
+
+/// The server session `name` starts (see [`SESSIONS`]), on `127.0.0.1:0`.
+fn start(name: &str) -> Result<Server, String> {
+    let (_, command) = SESSIONS
+        .iter()
+        .find(|(session, _)| *session == name)
+        .ok_or(format!("no session named {name}"))?;
+    let mut words = command.split_whitespace();
+    let binary = words.next().unwrap_or_default();
+    let path = crate::binary(binary).ok_or(format!("no binary {binary}"))?;
+    let args: Vec<&str> = words.collect();
+    Ok(Server::start(path, &args))
+}
 
 /// Performs session `name`; what the programs printed, line by line.
 pub fn run(name: &str) -> Result<Vec<String>, String> {
@@ -48,7 +63,7 @@ pub fn run(name: &str) -> Result<Vec<String>, String> {
 
 /// `select echo`: one client connects and leaves.
 fn select_echo() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_select"), &["echo"]);
+    let mut server = start("select-echo")?;
     let client = connect(server.addr, PATIENCE).map_err(|err| err.to_string())?;
     drop(client);
     wait_until(|| server.process.count_stderr("closed") == 1);
@@ -58,7 +73,7 @@ fn select_echo() -> Result<Vec<String>, String> {
 /// `sync echo --trace`: the first client's line is echoed; the second client's line is not,
 /// until the first leaves.
 fn sync_echo_trace() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_sync"), &["echo", "--trace"]);
+    let mut server = start("sync-echo-trace")?;
     settle(&server, &["sync: blocking in accept()"])?;
     let first = connect(server.addr, PATIENCE).map_err(text)?;
     round_trip(&first, b"hello\n")?;
@@ -92,7 +107,7 @@ fn sync_echo_trace() -> Result<Vec<String>, String> {
 
 /// `select echo --trace`: two clients connect, one after the other, then each sends a line.
 fn select_echo_trace() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_select"), &["echo", "--trace"]);
+    let mut server = start("select-echo-trace")?;
     settle(&server, &["select: waiting on read=[3]"])?;
     let first = connect_nth(&server, 1)?;
     let second = connect_nth(&server, 2)?;
@@ -108,7 +123,7 @@ fn select_echo_trace() -> Result<Vec<String>, String> {
 /// `select echo --trace`: one client sends megabytes without reading, until the server stops
 /// reading from it.
 fn select_echo_slow_reader() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_select"), &["echo", "--trace"]);
+    let mut server = start("select-echo-slow-reader")?;
     let client = connect_nth(&server, 1)?;
     client.set_nonblocking(true).map_err(text)?;
     let chunk = vec![b'x'; 64 << 10];
@@ -131,7 +146,7 @@ fn select_echo_slow_reader() -> Result<Vec<String>, String> {
 
 /// `select echo --poll --trace` with 2,000 clients connected; the last one sends a line.
 fn poll_echo_2000_clients() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_select"), &["echo", "--poll", "--trace"]);
+    let mut server = start("poll-echo-2000-clients")?;
     let clients = (0..2000)
         .map(|_| connect(server.addr, PATIENCE).map_err(text))
         .collect::<Result<Vec<TcpStream>, String>>()?;
@@ -147,7 +162,7 @@ fn poll_echo_2000_clients() -> Result<Vec<String>, String> {
 
 /// `selector echo --trace`: two clients connect, each sends a line, then the first leaves.
 fn selector_echo_trace() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_selector"), &["echo", "--trace"]);
+    let mut server = start("selector-echo-trace")?;
     settle(&server, &["epoll_wait with 1 registered"])?;
     let first = connect_nth(&server, 1)?;
     let second = connect_nth(&server, 2)?;
@@ -161,7 +176,7 @@ fn selector_echo_trace() -> Result<Vec<String>, String> {
 
 /// `generators echo --trace`: one client connects and sends `hi`.
 fn generators_echo_trace() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_generators"), &["echo", "--trace"]);
+    let mut server = start("generators-echo-trace")?;
     settle(&server, &["waiting: 0 ready"])?;
     let client = connect_nth(&server, 1)?;
     round_trip(&client, b"hi\n")?;
@@ -176,7 +191,7 @@ fn generators_echo_trace() -> Result<Vec<String>, String> {
 /// `async-await echo`, Ctrl+C: one client has sent 10 MiB and read its echo; SIGINT; the
 /// server closes the connection and prints its summary.
 fn async_await_shutdown() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_async-await"), &["echo"]);
+    let mut server = start("async-await-shutdown")?;
     let client = connect_nth(&server, 1)?;
     let payload: Vec<u8> = (0..10 << 20).map(|i: u32| (i % 251) as u8).collect();
     let echo = exchange(&client, &payload, 64 << 10).map_err(text)?;
@@ -197,7 +212,7 @@ fn async_await_shutdown() -> Result<Vec<String>, String> {
 
 /// `async-await echo --trace`: one client connects and sends a line.
 fn async_await_echo_trace() -> Result<Vec<String>, String> {
-    let mut server = Server::start(env!("CARGO_BIN_EXE_async-await"), &["echo", "--trace"]);
+    let mut server = start("async-await-echo-trace")?;
     settle(&server, &["reactor: waiting for I/O, timeout=none"])?;
     let client = connect_nth(&server, 1)?;
     round_trip(&client, b"hello\n")?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Poll, Waker};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fdio::Trace;
 
@@ -20,7 +20,7 @@ use crate::io::AsyncReader;
 use crate::net::TcpStream;
 use crate::sync::{Event, Mutex, Semaphore};
 use crate::task::JoinError;
-use crate::time::{sleep, timeout};
+use crate::time::{sleep, sleep_until, timeout};
 
 fn run<T>(future: impl Future<Output = T>) -> T {
     block_on(Trace::new(false), future).expect("the runtime itself failed")
@@ -60,17 +60,20 @@ impl Drop for DropFlag {
     }
 }
 
-/// Timers spawned in shuffled order fire in the order of their deadlines.
+/// Timers spawned in shuffled order fire in the order of their deadlines. (The deadlines
+/// are counted from one instant: counted from each task's first poll, a machine busy enough
+/// to stall the loop 20 ms between two polls would reorder them itself.)
 #[test]
 fn timers_fire_in_deadline_order() {
     let fired = run(async {
         let fired = Rc::new(RefCell::new(Vec::new()));
+        let start = Instant::now();
         let handles: Vec<_> = [30, 10, 50, 20, 40]
             .into_iter()
             .map(|ms| {
                 let fired = Rc::clone(&fired);
                 spawn(async move {
-                    sleep(Duration::from_millis(ms)).await;
+                    sleep_until(start + Duration::from_millis(ms)).await;
                     fired.borrow_mut().push(ms);
                 })
             })

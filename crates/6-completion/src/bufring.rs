@@ -3,8 +3,8 @@
 //! With readiness (lessons 1–5) each connection reads into a buffer of its own, chosen when
 //! it calls `read`. With completions, a receive must name its buffer when it is *submitted*
 //! — long before any data comes — so 10,000 idle connections would pin 10,000 buffers.
-//! A provided-buffer ring (`io_uring_register_buf_ring`, Linux 5.19) turns that around: we
-//! put buffers into one more ring shared with the kernel, and a receive submitted with
+//! A provided-buffer ring (`io_uring_register_buf_ring(3)`, Linux 5.19) turns that around:
+//! we put buffers into one more ring shared with the kernel, and a receive submitted with
 //! `IOSQE_BUFFER_SELECT` takes one only when data arrives. Its completion says which (the
 //! buffer id in the upper 16 bits of its flags, `IORING_CQE_F_BUFFER`). The buffer is then
 //! ours until we put it back; if the ring is empty, the receive fails with `ENOBUFS`.
@@ -13,21 +13,27 @@
 //!   entries: [ id 4 | id 5 | id 6 | … ]   the kernel takes from the head,
 //!                ▲ head          ▲ tail    we add at the tail (and publish the new tail)
 //! ```
+//!
+//! The ring is shared by every connection, so a connection must not be able to keep it: a
+//! client that never reads its echo would keep the buffers its bytes are in. How the streams
+//! make sure it cannot is in [`net`](crate::net) (a share per connection, and a buffer of its
+//! own for a connection that finds the ring short).
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::cell::RefCell;
 use std::io;
+use std::ops::Deref;
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::task::{Context, Poll, Waker};
 
 use io_uring::Submitter;
 use io_uring::types::BufRingEntry;
 
+use crate::buf::IoBuf;
+
 /// The buffer group id our receives name: we have just one group.
 pub const GROUP: u16 = 0;
-
-/// The ring's memory must start on a page (`io_uring_register_buf_ring(3)`).
-const PAGE: usize = 4096;
 
 /// The buffers, the ring of entries that offers them to the kernel, and who has which.
 pub struct BufRing {
@@ -45,19 +51,34 @@ pub struct BufRing {
     /// `lent[id]`: the buffer is ours now (the kernel put data in it), not in the ring.
     lent: Vec<bool>,
     lent_count: usize,
-    /// Tasks whose receive found the ring empty, waiting for a buffer to come back.
-    waiters: Vec<Waker>,
 }
 
 impl BufRing {
     /// Allocates `count` buffers of `size` bytes (`count` a power of two), registers them
-    /// with the ring, and offers them all to the kernel.
-    pub fn register(submitter: &Submitter<'_>, count: u16, size: u32) -> io::Result<BufRing> {
+    /// with the ring as buffer group [`GROUP`], and offers them all to the kernel.
+    ///
+    /// # Safety
+    /// The kernel keeps the addresses of the entries and of the buffers: the returned
+    /// `BufRing` must not be dropped while the registration lasts and a request that selects
+    /// buffers from [`GROUP`] may run. The caller keeps that by closing the io_uring (or
+    /// unregistering the group) only after every such request has completed, and dropping
+    /// the `BufRing` only after that — or by never dropping it. ([`Driver`] does both: it
+    /// closes the ring before it frees the buffers, and leaks them if a request would not
+    /// stop.)
+    ///
+    /// [`Driver`]: crate::ring::Driver
+    pub unsafe fn register(
+        submitter: &Submitter<'_>,
+        count: u16,
+        size: u32,
+    ) -> io::Result<BufRing> {
         if !count.is_power_of_two() {
             return Err(io::Error::other("the buffer count must be a power of two"));
         }
-        let layout = Layout::from_size_align(usize::from(count) * size_of::<BufRingEntry>(), PAGE)
-            .map_err(io::Error::other)?;
+        // The ring's memory must start on a page (`io_uring_register_buf_ring(3)`).
+        let layout =
+            Layout::from_size_align(usize::from(count) * size_of::<BufRingEntry>(), page_size())
+                .map_err(io::Error::other)?;
         let memory_len = usize::from(count) * size as usize;
         // Safety: a fresh private anonymous mapping, no fd, no fixed address.
         let memory = unsafe {
@@ -90,10 +111,9 @@ impl BufRing {
             tail: 0,
             lent: vec![true; usize::from(count)],
             lent_count: usize::from(count),
-            waiters: Vec::new(),
         };
-        // Safety: `entries` is page-aligned, holds `count` entries, and lives as long as the
-        // ring does (the driver drops the io_uring before its `BufRing`).
+        // Safety: `entries` is page-aligned and holds `count` entries; the caller keeps them
+        // (and the buffers they will point to) alive while the registration may be used.
         unsafe {
             submitter.register_buf_ring_with_flags(entries.as_ptr() as u64, count, GROUP, 0)?;
         }
@@ -151,9 +171,6 @@ impl BufRing {
             let tail = BufRingEntry::tail(self.entries.as_ptr()).cast::<AtomicU16>();
             (*tail).store(self.tail, Ordering::Release);
         }
-        for waker in self.waiters.drain(..) {
-            waker.wake();
-        }
     }
 
     /// A buffer the kernel filled for a result nobody will read (its request was abandoned):
@@ -163,30 +180,82 @@ impl BufRing {
         self.give_back(id);
     }
 
-    /// Ready when the ring holds at least one buffer; else the task is woken when one comes
-    /// back. A receive that ended with `ENOBUFS` waits here before it is submitted again,
-    /// so it does not fail again at once, in a loop.
-    pub fn poll_available(&mut self, cx: &Context<'_>) -> Poll<()> {
-        if self.lent_count < self.lent.len() {
-            return Poll::Ready(());
-        }
-        self.waiters.push(cx.waker().clone());
-        Poll::Pending
-    }
-
     /// How many buffers are ours (not in the ring) now.
     pub fn lent(&self) -> usize {
         self.lent_count
+    }
+
+    /// How many buffers the kernel may still pick from.
+    pub fn available(&self) -> usize {
+        self.lent.len() - self.lent_count
     }
 }
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // Safety: allocated and mapped in `register` with this layout and length. The
-        // io_uring is closed by now.
+        // Safety: allocated and mapped in `register` with this layout and length; by its
+        // contract the kernel no longer uses them.
         unsafe {
             dealloc(self.entries.as_ptr().cast(), self.layout);
             libc::munmap(self.memory.as_ptr().cast(), self.memory_len);
         }
+    }
+}
+
+/// The system's page size (`sysconf(_SC_PAGESIZE)`: 4 KiB on x86-64, up to 64 KiB on some
+/// ARM and POWER machines).
+fn page_size() -> usize {
+    // Safety: sysconf reads a constant of the system; no pointer is involved.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
+/// A provided buffer the kernel filled: ours until dropped, then back in the ring.
+pub struct RingBuf {
+    id: u16,
+    start: NonNull<u8>,
+    len: usize,
+    ring: Rc<RefCell<BufRing>>,
+}
+
+impl RingBuf {
+    /// Takes buffer `id` out of `ring`, holding the `len` bytes the kernel put there.
+    pub(crate) fn take(ring: &Rc<RefCell<BufRing>>, id: u16, len: usize) -> RingBuf {
+        let start = ring.borrow_mut().take(id);
+        RingBuf {
+            id,
+            start,
+            len,
+            ring: Rc::clone(ring),
+        }
+    }
+}
+
+impl Deref for RingBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+// Safety: the bytes are in the ring's mapping, which the `Rc` keeps alive as long as this
+// value; moving a `RingBuf` does not move them. The buffer is out of the ring (`take`), so
+// the kernel does not write into it until `drop` gives it back, and nothing else does.
+unsafe impl IoBuf for RingBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.start.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for RingBuf {
+    fn drop(&mut self) {
+        self.ring.borrow_mut().give_back(self.id);
     }
 }

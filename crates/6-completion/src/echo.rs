@@ -5,14 +5,17 @@
 //! the buffer while the kernel sends it, then drops it — which puts it back in the ring.
 //!
 //! Ctrl+C (SIGINT) or SIGTERM shuts down gracefully: stop accepting, let every connection
-//! finish writing what it already read, close each one cleanly, print one summary line.
+//! finish the chunk in hand and close cleanly — until the client has every byte it was sent
+//! — and print one summary line. A connection that cannot finish within 10 s (its client
+//! does not read) is given up, and the summary says how many bytes were dropped with it.
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds};
+use fdio::{ServerArgs, Trace, count, log_closed, log_connected, out_of_fds};
 use nix::sys::signal::Signal;
 
 use crate::executor::{Either, block_on, race, spawn};
@@ -22,54 +25,58 @@ use crate::sync::Event;
 use crate::time::timeout;
 
 /// How long to stop accepting after running out of file descriptors, at most: a connection
-/// of ours that closes ends the pause at once (its fd is free again).
+/// of ours that closes ends the pause at once (its fd is free again), and so does a signal.
 const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 
 /// How long, at shutdown, connections get to finish before we give up on them.
 const GRACE: Duration = Duration::from_secs(10);
-
-/// How long a closing connection waits for its client's EOF (see `close_gracefully`).
-const LINGER: Duration = Duration::from_secs(2);
 
 /// What the server counts for its summary line.
 #[derive(Default)]
 struct Stats {
     open: Cell<usize>,
     served: Cell<u64>,
+    /// Bytes that reached the clients: sent, and acknowledged.
     echoed: Cell<u64>,
+    gave_up: Cell<u64>,
+    dropped: Cell<u64>,
     /// Set when a connection closes, freeing its fd. An `Event` is set once, so each pause
     /// for lack of fds puts a fresh one here and waits for that.
     closed: RefCell<Rc<Event>>,
 }
 
-/// Binds, prints `listening on …`, and serves until SIGINT or SIGTERM.
+/// Sets up the ring and the signal handling, binds (printing `listening on …`), and serves
+/// until SIGINT or SIGTERM. Whatever cannot be set up fails before `listening on`.
 pub fn run(args: &ServerArgs) -> io::Result<()> {
     fdio::raise_fd_limit()?;
-    let listener = fdio::listen(args.addr)?;
-    block_on(Trace::new(args.trace), serve(listener))?
+    block_on(Trace::new(args.trace), serve(args.addr))?
 }
 
-async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
-    let mut listener = TcpListener::from_std(listener);
+async fn serve(addr: SocketAddr) -> io::Result<()> {
+    // The handler first: a SIGTERM sent the moment `listening on` is printed is ours.
     let mut signals = Signals::new(&[Signal::SIGINT, Signal::SIGTERM])?;
+    let mut listener = TcpListener::bind(addr)?;
     let shutdown = Rc::new(Event::new());
+    let give_up = Rc::new(Event::new());
     let all_closed = Rc::new(Event::new());
     let stats = Rc::new(Stats::default());
 
     let signal = loop {
-        match race(listener.accept(), signals.recv()).await {
-            Either::Left(Ok((stream, peer))) => {
+        // The signal is raced first: an accept that fails at once, every time, cannot
+        // starve it.
+        match race(signals.recv(), listener.accept()).await {
+            Either::Right(Ok((stream, peer))) => {
                 log_connected(peer);
                 stats.open.set(stats.open.get() + 1);
                 stats.served.set(stats.served.get() + 1);
-                let (shutdown, all_closed, stats) = (
+                let (shutdown, give_up, all_closed, stats) = (
                     Rc::clone(&shutdown),
+                    Rc::clone(&give_up),
                     Rc::clone(&all_closed),
                     Rc::clone(&stats),
                 );
                 spawn(async move {
-                    let result = echo(stream, &shutdown, &stats).await;
-                    log_closed(peer, result.err().as_ref());
+                    serve_one(stream, peer, &shutdown, &give_up, &stats).await;
                     stats.open.set(stats.open.get() - 1);
                     stats.closed.borrow().set();
                     if stats.open.get() == 0 && shutdown.is_set() {
@@ -77,38 +84,80 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
                     }
                 });
             }
-            Either::Left(Err(err)) if out_of_fds(&err) => {
+            Either::Right(Err(err)) if out_of_fds(&err) => {
                 // The connection stays in the backlog; retrying at once would spin. Wait
-                // until one of our connections closes — or, for fds freed some other way,
-                // until the pause is over.
+                // until one of our connections closes, the pause is over — or a signal.
                 fdio::log!(
                     "accept: {err}; not accepting for {OUT_OF_FDS_PAUSE:?} (or until a connection closes)"
                 );
                 let closed = Rc::new(Event::new());
                 *stats.closed.borrow_mut() = Rc::clone(&closed);
-                let _ = timeout(OUT_OF_FDS_PAUSE, closed.wait()).await;
+                let pause = timeout(OUT_OF_FDS_PAUSE, closed.wait());
+                if let Either::Left(signal) = race(signals.recv(), pause).await {
+                    break signal?;
+                }
             }
-            Either::Left(Err(err)) => fdio::log!("accept: {err}"),
-            Either::Right(signal) => break signal?,
+            Either::Right(Err(err)) => fdio::log!("accept: {err}"),
+            Either::Left(signal) => break signal?,
         }
     };
 
-    // Graceful shutdown: refuse new connections, ask the open ones to finish, wait for them.
+    // Graceful shutdown: refuse new connections, ask the open ones to finish, wait for them
+    // — for GRACE at most, then give up on those left.
     drop(listener);
     let open = stats.open.get();
-    let open_connections = fdio::count(open as u64, "open connection");
-    fdio::log!("{signal}: shutting down; waiting for {open_connections} to finish");
+    fdio::log!(
+        "{signal}: shutting down; waiting for {} to finish",
+        count(open as u64, "open connection")
+    );
     shutdown.set();
-    let finished = open == 0 || timeout(GRACE, all_closed.wait()).await.is_ok();
-    let unfinished = if finished {
-        String::new()
-    } else {
-        format!("; gave up on {} after {GRACE:?}", stats.open.get())
-    };
-    let served = fdio::count(stats.served.get(), "connection");
-    let echoed = fdio::count(stats.echoed.get(), "byte");
-    fdio::log!("shutdown complete: served {served}, echoed {echoed}{unfinished}");
+    if open > 0 && timeout(GRACE, all_closed.wait()).await.is_err() {
+        give_up.set();
+        all_closed.wait().await;
+    }
+    let mut summary = format!(
+        "shutdown complete: served {}, echoed {}",
+        count(stats.served.get(), "connection"),
+        count(stats.echoed.get(), "byte")
+    );
+    if stats.gave_up.get() > 0 {
+        summary += &format!(
+            "; gave up on {} after {GRACE:?}, dropping {}",
+            count(stats.gave_up.get(), "connection"),
+            count(stats.dropped.get(), "byte")
+        );
+    }
+    fdio::log!("{summary}");
     Ok(())
+}
+
+/// One connection, from accept to close: its echo — unless the grace period runs out
+/// first, and then what it still held is counted as dropped.
+async fn serve_one(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: &Event,
+    give_up: &Event,
+    stats: &Stats,
+) {
+    let finished = race(echo(&mut stream, shutdown), give_up.wait()).await;
+    // What the client has not acknowledged by now never reaches it (0 after a clean close;
+    // what a reset threw away; what we give up on): only the rest was echoed.
+    let in_flight = stream.bytes_in_flight().unwrap_or(0);
+    let echoed = stream.bytes_sent().saturating_sub(in_flight);
+    stats.echoed.set(stats.echoed.get() + echoed);
+    match finished {
+        Either::Left(result) => log_closed(peer, result.err().as_ref()),
+        Either::Right(()) => {
+            let dropped = in_flight + stream.bytes_unsent();
+            fdio::log!(
+                "connection {peer}: gave up after {GRACE:?}, dropping {}",
+                count(dropped, "byte")
+            );
+            stats.gave_up.set(stats.gave_up.get() + 1);
+            stats.dropped.set(stats.dropped.get() + dropped);
+        }
+    }
 }
 
 /// Echoes until the client's EOF or the shutdown; then closes cleanly.
@@ -117,7 +166,7 @@ async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
 /// while data := await reader.read(65536):
 ///     writer.write(data); await writer.drain()
 /// ```
-async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Result<()> {
+async fn echo(stream: &mut TcpStream, shutdown: &Event) -> io::Result<()> {
     // One wait on the shutdown for the whole connection, raced again and again: its place
     // in the event's waiter list is taken once, not once per message.
     let mut shutdown_wait = shutdown.wait();
@@ -132,25 +181,12 @@ async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Res
         let Some(chunk) = chunk else {
             break; // EOF
         };
-        let len = chunk.len() as u64;
         // The send owns the buffer until the kernel is done with it; we get it back and
         // drop it, which returns it to the ring.
         let (sent, _chunk) = stream.write_all(chunk).await;
         sent?;
-        stats.echoed.set(stats.echoed.get() + len);
     }
-    close_gracefully(&mut stream).await
-}
-
-/// Sends EOF, then receives (and drops) whatever the client still sends until its own EOF.
-/// Closing a socket that has unread bytes makes the kernel send a reset, and a reset can
-/// destroy echo bytes still on their way to the client: lingering avoids that.
-async fn close_gracefully(stream: &mut TcpStream) -> io::Result<()> {
-    stream.shutdown_write().await?;
-    let drain = async {
-        while stream.recv().await?.is_some() {}
-        Ok::<(), io::Error>(()) // its EOF
-    };
-    // A client that never closes only delays us by LINGER.
-    timeout(LINGER, drain).await.unwrap_or(Ok(()))
+    // EOF to the client, then wait until it has every byte: closing sooner could reset
+    // the connection and destroy what is still on its way.
+    stream.close_gracefully().await
 }

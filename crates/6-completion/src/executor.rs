@@ -12,9 +12,14 @@
 //! Lesson 5's reactor said "fd 7 is readable" and the woken task then made the `read`
 //! itself. Here the task has already asked for the read, the kernel has done it, and the
 //! completion carries the result: the task wakes up to bytes, not to a chance to get them.
-//! Everything else — tasks, wakers, the ready queue, the budget — is lesson 5's shape. No
-//! thread of ours wakes tasks (there is no blocking pool here), so unlike lesson 5 the loop
-//! needs no way to interrupt its own sleep: only completions end it.
+//! Everything else — tasks, wakers, the ready queue, the budget — is lesson 5's shape. A
+//! waker may be fired from any thread (lesson 5's rule): while the loop sleeps in
+//! `io_uring_enter`, such a wake also rings the [`Doorbell`],
+//! whose read completes and ends the sleep.
+//!
+//! As in lesson 5, the runtime a future runs on is found through a thread-local set by
+//! `block_on`; a handle (a stream, a request) remembers which runtime it belongs to, and
+//! leaves any other alone.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -22,13 +27,14 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use fdio::Trace;
 
 use crate::budget::Budget;
+use crate::doorbell::Doorbell;
 use crate::ring::Driver;
 
 /// The id of the future given to `block_on`; spawned tasks count from 0.
@@ -51,8 +57,15 @@ pub struct Buffers {
     pub size: u32,
 }
 
+/// Which runtime a handle belongs to. Request tokens and task ids are slab indexes that each
+/// runtime hands out again, so another `block_on` on the same thread has the same ones; this
+/// id, never reused in the process, tells the runtimes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuntimeId(u64);
+
 /// Everything one running loop owns.
 pub(crate) struct Runtime {
+    pub(crate) id: RuntimeId,
     pub(crate) driver: RefCell<Driver>,
     pub(crate) budget: Budget,
     tasks: RefCell<Tasks>,
@@ -78,9 +91,24 @@ pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
     Some(f(&runtime))
 }
 
-/// Runs `f` with the current ring.
-pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> R {
-    with_runtime(|runtime| f(&mut runtime.driver.borrow_mut()))
+/// The id of the current runtime, for a handle to remember where it belongs.
+///
+/// # Panics
+/// Outside `block_on`.
+pub(crate) fn runtime_id() -> RuntimeId {
+    with_runtime(|runtime| runtime.id)
+}
+
+/// Like [`try_with_runtime`], but `None` unless the current runtime is runtime `id`: a handle
+/// used inside another `block_on` (or after its own ended) must not touch that runtime's
+/// requests, whose tokens it may share.
+pub(crate) fn with_runtime_of<R>(id: RuntimeId, f: impl FnOnce(&Runtime) -> R) -> Option<R> {
+    try_with_runtime(|runtime| (runtime.id == id).then(|| f(runtime))).flatten()
+}
+
+/// Runs `f` with the ring of runtime `id`, if that is the current one.
+pub(crate) fn with_driver_of<R>(id: RuntimeId, f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
+    with_runtime_of(id, |runtime| f(&mut runtime.driver.borrow_mut()))
 }
 
 /// Runs `future` to completion on a new ring in this thread, with every task it spawns.
@@ -94,18 +122,27 @@ pub fn block_on_with<F: Future>(
     buffers: Buffers,
     future: F,
 ) -> io::Result<F::Output> {
+    static RUNTIMES_STARTED: AtomicU64 = AtomicU64::new(0);
+    let driver = Driver::new(trace, buffers)?;
+    let ready = Arc::new(ReadyQueue {
+        ids: Mutex::new(VecDeque::new()),
+        sleeping: AtomicBool::new(false),
+        doorbell: driver.doorbell(),
+    });
     let runtime = Rc::new(Runtime {
-        driver: RefCell::new(Driver::new(trace, buffers.count, buffers.size)?),
+        id: RuntimeId(RUNTIMES_STARTED.fetch_add(1, Ordering::Relaxed)),
+        driver: RefCell::new(driver),
         budget: Budget::new(trace),
         tasks: RefCell::new(Tasks::default()),
-        ready: Arc::new(ReadyQueue::default()),
+        ready,
         trace,
     });
     // As in lesson 5: the tasks left are dropped while the runtime is still reachable (their
-    // requests are cancelled, their buffers parked in the ring's slots), then the ring waits
-    // for the kernel to be done with every request before it is freed.
+    // requests are cancelled, their buffers parked in the ring's slots); then the thread-local
+    // is given back; then, when the last `Rc` goes, the driver waits for the kernel to be
+    // done with every request before it frees anything (`Driver`'s `Drop`).
     let _current = Current::enter(Rc::clone(&runtime));
-    let _leftover = ShutDown(&runtime);
+    let _leftover = DropTasksLeft(&runtime);
     run(&runtime, future)
 }
 
@@ -127,14 +164,14 @@ impl Drop for Current {
     }
 }
 
-/// Drops the tasks left, then cancels every request and waits for the kernel to finish them.
-struct ShutDown<'a>(&'a Runtime);
+/// Drops the tasks a runtime still holds when dropped.
+struct DropTasksLeft<'a>(&'a Runtime);
 
-impl Drop for ShutDown<'_> {
+impl Drop for DropTasksLeft<'_> {
     fn drop(&mut self) {
+        // Taken out first: no borrow is held while their destructors run.
         let leftover = std::mem::take(&mut *self.0.tasks.borrow_mut());
         drop(leftover);
-        self.0.driver.borrow_mut().shut_down();
     }
 }
 
@@ -169,8 +206,15 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
             }
         }
         // 2. One io_uring_enter: submit, and sleep until a completion unless a task is ready.
+        //    `sleeping` is set first, then the queue looked at: a wake from another thread
+        //    after that look rings the doorbell (see `ReadyQueue::push`).
+        runtime.ready.sleeping.store(true, Ordering::SeqCst);
         let wait = runtime.ready.is_empty();
-        runtime.driver.borrow_mut().turn(wait)?;
+        let entered = runtime.driver.borrow_mut().enter(wait);
+        runtime.ready.sleeping.store(false, Ordering::SeqCst);
+        entered?;
+        // 3. File each completion by its token, waking the task that waits for it.
+        runtime.driver.borrow_mut().complete(wait);
     }
 }
 
@@ -277,18 +321,33 @@ impl Runtime {
     }
 }
 
-/// Ids of tasks ready to be polled, shared with every waker.
-#[derive(Default)]
+/// Ids of tasks ready to be polled, shared with every waker, on any thread.
 struct ReadyQueue {
     ids: Mutex<VecDeque<usize>>,
+    /// The loop is (about to be) asleep in `io_uring_enter`: a wake must ring the doorbell.
+    sleeping: AtomicBool,
+    doorbell: Arc<Doorbell>,
 }
 
 impl ReadyQueue {
+    /// Queues task `id`; rings the doorbell if the loop may be asleep.
+    ///
+    /// No wake is lost between the loop's "the queue is empty, I'll sleep" and its sleep:
+    /// the loop stores `sleeping = true` *before* it looks at the queue (under the mutex),
+    /// and a waker pushes (under the mutex) *before* it swaps `sleeping` (both SeqCst). If
+    /// the swap sees `true`, it rings: the sleep, if it comes, ends at once. If it sees
+    /// `false`, the loop's store is not yet visible to it, so the loop's look cannot have
+    /// taken the mutex before the push did (that would make the store visible): the look
+    /// comes after the push, finds the id, and the loop does not sleep. The loop's own wakes
+    /// (while it polls tasks or files completions, `sleeping` false) make no system call.
     fn push(&self, id: usize) {
         self.ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push_back(id);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.doorbell.ring();
+        }
     }
 
     /// Moves every queued id into `batch` (which must be empty).

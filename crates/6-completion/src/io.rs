@@ -11,12 +11,13 @@
 //! cancel it — and if the kernel had already read the bytes, they would be lost.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use io_uring::{opcode, types::Fd};
 
+use crate::buf::{IoBuf, IoBufMut};
 use crate::op::Op;
 
 /// The offset that means "the file's current position, and advance it", as `read(2)` does
@@ -58,17 +59,13 @@ impl Reader {
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
         loop {
-            let fd = Fd(self.fd.as_raw_fd());
+            let fd = self.fd.as_raw_fd();
             let op = self.in_flight.get_or_insert_with(|| {
-                let mut buf = Vec::with_capacity(self.capacity);
-                let entry = if self.polling {
-                    opcode::PollAdd::new(fd, libc::POLLIN as u32).build()
+                if self.polling {
+                    poll_readable(fd)
                 } else {
-                    opcode::Read::new(fd, buf.as_mut_ptr(), self.capacity as u32)
-                        .offset(CURRENT_POSITION)
-                        .build()
-                };
-                Op::submit(if self.polling { "poll" } else { "read" }, entry, buf)
+                    read(fd, Vec::with_capacity(self.capacity))
+                }
             });
             let (result, mut buf) = ready!(Pin::new(op).poll(cx));
             self.in_flight = None;
@@ -93,10 +90,41 @@ impl Reader {
 
 /// Appends `bytes` to the file `fd` (opened with `O_APPEND`) in one write request. Returns
 /// how many bytes the kernel wrote, and the buffer.
-pub async fn append(fd: &OwnedFd, bytes: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-    let entry = opcode::Write::new(Fd(fd.as_raw_fd()), bytes.as_ptr(), bytes.len() as u32)
-        .offset(CURRENT_POSITION)
-        .build();
-    let (result, bytes) = Op::submit("write", entry, bytes).await;
+pub async fn append<B: IoBuf>(fd: &OwnedFd, bytes: B) -> (io::Result<usize>, B) {
+    let fd = fd.as_raw_fd();
+    // Safety: the entry points into `bytes`' stable bytes (`IoBuf`), which the `Op` owns
+    // until the request's last completion.
+    let op = unsafe {
+        Op::submit("write", bytes, |bytes| {
+            opcode::Write::new(Fd(fd), bytes.stable_ptr(), bytes.len() as u32)
+                .offset(CURRENT_POSITION)
+                .build()
+        })
+    };
+    let (result, bytes) = op.await;
     (result.map(|n| n as usize), bytes)
+}
+
+/// One read of `fd` into `buf` (from its start, up to its capacity), at the file's position.
+fn read(fd: RawFd, buf: Vec<u8>) -> Op<Vec<u8>> {
+    // Safety: the entry points into `buf`'s heap bytes (`IoBufMut`), within its capacity;
+    // the `Op` owns the buffer until the request's last completion.
+    unsafe {
+        Op::submit("read", buf, |buf| {
+            opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), buf.capacity() as u32)
+                .offset(CURRENT_POSITION)
+                .build()
+        })
+    }
+}
+
+/// Waits until `fd` is readable (`IORING_OP_POLL_ADD`); the empty buffer is for the
+/// [`Reader`]'s next read.
+fn poll_readable(fd: RawFd) -> Op<Vec<u8>> {
+    // Safety: a poll request points to no memory (the `Vec` is just carried along).
+    unsafe {
+        Op::submit("poll", Vec::new(), |_| {
+            opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build()
+        })
+    }
 }

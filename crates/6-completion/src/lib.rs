@@ -34,7 +34,12 @@
 //! `let (result, buf) = op.await` ([`op`]). A request dropped in flight leaves its buffer
 //! in its slot and is cancelled with `IORING_OP_ASYNC_CANCEL`; a cancel is itself a
 //! request, which may come too late (the original then completes with its data), so the
-//! buffer can be freed or reused only after the request's **last completion**.
+//! buffer can be freed or reused only after the request's **last completion**. And the
+//! buffer's bytes must not move while the request moves it around: a `Vec`'s bytes stay on
+//! the heap, an array's go wherever the array goes. That promise is a type, the `unsafe
+//! trait` [`IoBuf`](buf::IoBuf) ([`buf`]); the requests take nothing else, and handing the
+//! kernel an entry with a raw pointer in it is an `unsafe fn` whose contract is written down
+//! ([`op::Op::submit`]). Safe code cannot make the kernel touch memory nobody owns.
 //!
 //! ## The modern echo
 //! [`echo`] is lesson 5's program line for line, on this runtime:
@@ -45,15 +50,23 @@
 //!   arrive, so 10,000 idle connections hold no buffer at all;
 //! - a **send** that owns the buffer it received ([`net`]); dropping it afterwards puts it
 //!   back in the ring;
-//! - **re-arm** when a multishot ends: after an error, EOF, our own pause (a connection
-//!   holding 8 unsent buffers is paused, so a client that never reads cannot take them
-//!   all), or `ENOBUFS` — the ring ran dry: no byte is lost (they stay in the socket), and
-//!   the receive is submitted again once a buffer is back.
+//! - **re-arm** when a multishot ends: after an error, EOF, `ENOBUFS` (the ring ran dry:
+//!   no byte is lost, they stay in the socket), or our own **pause**: a connection with
+//!   [`SHARE`](net::SHARE) (8) filled buffers waiting untaken is cancelled, so one busy
+//!   connection cannot fill the whole ring;
+//! - and when the ring is empty — 2,000 clients that never read their echo want more
+//!   buffers than it has, whatever each one's share — a connection receives into a **buffer
+//!   of its own** instead of waiting for the ring: nobody ever waits for a buffer another
+//!   client keeps, and a client that never reads costs only itself.
 //!
 //! The executor is lesson 5's — tasks, wakers, a ready queue, a budget of 32 operations per
 //! poll ([`budget`]) — with the reactor swapped for the ring ([`executor`]); timers are
 //! requests too (`IORING_OP_TIMEOUT`, [`time`]), and so is the signal pipe's read
-//! ([`signal`]). Ctrl+C or SIGTERM shuts the server down gracefully, as in lesson 5.
+//! ([`signal`]). A waker fired from another thread rings a [`doorbell`]: an eventfd whose
+//! read is always in flight, so the loop asleep in `io_uring_enter` wakes up. Ctrl+C or
+//! SIGTERM shuts the server down gracefully, as in lesson 5 — and since nothing completes
+//! when a client acknowledges our bytes, a closing connection asks the socket how many it
+//! has not (`SIOCOUTQ`) until none is left, then closes: no byte counted as echoed is lost.
 //!
 //! ## Disks, finally
 //! [`writer`] reads stdin and the pipe with `IORING_OP_READ` and appends to the output file
@@ -68,21 +81,26 @@
 //! cargo run --bin completion -- echo --trace    # one line per io_uring_enter
 //! cargo run --bin completion -- writer          # stdin and the pipe, through the ring
 //! ```
-//! io_uring needs Linux 6.0 or later here (multishot receive), and containers often forbid
-//! it (a seccomp filter, or `sysctl kernel.io_uring_disabled`): the binary checks at start
-//! ([`probe`]) and, if it cannot run, says why in one line and exits 1.
+//! io_uring needs Linux 6.0 or later here (multishot receive), and much can stand in its
+//! way: a seccomp filter (containers), `sysctl kernel.io_uring_disabled`, a small
+//! locked-memory limit (`ulimit -l`). Each program sets up its ring — and `probe` the same
+//! ring — before it prints anything, and what fails is said in one line with its likely
+//! cause and fix, exit 1 ([`probe`]).
 //!
 //! Python's asyncio has the same split: its default loop is readiness-based (selectors),
 //! and on Windows its *proactor* loop is completion-based (IOCP) — the loop this lesson is.
 //!
-//! # Layout
-//! - [`ring`]: the rings, one `io_uring_enter` per turn. [`slots`]: the requests in flight.
-//! - [`op`]: a request as a future that owns its buffer; what dropping it takes.
-//! - [`bufring`]: the provided-buffer ring. [`net`]: multishot accept and receive, send.
-//! - [`executor`], [`budget`]: lesson 5's executor on the ring. [`time`], [`sync`],
-//!   [`signal`], [`io`]: timers, an event, signals and reads as requests.
-//! - [`probe`]: is io_uring usable here?
-//! - The programs: [`echo`], [`writer`].
+//! # Read in this order
+//! 1. [`op`] — a request as a future that owns its buffer; [`buf`] — the buffer contract.
+//! 2. [`ring`] — the two rings and one `io_uring_enter` per turn; [`slots`] — a request's
+//!    life, one state at a time.
+//! 3. [`bufring`] — the provided-buffer ring; [`net`] — multishot accept and receive, the
+//!    share and the buffer of one's own, sends, the graceful close.
+//! 4. [`executor`] — lesson 5's executor on the ring; [`doorbell`] — wakes from other
+//!    threads; [`budget`] — fairness.
+//! 5. The programs: [`echo`], then [`writer`] with [`io`] (reads and writes as requests).
+//! 6. The small parts: [`time`] (timers as requests), [`signal`], [`sync`]; [`probe`] (is
+//!    io_uring usable here?); `trace` (what `--trace` prints, kept off the loop's path).
 
 use std::process::ExitCode;
 
@@ -90,7 +108,9 @@ use clap::{Parser, Subcommand};
 use fdio::{ServerArgs, Trace, WriterArgs};
 
 pub mod budget;
+pub mod buf;
 pub mod bufring;
+pub mod doorbell;
 pub mod echo;
 pub mod executor;
 pub mod io;
@@ -102,6 +122,7 @@ pub mod signal;
 pub mod slots;
 pub mod sync;
 pub mod time;
+mod trace;
 pub mod writer;
 
 #[cfg(test)]
@@ -126,22 +147,16 @@ enum Command {
     Probe,
 }
 
-/// The `completion` binary: checks that io_uring is usable, then runs the chosen program.
+/// The `completion` binary: checks the kernel, then runs the chosen program (which sets up
+/// its ring first, and says in one line why not if it cannot).
 pub fn main() -> ExitCode {
     let command = Cli::parse().command;
-    if let Err(why) = probe::check() {
-        fdio::log!("completion: {why}");
-        return ExitCode::FAILURE;
-    }
-    let result = match command {
+    let result = probe::check_kernel().and_then(|()| match command {
         Command::Echo(server) => echo::run(&server),
         Command::Writer(args) => {
             executor::block_on(Trace::new(args.trace), writer::run(&args)).and_then(|r| r)
         }
-        Command::Probe => {
-            println!("io_uring is available: multishot accept and receive, provided buffers");
-            Ok(())
-        }
-    };
+        Command::Probe => probe::check().map(|said| println!("{said}")),
+    });
     fdio::exit_code("completion", result)
 }

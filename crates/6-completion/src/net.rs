@@ -1,5 +1,5 @@
 //! `TcpListener` and `TcpStream` on the ring: multishot accept, multishot receive into
-//! provided buffers, sends that own their buffer.
+//! provided buffers, sends that own their buffer, and a close that loses no byte.
 //!
 //! A multishot request is submitted once and completes many times: every new connection,
 //! every chunk of bytes is one more completion with the same token, filed in the request's
@@ -7,39 +7,64 @@
 //! to the future that awaits the next result: a future dropped by `race` loses nothing, the
 //! results wait in the slot for the next call. A multishot ends when a completion comes
 //! without `IORING_CQE_F_MORE` — an error, EOF, the buffer ring running dry (`ENOBUFS`),
-//! or our cancel — and the next call then submits it again ("re-arms" it).
+//! or our pause — and the next call then submits it again ("re-arms" it).
+//!
+//! The buffer ring is shared by every connection, and a client that never reads its echo
+//! leaves its bytes in the buffers they came in. Two rules keep such clients from taking
+//! the ring from everyone else:
+//! - **A share per connection.** A connection's multishot receive is paused (cancelled)
+//!   once [`SHARE`] filled buffers wait for its task to take them — a task busy sending to a
+//!   client that does not read takes none — and submitted again when the task takes them.
+//!   (The kernel may fill a few more before the cancel lands: it retries a busy socket up to
+//!   32 times in a row before it looks at anything else.)
+//! - **A buffer of its own when the ring is empty.** Shares alone cannot do it: 2,000 such
+//!   clients want more buffers than the ring has, whatever the share. So a receive never
+//!   waits for the ring: when it is empty, or has just run dry (`ENOBUFS`), the connection
+//!   receives into a buffer of its own instead (one request, one buffer, freed after its
+//!   echo), and takes from the ring again at its next receive if the ring has a buffer. A
+//!   client that never reads then holds one buffer of its own, and costs only itself.
 
 use std::cell::RefCell;
+use std::future::pending;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use io_uring::{opcode, types::Fd};
 
-use crate::bufring::{BufRing, GROUP};
-use crate::executor::{with_driver, with_runtime};
+use crate::buf::{IoBuf, IoBufMut};
+use crate::bufring::{BufRing, GROUP, RingBuf};
+use crate::executor::{Either, RuntimeId, race, runtime_id, with_driver_of};
 use crate::op::Op;
 use crate::slots::{Completion, Token};
+use crate::time::sleep;
 
-/// How many received buffers a stream may hold before the ring pauses its receive (cancels
-/// it; the stream re-arms it once its task has taken them). Without it, a client that sends and never
-/// reads would leave its bytes in our buffers, not in its socket, until none are left.
-const MAX_QUEUED: usize = 8;
+/// A connection's share of the buffer ring: its receive is paused when this many filled
+/// buffers wait untaken (the one its task is sending comes on top).
+pub const SHARE: usize = 8;
 
 /// A listening socket whose accept is one multishot request.
 pub struct TcpListener {
+    runtime: RuntimeId,
     fd: OwnedFd,
     accept: Option<Token>,
 }
 
 impl TcpListener {
+    /// Binds `addr` and prints `listening on <addr>` (see `fdio::listen`).
+    pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        Ok(TcpListener::from_std(fdio::listen(addr)?))
+    }
+
     /// Takes over a bound, listening socket.
     pub fn from_std(listener: std::net::TcpListener) -> TcpListener {
         TcpListener {
+            runtime: runtime_id(),
             fd: listener.into(),
             accept: None,
         }
@@ -58,14 +83,15 @@ impl TcpListener {
                     let entry = opcode::AcceptMulti::new(Fd(self.fd.as_raw_fd()))
                         .flags(libc::SOCK_CLOEXEC)
                         .build();
-                    let token = with_driver(|driver| driver.submit("accept", entry))?;
+                    // Safety: a multishot accept that asks for no address points to no memory.
+                    let token = with_driver_of(self.runtime, |driver| unsafe {
+                        driver.submit("accept", entry)
+                    })
+                    .unwrap_or_else(|| Err(another_runtime()))?;
                     *self.accept.insert(token)
                 }
             };
-            let Some(completion) = next_result(token, cx) else {
-                return Poll::Pending;
-            };
-            let Some(completion) = completion else {
+            let Some(completion) = ready!(next_result(self.runtime, token, cx))? else {
                 self.accept = None; // the multishot has ended: submit it again
                 continue;
             };
@@ -97,144 +123,208 @@ impl Drop for TcpListener {
     fn drop(&mut self) {
         // The kernel holds the socket while the accept is in flight: closing our fd alone
         // would leave it listening. Cancel it; the socket closes when the cancel is done.
-        release(self.accept.take());
+        release(self.runtime, self.accept.take());
     }
 }
 
-/// Takes the next result of a multishot request, within the task's budget. `None` when the
-/// task must wait (its waker is stored, or the budget is spent); `Some(None)` when the
-/// request has ended.
-fn next_result(token: Token, cx: &Context<'_>) -> Option<Option<Completion>> {
-    if !with_runtime(|runtime| runtime.budget.spend(cx)) {
-        return None;
-    }
-    match with_driver(|driver| driver.poll_next(token, cx)) {
-        Poll::Ready(result) => Some(result),
-        Poll::Pending => {
-            with_runtime(|runtime| runtime.budget.refund());
-            None
-        }
+/// The error of a handle used inside a runtime other than its own.
+fn another_runtime() -> io::Error {
+    io::Error::other("this socket belongs to another runtime (another block_on)")
+}
+
+/// The next result of a multishot request (see [`crate::op::next_result`]); an error
+/// outside its runtime.
+fn next_result(
+    runtime: RuntimeId,
+    token: Token,
+    cx: &Context<'_>,
+) -> Poll<io::Result<Option<Completion>>> {
+    match crate::op::next_result(runtime, token, cx) {
+        Some(polled) => polled.map(Ok),
+        None => Poll::Ready(Err(another_runtime())),
     }
 }
 
-fn release(token: Option<Token>) {
+fn release(runtime: RuntimeId, token: Option<Token>) {
     if let Some(token) = token {
-        with_driver(|driver| driver.abandon(token, Box::new(())));
+        with_driver_of(runtime, |driver| driver.abandon(token, Box::new(())));
     }
 }
 
-/// A connection: a multishot receive into the buffer ring, and sends of owned buffers.
+/// A connection: receives from the buffer ring (or into a buffer of its own when the ring
+/// is empty), sends of owned buffers.
 pub struct TcpStream {
+    runtime: RuntimeId,
     fd: OwnedFd,
-    recv: Option<Token>,
-    /// The receive ended with `ENOBUFS`: re-arm it only once a buffer is back in the ring.
-    out_of_buffers: bool,
+    receiving: Receiving,
+    /// The last receive from the ring found it dry (`ENOBUFS`): the next one uses a buffer
+    /// of its own.
+    ring_was_dry: bool,
     eof: bool,
-    /// How many times the receive was re-armed after the buffer ring ran dry.
-    rearmed_after_enobufs: u32,
+    /// How many times a receive from the ring found it dry.
+    ring_ran_dry: u32,
     buffers: Rc<RefCell<BufRing>>,
+    /// Bytes the kernel took from `write_all` (sent, or queued in the socket to be sent).
+    sent: u64,
+    /// Bytes the last `write_all` was given and the kernel did not take (it was dropped in
+    /// the middle, or failed).
+    unsent: u64,
+    write_shut: bool,
+}
+
+/// The receive a stream has in flight.
+enum Receiving {
+    Idle,
+    /// A multishot receive into the shared buffer ring.
+    FromRing(Token),
+    /// A single receive into a buffer of the stream's own (the ring was empty).
+    IntoOwn(Op<Vec<u8>>),
+}
+
+/// Bytes a receive brought: in a buffer of the ring (back in the ring when dropped), or in
+/// one of the stream's own.
+pub enum Chunk {
+    Ring(RingBuf),
+    Own(Vec<u8>),
 }
 
 impl TcpStream {
     /// Takes over a connected stream socket (TCP, or a Unix socket pair in the tests).
+    ///
+    /// # Panics
+    /// Outside `block_on`.
     pub(crate) fn new(fd: OwnedFd) -> TcpStream {
+        let runtime = runtime_id();
+        let buffers = with_driver_of(runtime, |driver| Rc::clone(&driver.buffers))
+            .expect("the current runtime");
         TcpStream {
+            runtime,
             fd,
-            recv: None,
-            out_of_buffers: false,
+            receiving: Receiving::Idle,
+            ring_was_dry: false,
             eof: false,
-            rearmed_after_enobufs: 0,
-            buffers: with_driver(|driver| Rc::clone(&driver.buffers)),
+            ring_ran_dry: 0,
+            buffers,
+            sent: 0,
+            unsent: 0,
+            write_shut: false,
         }
     }
 
-    /// The next bytes the client sent, in a buffer the kernel picked from the ring; `None`
-    /// at EOF. Dropping the buffer gives it back to the ring.
+    /// The next bytes the client sent; `None` at EOF. Dropping the chunk gives its buffer
+    /// back to the ring.
     ///
     /// ```python
     /// data = await reader.read(65536)
     /// ```
-    pub async fn recv(&mut self) -> io::Result<Option<RingBuf>> {
+    pub async fn recv(&mut self) -> io::Result<Option<Chunk>> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&mut self, cx: &Context<'_>) -> Poll<io::Result<Option<RingBuf>>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Chunk>>> {
         loop {
             if self.eof {
                 return Poll::Ready(Ok(None));
             }
-            let token = match self.recv {
-                Some(token) => token,
-                None => {
-                    if self.out_of_buffers {
-                        std::task::ready!(self.buffers.borrow_mut().poll_available(cx));
-                        self.out_of_buffers = false;
-                        self.rearmed_after_enobufs += 1;
+            match &mut self.receiving {
+                Receiving::Idle => self.receiving = self.start_receiving()?,
+                Receiving::FromRing(token) => {
+                    let Some(completion) = ready!(next_result(self.runtime, *token, cx))? else {
+                        self.receiving = Receiving::Idle; // the multishot has ended
+                        continue;
+                    };
+                    if let Some(received) = self.on_ring_result(completion) {
+                        return Poll::Ready(received);
                     }
-                    let entry = opcode::RecvMulti::new(Fd(self.fd.as_raw_fd()), GROUP).build();
-                    *self.recv.insert(with_driver(|driver| {
-                        driver.submit_multishot("recv", entry, MAX_QUEUED)
-                    })?)
                 }
-            };
-            let Some(completion) = next_result(token, cx) else {
-                return Poll::Pending;
-            };
-            let Some(completion) = completion else {
-                self.recv = None; // the multishot has ended: submit it again
-                continue;
-            };
-            if let Some(id) = completion.buffer_id() {
-                let start = self.buffers.borrow_mut().take(id);
-                let buffer = RingBuf {
-                    id,
-                    start,
-                    len: completion.result.max(0) as usize,
-                    ring: Rc::clone(&self.buffers),
-                };
-                if completion.result > 0 {
-                    return Poll::Ready(Ok(Some(buffer)));
+                Receiving::IntoOwn(op) => {
+                    let (result, mut buf) = ready!(Pin::new(op).poll(cx));
+                    self.receiving = Receiving::Idle;
+                    match result {
+                        Ok(0) => self.eof = true,
+                        Ok(n) => {
+                            // Safety: the kernel wrote `n` bytes at the start of the buffer.
+                            unsafe { buf.set_len(n as usize) };
+                            return Poll::Ready(Ok(Some(Chunk::Own(buf))));
+                        }
+                        Err(err) if fdio::interrupted(&err) => {}
+                        Err(err) => return Poll::Ready(Err(err)),
+                    }
                 }
-                // A buffer with no bytes: it goes back at once (dropped here).
-            }
-            match completion.result {
-                0 => {
-                    self.eof = true;
-                    return Poll::Ready(Ok(None));
-                }
-                n if n == -libc::ENOBUFS => self.out_of_buffers = true,
-                n if n == -libc::ECANCELED => {} // the pause: re-armed once the rest is taken
-                n if n < 0 => return Poll::Ready(Err(io::Error::from_raw_os_error(-n))),
-                _ => {}
             }
         }
     }
 
-    /// How many times the receive was re-armed after the buffer ring ran dry (`ENOBUFS`).
-    pub fn rearmed_after_enobufs(&self) -> u32 {
-        self.rearmed_after_enobufs
+    /// The receive to submit: a multishot from the ring, or — when the ring is empty or
+    /// just ran dry — one receive into a buffer of our own.
+    fn start_receiving(&mut self) -> io::Result<Receiving> {
+        let fd = self.fd.as_raw_fd();
+        let (available, size) = {
+            let buffers = self.buffers.borrow();
+            (buffers.available(), buffers.buffer_size() as usize)
+        };
+        if std::mem::take(&mut self.ring_was_dry) || available == 0 {
+            return Ok(Receiving::IntoOwn(recv_into(fd, Vec::with_capacity(size))));
+        }
+        let entry = opcode::RecvMulti::new(Fd(fd), GROUP).build();
+        // Safety: the receive writes only into provided buffers, which the driver owns.
+        let token = with_driver_of(self.runtime, |driver| unsafe {
+            driver.submit_multishot("recv", entry, SHARE)
+        })
+        .unwrap_or_else(|| Err(another_runtime()))?;
+        Ok(Receiving::FromRing(token))
+    }
+
+    /// What one result of the multishot receive means: bytes, EOF or an error — or `None`
+    /// when the receive just ended and is submitted again (the ring ran dry, or our pause).
+    fn on_ring_result(&mut self, completion: Completion) -> Option<io::Result<Option<Chunk>>> {
+        if let Some(id) = completion.buffer_id() {
+            let len = completion.result.max(0) as usize;
+            let buffer = RingBuf::take(&self.buffers, id, len);
+            if len > 0 {
+                return Some(Ok(Some(Chunk::Ring(buffer))));
+            }
+            // A buffer with no bytes: it goes back at once (dropped here).
+        }
+        match completion.result {
+            0 => {
+                self.eof = true;
+                Some(Ok(None))
+            }
+            n if n == -libc::ENOBUFS => {
+                self.ring_ran_dry += 1;
+                self.ring_was_dry = true;
+                None
+            }
+            n if n == -libc::ECANCELED => None, // the pause: taken, so submitted again
+            n if n < 0 => Some(Err(io::Error::from_raw_os_error(-n))),
+            _ => None,
+        }
+    }
+
+    /// How many times a receive from the buffer ring found it dry (`ENOBUFS`).
+    pub fn ring_ran_dry(&self) -> u32 {
+        self.ring_ran_dry
     }
 
     /// Sends all of `buf`, then gives it back: the send owns the buffer while the kernel
-    /// reads from it (see [`crate::op`]). `MSG_NOSIGNAL`: a vanished client is `EPIPE`, an
-    /// error for this connection only, not a `SIGPIPE` for the whole server.
-    pub async fn write_all<B: AsRef<[u8]> + Unpin + 'static>(
-        &mut self,
-        buf: B,
-    ) -> (io::Result<()>, B) {
+    /// reads from it (see [`crate::op`]), and the buffer must keep its bytes in place while
+    /// it moves ([`IoBuf`]). `MSG_NOSIGNAL`: a vanished client is `EPIPE`, an error for
+    /// this connection only, not a `SIGPIPE` for the whole server.
+    pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
         let mut buf = buf;
         let mut sent = 0;
-        while sent < buf.as_ref().len() {
-            let rest = &buf.as_ref()[sent..];
-            let entry =
-                opcode::Send::new(Fd(self.fd.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build();
-            let (result, returned) = Op::submit("send", entry, buf).await;
+        self.unsent = buf.len() as u64;
+        while sent < buf.len() {
+            let (result, returned) = send(self.fd.as_raw_fd(), buf, sent).await;
             buf = returned;
             match result {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => sent += n as usize,
+                Ok(n) => {
+                    sent += n as usize;
+                    self.sent += u64::from(n);
+                    self.unsent -= u64::from(n);
+                }
                 Err(err) if fdio::interrupted(&err) => {}
                 Err(err) => return (Err(err), buf),
             }
@@ -244,44 +334,164 @@ impl TcpStream {
 
     /// Sends EOF to the client (`shutdown(SHUT_WR)`), through the ring too.
     pub async fn shutdown_write(&mut self) -> io::Result<()> {
-        let entry = opcode::Shutdown::new(Fd(self.fd.as_raw_fd()), libc::SHUT_WR).build();
-        Op::submit("shutdown", entry, ()).await.0.map(drop)
+        let fd = self.fd.as_raw_fd();
+        // Safety: a shutdown request points to no memory.
+        let op = unsafe {
+            Op::submit("shutdown", (), |()| {
+                opcode::Shutdown::new(Fd(fd), libc::SHUT_WR).build()
+            })
+        };
+        op.await.0?;
+        self.write_shut = true;
+        Ok(())
+    }
+
+    /// Closes the sending side cleanly and waits until everything sent has *left*: sends
+    /// EOF (`shutdown(SHUT_WR)`), then reads and drops whatever the client still sends
+    /// (a client that finishes sending before it reads would wait for us forever) until
+    /// the client has acknowledged every byte and the EOF (`SIOCOUTQ` is 0, tcp(7)).
+    /// Only then may the socket be closed: closing a socket with unread bytes in it sends
+    /// a reset, and a reset throws away what the kernel still had to send.
+    ///
+    /// Nothing in io_uring completes when a peer acknowledges, so this looks every few
+    /// milliseconds (1, 2, 4 … 64). Bound it from outside (a timeout) if the client may
+    /// never read.
+    pub async fn close_gracefully(&mut self) -> io::Result<()> {
+        self.shutdown_write().await?;
+        let fd = self.fd.as_raw_fd();
+        let everything_left = async {
+            let mut pause = Duration::from_millis(1);
+            while let queued @ 1.. = unacknowledged(fd)? {
+                if tcp_closed(fd) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        format!("reset by the client with {queued} bytes not yet acknowledged"),
+                    ));
+                }
+                sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(64));
+            }
+            Ok(())
+        };
+        let drain = async {
+            while self.recv().await?.is_some() {}
+            pending().await // the client's EOF: nothing more to read, keep waiting above
+        };
+        let (Either::Left(result) | Either::Right(result)) = race(everything_left, drain).await;
+        result
+    }
+
+    /// Bytes the kernel took from `write_all` so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Bytes a `write_all` dropped in the middle (or failed) had not handed to the kernel.
+    pub fn bytes_unsent(&self) -> u64 {
+        self.unsent
+    }
+
+    /// Bytes the kernel took but the client has not acknowledged (`SIOCOUTQ`, tcp(7); the
+    /// EOF that `shutdown_write` queued is not counted): what closing now would lose — or,
+    /// after a reset, what it lost.
+    pub fn bytes_in_flight(&self) -> io::Result<u64> {
+        let queued = unacknowledged(self.fd.as_raw_fd())?;
+        Ok(if self.write_shut {
+            queued.saturating_sub(1)
+        } else {
+            queued
+        })
     }
 }
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
         // As for the listener: the receive in flight holds the socket open in the kernel.
-        release(self.recv.take());
+        if let Receiving::FromRing(token) = self.receiving {
+            release(self.runtime, Some(token));
+        }
     }
 }
 
-/// A provided buffer the kernel filled: ours until dropped, then back in the ring.
-pub struct RingBuf {
-    id: u16,
-    start: NonNull<u8>,
-    len: usize,
-    ring: Rc<RefCell<BufRing>>,
+/// One receive into `buf`'s spare room: the request owns the buffer until it completes.
+fn recv_into(fd: RawFd, buf: Vec<u8>) -> Op<Vec<u8>> {
+    // Safety: the entry points into `buf`'s heap bytes (`IoBufMut`: stable while the `Op`
+    // that owns the buffer moves), within its capacity.
+    unsafe {
+        Op::submit("recv-own", buf, |buf| {
+            opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), buf.capacity() as u32).build()
+        })
+    }
 }
 
-impl Deref for RingBuf {
+/// One send of `buf`'s bytes from `from` on: the request owns the buffer until it completes.
+fn send<B: IoBuf>(fd: RawFd, buf: B, from: usize) -> Op<B> {
+    // Safety: the entry points into `buf`'s bytes (`IoBuf`: stable while the `Op` that owns
+    // the buffer moves), within its length.
+    unsafe {
+        Op::submit("send", buf, |buf| {
+            let rest = &buf.bytes()[from..];
+            opcode::Send::new(Fd(fd), rest.as_ptr(), rest.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        })
+    }
+}
+
+/// `SIOCOUTQ` (tcp(7)): bytes sent but not yet acknowledged by the peer, a queued EOF
+/// counting as one. After a reset the count stays where it was: those bytes never arrive.
+fn unacknowledged(fd: RawFd) -> io::Result<u64> {
+    let mut queued: libc::c_int = 0;
+    // `TIOCOUTQ` is `SIOCOUTQ`'s other name (tcp(7)); libc spells only this one.
+    // Safety: the ioctl writes one int, into a live local.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(queued as u64)
+}
+
+/// Whether a TCP socket is in the CLOSE state (reset, or timed out). `false` for other
+/// sockets (a Unix socket pair in the tests), where `TCP_INFO` does not apply.
+fn tcp_closed(fd: RawFd) -> bool {
+    const TCP_CLOSE: u8 = 7;
+    // `struct tcp_info` starts with `tcpi_state`; the kernel copies as many bytes as asked.
+    let mut state: u8 = 0;
+    let mut len = 1 as libc::socklen_t;
+    // Safety: getsockopt writes at most `len` (1) bytes into a live local.
+    let asked = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut state).cast(),
+            &raw mut len,
+        )
+    };
+    asked == 0 && state == TCP_CLOSE
+}
+
+impl Deref for Chunk {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // Safety: the buffer is out of the ring (`take`), so the kernel does not write into
-        // it until `drop` gives it back; the completion said `len` bytes are in it.
-        unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
+        self.bytes()
     }
 }
 
-impl AsRef<[u8]> for RingBuf {
-    fn as_ref(&self) -> &[u8] {
-        self
+// Safety: either kind keeps its bytes stable: a `RingBuf` in the ring's mapping, a `Vec` on
+// the heap; both are `IoBuf`.
+unsafe impl IoBuf for Chunk {
+    fn stable_ptr(&self) -> *const u8 {
+        match self {
+            Chunk::Ring(buf) => buf.stable_ptr(),
+            Chunk::Own(buf) => buf.stable_ptr(),
+        }
     }
-}
 
-impl Drop for RingBuf {
-    fn drop(&mut self) {
-        self.ring.borrow_mut().give_back(self.id);
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Ring(buf) => IoBuf::len(buf),
+            Chunk::Own(buf) => IoBuf::len(buf),
+        }
     }
 }

@@ -23,7 +23,48 @@
 //! completion says the kernel is done with it. Cancelling is a request like any other: it
 //! does not happen when we ask, and the original request may still complete with data.
 //!
+//! Owning is not enough on its own: the buffer's bytes must also stay where the kernel was
+//! told they are while the `Op` moves — the contract of [`IoBuf`](crate::buf::IoBuf) — and
+//! the entry must point nowhere else. An entry is a plain value with raw pointers in it, and
+//! the `io-uring` crate builds one in safe code from any pointer; so [`Op::submit`], which
+//! hands an entry to the kernel, is an `unsafe fn` whose contract says where its pointers
+//! may point, and each request that moves bytes is a safe function that builds its entry
+//! from the buffer once the `Op` owns it ([`TcpStream::write_all`], [`Reader`],
+//! [`append`]). Safe code cannot hand the kernel a pointer — not even a good one, since the
+//! compiler cannot tell it from `bytes_on_the_stack.as_ptr()`:
+//!
+//! ```compile_fail,E0133
+//! # use lesson_completion::op::Op;
+//! # use io_uring::{opcode, types::Fd};
+//! async fn send(fd: i32) {
+//!     let op = Op::submit("send", vec![b'x'; 16], |bytes| {
+//!         opcode::Send::new(Fd(fd), bytes.as_ptr(), 16).build()
+//!     });
+//!     let (sent, _bytes) = op.await;
+//! }
+//! ```
+//!
+//! The same call compiles inside `unsafe`, where the caller vouches for the pointer:
+//!
+//! ```no_run
+//! # use lesson_completion::op::Op;
+//! # use io_uring::{opcode, types::Fd};
+//! async fn send(fd: i32) {
+//!     // Safety: the entry points into the `Vec`'s heap bytes, which the `Op` owns until the
+//!     // request's last completion.
+//!     let op = unsafe {
+//!         Op::submit("send", vec![b'x'; 16], |bytes| {
+//!             opcode::Send::new(Fd(fd), bytes.as_ptr(), 16).build()
+//!         })
+//!     };
+//!     let (sent, _bytes) = op.await;
+//! }
+//! ```
+//!
 //! [`Driver::abandon`]: crate::ring::Driver::abandon
+//! [`TcpStream::write_all`]: crate::net::TcpStream::write_all
+//! [`Reader`]: crate::io::Reader
+//! [`append`]: crate::io::append
 
 use std::future::Future;
 use std::io;
@@ -32,11 +73,13 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use crate::executor::{try_with_runtime, with_driver, with_runtime};
+use crate::executor::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 use crate::slots::{Completion, Token};
 
 /// A submitted request and what it owns (its buffer, its timespec), until it completes.
 pub struct Op<T: 'static> {
+    /// The runtime whose ring has the request: tokens mean nothing in another one.
+    runtime: RuntimeId,
     token: Option<Token>,
     owned: Option<T>,
     /// Why the request could not even be submitted (the ring itself failed).
@@ -44,18 +87,38 @@ pub struct Op<T: 'static> {
 }
 
 impl<T: 'static> Op<T> {
-    /// Submits `entry`, whose pointers point into `owned`. Moving `owned` into the `Op`
-    /// does not move what they point to: `owned` is a `Vec`, a `Box` or a provided buffer.
-    pub fn submit(kind: &'static str, entry: squeue::Entry, owned: T) -> Op<T> {
-        let (token, failed) = match with_driver(|driver| driver.submit(kind, entry)) {
-            Ok(token) => (Some(token), None),
-            Err(err) => (None, Some(err)),
-        };
-        Op {
-            token,
+    /// Moves `owned` into a new `Op`, builds the request with `entry` from the `Op`'s own
+    /// copy of it, and pushes the request into the current runtime's ring. The kernel sees
+    /// it at the loop's next `io_uring_enter`.
+    ///
+    /// # Safety
+    /// Every pointer in the entry must stay valid, and be used by nobody else, until the
+    /// request's last completion: it must point into the bytes `owned` keeps stable while
+    /// moved (see [`IoBuf`](crate::buf::IoBuf): heap memory it owns, not `owned` itself),
+    /// reached through the reference `entry` is given — or into memory that outlives the
+    /// runtime. `owned` is dropped only after the last completion (or leaked).
+    ///
+    /// # Panics
+    /// Outside `block_on`.
+    pub unsafe fn submit(
+        kind: &'static str,
+        owned: T,
+        entry: impl FnOnce(&mut T) -> squeue::Entry,
+    ) -> Op<T> {
+        let mut op = Op {
+            runtime: runtime_id(),
+            token: None,
             owned: Some(owned),
-            failed,
+            failed: None,
+        };
+        let entry = entry(op.owned.as_mut().expect("just put there"));
+        // Safety: our caller promises the entry's pointers stay valid until the last
+        // completion; the `Op` (or, once dropped, the request's slot) keeps `owned` until then.
+        match with_runtime(|runtime| unsafe { runtime.driver.borrow_mut().submit(kind, entry) }) {
+            Ok(token) => op.token = Some(token),
+            Err(err) => op.failed = Some(err),
         }
+        op
     }
 }
 
@@ -76,30 +139,47 @@ impl<T: Unpin + 'static> Future for Op<T> {
                 .expect("an Op is polled after it finished");
             return Poll::Ready((Err(err), owned));
         };
-        if !with_runtime(|runtime| runtime.budget.spend(cx)) {
+        // Polled by another runtime, the request is still in ours: the buffer cannot be
+        // given back while the kernel may use it. A program error, said at once.
+        let polled = next_result(this.runtime, token, cx)
+            .expect("an Op is polled by the runtime it was submitted to");
+        let completion = std::task::ready!(polled);
+        // A single-shot request has one completion: after it the kernel is done, and the
+        // slot is freed.
+        with_runtime_of(this.runtime, |runtime| {
+            runtime.driver.borrow_mut().abandon(token, Box::new(()));
+        });
+        this.token = None;
+        let result = completion.map_or_else(
+            || Err(io::Error::other("the request ended without a result")),
+            Completion::io_result,
+        );
+        let owned = this
+            .owned
+            .take()
+            .expect("an Op is polled after it finished");
+        Poll::Ready((result, owned))
+    }
+}
+
+/// Takes the next result of request `token` of runtime `runtime`, within the polling task's
+/// budget: `Pending` when the task must wait (its waker is stored, or the budget is spent),
+/// `Ready(None)` when the request has ended — or `None` outside that runtime.
+pub(crate) fn next_result(
+    runtime: RuntimeId,
+    token: Token,
+    cx: &Context<'_>,
+) -> Option<Poll<Option<Completion>>> {
+    with_runtime_of(runtime, |runtime| {
+        if !runtime.budget.spend(cx) {
             return Poll::Pending;
         }
-        match with_driver(|driver| driver.poll_next(token, cx)) {
-            Poll::Pending => {
-                with_runtime(|runtime| runtime.budget.refund());
-                Poll::Pending
-            }
-            Poll::Ready(completion) => {
-                // A single-shot request has exactly one completion; take the slot's end too.
-                with_driver(|driver| driver.abandon(token, Box::new(())));
-                this.token = None;
-                let result = completion.map_or_else(
-                    || Err(io::Error::other("the request ended without a result")),
-                    Completion::io_result,
-                );
-                let owned = this
-                    .owned
-                    .take()
-                    .expect("an Op is polled after it finished");
-                Poll::Ready((result, owned))
-            }
+        let polled = runtime.driver.borrow_mut().poll_next(token, cx);
+        if polled.is_pending() {
+            runtime.budget.refund();
         }
-    }
+        polled
+    })
 }
 
 impl<T: 'static> Drop for Op<T> {
@@ -107,12 +187,16 @@ impl<T: 'static> Drop for Op<T> {
         let (Some(token), Some(owned)) = (self.token.take(), self.owned.take()) else {
             return;
         };
-        // Dropped in flight: the ring keeps `owned` until the kernel is done with it. With
-        // no runtime left (the process is ending), leaking it is the only sound choice.
-        if try_with_runtime(|_| ()).is_none() {
+        // Dropped in flight: the ring keeps `owned` until the kernel is done with it.
+        let mut owned = Some(owned);
+        with_runtime_of(self.runtime, |runtime| {
+            let owned = owned.take().expect("taken once");
+            runtime.driver.borrow_mut().abandon(token, Box::new(owned));
+        });
+        // Not in its runtime (it ended, or this is another one nested in it): whether the
+        // kernel is done cannot be known here, so the only sound choice is to leak it.
+        if let Some(owned) = owned {
             std::mem::forget(owned);
-            return;
         }
-        with_driver(|driver| driver.abandon(token, Box::new(owned)));
     }
 }

@@ -21,26 +21,34 @@
 //! task waiting for them — the same job as the token of lesson 2's registry. A *multishot*
 //! request (accept, receive) posts many completions for one submission; the flag
 //! `IORING_CQE_F_MORE` on a completion says more will follow.
+//!
+//! Besides the program's requests the ring always has one of its own in flight: the read of
+//! the [`Doorbell`], which wakes the loop when a task is woken from another thread.
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use fdio::Trace;
-use io_uring::{IoUring, cqueue, opcode, squeue};
+use io_uring::{IoUring, opcode, squeue, types::Fd};
 
 use crate::bufring::BufRing;
-use crate::slots::{Completion, Slots, Tally, Token};
+use crate::doorbell::Doorbell;
+use crate::executor::Buffers;
+use crate::probe;
+use crate::slots::{Completion, Lifecycle, Slots, Token};
+use crate::trace::TurnTrace;
 
 /// The submission ring's size. A turn that pushes more first flushes what is there.
-const SQ_ENTRIES: u32 = 1024;
+pub const SQ_ENTRIES: u32 = 1024;
 
 /// The completion ring's size: multishot requests post many results per submission, so it is
 /// larger. (The kernel keeps results that find the ring full, since Linux 5.5; they come out
 /// at the next enter.)
-const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
+pub const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
 
 /// `io_uring_enter(2)`'s flag "wait for / collect completions", from `<linux/io_uring.h>`.
 const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -48,22 +56,44 @@ const IORING_ENTER_GETEVENTS: u32 = 1;
 /// The `user_data` of the requests whose completion nobody awaits (the cancels).
 const IGNORED: u64 = u64::MAX;
 
-/// The ring, the slots of the requests in flight, and the counts `--trace` prints.
+/// The `user_data` of the doorbell's read.
+const DOORBELL: u64 = u64::MAX - 1;
+
+/// The ring, the slots of the requests in flight, the provided buffers and the doorbell.
+///
+/// Dropping it cancels every request and waits (a bounded while) for the kernel to finish
+/// them; then the ring is closed — `ring` is the first field, so it is dropped first — and
+/// only then are the buffers the kernel was using freed. What a request that would not stop
+/// may still use is leaked, never freed.
 pub struct Driver {
     ring: IoUring,
     slots: Slots,
     /// The provided buffers that multishot receives fill. Shared with the buffers lent out
-    /// (a [`RingBuf`](crate::net::RingBuf) goes back by itself when dropped), in a cell of
+    /// (a [`RingBuf`](crate::bufring::RingBuf) goes back by itself when dropped), in a cell of
     /// its own: a buffer parked in an abandoned slot may be dropped while the driver is busy.
     pub(crate) buffers: Rc<RefCell<BufRing>>,
-    trace: Trace,
-    enters: u64,
-    submitted_this_turn: Vec<&'static str>,
+    doorbell: Arc<Doorbell>,
+    /// What the doorbell's read reads into, and whether that read is in flight.
+    doorbell_count: Box<u64>,
+    doorbell_armed: bool,
+    /// Shutting down: the doorbell's read is not submitted again.
+    closing: bool,
+    trace: TurnTrace,
 }
 
 impl Driver {
-    /// Sets up the rings and registers a provided-buffer ring of `buffers` × `buffer_size`.
-    pub fn new(trace: Trace, buffers: u16, buffer_size: u32) -> io::Result<Driver> {
+    /// Sets up the rings, checks the requests the lessons use, registers a provided-buffer
+    /// ring of `buffers`, and submits the doorbell's read (one `io_uring_enter`: so a ring
+    /// that cannot be entered fails here, not in the program's first turn). An error says
+    /// what failed, why, and what to do about it, in one line.
+    pub fn new(trace: Trace, buffers: Buffers) -> io::Result<Driver> {
+        let doorbell = Doorbell::new().map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot make the doorbell's eventfd: {err}"),
+            )
+        })?;
+        let doorbell = Arc::new(doorbell);
         // SINGLE_ISSUER + DEFER_TASKRUN (Linux 6.1): only this thread submits, and the kernel
         // finishes our requests' work when we enter, not by interrupting us at any moment.
         let ring = IoUring::builder()
@@ -75,51 +105,80 @@ impl Driver {
                 IoUring::builder()
                     .setup_cqsize(CQ_ENTRIES)
                     .build(SQ_ENTRIES)
-            })?;
-        let buffers = Rc::new(RefCell::new(BufRing::register(
-            &ring.submitter(),
-            buffers,
-            buffer_size,
-        )?));
-        Ok(Driver {
+            })
+            .map_err(|err| probe::unavailable("io_uring_setup", &err))?;
+        probe::check_opcodes(&ring.submitter())?;
+        // Safety: the driver keeps the buffers until the ring is closed (see the type's doc,
+        // and `Drop`), and leaks them if a request that may select one would not stop.
+        let registered =
+            unsafe { BufRing::register(&ring.submitter(), buffers.count, buffers.size) }
+                .map_err(|err| probe::unavailable("io_uring_register (the buffer ring)", &err))?;
+        let mut driver = Driver {
             ring,
             slots: Slots::default(),
-            buffers,
-            trace,
-            enters: 0,
-            submitted_this_turn: Vec::new(),
-        })
+            buffers: Rc::new(RefCell::new(registered)),
+            doorbell,
+            doorbell_count: Box::new(0),
+            doorbell_armed: false,
+            closing: false,
+            trace: TurnTrace::new(Trace::new(false)),
+        };
+        driver.arm_doorbell()?;
+        driver
+            .syscall(0)
+            .map_err(|err| probe::unavailable("io_uring_enter", &err))?;
+        // `--trace` narrates the loop, from its first turn on.
+        driver.trace = TurnTrace::new(trace);
+        Ok(driver)
+    }
+
+    /// The doorbell that wakes this loop from another thread.
+    pub(crate) fn doorbell(&self) -> Arc<Doorbell> {
+        Arc::clone(&self.doorbell)
     }
 
     /// Pushes `entry` into the submission ring; the kernel sees it at the next enter.
-    pub fn submit(&mut self, kind: &'static str, entry: squeue::Entry) -> io::Result<Token> {
-        self.submit_multishot(kind, entry, usize::MAX)
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid, and be used by nobody else, until the
+    /// request's last completion has been filed — the owner keeps what they point into
+    /// until then, or hands it to [`abandon`](Self::abandon) — or point into memory the
+    /// driver owns (the provided buffers).
+    pub unsafe fn submit(&mut self, kind: &'static str, entry: squeue::Entry) -> io::Result<Token> {
+        // Safety: passed on to our caller.
+        unsafe { self.submit_multishot(kind, entry, usize::MAX) }
     }
 
-    /// Like [`submit`](Self::submit), for a multishot request that is cancelled once
-    /// `max_queued` of its results wait to be taken: its owner re-arms it after taking them.
-    pub fn submit_multishot(
+    /// Like [`submit`](Self::submit), for a multishot request that is paused (cancelled)
+    /// when `pause_at` of its results wait untaken: its owner submits it again after taking
+    /// them.
+    ///
+    /// # Safety
+    /// As for [`submit`](Self::submit).
+    pub unsafe fn submit_multishot(
         &mut self,
         kind: &'static str,
         entry: squeue::Entry,
-        max_queued: usize,
+        pause_at: usize,
     ) -> io::Result<Token> {
-        let token = self.slots.insert(kind, max_queued);
-        self.push(kind, entry.user_data(token.user_data()))?;
+        let token = self.slots.insert(kind, pause_at);
+        // Safety: as our caller promises.
+        if let Err(err) = unsafe { self.push(kind, &entry.user_data(token.user_data())) } {
+            self.slots.remove(token);
+            return Err(err);
+        }
         Ok(token)
     }
 
-    fn push(&mut self, kind: &'static str, entry: squeue::Entry) -> io::Result<()> {
-        // Safety: every pointer in our entries stays valid until the request's last
-        // completion: the futures own their buffers, and a dropped one leaves them in its
-        // slot (`abandon`); the provided buffers live as long as the ring.
-        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+    /// # Safety
+    /// As for [`submit`](Self::submit).
+    unsafe fn push(&mut self, kind: &'static str, entry: &squeue::Entry) -> io::Result<()> {
+        // Safety: our caller vouches for the entry's pointers.
+        while unsafe { self.ring.submission().push(entry) }.is_err() {
             // The ring is full: hand what is there to the kernel now.
-            self.enter(0)?;
+            self.syscall(0)?;
         }
-        if self.trace.enabled() {
-            self.submitted_this_turn.push(kind);
-        }
+        self.trace.pushed(kind);
         Ok(())
     }
 
@@ -129,129 +188,152 @@ impl Driver {
         let Some(slot) = self.slots.get_mut(token) else {
             return Poll::Ready(None);
         };
-        if let Some(completion) = slot.completions.pop_front() {
+        if let Some(completion) = slot.results.pop_front() {
             return Poll::Ready(Some(completion));
         }
-        if slot.finished {
-            self.slots.remove(token);
-            return Poll::Ready(None);
+        match &slot.lifecycle {
+            Lifecycle::Finished => {
+                self.slots.remove(token);
+                Poll::Ready(None)
+            }
+            Lifecycle::Abandoned(_) => Poll::Ready(None),
+            Lifecycle::Waiting(waker) if waker.will_wake(cx.waker()) => Poll::Pending,
+            Lifecycle::Submitted | Lifecycle::Waiting(_) => {
+                slot.lifecycle = Lifecycle::Waiting(cx.waker().clone());
+                Poll::Pending
+            }
         }
-        slot.waker = Some(cx.waker().clone());
-        Poll::Pending
     }
 
-    /// Whether the kernel is done with `token` (its last completion has arrived).
-    pub fn finished(&self, token: Token) -> bool {
-        self.slots.get(token).is_none_or(|slot| slot.finished)
+    /// The owner of `token` is gone. If the kernel is done, the slot is freed; if not, the
+    /// request is cancelled and `keep_alive` — whatever the kernel may still use — stays in
+    /// the slot until its last completion. Buffers the kernel already filled for it go back
+    /// to the buffer ring.
+    pub fn abandon(&mut self, token: Token, keep_alive: Box<dyn Any>) {
+        let Some(slot) = self.slots.get_mut(token) else {
+            return;
+        };
+        let leftovers = std::mem::take(&mut slot.results);
+        let kind = slot.kind;
+        match slot.lifecycle {
+            Lifecycle::Finished => drop(self.slots.remove(token)),
+            Lifecycle::Abandoned(_) => {}
+            Lifecycle::Submitted | Lifecycle::Waiting(_) => {
+                slot.lifecycle = Lifecycle::Abandoned(keep_alive);
+                self.cancel(token);
+            }
+        }
+        for completion in leftovers {
+            self.discard(kind, completion);
+        }
     }
 
     /// Asks the kernel to stop request `token` early (`IORING_OP_ASYNC_CANCEL`). The request
     /// then ends with a last completion — `-ECANCELED`, or its real result if it won the
     /// race — and only after that last completion is the kernel done with its buffer.
-    pub fn cancel(&mut self, token: Token) -> io::Result<()> {
-        match self.slots.get_mut(token) {
-            Some(slot) if !slot.finished && !slot.cancelling => slot.cancelling = true,
-            _ => return Ok(()),
-        }
+    fn cancel(&mut self, token: Token) {
         let cancel = opcode::AsyncCancel::new(token.user_data())
             .build()
             .user_data(IGNORED);
-        self.push("cancel", cancel)
-    }
-
-    /// The future that awaited `token` was dropped. If the kernel is done, the slot is freed;
-    /// if not, the request is cancelled and `keep_alive` — whatever the kernel may still
-    /// write into — stays in the slot until its last completion. Buffers the kernel already
-    /// filled for it go back to the buffer ring.
-    pub fn abandon(&mut self, token: Token, keep_alive: Box<dyn Any>) {
-        let Some(slot) = self.slots.get_mut(token) else {
-            return;
-        };
-        let leftovers: Vec<Completion> = slot.completions.drain(..).collect();
-        let (kind, finished) = (slot.kind, slot.finished);
-        if !finished {
-            slot.abandoned = Some(keep_alive);
-            slot.waker = None;
-        }
-        for completion in leftovers {
-            self.discard(kind, completion);
-        }
-        if finished {
-            self.slots.remove(token);
-        } else if let Err(err) = self.cancel(token) {
+        // Safety: a cancel names its target by `user_data`: it points to no memory.
+        if let Err(err) = unsafe { self.push("cancel", &cancel) } {
             // The request then runs to its natural end; its slot keeps the buffer till then.
             self.trace.say(|| format!("ring: cannot cancel: {err}"));
         }
     }
 
-    /// One turn: a single `io_uring_enter` submits everything pushed since the last turn
-    /// and, if `wait`, sleeps until at least one completion is there; then every completion
-    /// is taken from the ring and the tasks waiting for them are woken.
-    pub fn turn(&mut self, wait: bool) -> io::Result<()> {
-        let submitted = std::mem::take(&mut self.submitted_this_turn);
-        let enters_before = self.enters;
-        self.enter(u32::from(wait))?;
-        let mut completed = Vec::new();
+    /// One `io_uring_enter`: hands the kernel every request pushed since the last one and,
+    /// if `wait`, sleeps until at least one completion is there (the doorbell's read is
+    /// always in flight, so something can always end the sleep). Then call
+    /// [`complete`](Self::complete).
+    pub fn enter(&mut self, wait: bool) -> io::Result<()> {
+        self.trace.entered();
+        self.syscall(u32::from(wait))
+    }
+
+    /// Takes every completion from the ring, files each in its slot and wakes the task
+    /// waiting for it. `waited` is for `--trace`: whether the enter before it slept.
+    pub fn complete(&mut self, waited: bool) {
         // Collected first: the completion ring is borrowed while we walk it.
-        let entries: Vec<cqueue::Entry> = self.ring.completion().collect();
-        for entry in entries {
-            let completion = Completion {
-                result: entry.result(),
-                flags: entry.flags(),
-            };
-            let kind = self.complete(Token::from_user_data(entry.user_data()), completion);
-            if let Some(kind) = kind
-                && self.trace.enabled()
-            {
-                completed.push(kind);
-            }
+        let entries: Vec<(u64, Completion)> = self
+            .ring
+            .completion()
+            .map(|entry| {
+                let completion = Completion {
+                    result: entry.result(),
+                    flags: entry.flags(),
+                };
+                (entry.user_data(), completion)
+            })
+            .collect();
+        for (user_data, completion) in entries {
+            let kind = self.complete_one(user_data, completion);
+            self.trace.completed(kind);
         }
-        self.trace.say(|| {
-            format!(
-                "ring: submitted {}, {} → completed {}; io_uring_enter calls: {} (total {})",
-                Tally(&submitted),
-                if wait { "waited" } else { "did not wait" },
-                Tally(&completed),
-                self.enters - enters_before,
-                self.enters
-            )
-        });
+        self.trace.end_of_turn(waited);
+    }
+
+    /// One turn: [`enter`](Self::enter), then [`complete`](Self::complete).
+    pub fn turn(&mut self, wait: bool) -> io::Result<()> {
+        self.enter(wait)?;
+        self.complete(wait);
         Ok(())
     }
 
     /// Files one completion in its slot and wakes the task waiting for it. Returns the kind
-    /// of request, or `None` for a completion nobody awaits.
-    fn complete(&mut self, token: Token, completion: Completion) -> Option<&'static str> {
-        if token.user_data() == IGNORED {
-            return Some("cancel");
+    /// of request it was.
+    fn complete_one(&mut self, user_data: u64, completion: Completion) -> &'static str {
+        match user_data {
+            IGNORED => return "cancel",
+            DOORBELL => {
+                self.doorbell_armed = false;
+                // Read again — unless shutting down, or the read itself failed (it would
+                // fail again at once, every turn: a loop that never sleeps).
+                let rearmed = match completion.io_result() {
+                    _ if self.closing => Ok(()),
+                    Ok(_) => self.arm_doorbell(),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = rearmed {
+                    fdio::log!("completion: wakes from other threads may be lost: {err}");
+                }
+                return "wake";
+            }
+            _ => {}
         }
+        let token = Token::from_user_data(user_data);
         let Some(slot) = self.slots.get_mut(token) else {
             // Cannot happen: a slot lives until its last completion. Still, a buffer
             // attached to it must not be lost.
             self.discard("unknown", completion);
-            return None;
+            return "unknown";
         };
         let kind = slot.kind;
-        slot.finished = !cqueue::more(completion.flags);
-        if slot.abandoned.is_some() {
+        let last = !completion.more_to_come();
+        if let Lifecycle::Abandoned(_) = slot.lifecycle {
             // Nobody will take this result: return its buffer, and once the kernel is done,
-            // free the slot (and with it what the kernel was writing into).
-            let finished = slot.finished;
+            // free the slot (and with it what the kernel was using).
             self.discard(kind, completion);
-            if finished {
+            if last {
                 self.slots.remove(token);
             }
-            return Some(kind);
+            return kind;
         }
-        slot.completions.push_back(completion);
-        let hoarding = !slot.finished && slot.completions.len() >= slot.max_queued;
-        if let Some(waker) = slot.waker.take() {
+        slot.results.push_back(completion);
+        let next = if last {
+            Lifecycle::Finished
+        } else {
+            Lifecycle::Submitted
+        };
+        if let Lifecycle::Waiting(waker) = std::mem::replace(&mut slot.lifecycle, next) {
             waker.wake();
         }
-        if hoarding && let Err(err) = self.cancel(token) {
-            self.trace.say(|| format!("ring: cannot cancel: {err}"));
+        // Exactly at the mark, not above it: results filed before the cancel lands do not
+        // ask again.
+        if !last && slot.results.len() == slot.pause_at {
+            self.cancel(token);
         }
-        Some(kind)
+        kind
     }
 
     /// A result nobody will take: its buffer goes back to the ring, and a connection an
@@ -268,12 +350,27 @@ impl Driver {
         }
     }
 
+    /// Submits the doorbell's read: 8 bytes into `doorbell_count`.
+    fn arm_doorbell(&mut self) -> io::Result<()> {
+        let entry = opcode::Read::new(
+            Fd(self.doorbell.fd()),
+            (&raw mut *self.doorbell_count).cast(),
+            8,
+        )
+        .build()
+        .user_data(DOORBELL);
+        // Safety: `doorbell_count` is a `Box` the driver keeps until the read's completion
+        // (or leaks, in `shut_down`); only the kernel writes into it.
+        unsafe { self.push("wake", &entry)? };
+        self.doorbell_armed = true;
+        Ok(())
+    }
+
     /// The system call itself. `EINTR` (a signal arrived — our handler wrote to the
     /// self-pipe, whose read will complete) and `EBUSY` (completions are waiting to be
     /// taken first) just end the turn.
-    fn enter(&mut self, min_complete: u32) -> io::Result<()> {
+    fn syscall(&mut self, min_complete: u32) -> io::Result<()> {
         let to_submit = self.ring.submission().len() as u32;
-        self.enters += 1;
         // GETEVENTS always: with DEFER_TASKRUN the kernel finishes our requests only then.
         let flags = IORING_ENTER_GETEVENTS;
         // Safety: no extra argument is passed (`None`), the flags are the plain ones.
@@ -289,34 +386,47 @@ impl Driver {
         }
     }
 
-    /// How many requests are in flight (the kernel may still complete them).
+    /// How many of the program's requests are in flight (the kernel may still complete
+    /// them); the doorbell's read is not counted.
     pub fn in_flight(&self) -> usize {
         self.slots.in_flight()
     }
 
     /// Cancels every request and waits, a bounded number of turns, until the kernel is done
-    /// with them: only then may their buffers be freed.
-    pub fn shut_down(&mut self) {
-        if self.in_flight() == 0 {
+    /// with them: only then may what they use be freed. Not narrated: the program is over.
+    fn shut_down(&mut self) {
+        self.trace.silence();
+        self.closing = true;
+        let busy = |driver: &Driver| driver.in_flight() > 0 || driver.doorbell_armed;
+        if !busy(self) {
             return;
         }
         let cancel_all = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any().all())
             .build()
             .user_data(IGNORED);
-        if self.push("cancel", cancel_all).is_err() {
-            return;
-        }
-        for _ in 0..100 {
-            if self.turn(false).is_err() || self.in_flight() == 0 {
-                break;
+        // Safety: a cancel points to no memory.
+        if unsafe { self.push("cancel", &cancel_all) }.is_ok() {
+            for _ in 0..100 {
+                if self.turn(false).is_err() || !busy(self) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        if self.in_flight() > 0 {
+        if busy(self) {
             // A request that would not stop (a disk read the kernel cannot cancel once
-            // started) may still write into what its slot keeps: leak that, never free it.
+            // started) may still write into what the driver keeps: leak that, never free it.
             std::mem::forget(std::mem::take(&mut self.slots));
             std::mem::forget(Rc::clone(&self.buffers));
+            std::mem::forget(std::mem::replace(&mut self.doorbell_count, Box::new(0)));
         }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.shut_down();
+        // Then the fields, in order: `ring` first (the kernel lets go of the buffer ring),
+        // the slots and the buffers after it.
     }
 }

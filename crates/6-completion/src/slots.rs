@@ -1,9 +1,27 @@
 //! The slots of the requests in flight: what the loop knows of each, found by its token.
 //!
-//! A slot holds a request's results until its task takes them, the task's waker, and —
-//! once the future that owned the request is gone — whatever the kernel may still write
-//! into. Slots live in a slab: a token is an index, plus a generation so that the token of
-//! a finished request never names the request that reuses its slot.
+//! A slot holds a request's results until its owner takes them, and where the request is in
+//! its life — one [`Lifecycle`] state:
+//!
+//! ```text
+//!                  the owner polls, no result yet
+//!   Submitted ─────────────────────────────────────▶ Waiting(waker)
+//!       │    ◀───────────────────────────────────────── │
+//!       │          a result comes (the owner is woken)  │
+//!       │                                               │
+//!       │ the last result comes                         │ the last result comes
+//!       ▼        (no IORING_CQE_F_MORE)                 ▼ (woken)
+//!   Finished ── the owner has taken every result ──▶ slot freed
+//!
+//!   Submitted, Waiting ── the owner is dropped ──▶ Abandoned(what the kernel may use)
+//!                          (cancel asked)              │ the last result comes
+//!                                                      ▼
+//!                                                  slot freed, and with it what it kept
+//!   Finished ── the owner is dropped ──▶ slot freed
+//! ```
+//!
+//! Slots live in a slab: a token is an index, plus a generation, so that the token of a
+//! finished request never names the request that reuses its slot.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -32,6 +50,12 @@ impl Completion {
     pub fn buffer_id(self) -> Option<u16> {
         cqueue::buffer_select(self.flags)
     }
+
+    /// Whether the request goes on after this result (`IORING_CQE_F_MORE`): only a
+    /// multishot request's results may say so, and its last one does not.
+    pub fn more_to_come(self) -> bool {
+        cqueue::more(self.flags)
+    }
 }
 
 /// A request's token: its slot's index and the slot's generation, so a token of a request
@@ -57,24 +81,33 @@ impl Token {
     }
 }
 
-/// What the loop knows of one request in flight.
+/// Where a request is in its life (see the diagram at the top of this file).
+pub enum Lifecycle {
+    /// The kernel has it; its owner is not waiting for a result (none asked yet, or it is
+    /// busy with the last one).
+    Submitted,
+    /// The kernel has it, and its owner's task waits for the next result: wake it then.
+    Waiting(Waker),
+    /// The kernel is done with it: its last completion came. Results may still wait to be
+    /// taken; the slot is freed once they have been.
+    Finished,
+    /// Its owner was dropped before the kernel was done: a cancel has been asked for, and
+    /// what the kernel may still write into or read from (a buffer, a timespec) is kept here
+    /// until the last completion. Its results are dropped as they come.
+    Abandoned(Box<dyn Any>),
+}
+
+/// What the loop knows of one request.
 pub struct Slot {
     generation: u32,
     /// What it is, for `--trace`: `recv`, `send`, `accept`…
     pub kind: &'static str,
-    /// Results not yet taken by the task.
-    pub completions: VecDeque<Completion>,
-    /// The last completion has arrived: the kernel is done with this request.
-    pub finished: bool,
-    pub waker: Option<Waker>,
-    /// More results than this waiting to be taken: the request is cancelled (a multishot
-    /// receive that keeps filling buffers while its task is busy sending).
-    pub max_queued: usize,
-    /// A cancel has been asked for already.
-    pub cancelling: bool,
-    /// Set when the future that owned the request was dropped before it finished: what the
-    /// kernel may still write into (a buffer, a timespec) is kept here until it is done.
-    pub abandoned: Option<Box<dyn Any>>,
+    pub lifecycle: Lifecycle,
+    /// Results not yet taken by the owner.
+    pub results: VecDeque<Completion>,
+    /// A multishot request is paused (cancelled) when this many results wait untaken; its
+    /// owner submits it again after taking them. `usize::MAX`: never.
+    pub pause_at: usize,
 }
 
 /// The slab of slots.
@@ -87,17 +120,14 @@ pub struct Slots {
 
 impl Slots {
     /// A new slot for a request of `kind`; its token.
-    pub fn insert(&mut self, kind: &'static str, max_queued: usize) -> Token {
+    pub fn insert(&mut self, kind: &'static str, pause_at: usize) -> Token {
         self.generation = self.generation.wrapping_add(1);
         let slot = Slot {
             generation: self.generation,
             kind,
-            completions: VecDeque::new(),
-            finished: false,
-            waker: None,
-            max_queued,
-            cancelling: false,
-            abandoned: None,
+            lifecycle: Lifecycle::Submitted,
+            results: VecDeque::new(),
+            pause_at,
         };
         let index = match self.free.pop() {
             Some(index) => {
@@ -125,12 +155,11 @@ impl Slots {
         (slot.generation == token.generation).then_some(slot)
     }
 
-    /// Frees `token`'s slot (and drops what it kept alive).
-    pub fn remove(&mut self, token: Token) {
-        if self.get(token).is_some() {
-            self.slots[token.index as usize] = None;
-            self.free.push(token.index);
-        }
+    /// Frees `token`'s slot; returns it (whatever it kept is dropped with it).
+    pub fn remove(&mut self, token: Token) -> Option<Slot> {
+        self.get(token)?;
+        self.free.push(token.index);
+        self.slots[token.index as usize].take()
     }
 
     /// How many requests the kernel may still complete.
@@ -138,30 +167,7 @@ impl Slots {
         self.slots
             .iter()
             .flatten()
-            .filter(|slot| !slot.finished)
+            .filter(|slot| !matches!(slot.lifecycle, Lifecycle::Finished))
             .count()
-    }
-}
-
-/// `[recv×3, send×1]`: what a turn submitted or completed, counted by kind.
-pub struct Tally<'a>(pub &'a [&'static str]);
-
-impl std::fmt::Display for Tally<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut counts: Vec<(&str, usize)> = Vec::new();
-        for kind in self.0 {
-            match counts.iter_mut().find(|(k, _)| k == kind) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((kind, 1)),
-            }
-        }
-        f.write_str("[")?;
-        for (i, (kind, n)) in counts.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{kind}×{n}")?;
-        }
-        f.write_str("]")
     }
 }

@@ -22,9 +22,15 @@ pub async fn sleep(duration: Duration) {
             .sec(duration.as_secs())
             .nsec(duration.subsec_nanos()),
     );
-    let entry = opcode::Timeout::new(&raw const *timespec).build();
+    // Safety: the entry points into the `Box`'s heap memory, which moving the `Box` does not
+    // move; the `Op` (or its slot, if dropped) owns the `Box` until the last completion.
+    let op = unsafe {
+        Op::submit("timeout", timespec, |timespec| {
+            opcode::Timeout::new(&raw const **timespec).build()
+        })
+    };
     // The result is `-ETIME` when the time is up; the sleep is over either way.
-    let _ = Op::submit("timeout", entry, timespec).await;
+    let _ = op.await;
 }
 
 /// `future`'s output, or `Err(Elapsed)` if it takes longer than `duration` (then it is

@@ -204,7 +204,7 @@ fn main() -> ExitCode {
                     usize::from(rounds),
                     Duration::from_secs_f64(seconds.clamp(0.05, 60.0)),
                 )?;
-                print!("{section}");
+                print!("{}", section.markdown);
                 Ok(())
             });
             fdio::exit_code("bench scheduler", result)
@@ -289,7 +289,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
         format!("cargo run --release -p bench -- {}", args.join(" "))
     };
     let mut report = report::markdown(&results, &machine, pinning, &command, started.elapsed());
-    report.push_str(&scheduler);
+    report.push_str(&scheduler.markdown);
     print!("{report}");
     let destination = if cli.publish {
         publish::Destination::published(&workspace_root())
@@ -300,7 +300,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
                 .unwrap_or_else(|| workspace_root().join("target").join("bench")),
         )
     };
-    for path in destination.write(&results, &report)? {
+    for path in destination.write(&results, &scheduler.versus_tokio, &report)? {
         eprintln!("bench: wrote {}", path.display());
     }
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
@@ -344,9 +344,13 @@ fn load_one(addr: SocketAddr, shape: &echo_client::LoadShape, seconds: f64) -> i
 /// Lesson 7's section (see [`scheduler`]): with 2 workers, as many rounds as the traffic
 /// points but at least 5, windows four times theirs. Left out with `--only` (`bench
 /// scheduler` runs it alone), or when the `work-stealing` binary is not built.
-fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<String> {
+fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<scheduler::Section> {
+    let skipped = scheduler::Section {
+        markdown: String::new(),
+        versus_tokio: Vec::new(),
+    };
     if !cli.only.is_empty() {
-        return Ok(String::new());
+        return Ok(skipped);
     }
     let bin_dir = match &cli.bin_dir {
         Some(dir) => dir.clone(),
@@ -357,7 +361,7 @@ fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<String> {
             "bench: scheduler: no work-stealing binary in {} — skipped",
             bin_dir.display()
         );
-        return Ok(String::new());
+        return Ok(skipped);
     }
     eprintln!("bench: scheduler: lesson 7 and tokio multi_thread, 2 workers each");
     scheduler::section(&bin_dir, 2, plan.rounds.max(5), plan.window * 4)

@@ -3,9 +3,15 @@
 //! - `bench-throughput.svg`: ping-pong messages/s against the number of connections, one line
 //!   per server, for 64 B and for 4 KiB messages.
 //! - `bench-idle-scaling.svg`: messages/s of 10 busy connections as idle ones pile up: the
-//!   `select`/`poll` lines fall (they scan every fd on every wakeup), the epoll lines stay flat.
+//!   `select`/`poll` lines fall to a third (they scan every fd on every wakeup); the epoll
+//!   lines do not fall, they wander within the run-to-run noise that tokio's own runs show.
 //! - `bench-memory.svg`: peak memory holding 1,000 and 10,000 idle connections: a thread per
 //!   connection costs memory, a task or a callback almost none.
+//! - `bench-scheduler.svg`: lesson 7 against tokio's multi-thread runtime, each benchmark's
+//!   time as a multiple of tokio's (from `bench scheduler`'s section of the same run).
+//!
+//! Nine lines share a plot, so each server has a marker and a dash pattern as well as a
+//! colour (a colour-blind-safe palette): no two lines depend on colour alone to be told apart.
 //!
 //! Text: plotters is built without a font feature. Its SVG backend writes `<text>` elements
 //! and leaves drawing the glyphs to whatever shows the SVG; for layout it uses a built-in
@@ -15,6 +21,7 @@ use std::io;
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -24,9 +31,13 @@ use crate::servers::ServerSpec;
 
 const FONT: &str = "sans-serif";
 
-/// Writes the three SVGs into `dir`, for the scenarios the run measured; returns their file
-/// names.
-pub fn write_all(results: &[PointResult], dir: &Path) -> io::Result<Vec<String>> {
+/// Writes the SVGs into `dir`, for the scenarios the run measured (and the scheduler plot if
+/// `versus_tokio` has its ratios); returns their file names.
+pub fn write_all(
+    results: &[PointResult],
+    versus_tokio: &[(&str, f64)],
+    dir: &Path,
+) -> io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     let mut write =
@@ -54,6 +65,11 @@ pub fn write_all(results: &[PointResult], dir: &Path) -> io::Result<Vec<String>>
             memory(root, results)
         })?;
     }
+    if !versus_tokio.is_empty() {
+        write("bench-scheduler.svg", (1000, 440), &|root| {
+            scheduler(root, versus_tokio)
+        })?;
+    }
     Ok(written)
 }
 
@@ -70,19 +86,75 @@ fn has(results: &[PointResult], scenario: Scenario) -> bool {
         .any(|result| result.point.scenario == scenario)
 }
 
-/// One color per server, the same in every plot; tokio is black.
-fn color_of(id: &str) -> RGBColor {
+/// How a server's line looks, the same in every plot: a colour (Okabe and Ito's palette,
+/// safe for colour-blind readers, plus two darker ones), a dash pattern and a marker. tokio,
+/// the reference, is the thick solid black line with dots.
+#[derive(Debug, Clone, Copy)]
+struct Look {
+    color: RGBColor,
+    dashed: bool,
+    marker: Marker,
+}
+
+/// The shape drawn on every measured point, and in the legend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    Dot,
+    Ring,
+    Triangle,
+    Square,
+    Diamond,
+    Cross,
+}
+
+fn look_of(id: &str) -> Look {
+    let look = |(r, g, b), dashed, marker| Look {
+        color: RGBColor(r, g, b),
+        dashed,
+        marker,
+    };
     match id {
-        "sync-threads" => RGBColor(230, 145, 30),
-        "select" => RGBColor(215, 40, 40),
-        "select-poll" => RGBColor(235, 110, 160),
-        "selector" => RGBColor(40, 90, 200),
-        "generators" => RGBColor(40, 160, 70),
-        "coroutines" => RGBColor(140, 70, 180),
-        "async-await" => RGBColor(20, 170, 190),
-        "completion" => RGBColor(120, 90, 40),
-        _ => BLACK,
+        "sync-threads" => look((230, 159, 0), false, Marker::Triangle),
+        "select" => look((213, 94, 0), true, Marker::Square),
+        "select-poll" => look((204, 121, 167), true, Marker::Diamond),
+        "selector" => look((0, 114, 178), false, Marker::Ring),
+        "generators" => look((0, 158, 115), false, Marker::Square),
+        "coroutines" => look((86, 180, 233), true, Marker::Triangle),
+        "async-await" => look((136, 34, 85), false, Marker::Diamond),
+        "completion" => look((110, 110, 110), true, Marker::Cross),
+        "work-stealing" => look((51, 34, 136), true, Marker::Ring),
+        _ => look((0, 0, 0), false, Marker::Dot),
     }
+}
+
+/// Draws `marker` at `at` (a chart's coordinates, or pixels), `color`ed; its shape is drawn
+/// in pixels around that point.
+fn draw_marker<DB, CT>(
+    area: &DrawingArea<DB, CT>,
+    marker: Marker,
+    at: CT::From,
+    color: RGBColor,
+) -> Drawn
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+{
+    let filled = color.filled();
+    let outline = color.stroke_width(2);
+    match marker {
+        Marker::Dot => area.draw(&Circle::new(at, 4, filled))?,
+        Marker::Ring => area.draw(&Circle::new(at, 4, outline))?,
+        Marker::Triangle => area.draw(&TriangleMarker::new(at, 6, filled))?,
+        Marker::Square => {
+            area.draw(&(EmptyElement::at(at) + Rectangle::new([(-4, -4), (4, 4)], filled)))?
+        }
+        Marker::Diamond => area.draw(
+            &(EmptyElement::at(at) + Polygon::new(vec![(0, -6), (5, 0), (0, 6), (-5, 0)], filled)),
+        )?,
+        Marker::Cross => area.draw(&Cross::new(at, 4, outline))?,
+    }
+    Ok(())
 }
 
 /// A line to draw: who, and (x, y) per point.
@@ -96,8 +168,8 @@ impl Line {
         self.spec.map_or("tokio (reference)", |spec| spec.label)
     }
 
-    fn color(&self) -> RGBColor {
-        color_of(self.spec.map_or("tokio", |spec| spec.id))
+    fn look(&self) -> Look {
+        look_of(self.spec.map_or("tokio", |spec| spec.id))
     }
 
     /// tokio's line is the thick one: the reference every other line is read against.
@@ -148,7 +220,7 @@ fn per_sec(value: f64) -> String {
     }
 }
 
-/// Draws each line with a dot on every measured point.
+/// Draws each line, solid or dashed, with its marker on every measured point.
 fn draw_lines<'a, X, Y>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
     lines: &[Line],
@@ -158,29 +230,36 @@ where
     Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
 {
     for line in lines {
-        let color = line.color();
-        chart.draw_series(LineSeries::new(
-            line.points.clone(),
-            color.stroke_width(line.width()),
-        ))?;
-        chart.draw_series(
-            line.points
-                .iter()
-                .map(|&point| Circle::new(point, 3, color.filled())),
-        )?;
+        let look = line.look();
+        let style = look.color.stroke_width(line.width());
+        if look.dashed {
+            chart.draw_series(DashedLineSeries::new(line.points.clone(), 8, 5, style))?;
+        } else {
+            chart.draw_series(LineSeries::new(line.points.clone(), style))?;
+        }
+        for &point in &line.points {
+            draw_marker(chart.plotting_area(), look.marker, point, look.color)?;
+        }
     }
     Ok(())
 }
 
-/// The legend in its own strip right of the charts, so it never hides a line.
+/// The legend in its own strip right of the charts, so it never hides a line: each server's
+/// dash pattern and marker, as on the lines.
 fn legend(area: &Area, lines: &[Line]) -> Drawn {
     for (row, line) in (0i32..).zip(lines) {
         let y = 70 + row * 24;
-        let style = line.color().stroke_width(line.width());
-        area.draw(&PathElement::new(vec![(8, y), (36, y)], style))?;
+        let look = line.look();
+        let style = look.color.stroke_width(line.width());
+        if look.dashed {
+            area.draw(&DashedPathElement::new(vec![(8, y), (40, y)], 8, 5, style))?;
+        } else {
+            area.draw(&PathElement::new(vec![(8, y), (40, y)], style))?;
+        }
+        draw_marker(area, look.marker, (24, y), look.color)?;
         area.draw(&Text::new(
             line.label().to_string(),
-            (44, y),
+            (48, y),
             TextStyle::from((FONT, 14)).pos(Pos::new(HPos::Left, VPos::Center)),
         ))?;
     }
@@ -268,7 +347,7 @@ fn idle_scaling(root: &Area, results: &[PointResult]) -> Drawn {
     let (chart_area, legend_area) = root.split_horizontally(root.dim_in_pixel().0 - LEGEND_WIDTH);
     let mut chart = ChartBuilder::on(&chart_area)
         .caption(
-            "10 busy connections × 64 B, with N idle ones open (flat is better)",
+            "10 busy connections × 64 B beside N idle ones (a falling line pays for them)",
             (FONT, 19),
         )
         .margin(15)
@@ -404,4 +483,103 @@ fn memory(root: &Area, results: &[PointResult]) -> Drawn {
         .label_font((FONT, 13))
         .draw()?;
     Ok(())
+}
+
+/// Lesson 7 against tokio's multi-thread runtime: one bar per benchmark, its time as a
+/// multiple of tokio's, the line at 1× being tokio itself.
+fn scheduler(root: &Area, versus_tokio: &[(&str, f64)]) -> Drawn {
+    let highest = versus_tokio
+        .iter()
+        .map(|&(_, ratio)| ratio)
+        .filter(|ratio| ratio.is_finite())
+        .fold(1.25, f64::max);
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            "Lesson 7 (work-stealing, 2 workers): time as a multiple of tokio multi_thread's \
+             (lower is better)",
+            (FONT, 19),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..versus_tokio.len() as f64, 0f64..highest * 1.15)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("× tokio's time")
+        .y_label_formatter(&|ratio| format!("{ratio:.1}×"))
+        .light_line_style(BLACK.mix(0.04))
+        .bold_line_style(BLACK.mix(0.15))
+        .label_style((FONT, 13))
+        .draw()?;
+    let look = look_of("work-stealing");
+    chart.draw_series(
+        versus_tokio
+            .iter()
+            .enumerate()
+            .map(|(column, &(_, ratio))| {
+                let left = column as f64 + 0.25;
+                Rectangle::new([(left, 0.0), (left + 0.5, ratio)], look.color.filled())
+            }),
+    )?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 1.0), (versus_tokio.len() as f64, 1.0)],
+            BLACK.stroke_width(2),
+        ))?
+        .label("tokio multi_thread, 2 workers (= 1×)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    for (column, &(name, ratio)) in versus_tokio.iter().enumerate() {
+        let middle = column as f64 + 0.5;
+        let top = chart.backend_coord(&(middle, ratio));
+        root.draw(&Text::new(
+            format!("{ratio:.2}×"),
+            (top.0, top.1 - 4),
+            TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Center, VPos::Bottom)),
+        ))?;
+        let foot = chart.backend_coord(&(middle, 0.0));
+        root.draw(&Text::new(
+            name.to_string(),
+            (foot.0, foot.1 + 8),
+            TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 13))
+        .draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scheduler plot is drawn when the scheduler section ran — one bar per benchmark,
+    /// each named and labelled with its ratio, and the line of tokio's own time — and not
+    /// drawn when it did not run.
+    #[test]
+    fn the_scheduler_plot_names_every_benchmark() {
+        let dir = std::env::temp_dir().join(format!("plots-test-{}", std::process::id()));
+        let versus_tokio = [("spawn_many", 0.38), ("echo, per message", 1.05)];
+        let written = write_all(&[], &versus_tokio, &dir).unwrap();
+        assert_eq!(written, ["bench-scheduler.svg"]);
+        let svg = std::fs::read_to_string(dir.join("bench-scheduler.svg")).unwrap();
+        for text in [
+            "spawn_many",
+            "0.38×",
+            "echo, per message",
+            "1.05×",
+            "(= 1×)",
+        ] {
+            assert!(svg.contains(text), "no {text:?} in the plot");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(write_all(&[], &[], &dir).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -60,8 +60,14 @@ impl Destination {
     }
 
     /// Writes the plots, the report (`tables`: this run's markdown) and, when publishing, the
-    /// README's summary. Returns the paths written.
-    pub fn write(&self, results: &[PointResult], tables: &str) -> io::Result<Vec<PathBuf>> {
+    /// README's summary. `versus_tokio` is the scheduler section's ratios (empty if it did
+    /// not run). Returns the paths written.
+    pub fn write(
+        &self,
+        results: &[PointResult],
+        versus_tokio: &[(&str, f64)],
+        tables: &str,
+    ) -> io::Result<Vec<PathBuf>> {
         // The README is checked before anything is written: a publish writes all or nothing.
         let readme = match &self.readme {
             Some(path) => Some((path, std::fs::read_to_string(path)?)),
@@ -83,7 +89,7 @@ impl Destination {
         };
         let mut written = Vec::new();
         let mut figures = String::new();
-        for name in plots::write_all(results, &self.plots)? {
+        for name in plots::write_all(results, versus_tokio, &self.plots)? {
             figures.push_str(&format!(
                 "![{}]({}{name})\n\n",
                 alt_text(&name),

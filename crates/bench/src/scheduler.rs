@@ -246,14 +246,24 @@ fn median_run(mut runs: Vec<EchoRun>) -> EchoRun {
     runs.swap_remove(runs.len() / 2)
 }
 
-/// The scheduler section of the report: the micro-benchmarks' table and the echo row, as
-/// markdown (`bench scheduler` prints it; a full run adds it to its report).
+/// What the scheduler section measured, for the report and the plot.
+pub struct Section {
+    /// The micro-benchmarks' table and the echo row, as markdown (`bench scheduler` prints
+    /// it; a full run adds it to its report).
+    pub markdown: String,
+    /// Each benchmark's time on lesson 7's runtime as a multiple of tokio's (for the echo:
+    /// the time per message, tokio's msgs/s over ours), for `bench-scheduler.svg`.
+    pub versus_tokio: Vec<(&'static str, f64)>,
+}
+
+/// Runs the scheduler section: the micro-benchmarks and the echo row.
 pub fn section(
     bin_dir: &Path,
     workers: usize,
     rounds: usize,
     window: Duration,
-) -> io::Result<String> {
+) -> io::Result<Section> {
+    let mut versus_tokio = Vec::new();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -272,6 +282,7 @@ pub fn section(
     let _ = writeln!(out, "|---|---:|---:|---:|---|");
     for timing in micro_benchmarks(workers, rounds)? {
         let ratio = timing.ours.as_secs_f64() / timing.tokio.as_secs_f64();
+        versus_tokio.push((timing.name, ratio));
         let _ = writeln!(
             out,
             "| `{}` | {:.2?} | {:.2?} | {ratio:.2}× | {} |",
@@ -306,6 +317,7 @@ pub fn section(
     }
     let (ours, theirs) = (median_run(ours), median_run(theirs));
     let ratio = ours.messages_per_sec / theirs.messages_per_sec;
+    versus_tokio.push(("echo, per message", 1.0 / ratio));
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -337,5 +349,8 @@ pub fn section(
             }
         );
     }
-    Ok(out)
+    Ok(Section {
+        markdown: out,
+        versus_tokio,
+    })
 }

@@ -14,25 +14,32 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::connect;
-use crate::stream::{Pattern, Sending, StreamError, connect_stream, send_and_check, timed_out};
+use crate::stream::{
+    Pattern, Sending, StopSending, StreamError, connect_stream, send_and_check, timed_out,
+};
 
 /// What the quiet client sends.
 const PING: &[u8] = b"ping\n";
 
 /// What [`flood_beside_quiet_client`] does. The default: 1 MiB blobs, a ping every 100 ms
-/// for 2 s, 10 s patience.
+/// for 2 s, 10 s patience, no minimum number of pings.
 #[derive(Debug, Clone, Copy)]
 pub struct FloodPlan {
     /// Bytes per write of the flood.
     pub blob: usize,
     /// How often the quiet client pings.
     pub ping_every: Duration,
-    /// How long the flood and the pings last.
+    /// How long the flood and the pings last, at least.
     pub duration: Duration,
+    /// How many pings the quiet client sends at least: the flood lasts until they are all
+    /// answered, however long a loaded machine makes that (a count, not a window, for a
+    /// caller that needs that many).
+    pub min_pings: usize,
     /// How long a ping may wait for its echo, or the flood for any byte, before it is a hang.
     pub patience: Duration,
 }
@@ -43,6 +50,7 @@ impl Default for FloodPlan {
             blob: 1 << 20,
             ping_every: Duration::from_millis(100),
             duration: Duration::from_secs(2),
+            min_pings: 0,
             patience: Duration::from_secs(10),
         }
     }
@@ -80,10 +88,12 @@ impl FloodReport {
     }
 }
 
-/// Runs the flood and the quiet client side by side for `plan.duration` and returns every
-/// ping's round trip. The quiet client connects and is answered once before the flood starts,
-/// so its first timed ping is not a connect. Fails if a ping or the flood waits longer than
-/// `plan.patience` (a hang), or a byte comes back wrong on either connection.
+/// Runs the flood and the quiet client side by side for `plan.duration` (and until
+/// `plan.min_pings` pings are answered) and returns every ping's round trip. The quiet client
+/// connects and is answered once before the flood starts, so its first timed ping is not a
+/// connect; the flood stops once the quiet client is done, so every ping is beside it. Fails
+/// if a ping or the flood waits longer than `plan.patience` (a hang), or a byte comes back
+/// wrong on either connection.
 pub fn flood_beside_quiet_client(
     addr: SocketAddr,
     plan: &FloodPlan,
@@ -98,15 +108,17 @@ pub fn flood_beside_quiet_client(
     let flood = connect_stream("flood", addr, plan.patience)?;
     let started = Instant::now();
     let until = started + plan.duration;
+    let quiet_is_done = AtomicBool::new(false);
     let sending = Sending {
         bytes: u64::MAX,
-        stop_sending: until,
+        stop_sending: StopSending::When(&quiet_is_done),
         write_size: plan.blob,
         patience: plan.patience,
     };
     thread::scope(|scope| {
         let flooding = scope.spawn(|| send_and_check("flood", &flood, &pattern, &sending));
         let pinged = quiet.ping_until(until, plan);
+        quiet_is_done.store(true, Ordering::Release);
         let flooded = flooding
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the flood thread panicked").into()));
@@ -127,8 +139,9 @@ struct Quiet {
 }
 
 impl Quiet {
-    /// Pings every `plan.ping_every` until `until`; returns each round trip. A ping answered
-    /// late is followed by the next one at once, never by a burst to catch up.
+    /// Pings every `plan.ping_every` until `until`, and at least `plan.min_pings` times;
+    /// returns each round trip. A ping answered late is followed by the next one at once,
+    /// never by a burst to catch up.
     fn ping_until(
         &mut self,
         until: Instant,
@@ -136,7 +149,7 @@ impl Quiet {
     ) -> Result<Vec<Duration>, StreamError> {
         let mut pings = Vec::new();
         let mut next = Instant::now() + plan.ping_every;
-        while next < until {
+        while next < until || pings.len() < plan.min_pings {
             thread::sleep(next.saturating_duration_since(Instant::now()));
             pings.push(self.ping(plan.patience)?);
             next = (next + plan.ping_every).max(Instant::now());
@@ -183,18 +196,20 @@ mod tests {
     use super::*;
     use crate::stream::tests::{Fault, echo_server};
 
-    /// A fair server (a thread per connection): every ping is answered, the flood's bytes
-    /// all come back, and the percentiles read the pings.
+    /// A fair server (a thread per connection): the quiet client gets the ten pings it asked
+    /// for however slow a loaded machine makes them (a count, not a window), every one is
+    /// answered, the flood's bytes all come back, and the percentiles read the pings.
     #[test]
     fn pings_are_timed_beside_the_flood() {
         let addr = echo_server(Fault::None);
         let plan = FloodPlan {
             ping_every: Duration::from_millis(20),
-            duration: Duration::from_millis(300),
+            duration: Duration::ZERO,
+            min_pings: 10,
             ..FloodPlan::default()
         };
         let report = flood_beside_quiet_client(addr, &plan).unwrap();
-        assert!(report.pings.len() >= 10, "{report:?}");
+        assert_eq!(report.pings.len(), 10, "{report:?}");
         assert!(report.flood_bytes > 0);
         let worst = report.worst_ping().unwrap();
         assert_eq!(report.ping_percentile(100.0), Some(worst));

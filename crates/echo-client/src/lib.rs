@@ -15,8 +15,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::thread;
 use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, SockaddrStorage, connect as connect_fd, setsockopt, socket,
+    sockopt,
+};
 
 pub mod flood;
 pub mod interactive;
@@ -41,6 +47,31 @@ pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A blocking connection whose receive buffer (`SO_RCVBUF`) is set before the handshake (afterwards the
+/// window it advertised would already be the default one), with `patience` as the timeout of
+/// the connect and of every read and write.
+pub fn connect_with_receive_buffer(
+    addr: SocketAddr,
+    receive_buffer: usize,
+    patience: Duration,
+) -> io::Result<TcpStream> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let socket: OwnedFd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&socket, sockopt::RcvBuf, &receive_buffer)?;
+    let stream = TcpStream::from(socket);
+    // On Linux a blocking connect gives up after the send timeout: the connect is bounded too.
+    stream.set_write_timeout(Some(patience))?;
+    stream.set_read_timeout(Some(patience))?;
+    connect_fd(stream.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(|errno| {
+        let err = io::Error::from(errno);
+        io::Error::new(err.kind(), format!("connect to {addr}: {err}"))
+    })?;
     Ok(stream)
 }
 

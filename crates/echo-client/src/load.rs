@@ -122,16 +122,41 @@ impl Load {
     /// Messages in flight at the end stay in flight: the next window picks them up.
     /// A wrong byte, or a server closing an active connection, is an error.
     pub fn run_for(&mut self, duration: Duration) -> io::Result<Window> {
+        self.run_for_at_least(duration, 0, Duration::ZERO)
+    }
+
+    /// [`Load::run_for`], and past `duration` until at least `messages` echoes are verified:
+    /// on a loaded machine a short window may end before the first echo comes, and a window
+    /// without one measures nothing. Fewer than `messages` by `patience` after `duration` is
+    /// a hang, reported as an error.
+    pub fn run_for_at_least(
+        &mut self,
+        duration: Duration,
+        messages: u64,
+        patience: Duration,
+    ) -> io::Result<Window> {
         let mut window = Window::default();
         let cpu_before = thread_cpu_time()?;
         let started = Instant::now();
         let deadline = started + duration;
+        let give_up = deadline + patience;
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline && window.messages >= messages {
                 break;
             }
-            wait(&mut self.poll, &mut self.events, deadline - now)?;
+            if now >= give_up {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "only {} of {messages} messages answered in {:.1?}: the server hangs",
+                        window.messages,
+                        now - started
+                    ),
+                ));
+            }
+            let until = if now < deadline { deadline } else { give_up };
+            wait(&mut self.poll, &mut self.events, until - now)?;
             for event in self.events.iter() {
                 let token = event.token().0;
                 if let Some(index) = token.checked_sub(FIRST_IDLE_TOKEN) {
@@ -550,8 +575,9 @@ mod tests {
         }
     }
 
-    /// Ping-pong with small and large messages and idle connections beside: messages flow,
-    /// every echoed byte is verified, the idle connections are held, latencies are recorded.
+    /// Ping-pong with small and large messages and idle connections beside: 100 messages
+    /// flow (a count, however slow a loaded machine is), every echoed byte is verified, the
+    /// idle connections are held, latencies are recorded.
     #[test]
     fn ping_pong_verifies_every_byte() {
         let addr = echo_server(None);
@@ -563,13 +589,37 @@ mod tests {
             };
             let mut load = Load::open(addr, &shape, Duration::from_secs(10)).unwrap();
             assert_eq!(load.idle_held(), 3);
-            let window = load.run_for(Duration::from_millis(300)).unwrap();
-            assert!(window.messages > 0, "{window:?}");
+            let window = load
+                .run_for_at_least(Duration::ZERO, 100, Duration::from_secs(10))
+                .unwrap();
+            assert!(window.messages >= 100, "{window:?}");
             assert!(window.bytes_verified >= window.messages * message_size as u64);
             assert_eq!(window.latency.count(), window.messages);
             assert!(window.latency.percentile(99.0).is_some());
             assert_eq!(window.idle_lost, 0);
         }
+    }
+
+    /// A server that stops answering makes a window that waits for messages an error once
+    /// its patience is spent, not a hang.
+    #[test]
+    fn a_window_waiting_for_messages_from_a_silent_server_gives_up() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts one connection and holds it open, never answering.
+        let held = thread::spawn(move || listener.incoming().take(1).collect::<Vec<_>>());
+        let shape = LoadShape {
+            active: 1,
+            idle: 0,
+            message_size: 64,
+        };
+        let mut load = Load::open(addr, &shape, Duration::from_secs(10)).unwrap();
+        let err = load
+            .run_for_at_least(Duration::ZERO, 1, Duration::from_millis(200))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().starts_with("only 0 of 1 messages"), "{err}");
+        drop(held);
     }
 
     /// One changed byte in the echo fails the run, naming the byte.

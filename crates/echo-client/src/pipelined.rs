@@ -9,14 +9,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use fdio::interrupted;
-use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, SockaddrStorage, connect, setsockopt, socket, sockopt,
-};
 
 use crate::stream::{Pattern, StreamError, timed_out};
 
@@ -70,7 +66,8 @@ pub fn pipelined_client(
     plan: &PipelinedPlan,
 ) -> Result<PipelinedReport, StreamError> {
     let started = Instant::now();
-    let mut stream = connect_with_receive_buffer(addr, plan.receive_buffer, plan.patience)?;
+    let mut stream = crate::connect_with_receive_buffer(addr, plan.receive_buffer, plan.patience)
+        .map_err(|err| io::Error::new(err.kind(), format!("{ON}: {err}")))?;
     let pattern = Pattern::new(3);
 
     let mut sent = 0;
@@ -137,31 +134,6 @@ fn write_or_stall(
         }
     }
     Ok(written)
-}
-
-/// A blocking connection whose receive buffer is set before the handshake (afterwards the
-/// window it advertised would already be the default one), with `patience` as the timeout of
-/// the connect and of every read and write.
-fn connect_with_receive_buffer(
-    addr: SocketAddr,
-    receive_buffer: usize,
-    patience: Duration,
-) -> io::Result<TcpStream> {
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::Inet,
-        SocketAddr::V6(_) => AddressFamily::Inet6,
-    };
-    let socket: OwnedFd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    setsockopt(&socket, sockopt::RcvBuf, &receive_buffer)?;
-    let stream = TcpStream::from(socket);
-    // On Linux a blocking connect gives up after the send timeout: the connect is bounded too.
-    stream.set_write_timeout(Some(patience))?;
-    stream.set_read_timeout(Some(patience))?;
-    connect(stream.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(|errno| {
-        let err = io::Error::from(errno);
-        io::Error::new(err.kind(), format!("{ON}: connect to {addr}: {err}"))
-    })?;
-    Ok(stream)
 }
 
 #[cfg(test)]

@@ -281,7 +281,7 @@ pub fn bulk_stream(addr: SocketAddr, plan: &BulkPlan) -> Result<BulkReport, Stre
     let started = Instant::now();
     let sending = Sending {
         bytes: plan.bytes,
-        stop_sending: started + plan.time_limit,
+        stop_sending: StopSending::At(started + plan.time_limit),
         write_size: BULK_WRITE,
         patience: plan.patience,
     };
@@ -304,15 +304,33 @@ pub(crate) fn connect_stream(
 }
 
 /// What the writing side of [`send_and_check`] does.
-pub(crate) struct Sending {
+pub(crate) struct Sending<'a> {
     /// Bytes to send at most.
     pub(crate) bytes: u64,
-    /// No write starts after this, except the first: something is always sent.
-    pub(crate) stop_sending: Instant,
+    /// When no more writes start, except the first: something is always sent.
+    pub(crate) stop_sending: StopSending<'a>,
     /// Bytes offered per `write`.
     pub(crate) write_size: usize,
     /// How long without progress, either way, is a hang.
     pub(crate) patience: Duration,
+}
+
+/// When the writing side of [`send_and_check`] stops starting writes.
+pub(crate) enum StopSending<'a> {
+    /// At this instant: a stream that lasts a given time.
+    At(Instant),
+    /// Once this is set, by whoever decides that the load is over (the flood ends when the
+    /// quiet client has had its pings, however long they took).
+    When(&'a AtomicBool),
+}
+
+impl StopSending<'_> {
+    fn now(&self) -> bool {
+        match self {
+            StopSending::At(at) => Instant::now() >= *at,
+            StopSending::When(flag) => flag.load(Ordering::Acquire),
+        }
+    }
 }
 
 /// Writes the pattern on `stream` from a second thread while this one reads the echo and
@@ -361,7 +379,7 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes the pattern until `sending.bytes` are sent or `sending.stop_sending` passed
+    /// Writes the pattern until `sending.bytes` are sent or `sending.stop_sending` says stop
     /// (after at least one write, however late this thread started).
     fn write_pattern(
         &self,
@@ -372,7 +390,7 @@ impl Writer {
     ) -> Result<(), StreamError> {
         let mut written = 0;
         let result = loop {
-            if written >= sending.bytes || (written > 0 && Instant::now() >= sending.stop_sending) {
+            if written >= sending.bytes || (written > 0 && sending.stop_sending.now()) {
                 break Ok(());
             }
             let left = usize::try_from(sending.bytes - written).unwrap_or(usize::MAX);

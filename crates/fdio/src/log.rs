@@ -12,7 +12,7 @@ use std::io::{self, Write};
 /// Writes one line to stderr, as `eprintln!` does, but drops it if stderr refuses it.
 ///
 /// ```
-/// crate::log!("connection from {}", "127.0.0.1:40212");
+/// fdio::log!("connection from {}", "127.0.0.1:40212");
 /// ```
 #[macro_export]
 macro_rules! log {

@@ -1,0 +1,99 @@
+//! What `--trace` says about each turn of the ring, kept out of the loop's way: the loop
+//! makes one call here per event, and does nothing more when `--trace` is off.
+//!
+//! `ring: submitted [recv×1, send×2], waited → completed [send×2]; io_uring_enter calls: 1 (total 57)`
+
+use fdio::Trace;
+
+/// The counts of one turn, printed as one line when it ends.
+pub(crate) struct TurnTrace {
+    trace: Trace,
+    /// Pushed since the last enter: the next enter submits them.
+    pushed: Vec<&'static str>,
+    /// What this turn's enter submitted.
+    submitted: Vec<&'static str>,
+    completed: Vec<&'static str>,
+    enters_before: u64,
+    /// Every `io_uring_enter` the loop made.
+    enters: u64,
+}
+
+impl TurnTrace {
+    pub(crate) fn new(trace: Trace) -> TurnTrace {
+        TurnTrace {
+            trace,
+            pushed: Vec::new(),
+            submitted: Vec::new(),
+            completed: Vec::new(),
+            enters_before: 0,
+            enters: 0,
+        }
+    }
+
+    /// Says nothing more (the loop's cleanup after the program has ended is not narrated).
+    pub(crate) fn silence(&mut self) {
+        self.trace = Trace::new(false);
+    }
+
+    pub(crate) fn pushed(&mut self, kind: &'static str) {
+        if self.trace.enabled() {
+            self.pushed.push(kind);
+        }
+    }
+
+    /// An `io_uring_enter`: it submits everything pushed so far.
+    pub(crate) fn entered(&mut self) {
+        self.enters += 1;
+        self.submitted.append(&mut self.pushed);
+    }
+
+    pub(crate) fn completed(&mut self, kind: &'static str) {
+        if self.trace.enabled() {
+            self.completed.push(kind);
+        }
+    }
+
+    pub(crate) fn say(&self, line: impl FnOnce() -> String) {
+        self.trace.say(line);
+    }
+
+    /// The turn is over: one line, then the counts start again.
+    pub(crate) fn end_of_turn(&mut self, waited: bool) {
+        self.trace.say(|| {
+            format!(
+                "ring: submitted {}, {} → completed {}; io_uring_enter calls: {} (total {})",
+                Tally(&self.submitted),
+                if waited { "waited" } else { "did not wait" },
+                Tally(&self.completed),
+                self.enters - self.enters_before,
+                self.enters
+            )
+        });
+        self.submitted.clear();
+        self.completed.clear();
+        self.enters_before = self.enters;
+    }
+}
+
+/// `[recv×3, send×1]`: what a turn submitted or completed, counted by kind.
+struct Tally<'a>(&'a [&'static str]);
+
+impl std::fmt::Display for Tally<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for kind in self.0 {
+            match counts.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind, 1)),
+            }
+        }
+        f.write_str("[")?;
+        for (i, (kind, n)) in counts.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{kind}×{n}")?;
+        }
+        f.write_str("]")
+    }
+}
