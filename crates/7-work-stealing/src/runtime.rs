@@ -173,7 +173,7 @@ impl Drop for Runtime {
 /// Runs a runtime thread's body (a worker's loop, the reactor's); if it panics — outside any
 /// task, whose panics are caught — ends the process. A dead worker or reactor would leave
 /// the tasks waiting on it forever: a hang is worse than the exit a panic on the main
-/// thread would cause. (Writing the trace to a closed stderr panics, for example.)
+/// thread would cause.
 pub(crate) fn or_exit(body: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
         // The panic hook has printed the message, if stderr was still there to print it.
