@@ -388,9 +388,40 @@ mod loom_tests {
     use loom::sync::Mutex;
     use loom::sync::atomic::AtomicUsize;
 
-    /// Counts each task that comes out; at the end every one must have come out once.
+    /// How many times each task came out; at the end every one must have come out once.
+    type Seen = Arc<Vec<AtomicUsize>>;
+
+    fn seen(tasks: usize) -> Seen {
+        Arc::new((0..tasks).map(|_| AtomicUsize::new(0)).collect())
+    }
+
     fn record(seen: &[AtomicUsize], task: usize) {
         seen[task].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pops what is left in `owner`'s queue, recording each task.
+    fn pop_all(owner: &Owner<usize>, seen: &[AtomicUsize]) {
+        while let Some(task) = owner.pop() {
+            record(seen, task);
+        }
+    }
+
+    /// A thief's thread: steals from `queue` into a queue of its own, records what it got.
+    fn spawn_thief(queue: &Arc<Queue<usize>>, seen: &Seen) -> loom::thread::JoinHandle<()> {
+        let (queue, seen) = (Arc::clone(queue), Arc::clone(seen));
+        loom::thread::spawn(move || {
+            let (thief, _) = new::<usize>();
+            if let Some((task, _)) = queue.steal_into(&thief) {
+                record(&seen, task);
+                pop_all(&thief, &seen);
+            }
+        })
+    }
+
+    fn assert_each_once(seen: &[AtomicUsize]) {
+        for count in seen {
+            assert_eq!(count.load(Ordering::Relaxed), 1);
+        }
     }
 
     /// The owner pushes past the capacity (so it overflows) and pops, while a thief steals
@@ -400,21 +431,9 @@ mod loom_tests {
         loom::model(|| {
             const TASKS: usize = CAPACITY + 2;
             let (owner, queue) = new::<usize>();
-            let seen: Arc<Vec<AtomicUsize>> =
-                Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
+            let seen = seen(TASKS);
             let overflow = Arc::new(Mutex::new(Vec::new()));
-            let thief = {
-                let (queue, seen) = (Arc::clone(&queue), Arc::clone(&seen));
-                loom::thread::spawn(move || {
-                    let (thief, _) = new::<usize>();
-                    if let Some((task, _)) = queue.steal_into(&thief) {
-                        record(&seen, task);
-                        while let Some(task) = thief.pop() {
-                            record(&seen, task);
-                        }
-                    }
-                })
-            };
+            let thief = spawn_thief(&queue, &seen);
             for task in 0..TASKS {
                 owner.push(task, |batch| overflow.lock().unwrap().extend(batch));
             }
@@ -422,15 +441,11 @@ mod loom_tests {
                 record(&seen, task);
             }
             thief.join().unwrap();
-            while let Some(task) = owner.pop() {
-                record(&seen, task);
-            }
+            pop_all(&owner, &seen);
             for task in overflow.lock().unwrap().drain(..) {
                 record(&seen, task);
             }
-            for count in seen.iter() {
-                assert_eq!(count.load(Ordering::Relaxed), 1);
-            }
+            assert_each_once(&seen);
         });
     }
 
@@ -441,20 +456,8 @@ mod loom_tests {
         loom::model(|| {
             const TASKS: usize = 3;
             let (owner, queue) = starting_at::<usize>(u32::MAX - 1);
-            let seen: Arc<Vec<AtomicUsize>> =
-                Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
-            let thief = {
-                let (queue, seen) = (Arc::clone(&queue), Arc::clone(&seen));
-                loom::thread::spawn(move || {
-                    let (thief, _) = new::<usize>();
-                    if let Some((task, _)) = queue.steal_into(&thief) {
-                        record(&seen, task);
-                        while let Some(task) = thief.pop() {
-                            record(&seen, task);
-                        }
-                    }
-                })
-            };
+            let seen = seen(TASKS);
+            let thief = spawn_thief(&queue, &seen);
             for task in 0..TASKS {
                 owner.push(task, |_| unreachable!("the queue holds 4"));
             }
@@ -462,12 +465,8 @@ mod loom_tests {
                 record(&seen, task);
             }
             thief.join().unwrap();
-            while let Some(task) = owner.pop() {
-                record(&seen, task);
-            }
-            for count in seen.iter() {
-                assert_eq!(count.load(Ordering::Relaxed), 1);
-            }
+            pop_all(&owner, &seen);
+            assert_each_once(&seen);
         });
     }
 
@@ -483,8 +482,7 @@ mod loom_tests {
             const TASKS: usize = 6;
             let (owner, queue) = new::<usize>();
             let (thief, thief_queue) = new::<usize>();
-            let seen: Arc<Vec<AtomicUsize>> =
-                Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
+            let seen = seen(TASKS);
             for task in 0..3 {
                 owner.push(task, |_| unreachable!("the queue holds 4"));
                 thief.push(3 + task, |_| unreachable!("the queue holds 4"));
@@ -495,31 +493,14 @@ mod loom_tests {
                     if let Some((task, _)) = queue.steal_into(&thief) {
                         record(&seen, task);
                     }
-                    while let Some(task) = thief.pop() {
-                        record(&seen, task);
-                    }
+                    pop_all(&thief, &seen);
                 })
             };
-            let second_thief = {
-                let seen = Arc::clone(&seen);
-                loom::thread::spawn(move || {
-                    let (own, _) = new::<usize>();
-                    if let Some((task, _)) = thief_queue.steal_into(&own) {
-                        record(&seen, task);
-                        while let Some(task) = own.pop() {
-                            record(&seen, task);
-                        }
-                    }
-                })
-            };
+            let second_thief = spawn_thief(&thief_queue, &seen);
             first_thief.join().unwrap();
             second_thief.join().unwrap();
-            while let Some(task) = owner.pop() {
-                record(&seen, task);
-            }
-            for count in seen.iter() {
-                assert_eq!(count.load(Ordering::Relaxed), 1);
-            }
+            pop_all(&owner, &seen);
+            assert_each_once(&seen);
         });
     }
 
@@ -529,37 +510,19 @@ mod loom_tests {
         loom::model(|| {
             const TASKS: usize = 3;
             let (owner, queue) = new::<usize>();
-            let seen: Arc<Vec<AtomicUsize>> =
-                Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
+            let seen = seen(TASKS);
             for task in 0..TASKS {
                 owner.push(task, |_| unreachable!("the queue holds 4"));
             }
-            let thieves: Vec<_> = (0..2)
-                .map(|_| {
-                    let (queue, seen) = (Arc::clone(&queue), Arc::clone(&seen));
-                    loom::thread::spawn(move || {
-                        let (thief, _) = new::<usize>();
-                        if let Some((task, _)) = queue.steal_into(&thief) {
-                            record(&seen, task);
-                            while let Some(task) = thief.pop() {
-                                record(&seen, task);
-                            }
-                        }
-                    })
-                })
-                .collect();
+            let thieves: Vec<_> = (0..2).map(|_| spawn_thief(&queue, &seen)).collect();
             if let Some(task) = owner.pop() {
                 record(&seen, task);
             }
             for thief in thieves {
                 thief.join().unwrap();
             }
-            while let Some(task) = owner.pop() {
-                record(&seen, task);
-            }
-            for count in seen.iter() {
-                assert_eq!(count.load(Ordering::Relaxed), 1);
-            }
+            pop_all(&owner, &seen);
+            assert_each_once(&seen);
         });
     }
 }
