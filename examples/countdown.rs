@@ -66,6 +66,7 @@ fn countdown(n: u32) -> Countdown {
 }
 
 fn main() {
+    fdio::let_sigpipe_end_the_program(); // `countdown | head -2` ends quietly
     for x in countdown(10) {
         println!("{x}");
     }

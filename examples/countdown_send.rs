@@ -88,6 +88,7 @@ impl Coroutine<Option<i64>> for Countdown {
 }
 
 fn main() -> Result<(), Error> {
+    fdio::let_sigpipe_end_the_program(); // `countdown_send | head -2` ends quietly
     let mut c = Countdown::Created(5);
     // `for n in c:` is `next(c)` until StopIteration: `resume(None)` until `Complete`.
     while let State::Yielded(n) = c.resume(None)? {

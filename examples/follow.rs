@@ -150,6 +150,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
+        // `follow | head -1`: nobody reads any more, a normal way to end.
+        Err(err) if fdio::reader_went_away(&err) => ExitCode::SUCCESS,
         Err(err) => {
             fdio::log!("follow: {err}");
             ExitCode::FAILURE

@@ -59,7 +59,7 @@
 //! …
 //! python: 3 lines
 //! ply: 6 lines
-//! swig: 1 lines
+//! swig: 1 line
 //! ```
 
 use std::fs::File;
@@ -209,7 +209,7 @@ impl Receive for Printer {
     }
 
     fn closing(self) -> Result<(), Error> {
-        println!("{}: {} lines", self.name, self.count);
+        println!("{}: {}", self.name, fdio::count(self.count as u64, "line"));
         Ok(())
     }
 }
@@ -252,6 +252,7 @@ fn run(path: &str) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    fdio::let_sigpipe_end_the_program(); // `grep_broadcast | head -2` ends quietly
     let default = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/logs/access-log");
     let path = std::env::args().nth(1).unwrap_or(default.to_string());
     match run(&path) {

@@ -164,6 +164,7 @@ fn glob(pattern: &str) -> Result<Regex, regex::Error> {
 }
 
 fn main() -> ExitCode {
+    fdio::let_sigpipe_end_the_program(); // `log_pipeline | head -2` ends quietly
     match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -50,6 +50,7 @@ fn up_and_down(n: u32) -> impl Iterator<Item = u32> {
 }
 
 fn main() -> Result<(), String> {
+    fdio::let_sigpipe_end_the_program(); // `up_and_down | head -2` ends quietly
     let n = match std::env::args().nth(1) {
         None => 3,
         Some(arg) => arg

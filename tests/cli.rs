@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Process, Server};
+use common::{Closed, Process, Server, run_with_a_closed};
 
 const SYNC: &str = env!("CARGO_BIN_EXE_sync");
 const SELECT: &str = env!("CARGO_BIN_EXE_select");
@@ -19,6 +19,7 @@ const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
 const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
 const COROUTINES: &str = env!("CARGO_BIN_EXE_coroutines");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const GREEN_THREADS: &str = env!("CARGO_BIN_EXE_green-threads");
 
 fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)
@@ -64,6 +65,12 @@ fn every_help_parses() {
         (COROUTINES, &["writer", "--help"], "--interval-ms"),
         (COROUTINES, &["repl", "--help"], "interpreter session"),
         (CLIENT, &["--help"], "--clients"),
+        (GREEN_THREADS, &["--help"], "overflow"),
+        (GREEN_THREADS, &["echo", "--help"], "--trace"),
+        (GREEN_THREADS, &["writer", "--help"], "--interval-ms"),
+        (GREEN_THREADS, &["block", "--help"], "Usage:"),
+        (GREEN_THREADS, &["stacks", "--help"], "--count"),
+        (GREEN_THREADS, &["overflow", "--help"], "Usage:"),
     ];
     for &(bin, args, option) in cases {
         let output = run(bin, args);
@@ -96,6 +103,8 @@ fn bad_input_gets_usage_and_exit_code_2() {
         (ASYNC_AWAIT, &["clock", "--fixed"]),
         (CLIENT, &["--every-ms", "10"]), // only meaningful with --clients
         (CLIENT, &["--clients", "0"]),
+        (GREEN_THREADS, &["stacks", "--count", "0"]),
+        (GREEN_THREADS, &["stacks", "--count", "20001"]),
     ];
     for &(bin, args) in cases {
         let output = run(bin, args);
@@ -346,4 +355,41 @@ fn timed_client_says_when_an_answer_timed_out() {
         ),
         "{stdout}"
     );
+}
+
+/// Each lesson's `writer` and lesson 4's `repl` end as usual with stdout a pipe nobody reads
+/// (they print nothing there) and with stderr one (the lines they say there are dropped):
+/// exit 0, and the writer's file gets the line typed on stdin.
+#[test]
+fn writers_and_the_repl_run_on_with_a_closed_stdout_or_stderr() {
+    let typed = common::TempFile::new("typed.txt");
+    std::fs::write(&typed.path, "hello\n").expect("write the typed line");
+    let stdin = || File::open(&typed.path).expect("open the typed line");
+    for closed in [Closed::Stdout, Closed::Stderr] {
+        for bin in [SYNC, SELECT, SELECTOR, GENERATORS, COROUTINES, ASYNC_AWAIT] {
+            let output = common::TempFile::new("closed-writer.txt");
+            let mut writer = Command::new(bin);
+            writer
+                .args(["writer", "--count", "2", "--interval-ms", "10", "--output"])
+                .arg(&output.path)
+                .stdin(stdin());
+            let (status, other) = run_with_a_closed(closed, writer);
+            assert!(
+                status.success(),
+                "{bin} writer, {closed:?} closed: {status}: {other}"
+            );
+            let log = output.read();
+            assert!(
+                log.contains("stdin ] hello"),
+                "{bin}, {closed:?} closed: {log}"
+            );
+        }
+        let mut repl = Command::new(COROUTINES);
+        repl.arg("repl").stdin(stdin());
+        let (status, other) = run_with_a_closed(closed, repl);
+        assert!(
+            status.success(),
+            "repl, {closed:?} closed: {status}: {other}"
+        );
+    }
 }

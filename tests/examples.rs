@@ -8,13 +8,14 @@ mod common;
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Process;
+use common::{Closed, Process, run_with_a_closed};
 
 /// How long building the examples may take: long, since on a busy machine it may compile.
 const BUILD_PATIENCE: Duration = Duration::from_secs(600);
@@ -84,6 +85,52 @@ fn run(name: &str, args: &[&str]) -> String {
     let mut pipe = process.child.stdout.take().expect("stdout is piped");
     pipe.read_to_string(&mut stdout).unwrap();
     stdout
+}
+
+/// Example `name` with `args`, stdin empty.
+fn example(name: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(examples_dir().join(name));
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+/// Every example, with the arguments its other test gives it.
+const EXAMPLES: [(&str, &[&str]); 6] = [
+    ("countdown", &[]),
+    ("countdown_send", &[]),
+    ("up_and_down", &[]),
+    ("log_pipeline", &[]),
+    ("grep_broadcast", &[]),
+    ("follow", &["--lines", "2", "--interval-ms", "10"]),
+];
+
+/// `example | head -1`: once nobody reads its stdout, every example ends quietly — exit 0,
+/// or killed by `SIGPIPE` as `yes` is — with nothing on stderr but what it always says there
+/// (`follow` names the file it follows). (`println!` panicked: exit 101 and a panic message;
+/// `follow` said `follow: Broken pipe` and exited 1.)
+#[test]
+fn every_example_ends_quietly_when_nobody_reads_its_output() {
+    for (name, args) in EXAMPLES {
+        let (status, stderr) = run_with_a_closed(Closed::Stdout, example(name, args));
+        let quiet_end = status.success() || status.signal() == Some(nix::libc::SIGPIPE);
+        assert!(quiet_end, "{name}: {status}; stderr: {stderr}");
+        let unexpected: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.starts_with("following "))
+            .collect();
+        assert!(unexpected.is_empty(), "{name}: {status}; stderr: {stderr}");
+    }
+}
+
+/// `example 2>&1 | head -1`-like: with stderr a pipe nobody reads, every example still
+/// prints what it prints with a working stderr, and exits 0.
+#[test]
+fn every_example_runs_on_with_a_closed_stderr() {
+    for (name, args) in EXAMPLES {
+        let (status, stdout) = run_with_a_closed(Closed::Stderr, example(name, args));
+        assert!(status.success(), "{name}: {status}");
+        assert_eq!(stdout, run(name, args), "{name}");
+    }
 }
 
 /// `countdown`: the lines printed before, between and after the yields, in that order.
@@ -184,7 +231,20 @@ fn grep_broadcast_sends_each_line_to_every_grep() {
     for pattern in patterns {
         let count = log.lines().filter(|line| line.contains(pattern)).count();
         assert!(count > 0, "the sample log has no {pattern} line");
-        expected.push_str(&format!("{pattern}: {count} lines\n"));
+        let count = fdio::count(count as u64, "line");
+        expected.push_str(&format!("{pattern}: {count}\n"));
     }
     assert_eq!(run("grep_broadcast", &[]), expected);
+}
+
+/// Each printer's count agrees with its number: `1 line`, `0 lines` (it said `1 lines`).
+#[test]
+fn grep_broadcast_counts_one_line_in_the_singular() {
+    let log = common::TempFile::new("one-python-line.log");
+    fs::write(&log.path, "GET /python.html\n").unwrap();
+    let path = log.path.to_str().expect("a UTF-8 temporary path");
+    assert_eq!(
+        run("grep_broadcast", &[path]),
+        "python: GET /python.html\npython: 1 line\nply: 0 lines\nswig: 0 lines\n"
+    );
 }

@@ -76,7 +76,7 @@ const AT_ONCE: usize = 4;
 const ATTEMPTS: usize = 3;
 
 /// Every binary [`binary`] knows.
-const BINARIES: [&str; 9] = [
+const BINARIES: [&str; 10] = [
     "sync",
     "select",
     "selector",
@@ -85,6 +85,7 @@ const BINARIES: [&str; 9] = [
     "async-await",
     "completion",
     "work-stealing",
+    "green-threads",
     "client",
 ];
 
@@ -99,6 +100,7 @@ fn binary(name: &str) -> Option<&'static str> {
         "async-await" => env!("CARGO_BIN_EXE_async-await"),
         "completion" => env!("CARGO_BIN_EXE_completion"),
         "work-stealing" => env!("CARGO_BIN_EXE_work-stealing"),
+        "green-threads" => env!("CARGO_BIN_EXE_green-threads"),
         "client" => env!("CARGO_BIN_EXE_client"),
         _ => return None,
     })
@@ -126,6 +128,7 @@ fn texts() -> Vec<(&'static str, &'static str, &'static str)> {
         lesson!("5-async-await"),
         lesson!("6-completion"),
         lesson!("7-work-stealing"),
+        lesson!("8-green-threads"),
     ]
 }
 
@@ -862,6 +865,42 @@ fn every_stage_command_names_its_own_tests() {
         }
     }
     assert!(aliases.len() >= 6, "aliases: {aliases:?}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Each `cargo test -p PACKAGE --doc` a stage shows (the doc-tests, which `cargo lessonN`
+/// cannot include: cargo does not mix `--doc` with `--test` and `--lib`) names a package of
+/// ours, and run with `-- --list` it lists doc-tests.
+#[test]
+fn every_doc_test_command_lists_doc_tests() {
+    let _alone = one_at_a_time();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let commands: Vec<&str> = include_str!("../README.md")
+        .lines()
+        .filter(|line| line.starts_with("cargo test -p ") && line.contains(" --doc"))
+        .map(|line| line.split("  #").next().unwrap_or(line).trim_end())
+        .collect();
+    assert!(!commands.is_empty(), "the README shows no doc-test command");
+    let mut problems = Vec::new();
+    for command in commands {
+        let shown = command.trim_start_matches("cargo ");
+        match run_for(
+            &format!("'{cargo}' {shown} -- --list"),
+            "",
+            root,
+            Duration::from_secs(900),
+        ) {
+            Err(err) => problems.push(format!("{command}: {err}")),
+            Ok(lines) => {
+                let doc_tests = lines.iter().filter(|line| line.ends_with(": test")).count();
+                let from_docs = lines.iter().any(|line| line.contains("Doc-tests "));
+                if doc_tests == 0 || !from_docs {
+                    problems.push(format!("{command} lists no doc-test: {lines:?}"));
+                }
+            }
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

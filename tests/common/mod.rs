@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -297,4 +297,46 @@ pub fn run_to_end(bin: &str, args: &[&str]) -> (String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Which output stream [`run_with_a_closed`] closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    Stdout,
+    Stderr,
+}
+
+/// Runs `command` (stdin empty unless it says otherwise) with its stdout or stderr a pipe
+/// whose reader has gone — `program | head -1` once `head` has its line — and waits (up to
+/// [`PATIENCE`]) for it to end. Returns how it ended and what it wrote on the other stream.
+pub fn run_with_a_closed(closed: Closed, mut command: Command) -> (ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    match closed {
+        Closed::Stdout => command.stdout(writer).stderr(Stdio::piped()),
+        Closed::Stderr => command.stderr(writer).stdout(Stdio::piped()),
+    };
+    let mut child = command.spawn().expect("run the program");
+    let mut other: Box<dyn Read + Send> = match closed {
+        Closed::Stdout => Box::new(child.stderr.take().expect("stderr is piped")),
+        Closed::Stderr => Box::new(child.stdout.take().expect("stdout is piped")),
+    };
+    let reading = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = other.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} ran longer than {PATIENCE:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status, reading.join().expect("the reading thread"))
 }

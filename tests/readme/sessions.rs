@@ -29,6 +29,7 @@ pub const SESSIONS: &[(&str, &str)] = &[
     ("generators-echo-trace", "generators echo --trace"),
     ("async-await-shutdown", "async-await echo"),
     ("async-await-echo-trace", "async-await echo --trace"),
+    ("green-threads-echo-trace", "green-threads echo --trace"),
 ];
 
 /// The server session `name` starts (see [`SESSIONS`]), on `127.0.0.1:0`.
@@ -57,6 +58,7 @@ pub fn run(name: &str) -> Result<Vec<String>, String> {
         "generators-echo-trace" => generators_echo_trace(),
         "async-await-shutdown" => async_await_shutdown(),
         "async-await-echo-trace" => async_await_echo_trace(),
+        "green-threads-echo-trace" => green_threads_echo_trace(),
         _ => Err(format!("no session named {name}")),
     }
 }
@@ -217,6 +219,24 @@ fn async_await_echo_trace() -> Result<Vec<String>, String> {
     let client = connect_nth(&server, 1)?;
     round_trip(&client, b"hello\n")?;
     settle(&server, &["Token(2) readable", "polling task 0"])?;
+    Ok(printed(&mut server))
+}
+
+/// `green-threads echo --trace`: one client connects; once its green thread has parked on its
+/// socket, the client sends a line.
+fn green_threads_echo_trace() -> Result<Vec<String>, String> {
+    let mut server = start("green-threads-echo-trace")?;
+    settle(
+        &server,
+        &["reactor: epoll_wait, 2 parked on I/O, timeout=none"],
+    )?;
+    let client = connect_nth(&server, 1)?;
+    settle(
+        &server,
+        &["(client 127.0.0.1:", "read on fd 7 would block → park"],
+    )?;
+    round_trip(&client, b"hello\n")?;
+    settle(&server, &["fd 7 readable → wake green thread 2"])?;
     Ok(printed(&mut server))
 }
 

@@ -34,6 +34,11 @@
 //! stack (16 KiB on x86-64) or task struct, which are kernel memory.
 //!
 //! `--trace` prints each blocking call before it is made, so you see where the thread waits.
+//!
+//! # Layout
+//! Read in this order:
+//! 1. [`writer`]: two blocking reads in turn, the pipe and stdin — the whole lesson in a loop.
+//! 2. [`echo`]: the blocking server, one client at a time; then `--threads`, one thread each.
 
 use clap::{Parser, Subcommand};
 use fdio::{ServerArgs, Trace, WriterArgs};

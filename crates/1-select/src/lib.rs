@@ -32,9 +32,10 @@
 //! on every call. Lesson 2's epoll does not.
 //!
 //! # Layout
-//! - [`wait`]: `select` and `poll` behind one `wait(watches, timeout)` call.
-//! - [`echo`]: the echo server's loop.
-//! - [`writer`]: the writer program's loop.
+//! Read in this order:
+//! 1. [`wait`]: `select` and `poll` behind one `wait(watches, timeout)` call.
+//! 2. [`echo`]: the echo server's loop — what is ready, served in turn.
+//! 3. [`writer`]: the writer program's loop: stdin and the pipe, whichever is ready.
 
 use clap::{Parser, Subcommand};
 use fdio::{ServerArgs, Trace, WriterArgs};

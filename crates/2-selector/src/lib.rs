@@ -90,10 +90,12 @@
 //! (server).
 //!
 //! # Layout
-//! - [`selector`]: the `Selector` — epoll, register, modify, unregister, the budget, the loop.
-//! - [`ready`]: the words it shares with the callbacks — `Token`, `Interest`, `Trigger`, `Ready`.
-//! - [`echo`]: the accept callback and the client callback.
-//! - [`writer`]: the stdin callback and the pipe callback.
+//! Read in this order:
+//! 1. [`selector`]: the `Selector` — `register`, the loop (`run`, one `turn`, `dispatch` to
+//!    each ready callback); then `modify` and `unregister`; then the budget and wake-ups.
+//! 2. [`ready`]: the words it shares with the callbacks — `Token`, `Interest`, `Trigger`, `Ready`.
+//! 3. [`echo`]: the accept callback and the client callback.
+//! 4. [`writer`]: the stdin callback and the pipe callback.
 
 use clap::{Args, Parser, Subcommand};
 use fdio::{ServerArgs, Trace, WriterArgs};

@@ -21,6 +21,10 @@
 //! Under it, epoll: `epoll_create1` makes the epoll instance, `epoll_ctl` adds, modifies and
 //! deletes entries of its *interest list* (fd, the flags to watch, and 64 bits of our own data:
 //! the token), and `epoll_wait` sleeps until some of them are ready and returns only those.
+//!
+//! The file reads in that order: `register`, then the loop — `run`, one `turn`, `dispatch`
+//! to a callback and what it is told (`ready`) — then `modify` and `unregister`, and last
+//! the cooperative budget and the wake-ups, which keep one busy source from starving the rest.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -137,6 +141,123 @@ impl Selector {
         Ok(token)
     }
 
+    /// The loop: turn after turn, until nothing is registered any more, or until a callback
+    /// returns an error: then the rest of that turn is skipped and `run` returns the error.
+    pub fn run(&mut self) -> io::Result<()> {
+        while !self.entries.is_empty() {
+            self.turn(None)?;
+        }
+        Ok(())
+    }
+
+    /// One turn: wait for events (`epoll_wait`, at most `longest_wait`), then run the callback
+    /// of each ready token: those epoll reports, those whose budget ran out last turn (unless
+    /// an event already ran them), those whose wake-up is due, and those epoll refused.
+    fn turn(&mut self, longest_wait: Option<Duration>) -> io::Result<()> {
+        let timeout = match (self.timeout(), longest_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.trace.say(|| {
+            let timeout = timeout.map_or("none".to_string(), |t| format!("{t:.1?}"));
+            let registered = self.entries.len();
+            format!("selector: epoll_wait with {registered} registered, timeout={timeout}")
+        });
+        // Taken now: callbacks that spend their budget during this turn run in the next.
+        let run_again = std::mem::take(&mut self.run_again);
+        let ready = match self.epoll.wait(&mut self.events, epoll_timeout(timeout)) {
+            Ok(ready) => ready,
+            // A signal arrived: just wait again. On Linux, Ctrl+Z and `fg` alone do this to
+            // `epoll_wait`, handler or not (`select` and `poll` are restarted; signal(7)).
+            Err(Errno::EINTR) => 0,
+            Err(err) => return Err(err.into()),
+        };
+        self.trace
+            .say(|| format!("selector: woke up with {ready} ready"));
+        for index in 0..ready {
+            let event = self.events[index];
+            self.dispatch(Token(event.data()), Cause::Epoll(event.events()))?;
+        }
+        for token in run_again {
+            if self
+                .entries
+                .get(&token)
+                .is_some_and(|entry| entry.read_again)
+            {
+                self.dispatch(token, Cause::BudgetSpent)?;
+            }
+        }
+        let now = Instant::now();
+        let (due, later) = self.wakeups.drain(..).partition(|&(when, _)| when <= now);
+        self.wakeups = later;
+        for (_, token) in due {
+            self.dispatch(token, Cause::WakeUp)?;
+        }
+        // (Unless they spent their budget: then they are in the next turn's `run_again`.)
+        let always_ready: Vec<Token> = (self.entries.iter())
+            .filter(|(_, entry)| entry.interest.is_none() && !entry.read_again)
+            .map(|(&token, _)| token)
+            .collect();
+        for token in always_ready {
+            self.dispatch(token, Cause::AlwaysReady)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `token`'s callback, unless it is gone, and returns what the callback returned.
+    fn dispatch(&mut self, token: Token, cause: Cause) -> io::Result<()> {
+        let Some(entry) = self.entries.get_mut(&token) else {
+            // Unregistered earlier in this same turn: epoll may still report it.
+            self.trace
+                .say(|| format!("selector: {token:?} is no longer registered: {cause} ignored"));
+            return Ok(());
+        };
+        let Some(mut callback) = entry.callback.take() else {
+            return Ok(());
+        };
+        // This run does the reading it still owed, whatever woke it.
+        let read_again = std::mem::take(&mut entry.read_again);
+        self.trace.say(|| {
+            let name = &self.entries[&token].name;
+            format!("selector: {token:?} ({name}): {cause} → its callback")
+        });
+        let mut ready = self.ready(token, cause);
+        ready.readable |= read_again;
+        let result = callback(self, ready);
+        // Put it back, unless it unregistered itself: then it drops here, and its source too.
+        if let Some(entry) = self.entries.get_mut(&token) {
+            entry.callback = Some(callback);
+        }
+        result
+    }
+
+    /// What the callback is told: `EPOLLHUP` and `EPOLLERR` (reported whether asked for or
+    /// not) count as both readable and writable, so that whichever the callback tries next
+    /// meets the EOF or the error itself, instead of epoll reporting them again and again.
+    fn ready(&self, token: Token, cause: Cause) -> Ready {
+        let (readable, writable) = match cause {
+            Cause::Epoll(flags) => {
+                let trouble = flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
+                let readable = flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP);
+                (
+                    readable || trouble,
+                    flags.contains(EpollFlags::EPOLLOUT) || trouble,
+                )
+            }
+            Cause::BudgetSpent | Cause::WakeUp | Cause::AlwaysReady => (true, false),
+        };
+        let budget = match self.trigger {
+            Trigger::Level => 1,
+            Trigger::Edge => EDGE_READS_PER_TURN,
+        };
+        Ready {
+            token,
+            readable,
+            writable,
+            budget,
+        }
+    }
+
     /// Changes what `token`'s source is watched for (`epoll_ctl(MOD)`). Callbacks may say what
     /// they want on every call: the system call is made only when it changes.
     pub fn modify(
@@ -225,69 +346,6 @@ impl Selector {
         self.wakeups.push((Instant::now() + delay, token));
     }
 
-    /// The loop: turn after turn, until nothing is registered any more, or until a callback
-    /// returns an error: then the rest of that turn is skipped and `run` returns the error.
-    pub fn run(&mut self) -> io::Result<()> {
-        while !self.entries.is_empty() {
-            self.turn(None)?;
-        }
-        Ok(())
-    }
-
-    /// One turn: wait for events (`epoll_wait`, at most `longest_wait`), then run the callback
-    /// of each ready token: those epoll reports, those whose budget ran out last turn (unless
-    /// an event already ran them), those whose wake-up is due, and those epoll refused.
-    fn turn(&mut self, longest_wait: Option<Duration>) -> io::Result<()> {
-        let timeout = match (self.timeout(), longest_wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.trace.say(|| {
-            let timeout = timeout.map_or("none".to_string(), |t| format!("{t:.1?}"));
-            let registered = self.entries.len();
-            format!("selector: epoll_wait with {registered} registered, timeout={timeout}")
-        });
-        // Taken now: callbacks that spend their budget during this turn run in the next.
-        let run_again = std::mem::take(&mut self.run_again);
-        let ready = match self.epoll.wait(&mut self.events, epoll_timeout(timeout)) {
-            Ok(ready) => ready,
-            // A signal arrived: just wait again. On Linux, Ctrl+Z and `fg` alone do this to
-            // `epoll_wait`, handler or not (`select` and `poll` are restarted; signal(7)).
-            Err(Errno::EINTR) => 0,
-            Err(err) => return Err(err.into()),
-        };
-        self.trace
-            .say(|| format!("selector: woke up with {ready} ready"));
-        for index in 0..ready {
-            let event = self.events[index];
-            self.dispatch(Token(event.data()), Cause::Epoll(event.events()))?;
-        }
-        for token in run_again {
-            if self
-                .entries
-                .get(&token)
-                .is_some_and(|entry| entry.read_again)
-            {
-                self.dispatch(token, Cause::BudgetSpent)?;
-            }
-        }
-        let now = Instant::now();
-        let (due, later) = self.wakeups.drain(..).partition(|&(when, _)| when <= now);
-        self.wakeups = later;
-        for (_, token) in due {
-            self.dispatch(token, Cause::WakeUp)?;
-        }
-        // (Unless they spent their budget: then they are in the next turn's `run_again`.)
-        let always_ready: Vec<Token> = (self.entries.iter())
-            .filter(|(_, entry)| entry.interest.is_none() && !entry.read_again)
-            .map(|(&token, _)| token)
-            .collect();
-        for token in always_ready {
-            self.dispatch(token, Cause::AlwaysReady)?;
-        }
-        Ok(())
-    }
-
     /// How long the next wait may sleep: not at all while a callback has work left or a
     /// source is always ready, until the earliest wake-up if there is one, else for as long
     /// as it takes.
@@ -298,60 +356,6 @@ impl Selector {
         }
         let earliest = self.wakeups.iter().map(|&(when, _)| when).min()?;
         Some(earliest.saturating_duration_since(Instant::now()))
-    }
-
-    /// Runs `token`'s callback, unless it is gone, and returns what the callback returned.
-    fn dispatch(&mut self, token: Token, cause: Cause) -> io::Result<()> {
-        let Some(entry) = self.entries.get_mut(&token) else {
-            // Unregistered earlier in this same turn: epoll may still report it.
-            self.trace
-                .say(|| format!("selector: {token:?} is no longer registered: {cause} ignored"));
-            return Ok(());
-        };
-        let Some(mut callback) = entry.callback.take() else {
-            return Ok(());
-        };
-        // This run does the reading it still owed, whatever woke it.
-        let read_again = std::mem::take(&mut entry.read_again);
-        self.trace.say(|| {
-            let name = &self.entries[&token].name;
-            format!("selector: {token:?} ({name}): {cause} → its callback")
-        });
-        let mut ready = self.ready(token, cause);
-        ready.readable |= read_again;
-        let result = callback(self, ready);
-        // Put it back, unless it unregistered itself: then it drops here, and its source too.
-        if let Some(entry) = self.entries.get_mut(&token) {
-            entry.callback = Some(callback);
-        }
-        result
-    }
-
-    /// What the callback is told: `EPOLLHUP` and `EPOLLERR` (reported whether asked for or
-    /// not) count as both readable and writable, so that whichever the callback tries next
-    /// meets the EOF or the error itself, instead of epoll reporting them again and again.
-    fn ready(&self, token: Token, cause: Cause) -> Ready {
-        let (readable, writable) = match cause {
-            Cause::Epoll(flags) => {
-                let trouble = flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
-                let readable = flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP);
-                (
-                    readable || trouble,
-                    flags.contains(EpollFlags::EPOLLOUT) || trouble,
-                )
-            }
-            Cause::BudgetSpent | Cause::WakeUp | Cause::AlwaysReady => (true, false),
-        };
-        let budget = match self.trigger {
-            Trigger::Level => 1,
-            Trigger::Edge => EDGE_READS_PER_TURN,
-        };
-        Ready {
-            token,
-            readable,
-            writable,
-            budget,
-        }
     }
 
     /// The epoll flags for `interest`: `EPOLLIN`, `EPOLLOUT`, and `EPOLLET` if edge-triggered.

@@ -83,11 +83,12 @@
 //! The picture of it all: `imgs/generators-scheduler.svg`.
 //!
 //! # Layout
-//! - [`task`]: what a task is — `Task`, `Step`, `Context` — and the rule every task keeps.
-//! - [`scheduler`]: the ready queue, `to_read`, `to_write`, and the loop that runs them.
-//! - [`epoll`]: the scheduler's `select`: which fds epoll watches, for which task.
-//! - [`echo`]: the server task and the client task.
-//! - [`writer`]: the stdin task and the pipe task.
+//! Read in this order:
+//! 1. [`task`]: what a task is — `Task`, `Step`, `Context` — and the rule every task keeps.
+//! 2. [`scheduler`]: the ready queue, `to_read`, `to_write`, and the loop that runs them.
+//! 3. [`epoll`]: the scheduler's `select`: which fds epoll watches, for which task.
+//! 4. [`echo`]: the server task and the client task.
+//! 5. [`writer`]: the stdin task and the pipe task.
 
 use clap::{Parser, Subcommand};
 use fdio::{ServerArgs, Trace, WriterArgs};

@@ -77,10 +77,12 @@
 //! `WriteWait(fd)`, `NewTask(task)`, `Sleep(d)` — and the scheduler keeps a ready queue
 //! and `to_read` / `to_write` maps, waiting on epoll only when no task is ready. Each client
 //! task delegates to `recv` and `send_all` sub-coroutines, which try the operation, yield
-//! `ReadWait` / `WriteWait` only once the kernel said `WouldBlock` (epoll is edge-triggered:
-//! it will not repeat an edge that has passed), and return the result. The backpressure
-//! of the other lessons comes for free: a client is not read again until `send_all`
-//! returned.
+//! `ReadWait` / `WriteWait` only once the kernel said there is nothing — `WouldBlock`, or a
+//! read that came back short — and no event came since, and return the result. epoll is
+//! edge-triggered: it will not repeat an edge that has passed, so the scheduler writes
+//! every event down in a [`readiness`] table, also when no task waits for it, and the
+//! sub-coroutines ask it before they try. The backpressure of the other lessons comes for
+//! free: a client is not read again until `send_all` returned.
 //!
 //! **The cooperative budget.** A client that never stops sending never makes its socket say
 //! `WouldBlock`, so its task would never yield, and the others would wait — a quiet client's
@@ -139,17 +141,22 @@
 //! `examples/`: `cargo run --example countdown_send`, and so on.
 //!
 //! # Layout
-//! - [`coroutine`]: the protocol — [`Coroutine`], [`State`], [`GeneratorState`],
-//!   [`Exception`], [`Error`], [`prime`]; and [`coroutine::print`], Python's `print`.
-//! - [`delegate`]: [`Delegate`], which is `yield from`.
-//! - [`one_message`] (`gen`), [`average`], [`delegation`]: the Python lesson's coroutines.
-//! - [`repl`]: the interpreter session; [`value`]: Python values, read and printed.
-//! - [`scheduler`]: tasks, system calls, the ready queue and the waiting maps, on mio.
-//! - [`budget`]: how much work a task may do per turn.
-//! - [`socket`]: the `accept`, `recv` and `send_all` sub-coroutines; [`fd`]: `read` for
-//!   stdin and the pipe; [`bytes`]: the pooled buffers they return.
-//! - [`echo`]: the server task; [`client`]: a client's task.
-//! - [`writer`]: the stdin task and the pipe task.
+//! Seventeen files, in two parts. Read in this order:
+//! 1. [`coroutine`]: the protocol — [`Coroutine`], [`State`], [`GeneratorState`],
+//!    [`Exception`], [`Error`], [`prime`]; and [`coroutine::print`], Python's `print`.
+//! 2. [`one_message`] (`gen`) and [`average`]: the Python lesson's coroutines, one enum each.
+//! 3. [`delegate`]: [`Delegate`], which is `yield from`; then [`delegation`] (`subgen`,
+//!    `delegator`), which uses it.
+//! 4. [`repl`] and [`value`]: the interpreter session that drives them, and the Python values
+//!    it reads and prints. That is the first part, the session above.
+//! 5. [`scheduler`]: the second part, the server — tasks, system calls, the ready queue and
+//!    the waiting maps, on mio.
+//! 6. [`socket`]: the `accept`, `recv` and `send_all` sub-coroutines a task delegates to;
+//!    [`budget`]: how much work a task may do per turn, which they spend; [`readiness`]:
+//!    what epoll said about each fd, kept until the kernel says "nothing more", which they
+//!    look at before each system call; [`bytes`]: the pooled buffers `recv` returns.
+//! 7. [`echo`]: the server task; [`client`]: a client's task.
+//! 8. [`fd`]: `read` for stdin and the pipe; [`writer`]: the stdin task and the pipe task.
 
 use clap::{Parser, Subcommand};
 use fdio::{ServerArgs, WriterArgs};
@@ -165,6 +172,7 @@ pub mod delegation;
 pub mod echo;
 pub mod fd;
 pub mod one_message;
+pub mod readiness;
 pub mod repl;
 pub mod scheduler;
 pub mod socket;

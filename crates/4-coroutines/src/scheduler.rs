@@ -20,8 +20,12 @@
 //!
 //! epoll is told about an fd once, and again (with both directions) the first time a task
 //! waits on it the other way: mio registrations are edge-triggered and stay. That is why
-//! every task here parks only after the kernel said "nothing now" (`WouldBlock`): data that
-//! came earlier made its edge earlier, and waiting for it would wait forever.
+//! every task here parks only after the kernel said "nothing now" (`WouldBlock`, or a read
+//! that came back short): data that came earlier made its edge earlier, and waiting for it
+//! would wait forever. And why every event is written down in the [`readiness`] table, also
+//! when no task is parked on its fd (its task may be busy writing): the sub-coroutines ask
+//! the table before they try, so an edge that came while nobody waited is not lost, and a
+//! socket the kernel already said is empty is not asked again.
 //!
 //! A task that never meets `WouldBlock` — its client never stops sending — would keep the
 //! loop from ever getting back to epoll. The [`budget`] stops it: after 32
@@ -37,8 +41,8 @@ use fdio::{FdList, Trace, epoll_refuses, epoll_refuses_line, interrupted};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::budget;
 use crate::coroutine::{Coroutine, Exception, State, Step};
+use crate::{budget, readiness};
 
 /// What a task yields: a request to the scheduler (Beazley's system calls).
 pub enum Syscall {
@@ -152,10 +156,14 @@ impl Scheduler {
             for event in events.iter() {
                 let fd = event.token().0 as RawFd;
                 // Readiness is a hint: the task's next read or write meets EOF or the error.
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                let failed = event.is_error();
+                let readable = event.is_readable() || event.is_read_closed() || failed;
+                let writable = event.is_writable() || event.is_write_closed() || failed;
+                readiness::record(fd, readable, writable, event.is_read_closed() || failed);
+                if readable {
                     self.wake(Interest::READABLE, fd);
                 }
-                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                if writable {
                     self.wake(Interest::WRITABLE, fd);
                 }
             }
@@ -286,20 +294,27 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The fd is ready that way: its parked task, if any, goes back to the ready queue.
+    /// The fd is ready that way: its parked task, if any, goes back to the ready queue. If
+    /// none waits, the readiness table keeps the news for the task's next try.
     fn wake(&mut self, interest: Interest, fd: RawFd) {
-        if let Some(task) = self.waiting(interest).0.remove(&fd) {
-            self.trace.say(|| {
-                format!(
-                    "scheduler: fd {fd} is {interest:?} → {} to the ready queue",
-                    task.name
-                )
-            });
-            self.ready.push_back(task);
+        match self.waiting(interest).0.remove(&fd) {
+            Some(task) => {
+                self.trace.say(|| {
+                    format!(
+                        "scheduler: fd {fd} is {interest:?} → {} to the ready queue",
+                        task.name
+                    )
+                });
+                self.ready.push_back(task);
+            }
+            None => self.trace.say(|| {
+                format!("scheduler: fd {fd} is {interest:?}, nobody waits: kept for later")
+            }),
         }
     }
 
-    /// A task finished: drop it, and stop watching its fd. A socket or pipe closed with its
+    /// A task finished: drop it, stop watching its fd, and forget what the readiness table
+    /// knew about it (a later fd may get the same number). A socket or pipe closed with its
     /// task has already left epoll (closing the last descriptor of an open file takes it out
     /// of every epoll set, and nothing here `dup`s or `fork`s); stdin stays open, so it must
     /// be taken out by hand.
@@ -307,6 +322,7 @@ impl Scheduler {
         let fd = task.fd;
         drop(task);
         let Some(fd) = fd else { return };
+        readiness::forget(fd);
         self.always_ready.remove(&fd);
         if self.watching.remove(&fd).is_some() {
             // For an fd that closed with its task this fails (EBADF): nothing left to undo.

@@ -1,11 +1,14 @@
 //! Beazley's `Socket` wrapper as sub-coroutines: `accept`, `recv` and `send_all` each do one
-//! operation, yield a `ReadWait` / `WriteWait` while the kernel says `WouldBlock`, and
+//! operation, yield a `ReadWait` / `WriteWait` while the kernel has nothing for them, and
 //! return the result. A task calls them with `yield from` (a [`Delegate`](crate::Delegate)):
 //! `data = yield from recv(client)`.
 //!
 //! The rule that makes this work on edge-triggered epoll: each one *tries first* and parks
-//! only after `WouldBlock`. epoll reports a change to ready once; a sub-coroutine that
-//! parked while data was already waiting would wait for an edge that has already passed.
+//! only once the kernel said there is nothing — `WouldBlock`, or a read that came back
+//! short — and no event came since. epoll reports a change to ready once; a sub-coroutine
+//! that parked while data was already waiting would wait for an edge that has already
+//! passed. The [`readiness`] table is where that is remembered: each one asks it before
+//! trying, and clears its direction when the kernel said "that was all".
 //!
 //! They are also where a task spends its [`budget`]: each operation that got
 //! something done costs one, and with the budget spent the next one yields `BudgetSpent`
@@ -20,11 +23,13 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use fdio::{interrupted, would_block};
+use mio::Interest;
 use mio::net::{TcpListener, TcpStream};
 
 use crate::budget;
 use crate::bytes::{BUFFER_SIZE, Bytes};
 use crate::coroutine::{Coroutine, Error, Exception, GeneratorState, State, Step};
+use crate::readiness;
 use crate::scheduler::Syscall;
 
 /// `accept(listener)`:
@@ -32,18 +37,19 @@ use crate::scheduler::Syscall;
 /// ```python
 /// def accept(listener):
 ///     while True:
-///         try:
-///             return listener.accept()  # costs one from the budget
-///         except BlockingIOError:       # no connection waiting: only now park
-///             yield ReadWait(listener)
+///         if may_try(listener, READ):       # no WouldBlock since the last event
+///             try:
+///                 return listener.accept()  # costs one from the budget
+///             except BlockingIOError:       # no connection waiting
+///                 drained(listener, READ)
+///         yield ReadWait(listener)          # only now park
 /// ```
 ///
 /// (Before each try, as in `recv` and `send_all`: `if budget spent: yield BudgetSpent`.)
 pub enum Accept {
     /// Not started yet.
     Created(Rc<TcpListener>),
-    /// Parked after `WouldBlock` until the fd is readable, or with the budget spent until
-    /// the task's next turn.
+    /// Parked until the fd is readable, or with the budget spent until the task's next turn.
     Parked(Rc<TcpListener>),
     /// Returned its result.
     Closed,
@@ -70,11 +76,16 @@ impl Coroutine<()> for Accept {
             *self = Accept::Parked(listener);
             return Ok(State::Yielded(Syscall::BudgetSpent));
         }
+        let fd = listener.as_raw_fd();
+        if !readiness::may_try(fd, Interest::READABLE) {
+            *self = Accept::Parked(listener);
+            return Ok(State::Yielded(Syscall::ReadWait(fd)));
+        }
         loop {
             match listener.accept() {
                 Err(err) if interrupted(&err) => continue,
                 Err(err) if would_block(&err) => {
-                    let fd = listener.as_raw_fd();
+                    readiness::drained(fd, Interest::READABLE);
                     *self = Accept::Parked(listener);
                     return Ok(State::Yielded(Syscall::ReadWait(fd)));
                 }
@@ -104,18 +115,25 @@ impl Coroutine<()> for Accept {
 /// ```python
 /// def recv(sock):
 ///     while True:
-///         try:
-///             return sock.recv(65536)   # costs one from the budget
-///         except BlockingIOError:       # nothing to read: only now park
-///             yield ReadWait(sock)
+///         if may_try(sock, READ):           # no WouldBlock, no short read since the last event
+///             try:
+///                 data = sock.recv(65536)   # costs one from the budget
+///                 if len(data) < 65536:     # a short read took everything there was
+///                     drained(sock, READ)
+///                 return data
+///             except BlockingIOError:       # nothing to read
+///                 drained(sock, READ)
+///         yield ReadWait(sock)              # only now park
 /// ```
+///
+/// In a ping-pong every read is short: the next `recv` parks at once, where it used to ask
+/// the kernel once more only to hear `WouldBlock` — a third system call per message.
 ///
 /// What it returns is the read buffer itself, lent by a pool ([`Bytes`]): nothing is copied.
 pub enum Recv {
     /// Not started yet.
     Created(Rc<TcpStream>),
-    /// Parked after `WouldBlock` until the fd is readable, or with the budget spent until
-    /// the task's next turn.
+    /// Parked until the fd is readable, or with the budget spent until the task's next turn.
     Parked(Rc<TcpStream>),
     /// Returned its result.
     Closed,
@@ -141,16 +159,26 @@ impl Coroutine<()> for Recv {
             *self = Recv::Parked(stream);
             return Ok(State::Yielded(Syscall::BudgetSpent));
         }
+        let fd = stream.as_raw_fd();
+        if !readiness::may_try(fd, Interest::READABLE) {
+            // Nothing came since the kernel last said "that was all": park without asking.
+            *self = Recv::Parked(stream);
+            return Ok(State::Yielded(Syscall::ReadWait(fd)));
+        }
         loop {
             match Bytes::read_with(BUFFER_SIZE, |buf| (&*stream).read(buf)) {
                 Err(err) if interrupted(&err) => continue,
                 Err(err) if would_block(&err) => {
-                    // Nothing there: only now park, until epoll reports the next bytes.
-                    let fd = stream.as_raw_fd();
+                    // Nothing there: park, until epoll reports the next bytes.
+                    readiness::drained(fd, Interest::READABLE);
                     *self = Recv::Parked(stream);
                     return Ok(State::Yielded(Syscall::ReadWait(fd)));
                 }
                 result => {
+                    if result.as_ref().is_ok_and(|data| data.len() < BUFFER_SIZE) {
+                        // A short read took everything there was.
+                        readiness::drained(fd, Interest::READABLE);
+                    }
                     budget::spend();
                     return Ok(State::Complete(result));
                 }
@@ -176,12 +204,17 @@ impl Coroutine<()> for Recv {
 /// ```python
 /// def send_all(sock, data):
 ///     while data:
+///         if not may_try(sock, WRITE):      # full, and no event since
+///             yield WriteWait(sock)
+///             continue
 ///         try:
-///             sent = sock.send(data)    # costs one from the budget
-///             data = data[sent:]        # a partial write keeps its tail
-///             if data:                  # the kernel took what fit: the send buffer is
-///                 yield WriteWait(sock) # full, so park at once (see below)
-///         except BlockingIOError:       # no room: only now park
+///             sent = sock.send(data)        # costs one from the budget
+///             data = data[sent:]            # a partial write keeps its tail
+///             if data:                      # the kernel took what fit: the send buffer
+///                 drained(sock, WRITE)      # is full, so park at once (see below)
+///                 yield WriteWait(sock)
+///         except BlockingIOError:           # no room: only now park
+///             drained(sock, WRITE)
 ///             yield WriteWait(sock)
 /// ```
 ///
@@ -223,6 +256,10 @@ impl Coroutine<()> for SendAll {
             SendAll::Parked { stream, unsent } => (stream, unsent),
             SendAll::Closed => return Err(Error::Closed),
         };
+        let fd = stream.as_raw_fd();
+        if !unsent.is_empty() && !readiness::may_try(fd, Interest::WRITABLE) {
+            return Ok(self.park(stream, unsent));
+        }
         while !unsent.is_empty() {
             if !budget::has_left() {
                 *self = SendAll::Parked { stream, unsent };
@@ -235,11 +272,15 @@ impl Coroutine<()> for SendAll {
                     let all_sent = sent == unsent.len();
                     unsent.advance(sent);
                     if !all_sent {
+                        readiness::drained(fd, Interest::WRITABLE);
                         return Ok(self.park(stream, unsent));
                     }
                 }
                 Err(err) if interrupted(&err) => {}
-                Err(err) if would_block(&err) => return Ok(self.park(stream, unsent)),
+                Err(err) if would_block(&err) => {
+                    readiness::drained(fd, Interest::WRITABLE);
+                    return Ok(self.park(stream, unsent));
+                }
                 Err(err) => return Ok(State::Complete(Err(err))),
             }
         }
@@ -294,17 +335,25 @@ mod tests {
         (Rc::new(TcpStream::from_std(ours)), peer)
     }
 
-    /// Resumes `coroutine` until it completes, sleeping a little between waits and
-    /// refilling its budget each time (there is no scheduler here); panics after 10 s.
+    /// Resumes `coroutine` until it completes, as the scheduler would: after each wait it
+    /// sleeps a little, then writes down an event for the fd waited on (a call tried on a
+    /// hint that was wrong just says `WouldBlock` again), and refills the budget. Panics
+    /// after 10 s.
     fn drive<C: Coroutine<(), Yield = Syscall>>(coroutine: &mut C) -> C::Return {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             budget::set(budget::PER_TURN);
-            match coroutine.resume(()).unwrap() {
+            let call = match coroutine.resume(()).unwrap() {
                 State::Complete(value) => return value,
-                State::Yielded(_) => assert!(Instant::now() < deadline, "never completed"),
-            }
+                State::Yielded(call) => call,
+            };
+            assert!(Instant::now() < deadline, "never completed");
             thread::sleep(Duration::from_millis(1));
+            match call {
+                Syscall::ReadWait(fd) => readiness::record(fd, true, false, false),
+                Syscall::WriteWait(fd) => readiness::record(fd, false, true, false),
+                _ => {}
+            }
         }
     }
 
@@ -325,6 +374,32 @@ mod tests {
 
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         assert!(drive(&mut Recv::new(ours)).unwrap().is_empty());
+    }
+
+    /// A read that came back short took everything there was: the next `recv` on that
+    /// socket parks at once, without a `recv` that would only say `WouldBlock` in a
+    /// ping-pong. Bytes that came after the short read, with no event written down for
+    /// them (no scheduler runs here), stay in the socket: proof that it did not ask.
+    #[test]
+    fn recv_after_a_short_read_parks_without_asking_the_kernel() {
+        let (ours, mut peer) = socket_pair();
+        peer.write_all(b"first").unwrap();
+        assert_eq!(&*drive(&mut Recv::new(Rc::clone(&ours))).unwrap(), b"first");
+        peer.write_all(b"second").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fdio::readable_now(&*ours).unwrap() {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            thread::sleep(Duration::from_millis(1));
+        }
+        let mut recv = Recv::new(Rc::clone(&ours));
+        budget::set(budget::PER_TURN);
+        assert!(
+            matches!(recv.resume(()), Ok(State::Yielded(Syscall::ReadWait(_)))),
+            "the last read was short and no event came since: park without reading"
+        );
+        // The event for "second" (the scheduler writes it down): now it reads.
+        readiness::record(ours.as_raw_fd(), true, false, false);
+        assert_eq!(&*drive(&mut recv).unwrap(), b"second");
     }
 
     /// send_all of more than the socket buffers hold parks on WriteWait, keeps the unsent

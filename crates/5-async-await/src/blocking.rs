@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 
-use crate::executor::with_runtime;
+use crate::runtime::with_runtime;
 use crate::task::{JoinError, panic_message};
 
 type Job = Box<dyn FnOnce() + Send>;

@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use fdio::Trace;
 
-use crate::executor::{Either, block_on, race};
+use crate::combinators::{Either, race};
+use crate::executor::block_on;
 use crate::io::AsyncReader;
 use crate::time::sleep;
 
@@ -121,6 +122,14 @@ fn text(bytes: Vec<u8>) -> String {
 
 /// Runs the demonstration with each reader in turn and prints what each got.
 pub fn run() -> io::Result<()> {
+    match show() {
+        // The reader went away (`cancel | head -3`): a normal way to end, as in `clock`.
+        Err(err) if fdio::reader_went_away(&err) => Ok(()),
+        other => other,
+    }
+}
+
+fn show() -> io::Result<()> {
     let mut out = io::stdout();
     writeln!(
         out,

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use fdio::Trace;
 
 use crate::blocking::spawn_blocking;
-use crate::executor::{Either, block_on, race, spawn};
+use crate::combinators::{Either, race};
+use crate::executor::{block_on, spawn};
 use crate::time::{Interval, interval, sleep};
 
 /// The blocking work `print_nums` does after each number (`--block-ms`).

@@ -59,11 +59,22 @@
 //! let unpinned = Pin::get_mut(future.as_mut());
 //! ```
 //!
+//! Pinning keeps the buffer in place; one more thing keeps the pointer to it valid. A `&mut`
+//! promises that nothing else touches what it points at while it is in use, and a `&Checksum`
+//! — which any safe code can take from the `Pin` — promises that nothing changes what *it*
+//! covers, `buffer` included, while the `&mut` inside `reading` may still write there. So the
+//! borrowed local is kept in an [`UnsafeCell`], which tells the
+//! compiler that a shared reference to it does not mean "unchanging". (The compiler marks the
+//! locals of its own `async` futures so; the standard library's still-unstable
+//! `UnsafePinned` names the same idea.) Without it, a test that only *looked* at the waiting
+//! state through `&Checksum` was undefined behaviour: Miri's Stacked Borrows check caught it.
+//!
 //! Lessons 3 and 4 never met this, because their state machines own their data: a client
 //! task keeps its unsent bytes in a field and borrows them anew on each resume, and no state
 //! holds a borrow of another field. A learner's hand-written enum could do the same here;
 //! `async fn` cannot choose, because it lets you borrow a local across an `.await`.
 
+use std::cell::UnsafeCell;
 use std::marker::PhantomPinned;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -123,10 +134,11 @@ pub enum Checksum {
     /// Stopped at the `.await`. `reading` borrows `buffer`, next to it in this very variant:
     /// Rust has no name for such a lifetime, so it says `'static`, and the `unsafe` in
     /// `poll` answers for it. `reading` is `None` only while it is being made; it is declared
-    /// first so that, if the future is dropped here, it is dropped before `buffer`.
+    /// first so that, if the future is dropped here, it is dropped before `buffer`. `buffer`
+    /// is in an `UnsafeCell`: a `&Checksum` must not freeze what `reading` writes to.
     Waiting {
         reading: Option<Fill<'static>>,
-        buffer: [u8; 8],
+        buffer: UnsafeCell<[u8; 8]>,
         /// Makes the enum `!Unpin`, as the compiler makes every `async` future: it must not
         /// move once it points into itself.
         _pinned: PhantomPinned,
@@ -150,17 +162,17 @@ impl Future for Checksum {
                     // future that points at it.
                     *this = Checksum::Waiting {
                         reading: None,
-                        buffer: [0; 8],
+                        buffer: UnsafeCell::new([0; 8]),
                         _pinned: PhantomPinned,
                     };
                     if let Checksum::Waiting {
                         buffer, reading, ..
                     } = this
                     {
-                        let buffer: *mut [u8; 8] = buffer;
-                        // Safety: `buffer` is pinned with the enum (above), and `reading`
-                        // is dropped before `buffer` is used again or dropped (below).
-                        *reading = Some(fill(unsafe { &mut *buffer }));
+                        // Safety: `buffer` is pinned with the enum (above), nothing else
+                        // touches it while `reading` lives, and `reading` is dropped before
+                        // `buffer` is used again or dropped (below).
+                        *reading = Some(fill(unsafe { &mut *buffer.get() }));
                     }
                 }
                 Checksum::Waiting {
@@ -179,6 +191,7 @@ impl Future for Checksum {
                     };
                     // The `.await` is over: the borrow ends before `buffer` is read.
                     *reading = None;
+                    let buffer = buffer.get_mut();
                     let sum = buffer[..filled].iter().map(|&byte| u32::from(byte)).sum();
                     *this = Checksum::Done;
                     return Poll::Ready(sum);
@@ -230,6 +243,6 @@ mod tests {
         else {
             panic!("one poll should leave it at the .await");
         };
-        assert_eq!(read.buffer.as_ptr(), buffer.as_ptr());
+        assert_eq!(read.buffer.as_ptr(), buffer.get().cast::<u8>().cast_const());
     }
 }

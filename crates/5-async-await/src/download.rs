@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use fdio::Trace;
 
-use crate::executor::{block_on, join_all, spawn};
+use crate::combinators::join_all;
+use crate::executor::{block_on, spawn};
 use crate::net::{TcpListener, TcpStream};
 use crate::time::sleep;
 

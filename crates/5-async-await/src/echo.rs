@@ -4,23 +4,27 @@
 //! where it was an enum: here it is just the local variables of `echo`, kept across each
 //! `.await` by the state machine the compiler writes.
 //!
-//! Ctrl+C (SIGINT) or SIGTERM shuts down gracefully: stop accepting, let every connection
-//! finish writing what it already read, close each one cleanly, print one summary line.
+//! Ctrl+C (SIGINT) or SIGTERM shuts down gracefully, losing nothing it counted: stop
+//! accepting; each connection writes back the chunk in hand (it reads no new one), sends its
+//! EOF, and closes only once every byte it wrote has left its socket. A client that does not
+//! take its echo within the grace period (10 s) is given up on, and the server says how many
+//! bytes it dropped for it. The summary counts as echoed only bytes that left.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
 use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds};
 use nix::sys::signal::Signal;
 
-use crate::executor::{Either, block_on, race, spawn};
+use crate::combinators::{Either, race};
+use crate::executor::{block_on, spawn};
 use crate::net::{TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;
-use crate::time::timeout;
+use crate::time::{sleep, timeout};
 
 /// How long to stop accepting after running out of file descriptors, at most: a connection
 /// of ours that closes ends the pause at once (its fd is free again).
@@ -29,96 +33,126 @@ const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 /// How long, at shutdown, connections get to finish before we give up on them.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// How long a closing connection waits for its client's EOF (see `close_gracefully`).
-const LINGER: Duration = Duration::from_secs(2);
+/// How soon a closing connection looks again whether the client has acknowledged everything
+/// (no event says so: see `finish`): at first, and at most — the wait doubles each time, so
+/// a client that never takes its last bytes costs a look a second, not a hundred.
+const ACK_CHECK_FIRST: Duration = Duration::from_millis(10);
+const ACK_CHECK_MOST: Duration = Duration::from_secs(1);
 
-/// What the server counts for its summary line.
-#[derive(Default)]
-struct Stats {
-    open: Cell<usize>,
-    served: Cell<u64>,
-    echoed: Cell<u64>,
-    /// Set when a connection closes, freeing its fd. An `Event` is set once, so each pause
-    /// for lack of fds puts a fresh one here and waits for that.
-    closed: RefCell<Rc<Event>>,
-}
-
-/// Binds, prints `listening on …`, and serves until SIGINT or SIGTERM.
+/// Runs the server: `listening on …`, then serves until SIGINT or SIGTERM.
 pub fn run(args: &ServerArgs) -> io::Result<()> {
     fdio::raise_fd_limit()?;
-    let listener = fdio::listen(args.addr)?;
-    block_on(Trace::new(args.trace), serve(listener))?
+    block_on(Trace::new(args.trace), serve(args.addr))?
 }
 
-async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
-    let mut listener = TcpListener::from_std(listener)?;
+/// Accepts until SIGINT or SIGTERM, one task per connection; then shuts down gracefully.
+async fn serve(addr: SocketAddr) -> io::Result<()> {
+    // The signal handler first: a SIGTERM sent the moment `listening on` appears must find it
+    // in place, or the signal's default action ends the process on the spot.
     let mut signals = Signals::new(&[Signal::SIGINT, Signal::SIGTERM])?;
-    let shutdown = Rc::new(Event::new());
-    let all_closed = Rc::new(Event::new());
-    let stats = Rc::new(Stats::default());
+    let mut listener = TcpListener::from_std(fdio::listen(addr)?)?;
+    let server = Rc::new(Server::default());
 
     let signal = loop {
-        match race(listener.accept(), signals.recv()).await {
-            Either::Left(Ok((stream, peer))) => {
+        // The signal is polled first, so it wins whatever else is ready — and out of fds,
+        // `accept` is always ready: it fails at once, every time.
+        match race(signals.recv(), accept(&mut listener, &server)).await {
+            Either::Left(signal) => break signal?,
+            Either::Right((stream, peer)) => {
                 log_connected(peer);
-                stats.open.set(stats.open.get() + 1);
-                stats.served.set(stats.served.get() + 1);
-                let (shutdown, all_closed, stats) = (
-                    Rc::clone(&shutdown),
-                    Rc::clone(&all_closed),
-                    Rc::clone(&stats),
-                );
-                spawn(async move {
-                    let result = echo(stream, &shutdown, &stats).await;
-                    log_closed(peer, result.err().as_ref());
-                    stats.open.set(stats.open.get() - 1);
-                    stats.closed.borrow().set();
-                    if stats.open.get() == 0 && shutdown.is_set() {
-                        all_closed.set();
-                    }
-                });
+                server.open.set(server.open.get() + 1);
+                server.served.set(server.served.get() + 1);
+                spawn(connection(stream, peer, Rc::clone(&server)));
             }
-            Either::Left(Err(err)) if out_of_fds(&err) => {
-                // The connection stays in the backlog; retrying at once would spin. Wait
-                // until one of our connections closes — or, for fds freed some other way,
-                // until the pause is over.
+        }
+    };
+
+    // Graceful shutdown: refuse new connections, let the open ones finish, for GRACE at most.
+    drop(listener);
+    let open_connections = fdio::count(server.open.get(), "open connection");
+    fdio::log!("{signal}: shutting down; waiting for {open_connections} to finish");
+    server.shutdown.set();
+    if timeout(GRACE, server.all_closed()).await.is_err() {
+        server.give_up.set();
+        // Each connection left counts what it drops and ends, in the next turn of the loop.
+        server.all_closed().await;
+    }
+    let served = fdio::count(server.served.get(), "connection");
+    let echoed = fdio::count(server.echoed.get(), "byte");
+    let given_up = match server.given_up.get() {
+        0 => String::new(),
+        n => format!(
+            "; gave up on {} after {GRACE:?}, dropping {}",
+            fdio::count(n, "connection"),
+            fdio::count(server.dropped.get(), "byte")
+        ),
+    };
+    fdio::log!("shutdown complete: served {served}, echoed {echoed}{given_up}");
+    Ok(())
+}
+
+/// Waits for the next connection. Out of fds, `accept` fails and the client stays in the
+/// backlog; trying again at once would spin, so wait until one of our connections closes
+/// (its fd is free again) — or, for fds freed some other way, until the pause is over.
+async fn accept(listener: &mut TcpListener, server: &Server) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(err) if out_of_fds(&err) => {
                 fdio::log!(
                     "accept: {err}; not accepting for {OUT_OF_FDS_PAUSE:?} (or until a connection closes)"
                 );
                 let closed = Rc::new(Event::new());
-                *stats.closed.borrow_mut() = Rc::clone(&closed);
+                *server.closed.borrow_mut() = Rc::clone(&closed);
                 let _ = timeout(OUT_OF_FDS_PAUSE, closed.wait()).await;
             }
-            Either::Left(Err(err)) => fdio::log!("accept: {err}"),
-            Either::Right(signal) => break signal?,
+            Err(err) => fdio::log!("accept: {err}"),
         }
-    };
-
-    // Graceful shutdown: refuse new connections, ask the open ones to finish, wait for them.
-    drop(listener);
-    let open = stats.open.get();
-    let open_connections = fdio::count(open as u64, "open connection");
-    fdio::log!("{signal}: shutting down; waiting for {open_connections} to finish");
-    shutdown.set();
-    let finished = open == 0 || timeout(GRACE, all_closed.wait()).await.is_ok();
-    let unfinished = if finished {
-        String::new()
-    } else {
-        format!("; gave up on {} after {GRACE:?}", stats.open.get())
-    };
-    let served = fdio::count(stats.served.get(), "connection");
-    let echoed = fdio::count(stats.echoed.get(), "byte");
-    fdio::log!("shutdown complete: served {served}, echoed {echoed}{unfinished}");
-    Ok(())
+    }
 }
 
-/// Echoes until the client's EOF or the shutdown; then closes cleanly.
+/// One connection, from accept to close: the echo, given up on if the grace period ends
+/// first; then its bytes go into the summary.
+async fn connection(mut stream: TcpStream, peer: SocketAddr, server: Rc<Server>) {
+    let received = Cell::new(0);
+    let ended = race(
+        server.give_up.wait(),
+        echo(&mut stream, &server.shutdown, &received),
+    )
+    .await;
+    // What is still in the socket never reached the client. (If the socket cannot even say,
+    // it failed: count nothing as lost.)
+    let unsent = fdio::unsent_bytes(&stream).unwrap_or(0) as u64;
+    let written = stream.bytes_written();
+    match ended {
+        Either::Left(()) => {
+            // Read but not yet written back, and written but still in the socket.
+            let dropped = received.get() - written + unsent;
+            let bytes = fdio::count(dropped, "byte");
+            fdio::log!("connection {peer}: gave up after {GRACE:?}, dropping {bytes}");
+            server.given_up.set(server.given_up.get() + 1);
+            server.dropped.set(server.dropped.get() + dropped);
+        }
+        Either::Right(result) => log_closed(peer, result.err().as_ref()),
+    }
+    server.echoed.set(server.echoed.get() + written - unsent);
+    drop(stream); // closed: its fd is free for the next `accept`
+    server.open.set(server.open.get() - 1);
+    server.closed.borrow().set();
+    if server.open.get() == 0 && server.shutdown.is_set() {
+        server.all_closed.set();
+    }
+}
+
+/// Echoes until the client's EOF or the shutdown; then closes without losing the echo.
+/// `received` counts the bytes taken to echo: if the server gives up on this connection
+/// mid-chunk, it says what was still in hand.
 ///
 /// ```python
 /// while data := await reader.read(65536):
 ///     writer.write(data); await writer.drain()
 /// ```
-async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Result<()> {
+async fn echo(stream: &mut TcpStream, shutdown: &Event, received: &Cell<u64>) -> io::Result<()> {
     // One wait on the shutdown for the whole connection, raced again and again: its place
     // in the event's waiter list is taken once, not once per message.
     let mut shutdown_wait = shutdown.wait();
@@ -133,21 +167,66 @@ async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Res
         if chunk.is_empty() {
             break; // EOF
         }
+        received.set(received.get() + chunk.len() as u64);
         stream.write_all(&chunk).await?;
-        stats.echoed.set(stats.echoed.get() + chunk.len() as u64);
     }
-    close_gracefully(&mut stream).await
+    finish(stream).await
 }
 
-/// Sends EOF, then reads (and drops) whatever the client still sends until its own EOF.
-/// Closing a socket that has unread bytes makes the kernel send a reset, and a reset can
-/// destroy echo bytes still on their way to the client: lingering avoids that.
-async fn close_gracefully(stream: &mut TcpStream) -> io::Result<()> {
+/// Sends EOF (our FIN, after the data), then waits until closing loses nothing, reading and
+/// dropping whatever the client still sends. Closing with some of its bytes unread makes the
+/// kernel reset the connection, and a reset throws away what is still in the socket, our FIN
+/// included: so until the client's own EOF, wait until it has acknowledged everything, FIN
+/// too. After its EOF nothing can be left unread, and it is enough that it has every byte.
+async fn finish(stream: &mut TcpStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
-    let drain = async {
-        while !stream.read_chunk().await?.is_empty() {}
-        Ok::<(), io::Error>(()) // its EOF
-    };
-    // A client that never closes only delays us by LINGER.
-    timeout(LINGER, drain).await.unwrap_or(Ok(()))
+    let mut client_done = false;
+    let mut pause = ACK_CHECK_FIRST;
+    loop {
+        // No event says "acknowledged": look again after the client's next bytes or a pause.
+        if client_done {
+            if fdio::unsent_bytes(stream)? == 0 {
+                return Ok(());
+            }
+            sleep(pause).await;
+        } else {
+            if fdio::all_acknowledged(stream)? {
+                return Ok(());
+            }
+            if let Either::Left(chunk) = race(stream.read_chunk(), sleep(pause)).await {
+                client_done = chunk?.is_empty();
+            }
+        }
+        pause = (pause * 2).min(ACK_CHECK_MOST);
+    }
+}
+
+/// What the server shares with its connections: the shutdown's two moments, and the counts
+/// for its summary.
+#[derive(Default)]
+struct Server {
+    /// Set on SIGINT or SIGTERM: connections read no new chunk, finish and close.
+    shutdown: Event,
+    /// Set when the grace period is over: the connections still open give up.
+    give_up: Event,
+    /// Set when the last connection closes after the shutdown.
+    all_closed: Event,
+    open: Cell<u64>,
+    served: Cell<u64>,
+    /// Bytes that left the server: written, and not still in a socket when it closed.
+    echoed: Cell<u64>,
+    given_up: Cell<u64>,
+    dropped: Cell<u64>,
+    /// Set when a connection closes, freeing its fd. An `Event` is set once, so each pause
+    /// for lack of fds puts a fresh one here and waits for that.
+    closed: RefCell<Rc<Event>>,
+}
+
+impl Server {
+    /// Waits until no connection is open.
+    async fn all_closed(&self) {
+        if self.open.get() > 0 {
+            self.all_closed.wait().await;
+        }
+    }
 }

@@ -186,6 +186,14 @@ where
 
 /// Runs the demonstration: the hand-made timer, then the same wait written with `async`.
 pub fn run(delay: Duration) -> io::Result<()> {
+    match show(delay) {
+        // The reader went away (`handmade | head -3`): a normal way to end, as in `clock`.
+        Err(err) if fdio::reader_went_away(&err) => Ok(()),
+        other => other,
+    }
+}
+
+fn show(delay: Duration) -> io::Result<()> {
     let mut out = io::stdout();
     let ms = delay.as_millis();
     writeln!(

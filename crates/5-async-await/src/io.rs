@@ -16,9 +16,9 @@ use std::task::Poll;
 use fdio::{epoll_refuses, epoll_refuses_line, read_fd, readable_now, set_nonblocking};
 use mio::unix::SourceFd;
 
-use crate::executor::with_runtime;
 use crate::net::Registered;
 use crate::reactor::Direction;
+use crate::runtime::with_runtime;
 
 /// An fd as a mio source (mio's `SourceFd` borrows; this owns the number).
 pub(crate) struct Fd(RawFd);

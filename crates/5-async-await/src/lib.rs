@@ -33,19 +33,24 @@
 //! `reactor: waiting for I/O, timeout=none`, `reactor: Token(2) readable → wake its reader`.
 //!
 //! # Layout
-//! - First, the ground under `async`/`await`: [`handmade`], a future written by hand and the
-//!   waker contract it keeps; [`desugared`], an `async fn` written out as the enum the
-//!   compiler makes, and why `poll` takes `Pin<&mut Self>`; [`cancel`], cancellation as a
-//!   drop (asyncio throws instead) and a line reader that survives it.
-//! - [`executor`]: `block_on`, `spawn`, the loop, wakers, `race`, `join_all`, `yield_now`.
-//! - [`task`]: `JoinHandle` (await, `is_finished`, `abort`) and `JoinError`.
-//! - [`reactor`]: epoll through mio; per source and direction, a readiness bit and a waker.
-//! - [`budget`]: the cooperative budget — 32 I/O operations per poll, then the others run.
-//! - [`time`]: `sleep`, `sleep_until`, `timeout`, `interval`.
-//! - [`net`]: `TcpListener`, `TcpStream`. [`io`]: stdin and pipes.
-//! - [`sync`]: `Mutex`, `Semaphore`, `Event`. [`blocking`]: `spawn_blocking`, `resolve`.
-//! - [`signal`]: signals through a self-pipe.
-//! - The programs: [`echo`], [`writer`], [`clock`], [`download`], [`tour`].
+//! Read in this order:
+//! 1. The ground under `async`/`await`: [`handmade`], a future written by hand and the
+//!    waker contract it keeps; [`desugared`], an `async fn` written out as the enum the
+//!    compiler makes, and why `poll` takes `Pin<&mut Self>`; [`cancel`], cancellation as a
+//!    drop (asyncio throws instead) and a line reader that survives it.
+//! 2. [`executor`]: `block_on`, the loop, `spawn`, the ready queue and the waker.
+//! 3. [`reactor`]: epoll through mio; per source and direction, a readiness bit and a waker.
+//!    Then [`net`] (`TcpListener`, `TcpStream`), where each I/O call meets it, and [`io`]
+//!    (stdin and pipes).
+//! 4. [`budget`]: the cooperative budget — 32 I/O operations per poll, then the others run.
+//! 5. [`time`]: `sleep`, `sleep_until`, `timeout`, `interval`.
+//! 6. [`combinators`]: `race`, `join_all`, `yield_now`.
+//! 7. [`task`]: `JoinHandle` (await, `is_finished`, `abort`) and `JoinError`.
+//! 8. [`sync`]: `Mutex`, `Semaphore`, `Event`. [`blocking`]: `spawn_blocking`, `resolve`.
+//!    [`signal`]: signals through a self-pipe.
+//! 9. [`runtime`]: what one loop owns, the thread-local through which a future finds it, and
+//!    the guards that clean up however `block_on` ends.
+//! 10. The programs: [`echo`], [`writer`], [`clock`], [`download`], [`tour`].
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -57,6 +62,7 @@ pub mod blocking;
 pub mod budget;
 pub mod cancel;
 pub mod clock;
+pub mod combinators;
 pub mod desugared;
 pub mod download;
 pub mod echo;
@@ -65,6 +71,7 @@ pub mod handmade;
 pub mod io;
 pub mod net;
 pub mod reactor;
+pub mod runtime;
 pub mod signal;
 pub mod sync;
 pub mod task;

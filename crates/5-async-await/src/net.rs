@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
 use std::ops::Deref;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
@@ -20,8 +21,8 @@ use fdio::{interrupted, would_block};
 use mio::Token;
 use mio::event::Source;
 
-use crate::executor::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 use crate::reactor::Direction;
+use crate::runtime::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 
 /// The size of the buffers [`TcpStream::read_chunk`] lends: the most one chunk holds.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -87,8 +88,9 @@ impl<S: Source> Registered<S> {
         .unwrap_or_else(|| Poll::Ready(Err(gone())))
     }
 
-    /// The call got less than it asked for (a short read or write): the kernel had no more,
-    /// so skip the call that would only say `WouldBlock` and wait for the next event.
+    /// The call got less than it asked for (a short read or write of a TCP socket): the
+    /// kernel had no more, so skip the call that would only say `WouldBlock` and wait for the
+    /// next event. Only in the poll that made that call: see [`crate::reactor`].
     pub(crate) fn clear_ready(&self, direction: Direction) {
         with_runtime_of(self.runtime, |runtime| {
             runtime
@@ -135,7 +137,7 @@ impl Deref for Chunk {
 impl Drop for Chunk {
     fn drop(&mut self) {
         let buffer = std::mem::take(&mut self.buffer);
-        crate::executor::try_with_runtime(|runtime| runtime.buffers.give_back(buffer));
+        crate::runtime::try_with_runtime(|runtime| runtime.buffers.give_back(buffer));
     }
 }
 
@@ -199,6 +201,7 @@ impl TcpListener {
         Ok((
             TcpStream {
                 inner: Registered::new(stream)?,
+                written: 0,
             },
             peer,
         ))
@@ -208,6 +211,8 @@ impl TcpListener {
 /// A TCP connection.
 pub struct TcpStream {
     inner: Registered<mio::net::TcpStream>,
+    /// Bytes written so far: see [`bytes_written`](Self::bytes_written).
+    written: u64,
 }
 
 impl TcpStream {
@@ -231,7 +236,7 @@ impl TcpStream {
             })
         })
         .await?;
-        Ok(TcpStream { inner })
+        Ok(TcpStream { inner, written: 0 })
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -276,10 +281,18 @@ impl TcpStream {
                 .io(cx, Direction::Write, |stream| stream.write(buf))
         })
         .await?;
+        self.written += n as u64;
         if n < buf.len() {
             self.inner.clear_ready(Direction::Write); // the send buffer is full
         }
         Ok(n)
+    }
+
+    /// How many bytes this stream has written into its socket so far, counted as each
+    /// write returns — also the writes of a `write_all` that was cancelled halfway. (Written
+    /// is not yet delivered: `fdio::unsent_bytes` says how much has not left the socket.)
+    pub fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     /// Writes all of `buf`, waiting for room as often as needed.
@@ -296,5 +309,12 @@ impl TcpStream {
     /// Shuts down one or both directions (`Shutdown::Write` sends EOF, keeps reading).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.source.shutdown(how)
+    }
+}
+
+/// The socket's fd, to ask the kernel about it (`fdio::unsent_bytes`).
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.source.as_fd()
     }
 }

@@ -15,15 +15,23 @@
 //! - **set** by an event (whether or not a task waits), and at registration (we have not
 //!   asked yet: try the call);
 //! - **cleared** only by an operation that got `WouldBlock` — proof that the kernel has
-//!   nothing more — or that came back short (a read that did not fill its buffer has taken
-//!   everything there was; tokio makes the same inference and saves the read that would
-//!   only say `WouldBlock`);
+//!   nothing more — or, on a TCP socket, that came back short: a stream socket's read takes
+//!   everything there is, up to the buffer's size, so a read that did not fill its buffer
+//!   took it all (tokio makes the same inference and saves the read that would only say
+//!   `WouldBlock`). Not so elsewhere: a datagram socket gives one datagram per read and a
+//!   terminal one line, with more behind it. So only `TcpStream` clears on a short read;
+//!   pipes and stdin read until `WouldBlock`;
 //! - a task waits only while the bit is clear.
 //!
 //! tokio's `ScheduledIo` also keeps a *tick* with the bit, because its reactor runs on
 //! another thread: an event may arrive between a task's `WouldBlock` and its clear, and the
 //! clear must not erase it. Here events are handled only between two polls, on the loop's
-//! own thread, so a clear made right after a system call can never erase a newer event.
+//! own thread, so a clear can never erase a newer event — on one condition, which every
+//! caller keeps: **the clear happens in the same poll as the system call that justified
+//! it** — in `Registered::io`'s loop for a `WouldBlock`, and right after the `.await` of a
+//! read or write that came back short (code after an `.await` that was `Ready` runs in the
+//! same poll). A clear made after another `.await` could erase an event the loop handled
+//! meanwhile, and the task would wait for an edge that had already come.
 //!
 //! The peer closing its side (`read_closed`) is a state, not an event: it stays set, and
 //! reads are tried until they return the EOF — even after a short read, because the last
@@ -180,8 +188,9 @@ impl Reactor {
         Poll::Pending
     }
 
-    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or a read came
-    /// back short): wait for the next event before trying again.
+    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or a TCP read or
+    /// write came back short): wait for the next event before trying again. Call it in the
+    /// same poll as that system call (see the module's doc), or a newer event may be erased.
     pub(crate) fn clear_ready(&mut self, token: Token, direction: Direction) {
         if let Some(Some(state)) = self.sources.get_mut(token.0) {
             state.way(direction).ready = false;

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::executor::{RuntimeId, with_runtime_of};
+use crate::runtime::{RuntimeId, with_runtime_of};
 
 /// Why a task has no result.
 #[derive(Debug, Clone, PartialEq, Eq)]

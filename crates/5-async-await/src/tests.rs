@@ -7,6 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,9 +16,11 @@ use fdio::Trace;
 
 use crate::blocking::spawn_blocking;
 use crate::cancel::{BufferedLines, ForgetfulLines, ReadLine};
-use crate::executor::{Either, block_on, join_all, race, spawn, try_with_runtime, yield_now};
+use crate::combinators::{Either, join_all, race, yield_now};
+use crate::executor::{block_on, spawn};
 use crate::io::AsyncReader;
 use crate::net::TcpStream;
+use crate::runtime::try_with_runtime;
 use crate::sync::{Event, Mutex, Semaphore};
 use crate::task::JoinError;
 use crate::time::{sleep, sleep_until, timeout};
@@ -28,26 +31,36 @@ fn run<T>(future: impl Future<Output = T>) -> T {
 
 /// Fails the test run if the test it guards has not finished within 10 s: for the tests
 /// whose failure mode is a loop that never wakes up again (a hang, not a wrong value).
-struct Watchdog(Arc<AtomicBool>);
+/// Dropped, it stops its thread and waits for it, so no thread outlives the test (Miri
+/// reports one that does).
+struct Watchdog {
+    /// Dropping it tells the thread the test is over.
+    done: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
 
 impl Watchdog {
     fn arm(test: &'static str) -> Watchdog {
-        let done = Arc::new(AtomicBool::new(false));
-        let finished = Arc::clone(&done);
-        thread::spawn(move || {
-            thread::sleep(Duration::from_secs(10));
-            if !finished.load(Ordering::SeqCst) {
+        let (done, finished) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(Duration::from_secs(10)) {
                 eprintln!("{test}: the loop never woke up (10 s)");
                 std::process::exit(101);
             }
         });
-        Watchdog(done)
+        Watchdog {
+            done: Some(done),
+            thread: Some(thread),
+        }
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

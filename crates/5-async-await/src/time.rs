@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::executor::Either;
-use crate::executor::{race, with_runtime};
+use crate::combinators::{Either, race};
+use crate::runtime::with_runtime;
 
 /// A timer's place in the map: its deadline, then a sequence number for equal deadlines.
 pub(crate) type TimerKey = (Instant, u64);
@@ -95,7 +95,7 @@ impl Future for Sleep {
 impl Sleep {
     fn cancel(&mut self) {
         if let Some(key) = self.key.take() {
-            crate::executor::try_with_runtime(|runtime| {
+            crate::runtime::try_with_runtime(|runtime| {
                 runtime.timers.borrow_mut().wakers.remove(&key)
             });
         }

@@ -2,14 +2,17 @@
 
 use std::cell::Cell;
 use std::io::{self, Write};
+use std::panic;
 use std::rc::Rc;
 use std::time::Duration;
 
 use fdio::Trace;
 
 use crate::blocking::resolve;
-use crate::executor::{block_on, spawn, yield_now};
+use crate::combinators::yield_now;
+use crate::executor::{block_on, spawn};
 use crate::sync::{Mutex, Semaphore};
+use crate::task::panic_message;
 use crate::time::{sleep, timeout};
 
 /// Prints "dropped" when dropped: shows that `abort` really drops a task's future.
@@ -25,6 +28,15 @@ impl Drop for DropNotice {
 
 /// Runs the tour.
 pub fn run() -> io::Result<()> {
+    // Step 2 panics on purpose. Rust's own report takes three lines, and with
+    // RUST_BACKTRACE=1 a backtrace too; the tour's panics take one line, everywhere.
+    panic::set_hook(Box::new(|panic| {
+        let message = panic_message(panic.payload());
+        match panic.location() {
+            Some(place) => fdio::log!("   panicked in {}: {message}", place.file()),
+            None => fdio::log!("   panicked: {message}"),
+        }
+    }));
     match block_on(Trace::new(false), tour())? {
         // The reader went away (`tasks | head -3`): a normal way for the tour to end. Only
         // stdout fails so here; the tour's other errors are a task's and getaddrinfo's.
@@ -56,7 +68,10 @@ async fn tour() -> io::Result<()> {
         out,
         "2. a task that panics: the panic becomes its result; the runtime goes on"
     )?;
-    writeln!(out, "   (Rust's panic hook prints the panic on stderr)")?;
+    writeln!(
+        out,
+        "   (the panic hook prints it on stderr, where it happened)"
+    )?;
     let failing = spawn(async {
         yield_now().await;
         panic!("something went wrong in a task");

@@ -7,7 +7,7 @@ use std::io;
 
 use fdio::{Source, WriterArgs, WriterSession};
 
-use crate::executor::{Either, race};
+use crate::combinators::{Either, race};
 use crate::io::{AsyncReader, stdin};
 
 /// Runs until EOF on stdin (Ctrl+D), then until the pipe is drained.

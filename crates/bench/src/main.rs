@@ -26,7 +26,7 @@
 //! also gives each server's CPU time per message, which tells servers apart whoever set the pace.
 //!
 //! ```text
-//! cargo run --release -p bench                        # everything: about 11 minutes on 2 cores
+//! cargo run --release -p bench                        # everything: about 12 minutes on 2 cores
 //! cargo run --release -p bench -- --quick             # a minute or two
 //! cargo run --release -p bench -- --only selector,async-await
 //! cargo run --release -p bench -- --publish           # a full run, for docs/ and imgs/
@@ -40,21 +40,28 @@
 //!   reading their CPU time and peak memory from `/proc`.
 //! - [`tokio_echo`]: the reference peer, run as `bench tokio-echo --addr …` (hidden);
 //!   `--multi-thread 2` makes it lesson 7's peer.
+//! - [`monoio_echo`]: lesson 6's peer on io_uring, run as `bench monoio-echo --addr …`
+//!   (hidden), measured beside the lessons where io_uring works.
 //! - [`measure`]: the points, the A B A B order, one measurement.
 //! - [`report`]: the markdown tables and the targets.
 //! - [`plots`]: the SVG plots.
 //! - [`publish`]: where the report and plots go, and the README's summary table.
 //! - [`scheduler`]: `bench scheduler`, lesson 7 against tokio's multi-thread runtime: tokio's
 //!   scheduler micro-benchmarks on both, and the two echo servers with 2 workers each.
+//! - [`switches`]: `bench switches`, the cost of a hand-off between tasks: a green thread's
+//!   switch (lesson 8), a future's wake and poll (lesson 5), an OS thread's context switch.
 
 mod cpus;
 mod measure;
+mod monoio_echo;
 mod plots;
 mod publish;
 mod report;
 mod scheduler;
 mod servers;
+mod switches;
 mod tokio_echo;
+mod user_time;
 
 use std::io;
 use std::net::SocketAddr;
@@ -65,7 +72,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use crate::measure::Plan;
-use crate::servers::{LESSONS, REFERENCE, Server};
+use crate::servers::{LESSONS, PEERS, REFERENCE, Server};
 
 /// The most connections one measurement opens (memory, 10,000 idle), plus room.
 const FDS_NEEDED: u64 = 10_100;
@@ -93,9 +100,10 @@ struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=9))]
     rounds: Option<u8>,
 
-    /// Only these lessons (comma-separated): sync-threads, select, select-poll, selector,
-    /// generators, coroutines, async-await, completion. tokio is always measured; lesson 7's
-    /// scheduler section is left out (`bench scheduler` runs it alone).
+    /// Only these servers (comma-separated): sync-threads, select, select-poll, selector,
+    /// generators, coroutines, async-await, completion, green-threads, and monoio (lesson 6's
+    /// peer). tokio is always measured; lesson 7's scheduler section and the switch costs are
+    /// left out (`bench scheduler` and `bench switches` run them alone).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -140,6 +148,15 @@ enum Tool {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         multi_thread: Option<u16>,
     },
+    /// Lesson 6's peer: a monoio echo server on io_uring (what the benchmark runs).
+    #[command(hide = true)]
+    MonoioEcho {
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        addr: SocketAddr,
+        /// Bytes each connection reads at a time.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        read_buffer: u32,
+    },
     /// Lesson 7's runtime against tokio's multi-thread runtime: tokio's scheduler
     /// micro-benchmarks (spawn_many, yield_many, chained_spawn, ping_pong) on both, and
     /// `work-stealing echo --workers 2` against a tokio multi-thread echo with 2 workers.
@@ -156,6 +173,16 @@ enum Tool {
         /// Do not run `cargo build --release --bins` first.
         #[arg(long)]
         no_build: bool,
+    },
+    /// The cost of handing the CPU from one task to the next: a green thread's switch and
+    /// yield (lesson 8), a future's wake and poll (lesson 5), two OS threads on one CPU.
+    Switches {
+        /// How many times each is measured (the median is shown).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=99))]
+        rounds: u8,
+        /// Shrink every measurement by this factor (1: a full run; 0.01 for a quick look).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
     },
     /// Drive one running echo server with the benchmark's ping-pong load and print what the
     /// client saw: for profiling a server, e.g. `perf record -g -p <its pid>` meanwhile.
@@ -188,6 +215,10 @@ fn main() -> ExitCode {
             "bench tokio-echo",
             tokio_echo::run(addr, read_buffer as usize, multi_thread.map(usize::from)),
         ),
+        Some(Tool::MonoioEcho { addr, read_buffer }) => fdio::exit_code(
+            "bench monoio-echo",
+            monoio_echo::run(addr, read_buffer as usize),
+        ),
         Some(Tool::Scheduler {
             workers,
             rounds,
@@ -208,6 +239,11 @@ fn main() -> ExitCode {
                 Ok(())
             });
             fdio::exit_code("bench scheduler", result)
+        }
+        Some(Tool::Switches { rounds, scale }) => {
+            let result = switches::section(usize::from(rounds), scale.clamp(0.0001, 10.0))
+                .map(|section| print!("{section}"));
+            fdio::exit_code("bench switches", result)
         }
         Some(Tool::Load {
             addr,
@@ -272,6 +308,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
     // Before pinning: a pinned thread sees one core, and so would the runtimes' workers.
     let machine = report::Machine::describe_this_one();
     let scheduler = scheduler_section(cli, &plan)?;
+    let switches = switches_section(cli, &plan)?;
     let pinning = cpus::Pinning::choose();
     match pinning {
         Some(pinning) => eprintln!(
@@ -290,6 +327,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
     };
     let mut report = report::markdown(&results, &machine, pinning, &command, started.elapsed());
     report.push_str(&scheduler.markdown);
+    report.push_str(&switches);
     print!("{report}");
     let destination = if cli.publish {
         publish::Destination::published(&workspace_root())
@@ -300,7 +338,7 @@ fn run(cli: &Cli) -> io::Result<usize> {
                 .unwrap_or_else(|| workspace_root().join("target").join("bench")),
         )
     };
-    for path in destination.write(&results, &scheduler.versus_tokio, &report)? {
+    for path in destination.write(&results, &scheduler.versus_tokio, &scheduler.echo, &report)? {
         eprintln!("bench: wrote {}", path.display());
     }
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
@@ -345,12 +383,8 @@ fn load_one(addr: SocketAddr, shape: &echo_client::LoadShape, seconds: f64) -> i
 /// points but at least 5, windows four times theirs. Left out with `--only` (`bench
 /// scheduler` runs it alone), or when the `work-stealing` binary is not built.
 fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<scheduler::Section> {
-    let skipped = scheduler::Section {
-        markdown: String::new(),
-        versus_tokio: Vec::new(),
-    };
     if !cli.only.is_empty() {
-        return Ok(skipped);
+        return Ok(scheduler::Section::default());
     }
     let bin_dir = match &cli.bin_dir {
         Some(dir) => dir.clone(),
@@ -361,21 +395,35 @@ fn scheduler_section(cli: &Cli, plan: &Plan) -> io::Result<scheduler::Section> {
             "bench: scheduler: no work-stealing binary in {} — skipped",
             bin_dir.display()
         );
-        return Ok(skipped);
+        return Ok(scheduler::Section::default());
     }
     eprintln!("bench: scheduler: lesson 7 and tokio multi_thread, 2 workers each");
     scheduler::section(&bin_dir, 2, plan.rounds.max(5), plan.window * 4)
 }
 
-/// The lesson servers to measure: built (or found), filtered by `--only`.
+/// The switch-cost section (see [`switches`]): as many rounds as the traffic points but at
+/// least 5; a tenth of the work with `--quick`. Left out with `--only` (`bench switches`
+/// runs it alone).
+fn switches_section(cli: &Cli, plan: &Plan) -> io::Result<String> {
+    if !cli.only.is_empty() {
+        return Ok(String::new());
+    }
+    eprintln!("bench: switches: green threads, futures, OS threads");
+    let scale = if cli.quick { 0.1 } else { 1.0 };
+    switches::section(plan.rounds.max(5), scale)
+}
+
+/// The servers to measure: the lessons built (or found), then the peers that can run here,
+/// filtered by `--only`.
 fn lessons_to_measure(cli: &Cli) -> io::Result<Vec<Server>> {
+    let known = || LESSONS.iter().chain(&PEERS).map(|spec| spec.id);
     for id in &cli.only {
-        if !LESSONS.iter().any(|spec| spec.id == id) {
-            let ids: Vec<&str> = LESSONS.iter().map(|spec| spec.id).collect();
+        if !known().any(|known| known == id) {
+            let ids: Vec<&str> = known().collect();
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "--only {id}: no such lesson server; choose from {}",
+                    "--only {id}: no such server; choose from {}",
                     ids.join(", ")
                 ),
             ));
@@ -401,10 +449,22 @@ fn lessons_to_measure(cli: &Cli) -> io::Result<Vec<Server>> {
             bin_dir.display()
         );
     }
-    Ok(found
+    let mut servers: Vec<Server> = found
         .into_iter()
         .filter(|server| wanted(server.spec.id))
-        .collect())
+        .collect();
+    for spec in PEERS.into_iter().filter(|spec| wanted(spec.id)) {
+        // The peer is this very binary (`bench monoio-echo`), like the tokio reference, and
+        // needs io_uring.
+        match monoio_echo::unavailable() {
+            Some(why) => eprintln!("bench: {}: skipped: {why}", spec.id),
+            None => servers.push(Server {
+                spec,
+                executable: std::env::current_exe()?,
+            }),
+        }
+    }
+    Ok(servers)
 }
 
 fn plan(cli: &Cli) -> io::Result<Plan> {

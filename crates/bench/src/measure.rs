@@ -30,7 +30,7 @@ use echo_client::{BulkPlan, FloodPlan, Load, LoadShape, StreamError};
 use nix::sched::CpuSet;
 
 use crate::cpus::{Pinning, machine_busy, machine_busy_outside_softirq, this_process_cpu_time};
-use crate::servers::{RunningServer, STREAMING_REFERENCE, Server, ServerSpec};
+use crate::servers::{RunningServer, Server, ServerSpec};
 
 /// A traffic measurement during which the rest of the machine (neither the server nor the
 /// client: another build, say) kept more than this share of a core busy is taken again…
@@ -263,6 +263,9 @@ pub struct Traffic {
     pub p99: Duration,
     /// The server's CPU time over the window ÷ the window: 1.0 = one core busy.
     pub server_cpu: f64,
+    /// The part of it spent in user space (the rest was the kernel's), likewise; `None`
+    /// where the server cannot be sampled (see [`crate::user_time`]).
+    pub server_user_cpu: Option<f64>,
     /// The load generator's, likewise.
     pub client_cpu: f64,
     /// All cores' busy time over the window ÷ the window: server + client + the kernel's
@@ -342,6 +345,15 @@ impl Traffic {
     /// "as fast as the client", but this still tells the servers apart.
     pub fn server_cpu_per_message(&self) -> Duration {
         Duration::from_secs_f64(self.server_cpu / self.messages_per_sec.max(1e-9))
+    }
+
+    /// The part of [`server_cpu_per_message`](Self::server_cpu_per_message) spent in user
+    /// space: where runtimes can differ. The rest is the kernel's work for the message.
+    pub fn server_user_cpu_per_message(&self) -> Option<Duration> {
+        let user = self.server_user_cpu?;
+        Some(Duration::from_secs_f64(
+            user / self.messages_per_sec.max(1e-9),
+        ))
     }
 
     /// Busy CPU that was neither the server nor the client.
@@ -424,10 +436,11 @@ impl Outcome {
     fn summary(&self) -> String {
         match self {
             Outcome::Traffic(traffic) => format!(
-                "{:>7.0} msg/s, p99 {:>5.0} µs, CPU: server {:>3.0} %, client {:>3.0} %, rest {:>3.0} %",
+                "{:>7.0} msg/s, p99 {:>5.0} µs, CPU: server {:>3.0} % (user {:>2.0} %), client {:>3.0} %, rest {:>3.0} %",
                 traffic.messages_per_sec,
                 traffic.p99.as_secs_f64() * 1e6,
                 traffic.server_cpu * 100.0,
+                traffic.server_user_cpu.unwrap_or(f64::NAN) * 100.0,
                 traffic.client_cpu * 100.0,
                 traffic.rest_of_machine_cpu() * 100.0,
             ),
@@ -671,16 +684,18 @@ pub fn run(
         log(&outcome, "");
         outcome
     };
-    let streaming_reference = Server {
-        spec: STREAMING_REFERENCE,
-        executable: reference.executable.clone(),
-    };
     let mut results = Vec::new();
     for point in &plan.points {
-        let reference = match point.scenario {
-            Scenario::Bulk { .. } | Scenario::Fairness { .. } => &streaming_reference,
-            _ => reference,
-        };
+        // The peers read 16 KiB at a time for the bulk and fairness loads.
+        let streaming = matches!(
+            point.scenario,
+            Scenario::Bulk { .. } | Scenario::Fairness { .. }
+        );
+        let reference = &reference.for_streaming(streaming);
+        let lessons: Vec<Server> = lessons
+            .iter()
+            .map(|lesson| lesson.for_streaming(streaming))
+            .collect();
         let rounds = plan.rounds_of(point);
         let mut result = PointResult {
             point: *point,
@@ -697,7 +712,7 @@ pub fn run(
                 reference: vec![measure_logged(reference, point, &label)],
                 lessons: Vec::new(),
             };
-            for lesson in lessons {
+            for lesson in &lessons {
                 this_round
                     .lessons
                     .push(measure_logged(lesson, point, &label));
@@ -848,6 +863,12 @@ fn flood_and_ping(
     }))
 }
 
+/// Prints, once per run, why the user-space CPU column says `n/a`.
+fn say_once_why_user_time_is_not_sampled(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| eprintln!("bench: user-space CPU per message: n/a: {why}"));
+}
+
 /// Prints, once per run, why the system calls column says `n/a`.
 fn say_once_why_syscalls_are_not_counted(why: &str) {
     static SAID: std::sync::Once = std::sync::Once::new();
@@ -876,6 +897,10 @@ fn load_and_measure(
         .as_ref()
         .map(|counter| counter.total())
         .transpose()?;
+    let sampler = running
+        .sample_user_time(plan.window)
+        .inspect_err(|why| say_once_why_user_time_is_not_sampled(why))
+        .ok();
     let server_cpu_before = running.cpu_time()?;
     let machine_before = machine_busy()?;
     // At least one message: on a loaded machine a short window can end before the first
@@ -883,6 +908,7 @@ fn load_and_measure(
     let window = load.run_for_at_least(plan.window, 1, PATIENCE)?;
     let machine = machine_busy()?.saturating_sub(machine_before);
     let server_cpu = running.cpu_time()?.saturating_sub(server_cpu_before);
+    let user_share = sampler.as_ref().and_then(|sampler| sampler.user_share());
     let syscalls_during = match (&syscalls, syscalls_before) {
         (Some(counter), Some(before)) => Some(counter.total()?.saturating_sub(before)),
         _ => None,
@@ -893,6 +919,7 @@ fn load_and_measure(
         p50: window.latency.percentile(50.0).unwrap_or_default(),
         p99: window.latency.percentile(99.0).unwrap_or_default(),
         server_cpu: server_cpu.as_secs_f64() / elapsed,
+        server_user_cpu: user_share.map(|share| share * server_cpu.as_secs_f64() / elapsed),
         client_cpu: window.client_cpu_share(),
         machine_cpu: machine.as_secs_f64() / elapsed,
         bytes_verified: window.bytes_verified,
@@ -914,6 +941,7 @@ mod tests {
             p50: Duration::ZERO,
             p99: Duration::ZERO,
             server_cpu: 0.0,
+            server_user_cpu: None,
             client_cpu: 0.0,
             machine_cpu: 0.0,
             bytes_verified: 0,

@@ -123,6 +123,9 @@ fn look_of(id: &str) -> Look {
         "async-await" => look((136, 34, 85), false, Marker::Diamond),
         "completion" => look((110, 110, 110), true, Marker::Cross),
         "work-stealing" => look((51, 34, 136), true, Marker::Ring),
+        "green-threads" => look((17, 119, 51), false, Marker::Cross),
+        // The peers in black: tokio solid with dots, monoio (lesson 6's peer) dashed.
+        "monoio" => look((0, 0, 0), true, Marker::Cross),
         _ => look((0, 0, 0), false, Marker::Dot),
     }
 }

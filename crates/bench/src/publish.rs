@@ -13,6 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::measure::PointResult;
+use crate::scheduler::EchoRow;
 use crate::{plots, report};
 
 /// The hand-written part of the report.
@@ -60,12 +61,13 @@ impl Destination {
     }
 
     /// Writes the plots, the report (`tables`: this run's markdown) and, when publishing, the
-    /// README's summary. `versus_tokio` is the scheduler section's ratios (empty if it did
-    /// not run). Returns the paths written.
+    /// README's summary (with lesson 7's `multi_threaded` echo rows). `versus_tokio` is the
+    /// scheduler section's ratios (empty if it did not run). Returns the paths written.
     pub fn write(
         &self,
         results: &[PointResult],
         versus_tokio: &[(&str, f64)],
+        multi_threaded: &[EchoRow],
         tables: &str,
     ) -> io::Result<Vec<PathBuf>> {
         // The README is checked before anything is written: a publish writes all or nothing.
@@ -74,7 +76,8 @@ impl Destination {
             None => None,
         };
         let new_readme = match &readme {
-            Some((path, text)) => Some(with_summary(text, &report::summary(results)).ok_or_else(
+            Some((path, text)) => Some(
+                with_summary(text, &report::summary(results, multi_threaded)).ok_or_else(
                 || {
                     io::Error::new(
                         io::ErrorKind::InvalidData,

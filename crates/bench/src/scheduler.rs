@@ -218,6 +218,31 @@ struct EchoRun {
     /// Share of one core: the server's (all its threads), and the load client's.
     server_cpu: f64,
     client_cpu: f64,
+    /// The part of `server_cpu` in user space, where it could be sampled.
+    server_user_cpu: Option<f64>,
+}
+
+impl EchoRun {
+    fn cpu_per_message(&self) -> Duration {
+        Duration::from_secs_f64(self.server_cpu / self.messages_per_sec.max(1e-9))
+    }
+
+    fn user_cpu_per_message(&self) -> Option<Duration> {
+        let user = self.server_user_cpu?;
+        Some(Duration::from_secs_f64(
+            user / self.messages_per_sec.max(1e-9),
+        ))
+    }
+}
+
+/// One multi-threaded echo server in the summary: 100 × 64 B on 2 workers, nothing pinned.
+pub struct EchoRow {
+    pub label: &'static str,
+    pub messages_per_sec: f64,
+    pub cpu_per_message: Duration,
+    pub user_cpu_per_message: Option<Duration>,
+    /// Its msgs/s and CPU per message ÷ tokio multi_thread's (`None` for tokio's own row).
+    pub ratios: Option<(f64, f64)>,
 }
 
 /// One window of 100 × 64 B ping-pong against `server`.
@@ -230,13 +255,17 @@ fn echo_window(server: &Server, window: Duration) -> io::Result<EchoRun> {
     };
     let mut load = echo_client::Load::open(running.addr, &shape, Duration::from_secs(10))?;
     load.run_for(window / 4)?; // warm-up
+    let sampler = running.sample_user_time(window).ok();
     let cpu_before = running.cpu_time()?;
     let measured = load.run_for(window)?;
     let server_cpu = (running.cpu_time()? - cpu_before).as_secs_f64();
+    let elapsed = measured.elapsed.as_secs_f64();
+    let user_share = sampler.and_then(|sampler| sampler.user_share());
     Ok(EchoRun {
         messages_per_sec: measured.messages_per_sec(),
-        server_cpu: server_cpu / measured.elapsed.as_secs_f64(),
+        server_cpu: server_cpu / elapsed,
         client_cpu: measured.client_cpu_share(),
+        server_user_cpu: user_share.map(|share| share * server_cpu / elapsed),
     })
 }
 
@@ -246,7 +275,8 @@ fn median_run(mut runs: Vec<EchoRun>) -> EchoRun {
     runs.swap_remove(runs.len() / 2)
 }
 
-/// What the scheduler section measured, for the report and the plot.
+/// What the scheduler section measured, for the report, the plot and the README's summary.
+#[derive(Default)]
 pub struct Section {
     /// The micro-benchmarks' table and the echo row, as markdown (`bench scheduler` prints
     /// it; a full run adds it to its report).
@@ -254,6 +284,9 @@ pub struct Section {
     /// Each benchmark's time on lesson 7's runtime as a multiple of tokio's (for the echo:
     /// the time per message, tokio's msgs/s over ours), for `bench-scheduler.svg`.
     pub versus_tokio: Vec<(&'static str, f64)>,
+    /// lesson 7's echo, then tokio multi_thread's (the median run of each), for the
+    /// README's summary table.
+    pub echo: Vec<EchoRow>,
 }
 
 /// Runs the scheduler section: the micro-benchmarks and the echo row.
@@ -298,6 +331,7 @@ pub fn section(
             label: "work-stealing --workers 2",
             binary: "work-stealing",
             args: &["echo", "--workers", "2"],
+            streaming_args: None,
             uses_epoll: true,
         },
         executable: bin_dir.join("work-stealing"),
@@ -349,8 +383,28 @@ pub fn section(
             }
         );
     }
+    let echo = vec![
+        EchoRow {
+            label: work_stealing.spec.label,
+            messages_per_sec: ours.messages_per_sec,
+            cpu_per_message: ours.cpu_per_message(),
+            user_cpu_per_message: ours.user_cpu_per_message(),
+            ratios: Some((
+                ratio,
+                ours.cpu_per_message().as_secs_f64() / theirs.cpu_per_message().as_secs_f64(),
+            )),
+        },
+        EchoRow {
+            label: tokio.spec.label,
+            messages_per_sec: theirs.messages_per_sec,
+            cpu_per_message: theirs.cpu_per_message(),
+            user_cpu_per_message: theirs.user_cpu_per_message(),
+            ratios: None,
+        },
+    ];
     Ok(Section {
         markdown: out,
         versus_tokio,
+        echo,
     })
 }

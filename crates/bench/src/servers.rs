@@ -18,6 +18,8 @@ use std::time::Duration;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
+use crate::user_time::UserTimeSampler;
+
 /// How long a server may take to print its `listening on` line.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -32,13 +34,16 @@ pub struct ServerSpec {
     pub binary: &'static str,
     /// The arguments before `--addr`.
     pub args: &'static [&'static str],
+    /// The arguments for the bulk and fairness loads, where they differ: the peers read
+    /// 16 KiB at a time there, 4 KiB elsewhere (see [`REFERENCE`]).
+    pub streaming_args: Option<&'static [&'static str]>,
     /// Waits with epoll: the servers the 20 MB memory target is about.
     pub uses_epoll: bool,
 }
 
 /// Every lesson's echo server, in lesson order. Plain `sync echo` is left out: it serves one
 /// client at a time, so any load with two connections only measures how long it waits.
-pub const LESSONS: [ServerSpec; 8] = [
+pub const LESSONS: [ServerSpec; 9] = [
     lesson(
         "sync-threads",
         "sync --threads",
@@ -60,26 +65,44 @@ pub const LESSONS: [ServerSpec; 8] = [
     lesson("async-await", "async-await", "async-await", &["echo"], true),
     // io_uring, not epoll; the 20 MB target applies to it too (issue 11).
     lesson("completion", "completion", "completion", &["echo"], true),
+    // Its targets are its own (issue 22): memory at most twice lesson 5's, among others.
+    lesson(
+        "green-threads",
+        "green-threads",
+        "green-threads",
+        &["echo"],
+        true,
+    ),
 ];
 
 /// The reference peer: a tokio current-thread echo server, run as `bench tokio-echo`.
+///
+/// For the bulk and fairness loads it reads into 16 KiB, the peer issue 9 set its targets
+/// against. Per byte of a stream, the read size is most of the cost (a 4 KiB read is four
+/// times the system calls of a 16 KiB one); per message of ping-pong, and per idle
+/// connection, the 4 KiB peer the other tables were measured with stays the reference.
 pub const REFERENCE: ServerSpec = ServerSpec {
     id: "tokio",
     label: "tokio (reference)",
     binary: "bench",
     args: &["tokio-echo"],
+    streaming_args: Some(&["tokio-echo", "--read-buffer", "16384"]),
     uses_epoll: true,
 };
 
-/// The reference peer of the bulk and fairness loads: the same server reading into 16 KiB,
-/// the peer issue 9 set its targets against. Per byte of a stream, the read size is most of
-/// the cost (a 4 KiB read is four times the system calls of a 16 KiB one); per message of
-/// ping-pong, and per idle connection, the 4 KiB peer the other tables were measured with
-/// stays the reference.
-pub const STREAMING_REFERENCE: ServerSpec = ServerSpec {
-    args: &["tokio-echo", "--read-buffer", "16384"],
-    ..REFERENCE
-};
+/// The other runtimes measured beside the lessons, like a lesson (between tokio runs, with a
+/// ratio to them), but held to no target: monoio, lesson 6's peer — io_uring, one thread,
+/// owned buffers (`bench monoio-echo`, [`crate::monoio_echo`]) — reading as much at a time
+/// as tokio's peer does. Measured only where io_uring works (see
+/// [`crate::monoio_echo::unavailable`]).
+pub const PEERS: [ServerSpec; 1] = [ServerSpec {
+    id: "monoio",
+    label: "monoio",
+    binary: "bench",
+    args: &["monoio-echo"],
+    streaming_args: Some(&["monoio-echo", "--read-buffer", "16384"]),
+    uses_epoll: false,
+}];
 
 const fn lesson(
     id: &'static str,
@@ -93,6 +116,7 @@ const fn lesson(
         label,
         binary,
         args,
+        streaming_args: None,
         uses_epoll,
     }
 }
@@ -108,6 +132,16 @@ impl Server {
     /// Starts the server on `127.0.0.1:0`, pinned to the CPUs in `pin` if given.
     pub fn start(&self, pin: Option<CpuSet>) -> io::Result<RunningServer> {
         RunningServer::start(self, pin)
+    }
+
+    /// The same server as run for the bulk and fairness loads (`streaming`), or for the
+    /// others: the peers read more at a time there.
+    pub fn for_streaming(&self, streaming: bool) -> Server {
+        let mut server = self.clone();
+        if let (true, Some(args)) = (streaming, self.spec.streaming_args) {
+            server.spec.args = args;
+        }
+        server
     }
 }
 
@@ -256,6 +290,13 @@ impl RunningServer {
         SyscallCounter::attach(self.child.id())
     }
 
+    /// Starts sampling every thread the server has now, to tell its user-space time from the
+    /// kernel's over a window of about `window` (see [`crate::user_time`]). `Err` says why
+    /// it cannot be done here.
+    pub fn sample_user_time(&self, window: Duration) -> Result<UserTimeSampler, String> {
+        UserTimeSampler::attach(self.child.id(), window)
+    }
+
     /// Whether the server process is still running (it may have crashed under load).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -289,19 +330,29 @@ pub struct SyscallCounter {
 /// The leading fields of `struct perf_event_attr` (perf_event_open(2)) that we set; the rest
 /// stays zero. 112 bytes: `PERF_ATTR_SIZE_VER5`.
 #[repr(C)]
-struct PerfEventAttr {
-    kind: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    rest: [u64; 8],
+pub(crate) struct PerfEventAttr {
+    pub kind: u32,
+    pub size: u32,
+    pub config: u64,
+    pub sample_period: u64,
+    pub sample_type: u64,
+    pub read_format: u64,
+    pub flags: u64,
+    pub rest: [u64; 8],
 }
 
 const PERF_TYPE_TRACEPOINT: u32 = 2;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+pub(crate) const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+
+/// The thread ids of process `pid` now, from `/proc/<pid>/task`.
+pub(crate) fn threads_of(pid: u32) -> Result<Vec<i32>, String> {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|err| format!("cannot list the server's threads: {err}"))?;
+    Ok(threads
+        .flatten()
+        .filter_map(|thread| thread.file_name().to_str()?.parse().ok())
+        .collect())
+}
 
 impl SyscallCounter {
     fn attach(pid: u32) -> Result<SyscallCounter, String> {
@@ -312,17 +363,8 @@ impl SyscallCounter {
             })
             .and_then(|id| id.trim().parse::<u64>().ok())
             .ok_or("no tracepoint raw_syscalls:sys_enter (is tracefs mounted?)")?;
-        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map_err(|err| format!("cannot list the server's threads: {err}"))?;
         let mut counters = Vec::new();
-        for thread in threads.flatten() {
-            let Some(tid) = thread
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        for tid in threads_of(pid)? {
             let attr = PerfEventAttr {
                 kind: PERF_TYPE_TRACEPOINT,
                 size: size_of::<PerfEventAttr>() as u32,

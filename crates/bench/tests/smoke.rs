@@ -26,10 +26,11 @@ impl Drop for Killed {
 }
 
 /// `bench --quick` with 50 ms windows, a 16 MB bulk stream and two rounds against `select`
-/// and `selector` (when built beside the benchmark: `cargo test --workspace` builds them) and
-/// tokio: it succeeds, prints every table and the targets, writes three SVGs whose labels
-/// are real text, and writes the report with those tables and links to those plots into
-/// `--out` (never into `docs/` or `imgs/`).
+/// and `selector` (when built beside the benchmark: `cargo test --workspace` builds them),
+/// monoio (where io_uring works; elsewhere it is skipped with a printed reason) and tokio:
+/// it succeeds, prints every table and the targets, writes three SVGs whose labels are real
+/// text, and writes the report with those tables and links to those plots into `--out`
+/// (never into `docs/` or `imgs/`).
 #[test]
 fn quick_run_prints_tables_and_writes_plots() {
     let bench = Path::new(env!("CARGO_BIN_EXE_bench"));
@@ -45,7 +46,7 @@ fn quick_run_prints_tables_and_writes_plots() {
             "--bulk-mb",
             "16",
         ])
-        .args(["--only", "select,selector"])
+        .args(["--only", "select,selector,monoio"])
         .arg("--bin-dir")
         .arg(bin_dir)
         .arg("--out")
@@ -62,6 +63,7 @@ fn quick_run_prints_tables_and_writes_plots() {
     for heading in [
         "### Ping-pong: messages/s",
         "### Server CPU time per message",
+        "### Server CPU time per message in user space",
         "### Idle scaling",
         "### Peak memory",
         "### Bulk stream: 16 MB",
@@ -78,6 +80,10 @@ fn quick_run_prints_tables_and_writes_plots() {
             assert!(stdout.contains(&target), "no {target:?} in:\n{stdout}");
         }
     }
+    assert!(
+        stdout.contains("| monoio |") || stderr.contains("bench: monoio: skipped: "),
+        "monoio neither measured nor skipped with a reason:\n{stdout}\n{stderr}"
+    );
 
     for (plot, label) in [
         ("bench-throughput.svg", "messages/s"),

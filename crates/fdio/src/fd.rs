@@ -73,6 +73,26 @@ pub fn reader_went_away(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::BrokenPipe
 }
 
+/// Lets a write to a pipe nobody reads end this program on the spot, quietly, as it ends
+/// `yes` in `yes | head -1`: the kernel's default for `SIGPIPE`. Rust's runtime ignores
+/// `SIGPIPE`, so such a write fails with `EPIPE` instead — and `println!` panics on it.
+///
+/// For the examples, which print and have nothing left to do once nobody reads: one call at
+/// the top of `main`, and `println!` stays as simple as Python's `print`. Never for a
+/// server or a lesson program: there a write to a closed socket or log is an error to
+/// handle (one client gone is not the end of the server), see [`reader_went_away`].
+pub fn let_sigpipe_end_the_program() {
+    // Safety: `SigDfl` installs no handler of ours, so no code can run at signal time.
+    // signal(2) fails only for an invalid signal number, and SIGPIPE is valid: nothing to
+    // report.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
+}
+
 /// `register` failed because epoll refuses this kind of fd (`EPERM`): regular files,
 /// directories and `/dev/null` are "always ready" and epoll will not watch them. Such an fd
 /// never says `WouldBlock`, so a loop can simply read it whenever it likes. A read of a file

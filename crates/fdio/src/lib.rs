@@ -4,13 +4,14 @@
 //! - [`cli`]: the clap arguments every lesson takes (`--addr`, `--trace`, `--output`, …).
 //! - [`fd`]: reading an fd directly (or blocking even if it is non-blocking), the
 //!   non-blocking switch, the fd limit, and names for the I/O errors a loop must tell apart
-//!   (`would_block`, `interrupted`, `out_of_fds`, `reader_went_away`, …).
+//!   (`would_block`, `interrupted`, `out_of_fds`, `reader_went_away`, …), and
+//!   [`let_sigpipe_end_the_program`] for the examples that only print.
 //!   Pipes themselves are `std::io::pipe()`.
 //! - [`ticker`]: the writer program's background thread that writes into a pipe.
 //! - [`output`]: the output log, `[ 3.02s pipe ] External message from pipe 3`.
 //! - [`session`]: the writer program's log, ticker and EOF handling, shared by every lesson.
-//! - [`net`]: binding and announcing a listener, the one-line connection log, and
-//!   [`unsent_bytes`], what a TCP socket has not delivered yet (`SIOCOUTQ`).
+//! - [`net`]: binding and announcing a listener, the one-line connection log, and what a TCP
+//!   socket has not delivered yet ([`unsent_bytes`], [`all_acknowledged`]: `SIOCOUTQ`).
 //! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
 //! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
 //! - [`log`](mod@log): [`log!`], one stderr line that is dropped, never a panic, if stderr is gone.
@@ -30,10 +31,11 @@ pub mod trace;
 
 pub use cli::{ServerArgs, WriterArgs, exit_code};
 pub use fd::{
-    epoll_refuses, epoll_refuses_line, interrupted, out_of_fds, raise_fd_limit, read_blocking,
-    read_fd, readable_now, reader_went_away, set_nonblocking, would_block,
+    epoll_refuses, epoll_refuses_line, interrupted, let_sigpipe_end_the_program, out_of_fds,
+    raise_fd_limit, read_blocking, read_fd, readable_now, reader_went_away, set_nonblocking,
+    would_block,
 };
-pub use net::{listen, log_closed, log_connected, unsent_bytes};
+pub use net::{all_acknowledged, listen, log_closed, log_connected, unsent_bytes};
 pub use output::{OutputLog, Source};
 pub use pending::PendingWrite;
 pub use session::WriterSession;

@@ -55,31 +55,44 @@ pub fn log_closed(peer: SocketAddr, error: Option<&io::Error>) {
 }
 
 /// How many bytes written to the TCP socket `socket` have not left it yet: not sent, or sent
-/// but not yet acknowledged by the peer. 0 means the peer's kernel holds every byte we wrote,
-/// so closing now loses nothing — even if the close resets the connection (closing with
-/// unread input does), because a reset destroys only what is still queued.
+/// but not yet acknowledged by the peer. 0: the peer's kernel holds every byte we wrote.
 ///
 /// The kernel's count (`ioctl(SIOCOUTQ)`, tcp(7)) also counts our FIN, once `shutdown(Write)`
 /// has queued it, as one byte until the peer acknowledges it; this counts bytes of data only.
 /// (After the peer resets the connection, the FIN's byte can no longer be told apart.)
 pub fn unsent_bytes(socket: &impl AsFd) -> io::Result<usize> {
-    let fd = socket.as_fd().as_raw_fd();
-    let mut queued: libc::c_int = 0;
-    // Safety: SIOCOUTQ (= TIOCOUTQ) writes one `int` through the pointer, which points at
-    // `queued`, alive for the call. On an fd that is not a TCP socket it fails, writing nothing.
-    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let queued = usize::try_from(queued).unwrap_or(0);
-    if queued > 0 && our_fin_is_unacknowledged(fd)? {
+    let queued = send_queue(socket)?;
+    if queued > 0 && our_fin_is_unacknowledged(socket)? {
         return Ok(queued - 1);
     }
     Ok(queued)
 }
 
+/// Whether the peer has acknowledged everything we sent: every byte, and our FIN if
+/// `shutdown(Write)` queued one. Then closing loses nothing — even if the close resets the
+/// connection (closing with unread input does), because a reset destroys only what is still
+/// queued, and the client reads what it holds, then the EOF.
+pub fn all_acknowledged(socket: &impl AsFd) -> io::Result<bool> {
+    Ok(send_queue(socket)? == 0)
+}
+
+/// `ioctl(SIOCOUTQ)`: the bytes in the socket's send queue, not yet acknowledged by the peer
+/// (with our FIN counted as one, once queued).
+fn send_queue(socket: &impl AsFd) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // Safety: SIOCOUTQ (= TIOCOUTQ) writes one `int` through the pointer, which points at
+    // `queued`, alive for the call. On an fd that is not a TCP socket it fails, writing nothing.
+    let result =
+        unsafe { libc::ioctl(socket.as_fd().as_raw_fd(), libc::TIOCOUTQ, &raw mut queued) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
 /// Whether the connection is in a state where our FIN is queued or sent but not acknowledged:
 /// FIN-WAIT-1, CLOSING or LAST-ACK (RFC 9293's states; the numbers are Linux's).
-fn our_fin_is_unacknowledged(fd: libc::c_int) -> io::Result<bool> {
+fn our_fin_is_unacknowledged(socket: &impl AsFd) -> io::Result<bool> {
     const FIN_WAIT1: u8 = 4;
     const LAST_ACK: u8 = 9;
     const CLOSING: u8 = 11;
@@ -91,7 +104,7 @@ fn our_fin_is_unacknowledged(fd: libc::c_int) -> io::Result<bool> {
     // `state`, and writes the length it used into `len`; both live across the call.
     let result = unsafe {
         libc::getsockopt(
-            fd,
+            socket.as_fd().as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&raw mut state).cast(),
@@ -147,9 +160,9 @@ mod tests {
         }
     }
 
-    /// Beside a peer that does not read, what the peer can hold plus what is unsent is all
-    /// that was written; our FIN adds nothing to it; once the peer reads everything (and sees
-    /// the EOF), nothing is left unsent.
+    /// Beside a peer that does not read, some of what was written is unsent, and not all
+    /// acknowledged; our FIN adds nothing to the count; once the peer reads everything (and
+    /// sees the EOF), nothing is left unsent and everything, FIN too, is acknowledged.
     #[test]
     fn unsent_bytes_count_what_the_peer_has_not_received() {
         let (server, mut client) = pair();
@@ -169,6 +182,11 @@ mod tests {
         client.read_to_end(&mut received).unwrap();
         assert_eq!(received.len(), written);
         wait_for_unsent(&server, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_acknowledged(&server).unwrap() {
+            assert!(Instant::now() < deadline, "the FIN was never acknowledged");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// An idle connection has nothing unsent, and a listening socket is refused with an error
@@ -177,6 +195,7 @@ mod tests {
     fn unsent_bytes_of_an_idle_connection_is_zero_and_of_a_listener_an_error() {
         let (server, _client) = pair();
         assert_eq!(unsent_bytes(&server).unwrap(), 0);
+        assert!(all_acknowledged(&server).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         assert!(unsent_bytes(&listener).is_err());
     }

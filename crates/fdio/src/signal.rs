@@ -10,7 +10,7 @@
 use std::io::{self, PipeReader};
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use nix::errno::Errno;
 use nix::libc;
@@ -19,8 +19,8 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 /// The write end of the self-pipe, for the handler (−1 until installed).
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
-/// The read end, handed out once per process (or why it could not be made).
-static PIPE_READER: OnceLock<Mutex<Option<io::Result<PipeReader>>>> = OnceLock::new();
+/// Whether the pipe has been made (and its read end handed out): once per process.
+static MADE: Mutex<bool> = Mutex::new(false);
 
 extern "C" fn on_signal(signal: libc::c_int) {
     // Only async-signal-safe work here: one write(2), with errno saved and restored so the
@@ -40,18 +40,14 @@ extern "C" fn on_signal(signal: libc::c_int) {
 /// non-blocking if the loop needs that). Each signal then arrives as one byte, its number
 /// ([`signal_of`]). Once per process: a second call is an error.
 pub fn signal_pipe(signals: &[Signal]) -> io::Result<PipeReader> {
-    let slot = PIPE_READER.get_or_init(|| Mutex::new(Some(create_pipe())));
-    let reader = slot
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
-        .ok_or_else(|| io::Error::other("signals are already being received"))?
-        .map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("cannot make the self-pipe for signals: {err}"),
-            )
-        })?;
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    if *made {
+        return Err(io::Error::other("signals are already being received"));
+    }
+    // Its own error if it fails — out of fds, say — so the message names the real cause.
+    let reader = create_pipe()
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot make the signal pipe: {err}")))?;
+    *made = true;
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,

@@ -1,0 +1,152 @@
+//! The scheduler's readiness table: what epoll said about each fd, per direction, kept
+//! until the kernel says otherwise.
+//!
+//! mio registers fds **edge-triggered**: epoll reports a *change* to "readable" once, then
+//! says nothing until the next change. A task may be busy elsewhere when the edge comes —
+//! echoing, or waiting for its next turn — with nobody parked on that fd to wake. So the
+//! scheduler writes down every event, and the sub-coroutines read it before they try:
+//!
+//! - a direction is **set** by every event epoll reports for it, whether or not a task waits
+//!   (and an fd the table knows nothing about counts as set: try the call);
+//! - it is **cleared** by a sub-coroutine whose call said `WouldBlock` — or came back short:
+//!   a read that did not fill its buffer took everything there was, a write that took only
+//!   part of its bytes found the send buffer full;
+//! - a sub-coroutine whose direction is clear parks at once, without asking the kernel.
+//!
+//! Without the table, every sub-coroutine had to try its call before parking, and a client
+//! task, after each echo, asked the kernel for the next message only to hear `WouldBlock`:
+//! a `recv` per message beside the one that read it and the `send` that echoed it. Lesson
+//! 5's reactor keeps the same bits, and tokio makes the same inference from a short read.
+//!
+//! The peer closing its side (`read_closed`) is a state, not an event: it stays set, and a
+//! short read does not clear the read direction, because the last bytes and the EOF can come
+//! under one edge. Reads are tried until they return the EOF.
+//!
+//! Events are written down only between two turns, on the scheduler's own thread, so a clear
+//! made right after a system call can never erase a newer event (tokio's reactor runs on
+//! another thread, and keeps a tick beside each bit for that). Like the [`budget`], the
+//! table lives in a thread-local: the sub-coroutines that read it sit deep inside a task's
+//! `yield from`s, and a coroutine cannot borrow the scheduler that resumes it. Only the
+//! scheduler sets bits and forgets fds; the sub-coroutines only ask and clear.
+//!
+//! [`budget`]: crate::budget
+
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+
+use mio::Interest;
+
+/// What is known about one fd. An fd past the end of the table is worth trying both ways.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    read: bool,
+    write: bool,
+    /// The peer closed its side, or the socket failed: reads end at once, forever.
+    read_closed: bool,
+}
+
+const UNKNOWN: Ready = Ready {
+    read: true,
+    write: true,
+    read_closed: false,
+};
+
+thread_local! {
+    /// What is known about each fd, at its number: fds are small integers (the kernel gives
+    /// out the lowest free one), so the table is a list, not a map.
+    static TABLE: RefCell<Vec<Ready>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether a call on `fd` that way is worth trying: no `WouldBlock` (or short read or
+/// write) since the last event. `interest` is `Interest::READABLE` or `WRITABLE`.
+pub fn may_try(fd: RawFd, interest: Interest) -> bool {
+    TABLE.with_borrow(|table| {
+        let ready = usize::try_from(fd)
+            .ok()
+            .and_then(|at| table.get(at))
+            .copied()
+            .unwrap_or(UNKNOWN);
+        if interest.is_readable() {
+            ready.read || ready.read_closed
+        } else {
+            ready.write
+        }
+    })
+}
+
+/// A sub-coroutine's call on `fd` said `WouldBlock`, or came back short: the kernel has
+/// nothing more that way until the next event. (Not for reads once the peer has closed.)
+pub fn drained(fd: RawFd, interest: Interest) {
+    update(fd, |ready| {
+        if interest.is_readable() {
+            ready.read = false;
+        } else {
+            ready.write = false;
+        }
+    });
+}
+
+/// The scheduler, for each event epoll reports: `fd` is worth trying for reading, for
+/// writing, and whether the peer closed its side (or the socket failed), as the event says.
+pub(crate) fn record(fd: RawFd, readable: bool, writable: bool, read_closed: bool) {
+    update(fd, |ready| {
+        ready.read |= readable;
+        ready.write |= writable;
+        ready.read_closed |= read_closed;
+    });
+}
+
+/// The scheduler, when the task of `fd` finished (the fd is closed, or no longer watched):
+/// whatever was known about it is forgotten, so an fd opened later under the same number
+/// starts unknown.
+pub(crate) fn forget(fd: RawFd) {
+    update(fd, |ready| *ready = UNKNOWN);
+}
+
+/// Changes what is known about `fd` (the table grows to hold it).
+fn update(fd: RawFd, change: impl FnOnce(&mut Ready)) {
+    let Ok(at) = usize::try_from(fd) else { return };
+    TABLE.with_borrow_mut(|table| {
+        if table.len() <= at {
+            table.resize(at + 1, UNKNOWN);
+        }
+        change(&mut table[at]);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An fd starts worth trying both ways; a drained direction is not, until forgotten.
+    /// The other direction is not touched.
+    #[test]
+    fn a_drained_direction_waits_and_the_other_does_not() {
+        let fd = 100_001; // no real fd: the table only keeps numbers
+        assert!(may_try(fd, Interest::READABLE) && may_try(fd, Interest::WRITABLE));
+        drained(fd, Interest::READABLE);
+        assert!(!may_try(fd, Interest::READABLE));
+        assert!(may_try(fd, Interest::WRITABLE));
+        forget(fd);
+        assert!(may_try(fd, Interest::READABLE));
+    }
+
+    /// An event sets what it reports; once the peer closed, a drained read is still worth
+    /// trying (the EOF is there to read), while writing waits for its own event.
+    #[test]
+    fn events_set_and_a_closed_peer_keeps_reads_going() {
+        let fd = 100_002;
+        drained(fd, Interest::READABLE);
+        drained(fd, Interest::WRITABLE);
+        record(fd, true, false, false);
+        assert!(may_try(fd, Interest::READABLE));
+        assert!(!may_try(fd, Interest::WRITABLE));
+        record(fd, true, false, true);
+        drained(fd, Interest::READABLE);
+        assert!(
+            may_try(fd, Interest::READABLE),
+            "the EOF is still to be read"
+        );
+        forget(fd);
+    }
+}

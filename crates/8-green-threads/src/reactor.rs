@@ -1,0 +1,292 @@
+//! The reactor: epoll, and for each fd which green thread is parked on it.
+//!
+//! This is lesson 5's reactor with green threads where lesson 5 had wakers. I/O is
+//! optimistic: a green thread tries the system call; only if it says `WouldBlock` does it
+//! leave itself here as the fd's *waiter* and switch away. When `epoll_wait` reports the fd,
+//! the scheduler makes the waiter runnable again, and it tries the call again.
+//!
+//! Every fd is registered once, **edge-triggered** (`EPOLLET`), as mio does: epoll reports a
+//! *change* to "ready" once. So what it said is kept in a **readiness bit** per direction,
+//! set by an event (whether a green thread waits or not) and at registration (nothing is known
+//! yet: try the call), and cleared only by a call that proved the kernel has nothing more: a
+//! `WouldBlock`, or a read or write that came back short. A green thread parks only while the
+//! bit is clear. Clearing after a short read saves the read that would only say `WouldBlock`:
+//! one system call of three per echoed message.
+//!
+//! No event can slip in between a green thread's `WouldBlock` and its park: events are read
+//! only by the scheduler, and the scheduler runs only when the green thread has switched
+//! away. (Lesson 7's reactor, on its own thread, needs a tick per bit for that.)
+//!
+//! The peer closing its side (`EPOLLRDHUP`, `EPOLLHUP`) or an error is a state, not an event:
+//! it stays, and reads are tried until they return the EOF or the error — even after a short
+//! read, since the last bytes and the EOF may come under one edge.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use fdio::Trace;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use crate::runtime::Green;
+
+/// At most this many events per `epoll_wait`; any more wait for the next call.
+const EVENTS_PER_WAIT: usize = 1024;
+
+/// Which way a green thread waits on an fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+/// What an fd is watched for: sockets both ways; pipes and stdin only for reading (a terminal
+/// watched for writing would wake the loop each time a line is printed to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Read,
+    ReadWrite,
+}
+
+/// One direction of one fd: is the call worth trying, and who is parked until it is.
+#[derive(Default)]
+struct Way {
+    ready: bool,
+    waiter: Option<Rc<Green>>,
+}
+
+/// What the reactor knows about one registered fd.
+struct Source {
+    fd: RawFd,
+    read: Way,
+    write: Way,
+    /// The peer closed its side, or the socket failed: reads are always worth trying.
+    read_closed: bool,
+}
+
+impl Source {
+    fn way(&mut self, direction: Direction) -> &mut Way {
+        match direction {
+            Direction::Read => &mut self.read,
+            Direction::Write => &mut self.write,
+        }
+    }
+}
+
+/// An epoll instance and a slab of the fds it watches; an fd's token is its index.
+pub(crate) struct Reactor {
+    epoll: Epoll,
+    events: Vec<EpollEvent>,
+    sources: Vec<Option<Source>>,
+    free: Vec<usize>,
+    /// How many green threads are parked here: none, with no timer and nothing runnable,
+    /// means no one will ever run again (a deadlock).
+    parked: usize,
+    trace: Trace,
+}
+
+impl Reactor {
+    pub(crate) fn new(trace: Trace) -> io::Result<Reactor> {
+        Ok(Reactor {
+            // CLOEXEC: a program we might start must not inherit our epoll instance.
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            events: vec![EpollEvent::empty(); EVENTS_PER_WAIT],
+            sources: Vec::new(),
+            free: Vec::new(),
+            parked: 0,
+            trace,
+        })
+    }
+
+    /// Watches `fd` (`epoll_ctl(ADD)`) and returns its token. Both directions start ready.
+    /// `EPERM` means epoll refuses this kind of fd: a regular file, which is always ready.
+    pub(crate) fn register(&mut self, fd: BorrowedFd<'_>, interest: Interest) -> io::Result<usize> {
+        let token = self.free.pop().unwrap_or(self.sources.len());
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if interest == Interest::ReadWrite {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        if let Err(err) = self.epoll.add(fd, EpollEvent::new(flags, token as u64)) {
+            self.free.push(token);
+            return Err(err.into());
+        }
+        let source = Source {
+            fd: fd.as_raw_fd(),
+            read: Way {
+                ready: true,
+                waiter: None,
+            },
+            write: Way {
+                ready: true,
+                waiter: None,
+            },
+            read_closed: false,
+        };
+        match self.sources.get_mut(token) {
+            Some(slot) => *slot = Some(source),
+            None => self.sources.push(Some(source)),
+        }
+        Ok(token)
+    }
+
+    /// Stops watching `token`'s fd (`epoll_ctl(DEL)`), before its owner closes it: epoll
+    /// forgets a closed fd only when it was the last descriptor of its open file.
+    pub(crate) fn deregister(&mut self, token: usize, fd: BorrowedFd<'_>) {
+        // Only fails if the fd is not watched: nothing to undo then.
+        let _ = self.epoll.delete(fd);
+        if let Some(slot) = self.sources.get_mut(token)
+            && let Some(source) = slot.take()
+        {
+            self.parked -= [source.read.waiter, source.write.waiter]
+                .iter()
+                .filter(|waiter| waiter.is_some())
+                .count();
+            self.free.push(token);
+        }
+    }
+
+    /// Whether the call is worth trying for `direction`.
+    pub(crate) fn is_ready(&mut self, token: usize, direction: Direction) -> bool {
+        match self.sources.get_mut(token).and_then(Option::as_mut) {
+            Some(source) => {
+                (direction == Direction::Read && source.read_closed) || source.way(direction).ready
+            }
+            None => true, // not watched: let the call itself say what is wrong
+        }
+    }
+
+    /// The kernel has nothing more for `direction` (`WouldBlock`, or a short read or write):
+    /// park until the next event before trying again.
+    pub(crate) fn clear_ready(&mut self, token: usize, direction: Direction) {
+        if let Some(Some(source)) = self.sources.get_mut(token) {
+            source.way(direction).ready = false;
+        }
+    }
+
+    /// Leaves `green` as the waiter of `token`'s `direction`, in place of any other.
+    pub(crate) fn set_waiter(&mut self, token: usize, direction: Direction, green: Rc<Green>) {
+        if let Some(Some(source)) = self.sources.get_mut(token)
+            && source.way(direction).waiter.replace(green).is_none()
+        {
+            self.parked += 1;
+        }
+    }
+
+    /// Removes `green` as the waiter of `token`'s `direction`, if it still is.
+    pub(crate) fn forget_waiter(&mut self, token: usize, direction: Direction, green: &Rc<Green>) {
+        if let Some(Some(source)) = self.sources.get_mut(token) {
+            let way = source.way(direction);
+            if way
+                .waiter
+                .as_ref()
+                .is_some_and(|waiter| Rc::ptr_eq(waiter, green))
+            {
+                way.waiter = None;
+                self.parked -= 1;
+            }
+        }
+    }
+
+    /// Takes the waiter of `token`'s `direction`, for the runtime to wake: a deadline changed.
+    pub(crate) fn take_waiter(&mut self, token: usize, direction: Direction) -> Option<Rc<Green>> {
+        let waiter = self
+            .sources
+            .get_mut(token)
+            .and_then(Option::as_mut)?
+            .way(direction)
+            .waiter
+            .take();
+        if waiter.is_some() {
+            self.parked -= 1;
+        }
+        waiter
+    }
+
+    /// How many green threads are parked on an fd.
+    pub(crate) fn parked(&self) -> usize {
+        self.parked
+    }
+
+    /// Waits for events for at most `timeout` (`None`: no limit), records them, and puts the
+    /// green threads parked on the ready fds into `woken`.
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        woken: &mut Vec<Rc<Green>>,
+    ) -> io::Result<()> {
+        self.trace.say(|| {
+            format!(
+                "reactor: epoll_wait, {} parked on I/O, timeout={}",
+                self.parked,
+                describe(timeout)
+            )
+        });
+        let ready = match self.epoll.wait(&mut self.events, epoll_timeout(timeout)) {
+            Ok(ready) => ready,
+            // A signal ended the wait early (its handler wrote to the self-pipe): no events.
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(err) => return Err(err.into()),
+        };
+        for event in &self.events[..ready] {
+            let token = event.data() as usize;
+            // An fd deregistered while its event was on the way: no one waits any more.
+            let Some(Some(source)) = self.sources.get_mut(token) else {
+                continue;
+            };
+            let flags = event.events();
+            let closed = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+            source.read_closed |= flags.intersects(closed);
+            let failed = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+            for (direction, ready) in [
+                (
+                    Direction::Read,
+                    flags.intersects(EpollFlags::EPOLLIN | closed),
+                ),
+                (
+                    Direction::Write,
+                    flags.intersects(EpollFlags::EPOLLOUT | failed),
+                ),
+            ] {
+                if !ready {
+                    continue;
+                }
+                let way = source.way(direction);
+                way.ready = true;
+                if let Some(green) = way.waiter.take() {
+                    self.parked -= 1;
+                    let fd = source.fd;
+                    let now = match direction {
+                        Direction::Read => "readable",
+                        Direction::Write => "writable",
+                    };
+                    self.trace
+                        .say(|| format!("reactor: fd {fd} {now} → wake {green}"));
+                    woken.push(green);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `epoll_wait`'s timeout is in whole milliseconds: round up, or a timer due in 0.4 ms
+/// would make the loop spin with a timeout of 0 until it is due.
+fn epoll_timeout(timeout: Option<Duration>) -> EpollTimeout {
+    match timeout {
+        None => EpollTimeout::NONE,
+        Some(timeout) => {
+            let millis = timeout.as_nanos().div_ceil(1_000_000);
+            EpollTimeout::try_from(millis).unwrap_or(EpollTimeout::MAX)
+        }
+    }
+}
+
+/// A timeout as the trace prints it.
+fn describe(timeout: Option<Duration>) -> String {
+    match timeout {
+        None => "none".to_string(),
+        Some(Duration::ZERO) => "0 (green threads are runnable: just look)".to_string(),
+        Some(timeout) => format!("{timeout:.1?}"),
+    }
+}

@@ -1,0 +1,355 @@
+//! Unit tests of the scheduler, the I/O that parks, and the guard page. (The switch itself
+//! is tested in `switch.rs`.)
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use fdio::Trace;
+
+use crate::io::PipeReader;
+use crate::net::TcpStream;
+use crate::runtime::{BUDGET, run, sleep, yield_now};
+use crate::spawn::{panic_message, spawn, spawn_named};
+use crate::sync::Notify;
+
+fn quiet() -> Trace {
+    Trace::new(false)
+}
+
+/// Green threads run in the order they were spawned; `join` returns each one's output.
+#[test]
+fn join_returns_each_output() {
+    let outputs = run(quiet(), || {
+        let squares: Vec<_> = (0..10_u64).map(|n| spawn(move || n * n).unwrap()).collect();
+        squares
+            .into_iter()
+            .map(|square| square.join().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    assert_eq!(outputs, (0..10).map(|n| n * n).collect::<Vec<_>>());
+}
+
+/// Two green threads that yield after each step interleave their steps exactly: `yield_now`
+/// lets the other runnable one go first.
+#[test]
+fn yield_now_lets_the_other_go_first() {
+    let steps = run(quiet(), || {
+        let steps = Rc::new(RefCell::new(Vec::new()));
+        let walkers = ["a", "b"].map(|name| {
+            let steps = Rc::clone(&steps);
+            spawn(move || {
+                for step in 0..3 {
+                    steps.borrow_mut().push(format!("{name}{step}"));
+                    yield_now();
+                }
+            })
+            .unwrap()
+        });
+        for walker in walkers {
+            walker.join().unwrap();
+        }
+        steps.take()
+    })
+    .unwrap();
+    assert_eq!(steps, ["a0", "b0", "a1", "b1", "a2", "b2"]);
+}
+
+/// Sleepers wake in the order of their deadlines, not of their spawning, and none before
+/// its time.
+#[test]
+fn sleepers_wake_in_deadline_order() {
+    let woken = run(quiet(), || {
+        let woken = Rc::new(RefCell::new(Vec::new()));
+        let start = Instant::now();
+        let sleepers: Vec<_> = [60, 20, 40]
+            .map(|millis| {
+                let woken = Rc::clone(&woken);
+                spawn(move || {
+                    sleep(Duration::from_millis(millis));
+                    assert!(start.elapsed() >= Duration::from_millis(millis));
+                    woken.borrow_mut().push(millis);
+                })
+                .unwrap()
+            })
+            .into();
+        for sleeper in sleepers {
+            sleeper.join().unwrap();
+        }
+        woken.take()
+    })
+    .unwrap();
+    assert_eq!(woken, [20, 40, 60]);
+}
+
+/// A panic ends only its own green thread: `join` returns it with its message, and the other
+/// green threads run to their end.
+#[test]
+fn a_panic_ends_only_its_green_thread() {
+    let (panicked, others) = run(quiet(), || {
+        let failing =
+            spawn(|| -> u32 { panic!("something went wrong in a green thread") }).unwrap();
+        let others: Vec<_> = (0..3_u32)
+            .map(|n| {
+                spawn(move || {
+                    yield_now();
+                    n
+                })
+                .unwrap()
+            })
+            .collect();
+        let panicked = failing
+            .join()
+            .map_err(|panic| panic_message(&*panic).to_string());
+        let others: Vec<u32> = others
+            .into_iter()
+            .map(|other| other.join().unwrap())
+            .collect();
+        (panicked, others)
+    })
+    .unwrap();
+    assert_eq!(
+        panicked,
+        Err("something went wrong in a green thread".to_string())
+    );
+    assert_eq!(others, [0, 1, 2]);
+}
+
+/// A green thread parked with nothing left that could wake it: `run` says so instead of
+/// sleeping in `epoll_wait` for ever (Go: "all goroutines are asleep - deadlock!").
+#[test]
+fn a_deadlock_is_reported() {
+    let result = run(quiet(), || Notify::new().wait());
+    let err = result.expect_err("a deadlock");
+    assert!(err.to_string().contains("deadlock"), "{err}");
+}
+
+/// `run` on a thread that already runs a runtime is refused, without harm to the first.
+#[test]
+fn run_inside_run_is_refused() {
+    let inner = run(quiet(), || {
+        run(quiet(), || 1).map_err(|err| err.to_string())
+    })
+    .unwrap();
+    let err = inner.expect_err("a second runtime on one thread");
+    assert!(err.contains("already running"), "{err}");
+}
+
+/// When main returns, a green thread still parked is abandoned: `run` returns at once, and
+/// the OS thread can run another runtime.
+#[test]
+fn a_parked_green_thread_is_abandoned_when_main_returns() {
+    let start = Instant::now();
+    run(quiet(), || {
+        spawn(|| sleep(Duration::from_secs(60))).unwrap();
+        yield_now(); // it parks in its sleep
+    })
+    .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(run(quiet(), || 7).unwrap(), 7);
+}
+
+/// A green thread whose reads never have to wait (a pipe full of bytes, read one byte at a
+/// time) lets a runnable one run after at most `BUDGET` reads: the budget, not the program,
+/// makes it yield.
+#[test]
+fn a_green_thread_that_never_waits_yields_after_its_budget() {
+    let (pipe, mut filler) = std::io::pipe().unwrap();
+    filler.write_all(&[7; 4096]).unwrap();
+    let reads = run(quiet(), move || {
+        let mut pipe = PipeReader::new(pipe).unwrap();
+        let other_ran = Rc::new(Cell::new(false));
+        let flag = Rc::clone(&other_ran);
+        spawn(move || flag.set(true)).unwrap();
+        let mut reads = 0;
+        while !other_ran.get() && reads < 4096 {
+            assert_eq!(pipe.read(&mut [0; 1]).unwrap(), 1);
+            reads += 1;
+        }
+        reads
+    })
+    .unwrap();
+    assert!(
+        (1..=BUDGET + 1).contains(&reads),
+        "{reads} reads before the other ran"
+    );
+}
+
+/// A read parked on a socket fails with `TimedOut` as soon as another green thread sets its
+/// read deadline to now; past the deadline, bytes that are there are not read; without a
+/// deadline, they are.
+#[test]
+fn a_read_deadline_wakes_a_parked_read() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let (parked, late, later) = run(quiet(), move || {
+        let stream = Rc::new(TcpStream::from_std(accepted).unwrap());
+        let reader = spawn({
+            let stream = Rc::clone(&stream);
+            move || (&*stream).read(&mut [0; 16]).map_err(|err| err.kind())
+        })
+        .unwrap();
+        yield_now(); // the reader parks: nothing to read
+        stream.set_read_deadline(Some(Instant::now()));
+        let parked = reader.join().unwrap();
+        client.write_all(b"x").unwrap();
+        sleep(Duration::from_millis(20));
+        let late = (&*stream).read(&mut [0; 16]).map_err(|err| err.kind());
+        stream.set_read_deadline(None);
+        let later = (&*stream).read(&mut [0; 16]).map_err(|err| err.kind());
+        (parked, late, later)
+    })
+    .unwrap();
+    assert_eq!(parked, Err(std::io::ErrorKind::TimedOut));
+    assert_eq!(late, Err(std::io::ErrorKind::TimedOut));
+    assert_eq!(later, Ok(1));
+}
+
+/// `Notify::wait_until` returns `false` at its deadline when nobody notifies, and `true`
+/// when another green thread notifies first.
+#[test]
+fn notify_wakes_its_waiters_or_times_out() {
+    let (timed_out, notified) = run(quiet(), || {
+        let notify = Rc::new(Notify::new());
+        let timed_out = notify.wait_until(Some(Instant::now() + Duration::from_millis(20)));
+        let notifier = Rc::clone(&notify);
+        spawn(move || notifier.notify_all()).unwrap();
+        let notified = notify.wait_until(Some(Instant::now() + Duration::from_secs(10)));
+        (timed_out, notified)
+    })
+    .unwrap();
+    assert_eq!((timed_out, notified), (false, true));
+}
+
+/// MXCSR's control bits (bits 6 to 15: rounding, masks) and the x87 control word.
+fn control_words() -> (u32, u16) {
+    let (mut mxcsr, mut x87) = (0u32, 0u16);
+    // Safety: each instruction stores into the local whose address it is given.
+    unsafe {
+        std::arch::asm!("stmxcsr [{}]", in(reg) &raw mut mxcsr, options(nostack));
+        std::arch::asm!("fnstcw [{}]", in(reg) &raw mut x87, options(nostack));
+    }
+    (mxcsr & 0xFFC0, x87)
+}
+
+fn set_control_words(mxcsr: u32, x87: u16) {
+    // Safety: both are valid control words (reserved bits clear); they change only how this
+    // thread rounds and which floating-point exceptions are masked.
+    unsafe {
+        std::arch::asm!("ldmxcsr [{}]", in(reg) &raw const mxcsr, options(nostack));
+        std::arch::asm!("fldcw [{}]", in(reg) &raw const x87, options(nostack));
+    }
+}
+
+/// Each green thread keeps its own floating-point control words (the ABI makes them
+/// callee-saved): one sets "round toward zero" in MXCSR and "round down" in the x87 word and
+/// yields; the other still sees the defaults, and the first, resumed, still sees its own.
+#[test]
+fn each_green_thread_keeps_its_own_rounding_mode() {
+    const TOWARD_ZERO: u32 = 0x7F80;
+    const X87_ROUND_DOWN: u16 = 0x077F;
+    let (own, other, scheduler) = run(quiet(), || {
+        let own = spawn(|| {
+            let before = control_words();
+            set_control_words(TOWARD_ZERO, X87_ROUND_DOWN);
+            yield_now();
+            yield_now();
+            let seen = control_words();
+            set_control_words(before.0, before.1);
+            seen
+        })
+        .unwrap();
+        let other = spawn(|| {
+            yield_now(); // the first has set its own by now
+            control_words()
+        })
+        .unwrap();
+        (own.join().unwrap(), other.join().unwrap(), control_words())
+    })
+    .unwrap();
+    assert_eq!(own, (TOWARD_ZERO, X87_ROUND_DOWN));
+    assert_eq!(other, (0x1F80, 0x037F));
+    assert_eq!(scheduler, (0x1F80, 0x037F));
+}
+
+/// The environment variable that makes a test, run again as a child process, do the
+/// crashing part itself.
+const CHILD: &str = "GREEN_THREADS_TEST_CHILD";
+
+/// Runs the test `name` again in a child process with `CHILD` set; its exit status and
+/// stderr.
+fn in_child_process(name: &str) -> (std::process::ExitStatus, String) {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A green thread that recurses without end touches its guard page: the process writes one
+/// line naming it, and aborts (in a child process, this test binary run again).
+#[test]
+fn a_stack_overflow_is_reported_and_aborts() {
+    if std::env::var_os(CHILD).is_some() {
+        let _ = run(quiet(), || {
+            spawn_named("deep", || crate::stacks::dig(usize::MAX))
+                .unwrap()
+                .join()
+        });
+        unreachable!("the recursion should have hit the guard page");
+    }
+    let (status, stderr) = in_child_process("tests::a_stack_overflow_is_reported_and_aborts");
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGABRT),
+        "{status}: {stderr}"
+    );
+    let reports: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("overflow"))
+        .collect();
+    assert_eq!(
+        reports,
+        [
+            "green thread 1 (deep) has overflowed its 256 KiB stack (it touched its guard page): aborting"
+        ],
+        "{stderr}"
+    );
+}
+
+/// A fault anywhere but in the running green thread's guard page is not called an overflow:
+/// the handler hands it on, and the process dies of SIGSEGV (in a child process).
+#[test]
+fn another_fault_is_not_called_an_overflow() {
+    if std::env::var_os(CHILD).is_some() {
+        let _ = run(quiet(), || {
+            spawn_named("wild", || {
+                let page = crate::stack::Stack::new(4096).unwrap();
+                let guard = page.guard().start;
+                // A load from a PROT_NONE page that is no green thread's: the guard page of a
+                // stack no green thread runs on.
+                // Safety: it is not meant to complete: the load faults and the process dies.
+                unsafe { std::arch::asm!("mov {0}, [{0}]", inout(reg) guard => _) };
+            })
+            .unwrap()
+            .join()
+        });
+        unreachable!("the load should have faulted");
+    }
+    let (status, stderr) = in_child_process("tests::another_fault_is_not_called_an_overflow");
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGSEGV),
+        "{status}: {stderr}"
+    );
+    assert!(!stderr.contains("overflow"), "{stderr}");
+}
