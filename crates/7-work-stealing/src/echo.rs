@@ -3,16 +3,18 @@
 //! compiler asked for: state shared between tasks is `Arc` and atomics instead of `Rc` and
 //! `Cell`, because those tasks may now run on different threads at the same moment.
 //!
-//! Ctrl+C (SIGINT) or SIGTERM shuts down gracefully: stop accepting, let every connection
-//! finish writing what it already read, close each one cleanly, print one summary line.
+//! Ctrl+C (SIGINT) or SIGTERM shuts down gracefully, losing nothing it counted: stop
+//! accepting; each connection writes back the chunk in hand, sends EOF, and waits until
+//! everything it wrote has reached the client — for 10 s at most, then it gives up and says
+//! how many bytes it drops; one summary line.
 
 use std::io;
-use std::net::Shutdown;
+use std::net;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds};
+use fdio::{ServerArgs, Trace, count, log_closed, log_connected};
 use nix::sys::signal::Signal;
 
 use crate::future::{Either, Event, race};
@@ -21,143 +23,162 @@ use crate::runtime::{Runtime, spawn_named};
 use crate::signal::Signals;
 use crate::time::timeout;
 
-/// How long to stop accepting after running out of file descriptors, at most: a connection
-/// of ours that closes ends the pause at once (its fd is free again).
-const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
-
-/// How long, at shutdown, connections get to finish before we give up on them.
+/// How long, after the signal, connections get to finish before we give up on them.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// How long a closing connection waits for its client's EOF (see `close_gracefully`).
-const LINGER: Duration = Duration::from_secs(2);
+/// Where the shutdown stands; every connection watches it.
+#[derive(Default)]
+struct Shutdown {
+    /// The signal came: read no more.
+    begun: Event,
+    /// The grace period is over: give up.
+    over: Event,
+    /// The last connection closed, after `begun`.
+    all_closed: Event,
+}
 
 /// What the server counts for its summary line.
 #[derive(Default)]
 struct Stats {
     open: AtomicUsize,
     served: AtomicU64,
+    /// Bytes written back to the clients, less those still in the kernel's send queue of a
+    /// connection given up: bytes that left.
     echoed: AtomicU64,
-    /// Set when a connection closes, freeing its fd. An `Event` is set once, so each pause
-    /// for lack of fds puts a fresh one here and waits for that.
-    closed: Mutex<Arc<Event>>,
+    /// Connections given up at the end of the grace period, and the bytes they dropped
+    /// (still in hand, or still in the send queue).
+    given_up: AtomicU64,
+    dropped: AtomicU64,
 }
 
-impl Stats {
-    fn closed(&self) -> Arc<Event> {
-        Arc::clone(&self.closed.lock().unwrap_or_else(PoisonError::into_inner))
-    }
+/// How a connection ended, when it did not fail.
+enum Finished {
+    Closed,
+    /// The grace period ran out with these many bytes not delivered.
+    GaveUp {
+        dropped: u64,
+    },
 }
 
-/// Binds, prints `listening on …`, and serves on `workers` workers until SIGINT or SIGTERM.
+/// Prints `listening on …` and serves on `workers` workers until SIGINT or SIGTERM.
 pub fn run(args: &ServerArgs, workers: usize) -> io::Result<()> {
     fdio::raise_fd_limit()?;
-    let listener = fdio::listen(args.addr)?;
     let runtime = Runtime::with_trace(workers, Trace::new(args.trace))?;
-    runtime.block_on(serve(listener))
+    runtime.block_on(async {
+        // The signals first: one sent the moment `listening on` is printed is obeyed.
+        let signals = Signals::new(&[Signal::SIGINT, Signal::SIGTERM])?;
+        let listener = TcpListener::from_std(fdio::listen(args.addr)?)?;
+        serve(listener, signals).await
+    })
 }
 
-async fn serve(listener: std::net::TcpListener) -> io::Result<()> {
-    let mut listener = TcpListener::from_std(listener)?;
-    let mut signals = Signals::new(&[Signal::SIGINT, Signal::SIGTERM])?;
-    let shutdown = Arc::new(Event::new());
-    let all_closed = Arc::new(Event::new());
+async fn serve(mut listener: TcpListener, mut signals: Signals) -> io::Result<()> {
+    let shutdown = Arc::new(Shutdown::default());
     let stats = Arc::new(Stats::default());
 
     let signal = loop {
-        match race(listener.accept(), signals.recv()).await {
-            Either::Left(Ok((stream, peer))) => {
+        // The signal first: when both are ready, it wins.
+        match race(signals.recv(), listener.accept()).await {
+            Either::Left(signal) => break signal?,
+            Either::Right(Ok((stream, peer))) => {
                 log_connected(peer);
                 stats.open.fetch_add(1, Ordering::SeqCst);
                 stats.served.fetch_add(1, Ordering::Relaxed);
-                let (shutdown, all_closed, stats) = (
-                    Arc::clone(&shutdown),
-                    Arc::clone(&all_closed),
-                    Arc::clone(&stats),
-                );
+                let (shutdown, stats) = (Arc::clone(&shutdown), Arc::clone(&stats));
                 spawn_named(format_args!("conn {peer}"), async move {
-                    let result = echo(stream, &shutdown, &stats).await;
-                    log_closed(peer, result.err().as_ref());
-                    stats.closed().set();
+                    match echo(stream, &shutdown, &stats).await {
+                        Ok(Finished::GaveUp { dropped }) => fdio::log!(
+                            "connection {peer}: gave up after {GRACE:?}, dropping {}",
+                            count(dropped, "byte")
+                        ),
+                        result => log_closed(peer, result.err().as_ref()),
+                    }
                     // The last one out, once the shutdown began, says so. SeqCst on both
                     // sides: either we see the shutdown, or `serve` sees our decrement.
-                    if stats.open.fetch_sub(1, Ordering::SeqCst) == 1 && shutdown.is_set() {
-                        all_closed.set();
+                    if stats.open.fetch_sub(1, Ordering::SeqCst) == 1 && shutdown.begun.is_set() {
+                        shutdown.all_closed.set();
                     }
                 });
             }
-            Either::Left(Err(err)) if out_of_fds(&err) => {
-                // The connection stays in the backlog; retrying at once would spin. Wait
-                // until one of our connections closes — or, for fds freed some other way,
-                // until the pause is over.
-                fdio::log!(
-                    "accept: {err}; not accepting for {OUT_OF_FDS_PAUSE:?} (or until a connection closes)"
-                );
-                let closed = Arc::new(Event::new());
-                *stats.closed.lock().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&closed);
-                let _ = timeout(OUT_OF_FDS_PAUSE, closed.wait()).await;
-            }
-            Either::Left(Err(err)) => fdio::log!("accept: {err}"),
-            Either::Right(signal) => break signal?,
+            // Out of fds, among others: `accept` itself waits before it tries again.
+            Either::Right(Err(err)) => fdio::log!("accept: {err}"),
         }
     };
 
     // Graceful shutdown: refuse new connections, ask the open ones to finish, wait for them.
     drop(listener);
-    let open = stats.open.load(Ordering::SeqCst);
-    let open_connections = fdio::count(open as u64, "open connection");
+    let open = stats.open.load(Ordering::SeqCst) as u64;
+    let open_connections = count(open, "open connection");
     fdio::log!("{signal}: shutting down; waiting for {open_connections} to finish");
-    shutdown.set();
-    let finished =
-        stats.open.load(Ordering::SeqCst) == 0 || timeout(GRACE, all_closed.wait()).await.is_ok();
-    let unfinished = if finished {
-        String::new()
-    } else {
-        format!(
-            "; gave up on {} after {GRACE:?}",
-            stats.open.load(Ordering::SeqCst)
-        )
+    shutdown.begun.set();
+    if stats.open.load(Ordering::SeqCst) > 0
+        && timeout(GRACE, shutdown.all_closed.wait()).await.is_err()
+    {
+        shutdown.over.set(); // the ones still open give up now
+        shutdown.all_closed.wait().await;
+    }
+    let served = count(stats.served.load(Ordering::Relaxed), "connection");
+    let echoed = count(stats.echoed.load(Ordering::Relaxed), "byte");
+    let given_up = match stats.given_up.load(Ordering::Relaxed) {
+        0 => String::new(),
+        n => format!(
+            "; gave up on {} after {GRACE:?}, dropping {}",
+            count(n, "connection"),
+            count(stats.dropped.load(Ordering::Relaxed), "byte")
+        ),
     };
-    let served = fdio::count(stats.served.load(Ordering::Relaxed), "connection");
-    let echoed = fdio::count(stats.echoed.load(Ordering::Relaxed), "byte");
-    fdio::log!("shutdown complete: served {served}, echoed {echoed}{unfinished}");
+    fdio::log!("shutdown complete: served {served}, echoed {echoed}{given_up}");
     Ok(())
 }
 
-/// Echoes until the client's EOF or the shutdown; then closes cleanly.
+/// Echoes until the client's EOF or the shutdown. Then sends EOF and waits until the client
+/// has everything — or until the grace period is over.
 ///
 /// ```python
 /// while data := await reader.read(65536):
 ///     writer.write(data); await writer.drain()
 /// ```
-async fn echo(mut stream: TcpStream, shutdown: &Event, stats: &Stats) -> io::Result<()> {
+async fn echo(mut stream: TcpStream, shutdown: &Shutdown, stats: &Stats) -> io::Result<Finished> {
     // One wait on the shutdown for the whole connection, raced again and again.
-    let mut shutdown_wait = shutdown.wait();
+    let mut begun = shutdown.begun.wait();
     loop {
         // Wait for bytes — or for the shutdown, which wins only between two echoes: a chunk
         // already read is always written back in full first.
-        let chunk = match race(&mut shutdown_wait, stream.read_chunk()).await {
+        let chunk = match race(&mut begun, stream.read_chunk()).await {
             Either::Left(()) => break,
             Either::Right(chunk) => chunk?,
         };
         if chunk.is_empty() {
-            break; // EOF
+            // EOF: nothing is left unread, so closing resets nothing, and the kernel
+            // delivers what we wrote.
+            return Ok(Finished::Closed);
         }
-        stream.write_all(&chunk).await?;
-        stats
-            .echoed
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        // `unsent` moves on as bytes are written: if the grace period ends first, it is
+        // what was never written.
+        let mut unsent = &chunk[..];
+        let written = race(stream.write_all_from(&mut unsent), shutdown.over.wait()).await;
+        let done = chunk.len() - unsent.len();
+        stats.echoed.fetch_add(done as u64, Ordering::Relaxed);
+        match written {
+            Either::Left(result) => result?,
+            Either::Right(()) => return give_up(&stream, unsent.len(), stats),
+        }
     }
-    close_gracefully(&mut stream).await
+    // The shutdown: EOF after the data, then wait until it has all left.
+    stream.shutdown(net::Shutdown::Write)?;
+    match race(stream.until_sent(), shutdown.over.wait()).await {
+        Either::Left(result) => result.map(|()| Finished::Closed),
+        Either::Right(()) => give_up(&stream, 0, stats),
+    }
 }
 
-/// Sends EOF, then reads (and drops) whatever the client still sends until its own EOF, so
-/// that closing does not reset the connection and destroy echo bytes still on their way.
-async fn close_gracefully(stream: &mut TcpStream) -> io::Result<()> {
-    stream.shutdown(Shutdown::Write)?;
-    let drain = async {
-        while !stream.read_chunk().await?.is_empty() {}
-        Ok::<(), io::Error>(()) // its EOF
-    };
-    // A client that never closes only delays us by LINGER.
-    timeout(LINGER, drain).await.unwrap_or(Ok(()))
+/// The grace period is over: counts what is dropped — `unsent` bytes still in hand, and
+/// what the kernel still has to send.
+fn give_up(stream: &TcpStream, unsent: usize, stats: &Stats) -> io::Result<Finished> {
+    let queued = stream.unsent_bytes()? as u64;
+    let dropped = unsent as u64 + queued;
+    stats.given_up.fetch_add(1, Ordering::Relaxed);
+    stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+    stats.echoed.fetch_sub(queued, Ordering::Relaxed); // written, but it never left
+    Ok(Finished::GaveUp { dropped })
 }

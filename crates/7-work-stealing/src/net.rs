@@ -17,14 +17,17 @@ use std::net::{Shutdown, SocketAddr};
 use std::ops::Deref;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use fdio::{interrupted, would_block};
+use fdio::{interrupted, out_of_fds, would_block};
 use mio::Token;
 use mio::event::Source;
 
 use crate::budget;
+use crate::future::{Either, Event, race};
 use crate::reactor::{Direction, Reactor, ScheduledIo};
 use crate::runtime::with_shared;
+use crate::time::{sleep, timeout};
 
 /// The size of the buffers [`TcpStream::read_chunk`] lends: the most one chunk holds.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -35,6 +38,17 @@ pub(crate) struct Registered<S: Source> {
     token: Token,
     io: Arc<ScheduledIo>,
     reactor: Arc<Reactor>,
+    /// Declared after `source`, so it drops after the fd is closed (fields drop in order).
+    _closed: ClosedNotice,
+}
+
+/// Tells the reactor, when dropped, that a source's fd was closed (see `TcpListener::accept`).
+struct ClosedNotice(Arc<Reactor>);
+
+impl Drop for ClosedNotice {
+    fn drop(&mut self) {
+        self.0.fd_was_closed();
+    }
 }
 
 /// The outcome of one operation, with the tick its readiness had (see `reactor`).
@@ -52,6 +66,7 @@ impl<S: Source> Registered<S> {
             source,
             token,
             io,
+            _closed: ClosedNotice(Arc::clone(&reactor)),
             reactor,
         })
     }
@@ -146,9 +161,15 @@ fn lend_buffer() -> Vec<u8> {
         .unwrap_or_else(|| vec![0; READ_CHUNK])
 }
 
+/// After `accept` failed for lack of fds, how long the next one waits at most before it
+/// tries again; the close of one of our own fds ends the wait at once.
+const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
+
 /// A listening socket.
 pub struct TcpListener {
     inner: Registered<mio::net::TcpListener>,
+    /// Set when `accept` failed for lack of fds: the close the next one waits for.
+    out_of_fds: Option<Arc<Event>>,
 }
 
 impl TcpListener {
@@ -157,6 +178,7 @@ impl TcpListener {
         listener.set_nonblocking(true)?;
         Ok(TcpListener {
             inner: Registered::new(mio::net::TcpListener::from_std(listener))?,
+            out_of_fds: None,
         })
     }
 
@@ -170,12 +192,30 @@ impl TcpListener {
     }
 
     /// Waits for the next connection.
+    ///
+    /// Out of fds (`EMFILE`, `ENFILE`), it returns the error — and the next call waits before
+    /// it tries again: the connection is still in the backlog, so the listener stays ready,
+    /// and trying at once would fail at once, again and again, spinning the CPU. It waits
+    /// until one of this runtime's fds is closed (then one is free), or `OUT_OF_FDS_PAUSE`
+    /// for fds freed some other way. As a wait, not an error in a loop: a program that
+    /// races `accept` against a signal sees the signal at once.
     pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
-        let done = poll_fn(|cx| {
+        if let Some(closed) = &self.out_of_fds {
+            let _ = timeout(OUT_OF_FDS_PAUSE, closed.wait()).await;
+            self.out_of_fds = None;
+        }
+        let accepted = poll_fn(|cx| {
             self.inner
                 .io(cx, Direction::Read, |listener| listener.accept())
         })
-        .await?;
+        .await;
+        let done = match accepted {
+            Err(err) if out_of_fds(&err) => {
+                self.out_of_fds = Some(self.inner.reactor.next_fd_close());
+                return Err(err);
+            }
+            other => other?,
+        };
         let (stream, peer) = done.result;
         Ok((
             TcpStream {
@@ -190,6 +230,9 @@ impl TcpListener {
 pub struct TcpStream {
     inner: Registered<mio::net::TcpStream>,
 }
+
+/// How long `until_sent` waits, at most, between two looks at what is still unsent.
+const UNSENT_LOOK_MAX: Duration = Duration::from_secs(1);
 
 impl TcpStream {
     /// Connects to `addr` without blocking: writable once the handshake is done, and
@@ -270,10 +313,16 @@ impl TcpStream {
 
     /// Writes all of `buf`, waiting for room as often as needed.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        self.write_all_from(&mut buf).await
+    }
+
+    /// Writes all of `*buf`, moving its start past every byte written. Cancel-safe: if this
+    /// future is dropped half way (it lost a `race`), `*buf` is exactly what was not written.
+    pub async fn write_all_from(&mut self, buf: &mut &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             match self.write(buf).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => buf = &buf[n..],
+                n => *buf = &buf[n..],
             }
         }
         Ok(())
@@ -282,5 +331,40 @@ impl TcpStream {
     /// Shuts down one or both directions (`Shutdown::Write` sends EOF, keeps reading).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.source.shutdown(how)
+    }
+
+    /// How many bytes written here have not reached the peer's kernel yet
+    /// ([`fdio::unsent_bytes`]: `SIOCOUTQ`).
+    pub fn unsent_bytes(&self) -> io::Result<usize> {
+        fdio::unsent_bytes(&self.inner.source)
+    }
+
+    /// After `shutdown(Write)`: waits until everything written has reached the peer's kernel
+    /// (and with it our EOF), reading and dropping whatever the client still sends. Closing
+    /// before that, with its bytes unread, would reset the connection — and a reset throws
+    /// away what is still queued to send.
+    ///
+    /// No event says "acknowledged", so it asks the kernel ([`fdio::all_acknowledged`]:
+    /// `SIOCOUTQ` is 0, our EOF included) after each chunk it drops, or after a pause: 1 ms, doubling up to 1 s (2,000 clients
+    /// that never read cost 14% of a core through the grace period when it stopped at 50 ms,
+    /// 2% now).
+    pub async fn until_sent(&mut self) -> io::Result<()> {
+        let mut pause = Duration::from_millis(1);
+        let mut client_done = false; // its EOF: there is nothing left to read
+        loop {
+            // A reset leaves its error here, and the count where it was, for good.
+            if let Some(err) = self.inner.source.take_error()? {
+                return Err(err);
+            }
+            if fdio::all_acknowledged(&self.inner.source)? {
+                return Ok(());
+            }
+            if client_done {
+                sleep(pause).await;
+            } else if let Either::Left(chunk) = race(self.read_chunk(), sleep(pause)).await {
+                client_done = chunk?.is_empty();
+            }
+            pause = (pause * 2).min(UNSENT_LOOK_MAX);
+        }
     }
 }

@@ -70,12 +70,17 @@ pub(crate) struct Owner<T> {
 
 /// Creates a queue: the owner's end, and the shared one the thieves use.
 pub(crate) fn new<T>() -> (Owner<T>, Arc<Queue<T>>) {
+    starting_at(0)
+}
+
+/// A queue whose indexes start at `index` (the tests start them just before they wrap).
+fn starting_at<T>(index: u32) -> (Owner<T>, Arc<Queue<T>>) {
     let slots = (0..CAPACITY)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect();
     let queue = Arc::new(Queue {
-        head: AtomicU64::new(0),
-        tail: AtomicU32::new(0),
+        head: AtomicU64::new(pack(index, index)),
+        tail: AtomicU32::new(index),
         slots,
     });
     let owner = Owner {
@@ -304,10 +309,33 @@ mod tests {
         assert_eq!(victim.pop(), Some(4));
     }
 
+    /// Indexes that wrap past `u32::MAX` in the middle of pushes, an overflow, a steal and
+    /// pops: the queue still holds exactly what was pushed, in order.
+    #[test]
+    fn indexes_wrap_around() {
+        let (owner, queue) = starting_at::<usize>(u32::MAX - 10);
+        let (thief, _) = new::<usize>();
+        let mut overflowed = Vec::new();
+        for i in 0..CAPACITY + 1 {
+            owner.push(i, |batch| overflowed.extend(batch));
+        }
+        assert_eq!(queue.len(), HALF as usize);
+        let (task, count) = queue.steal_into(&thief).expect("something to steal");
+        let mut stolen: Vec<usize> = std::iter::from_fn(|| thief.pop()).collect();
+        stolen.push(task);
+        assert_eq!(count, stolen.len());
+        let mut out: Vec<usize> = overflowed;
+        out.extend(stolen);
+        out.extend(std::iter::from_fn(|| owner.pop()));
+        out.sort_unstable();
+        assert_eq!(out, (0..CAPACITY + 1).collect::<Vec<_>>());
+    }
+
     /// Many threads steal while the owner pushes and pops: every task comes out once.
+    /// (Miri, which runs this a thousand times slower and checks every access, gets 2,000.)
     #[test]
     fn concurrent_steals_lose_and_duplicate_nothing() {
-        const TASKS: usize = 200_000;
+        const TASKS: usize = if cfg!(miri) { 2_000 } else { 200_000 };
         let (owner, queue) = new::<usize>();
         let overflow = std::sync::Mutex::new(Vec::new());
         let seen: Vec<_> = (0..TASKS)
@@ -360,9 +388,40 @@ mod loom_tests {
     use loom::sync::Mutex;
     use loom::sync::atomic::AtomicUsize;
 
-    /// Counts each task that comes out; at the end every one must have come out once.
+    /// How many times each task came out; at the end every one must have come out once.
+    type Seen = Arc<Vec<AtomicUsize>>;
+
+    fn seen(tasks: usize) -> Seen {
+        Arc::new((0..tasks).map(|_| AtomicUsize::new(0)).collect())
+    }
+
     fn record(seen: &[AtomicUsize], task: usize) {
         seen[task].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pops what is left in `owner`'s queue, recording each task.
+    fn pop_all(owner: &Owner<usize>, seen: &[AtomicUsize]) {
+        while let Some(task) = owner.pop() {
+            record(seen, task);
+        }
+    }
+
+    /// A thief's thread: steals from `queue` into a queue of its own, records what it got.
+    fn spawn_thief(queue: &Arc<Queue<usize>>, seen: &Seen) -> loom::thread::JoinHandle<()> {
+        let (queue, seen) = (Arc::clone(queue), Arc::clone(seen));
+        loom::thread::spawn(move || {
+            let (thief, _) = new::<usize>();
+            if let Some((task, _)) = queue.steal_into(&thief) {
+                record(&seen, task);
+                pop_all(&thief, &seen);
+            }
+        })
+    }
+
+    fn assert_each_once(seen: &[AtomicUsize]) {
+        for count in seen {
+            assert_eq!(count.load(Ordering::Relaxed), 1);
+        }
     }
 
     /// The owner pushes past the capacity (so it overflows) and pops, while a thief steals
@@ -372,21 +431,9 @@ mod loom_tests {
         loom::model(|| {
             const TASKS: usize = CAPACITY + 2;
             let (owner, queue) = new::<usize>();
-            let seen: Arc<Vec<AtomicUsize>> =
-                Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
+            let seen = seen(TASKS);
             let overflow = Arc::new(Mutex::new(Vec::new()));
-            let thief = {
-                let (queue, seen) = (Arc::clone(&queue), Arc::clone(&seen));
-                loom::thread::spawn(move || {
-                    let (thief, _) = new::<usize>();
-                    if let Some((task, _)) = queue.steal_into(&thief) {
-                        record(&seen, task);
-                        while let Some(task) = thief.pop() {
-                            record(&seen, task);
-                        }
-                    }
-                })
-            };
+            let thief = spawn_thief(&queue, &seen);
             for task in 0..TASKS {
                 owner.push(task, |batch| overflow.lock().unwrap().extend(batch));
             }
@@ -394,15 +441,66 @@ mod loom_tests {
                 record(&seen, task);
             }
             thief.join().unwrap();
-            while let Some(task) = owner.pop() {
-                record(&seen, task);
-            }
+            pop_all(&owner, &seen);
             for task in overflow.lock().unwrap().drain(..) {
                 record(&seen, task);
             }
-            for count in seen.iter() {
-                assert_eq!(count.load(Ordering::Relaxed), 1);
+            assert_each_once(&seen);
+        });
+    }
+
+    /// Indexes that wrap past `u32::MAX` while the owner pushes and pops and a thief
+    /// steals: every task comes out once.
+    #[test]
+    fn loom_indexes_wrap_around_under_a_theft() {
+        loom::model(|| {
+            const TASKS: usize = 3;
+            let (owner, queue) = starting_at::<usize>(u32::MAX - 1);
+            let seen = seen(TASKS);
+            let thief = spawn_thief(&queue, &seen);
+            for task in 0..TASKS {
+                owner.push(task, |_| unreachable!("the queue holds 4"));
             }
+            if let Some(task) = owner.pop() {
+                record(&seen, task);
+            }
+            thief.join().unwrap();
+            pop_all(&owner, &seen);
+            assert_each_once(&seen);
+        });
+    }
+
+    /// A thief is robbed while it copies: it steals from the owner's queue into its own,
+    /// which holds tasks already, while a second thief steals from it. The first thief
+    /// counts its room from the second's claim, not past it, so it never writes a slot the
+    /// second is still copying out; the tasks it copies are not published yet, so the second
+    /// takes only what was there before. Every task comes out once, and loom checks that no
+    /// slot is read and written at once.
+    #[test]
+    fn loom_a_thief_robbed_while_it_copies() {
+        loom::model(|| {
+            const TASKS: usize = 6;
+            let (owner, queue) = new::<usize>();
+            let (thief, thief_queue) = new::<usize>();
+            let seen = seen(TASKS);
+            for task in 0..3 {
+                owner.push(task, |_| unreachable!("the queue holds 4"));
+                thief.push(3 + task, |_| unreachable!("the queue holds 4"));
+            }
+            let first_thief = {
+                let (queue, seen) = (Arc::clone(&queue), Arc::clone(&seen));
+                loom::thread::spawn(move || {
+                    if let Some((task, _)) = queue.steal_into(&thief) {
+                        record(&seen, task);
+                    }
+                    pop_all(&thief, &seen);
+                })
+            };
+            let second_thief = spawn_thief(&thief_queue, &seen);
+            first_thief.join().unwrap();
+            second_thief.join().unwrap();
+            pop_all(&owner, &seen);
+            assert_each_once(&seen);
         });
     }
 
@@ -412,37 +510,19 @@ mod loom_tests {
         loom::model(|| {
             const TASKS: usize = 3;
             let (owner, queue) = new::<usize>();
-            let seen: Arc<Vec<AtomicUsize>> =
-                Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect());
+            let seen = seen(TASKS);
             for task in 0..TASKS {
                 owner.push(task, |_| unreachable!("the queue holds 4"));
             }
-            let thieves: Vec<_> = (0..2)
-                .map(|_| {
-                    let (queue, seen) = (Arc::clone(&queue), Arc::clone(&seen));
-                    loom::thread::spawn(move || {
-                        let (thief, _) = new::<usize>();
-                        if let Some((task, _)) = queue.steal_into(&thief) {
-                            record(&seen, task);
-                            while let Some(task) = thief.pop() {
-                                record(&seen, task);
-                            }
-                        }
-                    })
-                })
-                .collect();
+            let thieves: Vec<_> = (0..2).map(|_| spawn_thief(&queue, &seen)).collect();
             if let Some(task) = owner.pop() {
                 record(&seen, task);
             }
             for thief in thieves {
                 thief.join().unwrap();
             }
-            while let Some(task) = owner.pop() {
-                record(&seen, task);
-            }
-            for count in seen.iter() {
-                assert_eq!(count.load(Ordering::Relaxed), 1);
-            }
+            pop_all(&owner, &seen);
+            assert_each_once(&seen);
         });
     }
 }

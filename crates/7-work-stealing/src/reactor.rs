@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 use fdio::{Trace, interrupted};
 use mio::event::{Event, Source};
 use mio::{Events, Interest, Registry, Token};
+
+use crate::sync;
 
 /// The token of the `mio::Waker` that interrupts `epoll_wait` (new timers, shutdown).
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -74,10 +76,11 @@ impl Direction {
 }
 
 /// What the reactor knows about one source, shared by its I/O object and the reactor.
+/// (Its atomic and its lock are `crate::sync`'s: loom checks the handshake below.)
 pub(crate) struct ScheduledIo {
     /// `tick << TICK_SHIFT | READ_CLOSED | WRITE | READ`.
-    readiness: AtomicUsize,
-    waiters: Mutex<Waiters>,
+    readiness: sync::AtomicUsize,
+    waiters: sync::Mutex<Waiters>,
 }
 
 /// Who waits on a source, and what epoll watches it for.
@@ -88,33 +91,87 @@ struct Waiters {
 }
 
 impl ScheduledIo {
-    fn lock(&self) -> MutexGuard<'_, Waiters> {
+    /// A new source: both directions ready (nothing is known yet, so the first call is
+    /// simply tried), watched by epoll for reading only.
+    fn new() -> ScheduledIo {
+        ScheduledIo {
+            readiness: sync::AtomicUsize::new(READ | WRITE),
+            waiters: sync::Mutex::new(Waiters {
+                reader: None,
+                writer: None,
+                interest: Interest::READABLE,
+            }),
+        }
+    }
+
+    fn lock(&self) -> sync::MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Ready(tick)` if `direction` is worth trying; otherwise leaves `waker` and returns
+    /// `Pending`. `watch_writes` runs (under the lock) the first time a task waits to write:
+    /// it asks epoll to watch for writability too.
+    fn poll_ready(
+        &self,
+        direction: Direction,
+        waker: &Waker,
+        watch_writes: impl FnOnce(Interest) -> io::Result<()>,
+    ) -> Poll<io::Result<usize>> {
+        let word = self.readiness.load(sync::Ordering::Acquire);
+        if word & direction.ready_bits() != 0 {
+            return Poll::Ready(Ok(word >> TICK_SHIFT));
+        }
+        {
+            let mut waiters = self.lock();
+            if direction == Direction::Write && !waiters.interest.is_writable() {
+                let interest = waiters.interest.add(Interest::WRITABLE);
+                if let Err(err) = watch_writes(interest) {
+                    return Poll::Ready(Err(err));
+                }
+                waiters.interest = interest;
+            }
+            let slot = match direction {
+                Direction::Read => &mut waiters.reader,
+                Direction::Write => &mut waiters.writer,
+            };
+            match slot {
+                Some(old) if old.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+        // The reactor sets the bit, then takes the waker: look again, now that ours is there.
+        let word = self.readiness.load(sync::Ordering::Acquire);
+        if word & direction.ready_bits() != 0 {
+            return Poll::Ready(Ok(word >> TICK_SHIFT));
+        }
+        Poll::Pending
+    }
+
+    /// The kernel had nothing more for `direction` when we tried at `tick`: clears the bit,
+    /// unless an event came since (then the call is worth trying again).
+    fn clear_ready(&self, direction: Direction, tick: usize) {
+        let bit = match direction {
+            Direction::Read => READ,
+            Direction::Write => WRITE,
+        };
+        let _ =
+            self.readiness
+                .fetch_update(sync::Ordering::AcqRel, sync::Ordering::Acquire, |word| {
+                    (word >> TICK_SHIFT == tick).then_some(word & !bit)
+                });
     }
 
     /// Sets `bits` and bumps the tick: an event happened.
     fn record(&self, bits: usize) {
-        let _ = self
-            .readiness
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                Some((word + (1 << TICK_SHIFT)) | bits)
-            });
+        let _ =
+            self.readiness
+                .fetch_update(sync::Ordering::AcqRel, sync::Ordering::Acquire, |word| {
+                    Some((word + (1 << TICK_SHIFT)) | bits)
+                });
     }
 
-    /// Records an event (bits set, tick bumped) and collects the wakers it releases.
-    fn set_ready(&self, event: &Event, wakers: &mut Vec<Waker>) {
-        // "closed" and "error" make the call worth trying too: it reports them.
-        let failed = event.is_error();
-        let mut bits = 0;
-        if event.is_readable() || event.is_read_closed() || failed {
-            bits |= READ;
-        }
-        if event.is_read_closed() || failed {
-            bits |= READ_CLOSED;
-        }
-        if event.is_writable() || event.is_write_closed() || failed {
-            bits |= WRITE;
-        }
+    /// Records an event's `bits` (set, tick bumped) and collects the wakers it releases.
+    fn set_ready(&self, bits: usize, wakers: &mut Vec<Waker>) {
         self.record(bits);
         let mut waiters = self.lock();
         if bits & READ != 0 {
@@ -126,21 +183,77 @@ impl ScheduledIo {
     }
 }
 
+/// The readiness bits an event sets.
+fn readiness_of(event: &Event) -> usize {
+    // "closed" and "error" make the call worth trying too: it reports them.
+    let failed = event.is_error();
+    let mut bits = 0;
+    if event.is_readable() || event.is_read_closed() || failed {
+        bits |= READ;
+    }
+    if event.is_read_closed() || failed {
+        bits |= READ_CLOSED;
+    }
+    if event.is_writable() || event.is_write_closed() || failed {
+        bits |= WRITE;
+    }
+    bits
+}
+
 /// The reactor's shared half: the registry, the sources, the timers.
 pub(crate) struct Reactor {
     registry: Registry,
     waker: mio::Waker,
     sources: Mutex<Slab>,
     timers: Mutex<Timers>,
+    /// Set when the fd of a registered source is closed: a listener out of fds waits for it
+    /// (see `TcpListener::accept`). An `Event` is set once, so a new wait after a close
+    /// puts a fresh one here.
+    fd_closed: Mutex<Arc<crate::future::Event>>,
     shutdown: AtomicBool,
     trace: Trace,
 }
 
-/// The sources by token; freed tokens are reused.
+/// The sources by token. A token is a slot's index and that slot's generation: a freed slot
+/// is reused with the next generation, so an event still in hand for the old source (read
+/// by `epoll_wait` just before it was deregistered) names a token that matches nobody. With
+/// the index alone it would reach the new source — and a stale "read closed" is never
+/// cleared: every read of the new source would be tried forever.
 #[derive(Default)]
 struct Slab {
-    entries: Vec<Option<Arc<ScheduledIo>>>,
+    slots: Vec<Slot>,
     free: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: usize,
+    io: Option<Arc<ScheduledIo>>,
+}
+
+/// A token's low half is the index, its high half the generation.
+const INDEX_BITS: u32 = usize::BITS / 2;
+const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+
+fn token(index: usize, generation: usize) -> Token {
+    Token((generation << INDEX_BITS) | index)
+}
+
+impl Slab {
+    /// The source `token` names, if it is still registered.
+    fn get(&self, token: Token) -> Option<&Arc<ScheduledIo>> {
+        let (index, generation) = (token.0 & INDEX_MASK, token.0 >> INDEX_BITS);
+        let slot = self.slots.get(index)?;
+        (slot.generation == generation).then_some(slot.io.as_ref()?)
+    }
+
+    /// An event for `token`: sets the bits of its source and collects the wakers it releases.
+    fn dispatch(&self, token: Token, bits: usize, wakers: &mut Vec<Waker>) {
+        // A stale token, or the reactor's own `WAKE_TOKEN`: nobody waits.
+        if let Some(io) = self.get(token) {
+            io.set_ready(bits, wakers);
+        }
+    }
 }
 
 impl Reactor {
@@ -152,6 +265,7 @@ impl Reactor {
             waker: mio::Waker::new(poll.registry(), WAKE_TOKEN)?,
             sources: Mutex::default(),
             timers: Mutex::default(),
+            fd_closed: Mutex::default(),
             shutdown: AtomicBool::new(false),
             trace,
         });
@@ -210,10 +324,7 @@ impl Reactor {
             {
                 let sources = self.lock_sources();
                 for event in events.iter() {
-                    // A token deregistered while its events were queued: nobody waits.
-                    if let Some(Some(io)) = sources.entries.get(event.token().0) {
-                        io.set_ready(event, &mut wakers);
-                    }
+                    sources.dispatch(event.token(), readiness_of(event), &mut wakers);
                 }
             }
             let fired = self.lock_timers().fire_due(Instant::now(), &mut wakers);
@@ -231,7 +342,7 @@ impl Reactor {
         }
         // Shutting down: drop every waker, so the tasks they hold can be freed.
         let sources = std::mem::take(&mut *self.lock_sources());
-        for io in sources.entries.into_iter().flatten() {
+        for io in sources.slots.into_iter().filter_map(|slot| slot.io) {
             let mut waiters = io.lock();
             waiters.reader = None;
             waiters.writer = None;
@@ -254,28 +365,22 @@ impl Reactor {
         &self,
         source: &mut impl Source,
     ) -> io::Result<(Token, Arc<ScheduledIo>)> {
-        let io = Arc::new(ScheduledIo {
-            readiness: AtomicUsize::new(READ | WRITE),
-            waiters: Mutex::new(Waiters {
-                reader: None,
-                writer: None,
-                interest: Interest::READABLE,
-            }),
-        });
+        let io = Arc::new(ScheduledIo::new());
         let mut sources = self.lock_sources();
         let index = match sources.free.pop() {
             Some(index) => index,
-            None => {
-                sources.entries.push(None);
-                sources.entries.len() - 1
+            None if sources.slots.len() < INDEX_MASK => {
+                sources.slots.push(Slot::default());
+                sources.slots.len() - 1
             }
+            None => return Err(io::Error::other("too many sources for one reactor")),
         };
-        let token = Token(index);
+        let token = token(index, sources.slots[index].generation);
         if let Err(err) = self.registry.register(source, token, Interest::READABLE) {
             sources.free.push(index);
             return Err(err);
         }
-        sources.entries[index] = Some(Arc::clone(&io));
+        sources.slots[index].io = Some(Arc::clone(&io));
         Ok((token, io))
     }
 
@@ -284,11 +389,36 @@ impl Reactor {
         // Fails only if the fd is gone already: nothing to do about it.
         let _ = self.registry.deregister(source);
         let mut sources = self.lock_sources();
-        if let Some(slot) = sources.entries.get_mut(token.0)
-            && slot.take().is_some()
-        {
-            sources.free.push(token.0);
+        if sources.get(token).is_some() {
+            let index = token.0 & INDEX_MASK;
+            let slot = &mut sources.slots[index];
+            slot.io = None;
+            slot.generation = (slot.generation + 1) & INDEX_MASK;
+            sources.free.push(index);
         }
+    }
+
+    /// What a wait for the next close of a registered source's fd waits on.
+    pub(crate) fn next_fd_close(&self) -> Arc<crate::future::Event> {
+        let mut closed = self
+            .fd_closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if closed.is_set() {
+            *closed = Arc::default();
+        }
+        Arc::clone(&closed)
+    }
+
+    /// The fd of a registered source was closed: one more is free.
+    pub(crate) fn fd_was_closed(&self) {
+        let closed = Arc::clone(
+            &self
+                .fd_closed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        closed.set();
     }
 
     /// `Ready(tick)` if `direction` is worth trying (remember the tick for `clear_ready`);
@@ -302,48 +432,15 @@ impl Reactor {
         direction: Direction,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        let word = io.readiness.load(Ordering::Acquire);
-        if word & direction.ready_bits() != 0 {
-            return Poll::Ready(Ok(word >> TICK_SHIFT));
-        }
-        {
-            let mut waiters = io.lock();
-            if direction == Direction::Write && !waiters.interest.is_writable() {
-                let interest = waiters.interest.add(Interest::WRITABLE);
-                if let Err(err) = self.registry.reregister(source, token, interest) {
-                    return Poll::Ready(Err(err));
-                }
-                waiters.interest = interest;
-            }
-            let slot = match direction {
-                Direction::Read => &mut waiters.reader,
-                Direction::Write => &mut waiters.writer,
-            };
-            match slot {
-                Some(old) if old.will_wake(cx.waker()) => {}
-                _ => *slot = Some(cx.waker().clone()),
-            }
-        }
-        // The reactor sets the bit, then takes the waker: look again, now that ours is there.
-        let word = io.readiness.load(Ordering::Acquire);
-        if word & direction.ready_bits() != 0 {
-            return Poll::Ready(Ok(word >> TICK_SHIFT));
-        }
-        Poll::Pending
+        io.poll_ready(direction, cx.waker(), |interest| {
+            self.registry.reregister(source, token, interest)
+        })
     }
 
     /// The kernel had nothing more for `direction` when we tried at `tick`: clear the bit,
     /// unless an event came since (then the call is worth trying again).
     pub(crate) fn clear_ready(io: &ScheduledIo, direction: Direction, tick: usize) {
-        let bit = match direction {
-            Direction::Read => READ,
-            Direction::Write => WRITE,
-        };
-        let _ = io
-            .readiness
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                (word >> TICK_SHIFT == tick).then_some(word & !bit)
-            });
+        io.clear_ready(direction, tick);
     }
 
     /// Adds a timer; wakes the reactor's thread if it is now the earliest.
@@ -414,23 +511,16 @@ fn ready_args(events: &Events, timeout: Option<Duration>) -> fdio::timeline::Arg
         .text("ready", ready.join(", "))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     fn fresh() -> ScheduledIo {
-        ScheduledIo {
-            readiness: AtomicUsize::new(READ | WRITE),
-            waiters: Mutex::new(Waiters {
-                reader: None,
-                writer: None,
-                interest: Interest::READABLE,
-            }),
-        }
+        ScheduledIo::new()
     }
 
     fn tick_and_readable(io: &ScheduledIo) -> (usize, bool) {
-        let word = io.readiness.load(Ordering::Acquire);
+        let word = io.readiness.load(sync::Ordering::Acquire);
         (word >> TICK_SHIFT, word & READ != 0)
     }
 
@@ -455,6 +545,45 @@ mod tests {
         assert_eq!(tick_and_readable(&io), (seen + 1, true));
     }
 
+    /// An event read by `epoll_wait` for a source that is deregistered before the reactor
+    /// looks at it, while a new source took its place (and its token's slot): the stale
+    /// readiness must not reach the new source — a stale "read closed" would never be
+    /// cleared, and every read of the new source would be tried forever.
+    #[test]
+    fn a_stale_event_for_a_reused_token_reaches_nobody() {
+        let (reactor, thread) = Reactor::start(Trace::new(false)).unwrap();
+        let (old_pipe, _old_writer) = std::io::pipe().unwrap();
+        let old_fd = std::os::fd::AsRawFd::as_raw_fd(&old_pipe);
+        let mut old = mio::unix::SourceFd(&old_fd);
+        let (old_token, _) = reactor.register(&mut old).unwrap();
+        reactor.deregister(old_token, &mut old);
+        let (new_pipe, _new_writer) = std::io::pipe().unwrap();
+        let new_fd = std::os::fd::AsRawFd::as_raw_fd(&new_pipe);
+        let mut new = mio::unix::SourceFd(&new_fd);
+        let (new_token, io) = reactor.register(&mut new).unwrap();
+        // The new source waits for bytes: its bit is clear, its waker is left.
+        let (tick, _) = tick_and_readable(&io);
+        Reactor::clear_ready(&io, Direction::Read, tick);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(
+            reactor
+                .poll_ready(new_token, &io, &mut new, Direction::Read, &mut cx)
+                .is_pending()
+        );
+
+        let mut wakers = Vec::new();
+        reactor
+            .lock_sources()
+            .dispatch(old_token, READ | READ_CLOSED, &mut wakers);
+        assert!(wakers.is_empty(), "the stale event woke the new source");
+        assert_eq!(tick_and_readable(&io), (tick, false));
+
+        reactor.deregister(new_token, &mut new);
+        reactor.shut_down();
+        thread.join().unwrap();
+    }
+
     /// The peer's close stays: reads are tried until they see the EOF.
     #[test]
     fn read_closed_is_not_cleared() {
@@ -462,7 +591,66 @@ mod tests {
         io.record(READ | READ_CLOSED);
         let (tick, _) = tick_and_readable(&io);
         Reactor::clear_ready(&io, Direction::Read, tick);
-        let word = io.readiness.load(Ordering::Acquire);
+        let word = io.readiness.load(sync::Ordering::Acquire);
         assert!(word & Direction::Read.ready_bits() != 0);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+
+    /// A waker that raises a flag.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, sync::Ordering::Release);
+        }
+    }
+
+    /// Bytes arrive and the reactor's thread records the event and wakes whoever waits,
+    /// while a task reads: its read says `WouldBlock`, it clears the bit with the tick it saw
+    /// and waits. In every interleaving the task gets the bytes, or finds the bit set
+    /// again, or is woken: the edge is never lost — even when the event falls between the
+    /// read and the clear.
+    #[test]
+    fn loom_an_event_racing_a_clear_is_never_lost() {
+        loom::model(|| {
+            let io = loom::sync::Arc::new(ScheduledIo::new());
+            let bytes = loom::sync::Arc::new(AtomicBool::new(false));
+            let reactor = {
+                let (io, bytes) = (loom::sync::Arc::clone(&io), loom::sync::Arc::clone(&bytes));
+                loom::thread::spawn(move || {
+                    bytes.store(true, sync::Ordering::Release); // the kernel's side
+                    let mut wakers = Vec::new();
+                    io.set_ready(READ, &mut wakers);
+                    wakers.into_iter().for_each(Waker::wake);
+                })
+            };
+            let flag = Arc::new(Flag::default());
+            let waker = Waker::from(Arc::clone(&flag));
+            let never_writes = |_| unreachable!("a reader never watches writes");
+            let mut got_bytes = false;
+            // `Registered::io`'s loop: try while the bit says so, clear on `WouldBlock`.
+            let waiting = loop {
+                let Poll::Ready(Ok(tick)) = io.poll_ready(Direction::Read, &waker, never_writes)
+                else {
+                    break true;
+                };
+                if bytes.load(sync::Ordering::Acquire) {
+                    got_bytes = true;
+                    break false;
+                }
+                io.clear_ready(Direction::Read, tick);
+            };
+            reactor.join().unwrap();
+            assert!(
+                got_bytes || (waiting && flag.0.load(sync::Ordering::Acquire)),
+                "the task waits, and nobody will wake it"
+            );
+        });
     }
 }

@@ -16,7 +16,7 @@ use std::io;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 
@@ -24,7 +24,7 @@ use fdio::Trace;
 use fdio::timeline::{self, TaskTag};
 
 use crate::budget;
-use crate::idle::{Idle, Parker};
+use crate::idle::Idle;
 use crate::injector::Injector;
 use crate::queue::{self, Queue};
 use crate::reactor::Reactor;
@@ -43,7 +43,6 @@ pub(crate) struct Shared {
     pub(crate) queues: Vec<Arc<Queue<TaskRef>>>,
     pub(crate) injector: Injector,
     pub(crate) idle: Idle,
-    pub(crate) parkers: Vec<Parker>,
     pub(crate) reactor: Arc<Reactor>,
     pub(crate) shutdown: AtomicBool,
     next_id: AtomicU64,
@@ -95,8 +94,7 @@ impl Runtime {
         let shared = Arc::new(Shared {
             queues,
             injector: Injector::default(),
-            idle: Idle::default(),
-            parkers: (0..workers).map(|_| Parker::default()).collect(),
+            idle: Idle::new(workers),
             reactor,
             shutdown: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
@@ -164,9 +162,7 @@ impl Drop for Runtime {
     /// of every task, as tokio's `OwnedTasks` does, to keep `spawn` to one allocation.
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        for parker in &self.shared.parkers {
-            parker.unpark();
-        }
+        self.shared.idle.unpark_all();
         self.shared.reactor.shut_down();
         for thread in self.threads.drain(..) {
             // A worker that panicked outside a task has nothing more to clean up.
@@ -182,7 +178,7 @@ impl Drop for Runtime {
 /// Runs a runtime thread's body (a worker's loop, the reactor's); if it panics — outside any
 /// task, whose panics are caught — ends the process. A dead worker or reactor would leave
 /// the tasks waiting on it forever: a hang is worse than the exit a panic on the main
-/// thread would cause. (Writing the trace to a closed stderr panics, for example.)
+/// thread would cause.
 pub(crate) fn or_exit(body: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
         // The panic hook has printed the message, if stderr was still there to print it.
@@ -353,15 +349,10 @@ impl Shared {
     /// Wakes one parked worker, unless one is searching already (it will find the work)
     /// or none is parked (they are all busy, and each looks at the queues between tasks).
     pub(crate) fn notify_work(&self) {
-        // Pairs with the fence in `Worker::park`: either the parking worker sees the task we
-        // just queued, or we see it among the sleepers and wake it.
-        fence(Ordering::SeqCst);
-        let Some(woken) = self.idle.worker_to_wake() else {
-            return;
-        };
-        self.trace
-            .say(|| format!("{}: work queued → unpark worker {woken}", whoami()));
-        self.parkers[woken].unpark();
+        if let Some(woken) = self.idle.notify_one() {
+            self.trace
+                .say(|| format!("{}: work queued → unpark worker {woken}", whoami()));
+        }
     }
 
     /// Is any task queued anywhere? (A parking worker's last look.)

@@ -28,13 +28,49 @@
 
 use crate::sync::{AtomicUsize, Ordering};
 
+/// The task is in a run queue, or about to be put in one by whoever set this bit: set by
+/// the wake (or `abort`) that found it idle, and by a spawn; cleared by the worker that pops
+/// it. While it is set, no other wake queues the task.
 const SCHEDULED: usize = 1;
+/// A worker is polling the task, or dropping its future: only that worker touches the
+/// future. Set by `start`, cleared when the poll ends.
 const RUNNING: usize = 2;
+/// Woken while RUNNING: the worker polling it queues it again when the poll returns
+/// `Pending`. Only ever set together with RUNNING; cleared when that poll ends.
 const NOTIFIED: usize = 4;
+/// The future is gone: it returned, panicked, or was dropped after `abort`. Once this bit is
+/// set, it is never unset, and no wake queues the task again.
 const COMPLETE: usize = 8;
+/// `abort` was called: the next worker to hold the task drops its future instead of polling
+/// it. Once this bit is set, it is never unset.
 const CANCELLED: usize = 16;
 
+/// What the caller of [`State::wake`] must do.
+#[must_use = "`Queue` means the caller must queue the task, or it is never polled again"]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AfterWake {
+    /// The task was idle: it is SCHEDULED now, and the caller must queue it. Exactly one of
+    /// any number of racing wakes gets this.
+    Queue,
+    /// Nothing to do: it is queued already, the worker polling it will queue it again
+    /// (NOTIFIED), or it is complete.
+    Nothing,
+}
+
+/// What the caller of [`State::cancel`] (`abort`) must do.
+#[must_use = "`Queue` means the caller must queue the task, or its future is never dropped"]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AfterCancel {
+    /// The task was idle: it is SCHEDULED now, and the caller must queue it so that the
+    /// worker that pops it drops its future.
+    Queue,
+    /// Nothing to do: a worker holds it or will pop it, and sees CANCELLED; or it is
+    /// complete, or aborted already.
+    Nothing,
+}
+
 /// What the worker that popped a task must do with it.
+#[must_use]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Start {
     /// Poll it: it is RUNNING now, and only this worker may touch its future.
@@ -45,6 +81,7 @@ pub(crate) enum Start {
 }
 
 /// What the worker must do after a poll that returned `Pending`.
+#[must_use]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum AfterPoll {
     /// Nothing: it waits for a wake.
@@ -76,14 +113,14 @@ impl State {
         }
     }
 
-    /// A waker was woken. `true`: the caller must queue the task (it is SCHEDULED now).
+    /// A waker was woken: SCHEDULED if it was idle, NOTIFIED if it is RUNNING.
     ///
     /// A wake that changes nothing (the task is queued already) still *writes* the word, the
     /// same value back: a `Release` that the worker's next `start` acquires. Without it the
     /// poll that follows might not see what the waker did just before waking — set a flag,
     /// fill a buffer — and would return `Pending` for good. (loom found this one: a
     /// compare-and-swap that is not made is only a load, and publishes nothing.)
-    pub(crate) fn wake(&self) -> bool {
+    pub(crate) fn wake(&self) -> AfterWake {
         let before = self.update(|state| {
             if state & (COMPLETE | SCHEDULED | NOTIFIED) != 0 {
                 Some(state)
@@ -93,7 +130,11 @@ impl State {
                 Some(state | SCHEDULED)
             }
         });
-        before & (COMPLETE | SCHEDULED | NOTIFIED | RUNNING) == 0
+        if before & (COMPLETE | SCHEDULED | NOTIFIED | RUNNING) == 0 {
+            AfterWake::Queue
+        } else {
+            AfterWake::Nothing
+        }
     }
 
     /// A worker popped the task: SCHEDULED → RUNNING.
@@ -134,9 +175,8 @@ impl State {
         self.update(|state| Some((state & !(RUNNING | NOTIFIED | SCHEDULED)) | COMPLETE));
     }
 
-    /// `abort`: marks it CANCELLED. `true`: it was idle, the caller must queue it so that a
-    /// worker drops its future (SCHEDULED is set).
-    pub(crate) fn cancel(&self) -> bool {
+    /// `abort`: marks it CANCELLED, and SCHEDULED if it was idle.
+    pub(crate) fn cancel(&self) -> AfterCancel {
         let before = self.update(|state| {
             if state & (COMPLETE | CANCELLED) != 0 {
                 None
@@ -146,7 +186,11 @@ impl State {
                 Some(state | CANCELLED | SCHEDULED)
             }
         });
-        before & (COMPLETE | CANCELLED | RUNNING | SCHEDULED) == 0
+        if before & (COMPLETE | CANCELLED | RUNNING | SCHEDULED) == 0 {
+            AfterCancel::Queue
+        } else {
+            AfterCancel::Nothing
+        }
     }
 
     pub(crate) fn is_complete(&self) -> bool {
@@ -162,17 +206,29 @@ mod tests {
     #[test]
     fn a_wake_during_a_poll_schedules_again() {
         let state = State::new_scheduled();
-        assert!(!state.wake(), "already scheduled: queued once only");
+        assert_eq!(
+            state.wake(),
+            AfterWake::Nothing,
+            "scheduled: queued once only"
+        );
         assert_eq!(state.start(), Start::Poll);
-        assert!(!state.wake(), "running: the poller will queue it");
+        assert_eq!(
+            state.wake(),
+            AfterWake::Nothing,
+            "running: the poller queues it"
+        );
         assert_eq!(state.after_pending(), AfterPoll::Reschedule);
         assert_eq!(state.start(), Start::Poll);
         assert_eq!(state.after_pending(), AfterPoll::Idle);
-        assert!(state.wake(), "idle: the waker queues it");
+        assert_eq!(state.wake(), AfterWake::Queue, "idle: the waker queues it");
         assert_eq!(state.start(), Start::Poll);
         state.complete();
-        assert!(!state.wake(), "complete: never queued again");
-        assert!(!state.cancel());
+        assert_eq!(
+            state.wake(),
+            AfterWake::Nothing,
+            "complete: never queued again"
+        );
+        assert_eq!(state.cancel(), AfterCancel::Nothing);
     }
 
     /// Aborting an idle task queues it, and the worker that pops it drops it.
@@ -181,8 +237,8 @@ mod tests {
         let state = State::new_scheduled();
         assert_eq!(state.start(), Start::Poll);
         assert_eq!(state.after_pending(), AfterPoll::Idle);
-        assert!(state.cancel());
-        assert!(!state.wake());
+        assert_eq!(state.cancel(), AfterCancel::Queue);
+        assert_eq!(state.wake(), AfterWake::Nothing);
         assert_eq!(state.start(), Start::Cancel);
         state.complete();
         assert!(state.is_complete());
@@ -241,7 +297,7 @@ mod loom_tests {
                     (Arc::clone(&state), Arc::clone(&flag), Arc::clone(&queued));
                 loom::thread::spawn(move || {
                     flag.store(true, Ordering::SeqCst);
-                    if state.wake() {
+                    if state.wake() == AfterWake::Queue {
                         *queued.lock().unwrap() += 1;
                     }
                 })
@@ -279,7 +335,7 @@ mod loom_tests {
             };
             let aborter = {
                 let state = Arc::clone(&state);
-                loom::thread::spawn(move || state.cancel())
+                loom::thread::spawn(move || state.cancel() == AfterCancel::Queue)
             };
             let mut again = run(&state, &dropped);
             let must_queue = aborter.join().unwrap();

@@ -271,7 +271,7 @@ fn sleepers_wake_on_time() {
 }
 
 /// One worker is enough: a task that yields in a loop does not starve the others queued
-/// on the same (only) worker, nor those in the injector (checked every 61 turns).
+/// on the same (only) worker, nor those in the injector (looked at first every few turns).
 #[test]
 fn one_worker_is_fair_to_the_injector() {
     with_watchdog(Duration::from_secs(30), || {
@@ -290,5 +290,71 @@ fn one_worker_is_fair_to_the_injector() {
         assert_eq!(runtime.block_on(late), Ok("served"));
         stop.store(true, Ordering::SeqCst);
         runtime.block_on(spinner).unwrap();
+    });
+}
+
+/// Burns the CPU for `duration` without returning: one long poll.
+fn spin_for(duration: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        std::hint::spin_loop();
+    }
+}
+
+/// One worker, four tasks that each poll for 1 ms and yield (so its own queue is never
+/// empty), and a task woken from a plain thread (so it waits in the injector): that task runs
+/// after at most a few of those long polls, not after 61 of them. The worker looks at the
+/// injector first about every 200 µs of polling, however long a poll takes. (It counts
+/// polls, not time: it holds on a loaded machine too.)
+#[test]
+fn a_task_in_the_injector_waits_for_few_long_polls() {
+    with_watchdog(Duration::from_secs(60), || {
+        let runtime = Runtime::new(1).unwrap();
+        let long_polls = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners: Vec<_> = (0..4)
+            .map(|_| {
+                let (long_polls, stop) = (Arc::clone(&long_polls), Arc::clone(&stop));
+                runtime.spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        spin_for(Duration::from_millis(1));
+                        long_polls.fetch_add(1, Ordering::SeqCst);
+                        yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        // Long enough for the worker to have measured how long its polls take.
+        while long_polls.load(Ordering::SeqCst) < 200 {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let mut waited = Vec::new();
+        for round in 0..5 {
+            let mailbox = Arc::new(Mailbox::default());
+            let polls_before = Arc::new(AtomicUsize::new(0));
+            let receiver = {
+                let (mailbox, polls_before, long_polls) = (
+                    Arc::clone(&mailbox),
+                    Arc::clone(&polls_before),
+                    Arc::clone(&long_polls),
+                );
+                runtime.spawn(async move {
+                    mailbox.recv().await;
+                    long_polls.load(Ordering::SeqCst) - polls_before.load(Ordering::SeqCst)
+                })
+            };
+            thread::sleep(Duration::from_millis(20)); // it waits in `recv` now
+            polls_before.store(long_polls.load(Ordering::SeqCst), Ordering::SeqCst);
+            mailbox.send(round);
+            waited.push(runtime.block_on(receiver).unwrap());
+        }
+        stop.store(true, Ordering::SeqCst);
+        for spinner in spinners {
+            runtime.block_on(spinner).unwrap();
+        }
+        assert!(
+            waited.iter().all(|&polls| polls <= 4),
+            "long polls run before the woken task, each time: {waited:?}"
+        );
     });
 }
