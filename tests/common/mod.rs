@@ -199,6 +199,22 @@ impl Server {
         Server::from_process(process)
     }
 
+    /// Like [`start`](Self::start), but the server's stderr is a pipe whose reader is alive
+    /// and never reads (a pager nobody scrolls: `server 2>&1 | less`; a terminal paused with
+    /// Ctrl+S), shrunk to one page: once a few dozen lines fill it, every further write to
+    /// stderr would wait for ever. Returns the reader too: the pipe stalls only while it is
+    /// held.
+    pub fn start_with_stalled_stderr(bin: &str, args: &[&str]) -> (Server, std::io::PipeReader) {
+        use nix::fcntl::{FcntlArg, fcntl};
+        let (reader, writer) = std::io::pipe().expect("a pipe for stderr");
+        // The smallest pipe the kernel makes (one page): it fills after a few dozen lines.
+        fcntl(&writer, FcntlArg::F_SETPIPE_SZ(4096)).expect("shrink the pipe");
+        let process = Process::spawn_adjusted(server_command(bin, args), |command| {
+            command.stderr(writer);
+        });
+        (Server::from_process(process), reader)
+    }
+
     fn start_command(command: Command) -> Server {
         Server::from_process(Process::spawn(command))
     }
