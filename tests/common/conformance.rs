@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             shuts_down_on_a_signal_at_start_up, shuts_down_on_a_signal_while_out_of_fds,
             sigint_loses_no_echo, sigterm_stops_accepting, shutdown_beside_a_slow_reader,
             shutdown_gives_up_on_a_client_that_never_reads, a_reset_counts_only_what_left,
+            a_reset_during_the_close_ends_it_at_once,
             closing_clients_that_never_read_cost_no_cpu, the_grace_period_costs_no_cpu);
     };
     (@each_byte $bin:expr, $args:expr, $run:expr) => {

@@ -368,3 +368,53 @@ pub fn the_grace_period_costs_no_cpu(bin: &str, args: &[&str]) {
     let code = server.process.wait_exit_within(GRACE + PATIENCE);
     assert_eq!(code, Some(0), "{:?}", server.process.stderr().last());
 }
+
+/// A client (a 4 KiB receive buffer) sends 16 KiB and reads nothing; SIGTERM comes while the
+/// server holds 12 KiB of its echo in the send queue, so the close waits for the client to
+/// take it; the client half-closes, then resets the connection. The reset ends that wait at
+/// once: the server exits 0 within 3 s of the reset (not after the 10 s grace period), logs
+/// no `gave up` line (it did not give up: the client left), and its summary's `echoed` is
+/// exactly what the client's kernel took. (A close that, after the client's EOF, only looks
+/// at `SIOCOUTQ` never sees the reset: the count stays where it was, for good.)
+pub fn a_reset_during_the_close_ends_it_at_once(bin: &str, args: &[&str]) {
+    let mut server = Server::start(bin, args);
+    let stream = echo_client::connect_with_receive_buffer(server.addr, 4096, PATIENCE).unwrap();
+    (&stream).write_all(&[b'c'; 16 << 10]).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    signal(&server, Signal::SIGTERM);
+    assert!(server.process.wait_for_stderr("shutting down"));
+    thread::sleep(Duration::from_millis(500));
+    stream.shutdown(Shutdown::Write).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let took = unread(&stream);
+    nix::sys::socket::setsockopt(
+        &stream,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    drop(stream);
+    let reset = Instant::now();
+    let code = server.process.wait_exit_within(GRACE + PATIENCE);
+    let stderr = server.process.stderr();
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert!(
+        reset.elapsed() < Duration::from_secs(3),
+        "the server exited {:?} after the client's reset: it waited on a connection that was \
+         gone: {stderr:?}",
+        reset.elapsed()
+    );
+    assert_eq!(
+        server.process.count_stderr("gave up"),
+        0,
+        "the client reset its connection; nobody gave up on it: {stderr:?}"
+    );
+    let summary = format!("shutdown complete: served 1 connection, echoed {took} bytes");
+    assert!(
+        stderr.iter().any(|line| line == &summary),
+        "the client's kernel took {took} bytes; the reset threw the rest away: {stderr:?}"
+    );
+}
