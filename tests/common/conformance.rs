@@ -437,13 +437,8 @@ fn ping(stream: &TcpStream, ping: &str, beside: &str) {
 pub fn non_readers_beside_a_ping(server: &Server) {
     const NON_READERS: usize = 150;
     const EACH: usize = 6 << 20;
-    // Up to 900 MiB in the kernel's socket buffers: two such checks at once (lesson 7 runs
-    // two servers in one test binary) would come near the kernel's TCP memory limit
-    // (`net.ipv4.tcp_mem`), which resets unrelated connections. One at a time, then.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Up to 900 MiB in the kernel's socket buffers: one heavy check at a time.
+    let _turn = super::heavy_turn();
     let before = client(server);
     round_trip(&before, b"connected before the non-readers\n");
     let non_readers: Vec<TcpStream> = (0..NON_READERS)

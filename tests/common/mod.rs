@@ -29,6 +29,17 @@ pub fn raise_fd_limit() {
     fdio::raise_fd_limit().expect("raise the fd limit");
 }
 
+/// Waits for this test binary's turn at a heavy check (thousands of clients, hundreds of MiB
+/// in the kernel's socket buffers) and holds it while the guard lives. Two such checks at once
+/// (lesson 7 runs two servers in one test binary) would come near the kernel's TCP memory
+/// limit (`net.ipv4.tcp_mem`), which resets unrelated connections. One at a time, then.
+pub fn heavy_turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A spawned lesson process. Its stderr is collected line by line; it is killed on drop.
 pub struct Process {
     pub child: Child,

@@ -339,6 +339,7 @@ fn non_readers(server: &Server, count: usize, each: usize, half_close: bool) -> 
 /// A close that looks every few tens of milliseconds whether the client has acknowledged
 /// costs a good part of a core here.
 pub fn closing_clients_that_never_read_cost_no_cpu(bin: &str, args: &[&str]) {
+    let _turn = super::heavy_turn();
     let server = Server::start(bin, args);
     let clients = non_readers(&server, 5000, 16 << 10, true);
     thread::sleep(Duration::from_secs(3));
@@ -354,6 +355,7 @@ pub fn closing_clients_that_never_read_cost_no_cpu(bin: &str, args: &[&str]) {
 /// the server waits for them to take their echo without spinning — at most 50/100 s of CPU
 /// over 5 s of it (10 % of a core) — then gives up on them and exits 0.
 pub fn the_grace_period_costs_no_cpu(bin: &str, args: &[&str]) {
+    let _turn = super::heavy_turn();
     let mut server = Server::start(bin, args);
     let clients = non_readers(&server, 4000, 32 << 10, false);
     thread::sleep(Duration::from_secs(2));
