@@ -358,3 +358,81 @@ fn a_task_in_the_injector_waits_for_few_long_polls() {
         );
     });
 }
+
+// ---- Review of lessons 7 and 8 (branch review78): each test below fails on main as it is. ----
+
+/// The environment variable that makes a test, run again as a child process, do the part
+/// that may end the process itself.
+const CHILD: &str = "WORK_STEALING_TEST_CHILD";
+
+/// Runs the test `name` again in a child process with `CHILD` set; its exit status and stderr.
+fn in_child_process(name: &str) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Panics when dropped: a destructor that fails.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the destructor fails on purpose");
+    }
+}
+
+/// A detached task (its handle dropped) returns a value whose destructor panics: nobody will
+/// ever take that output, so the worker drops it — and the panic must stay that task's, as
+/// a panic in `poll` or in the future's destructor does (tokio drops an unwanted output
+/// inside `catch_unwind`). Today it unwinds out of `Task::run` into the worker's loop, and
+/// `or_exit` ends the whole process with exit 101 (in a child process here).
+#[test]
+fn a_detached_tasks_output_that_panics_when_dropped_ends_nothing_else() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = Runtime::new(1).unwrap();
+        runtime.block_on(async {
+            drop(spawn(async {
+                sleep(Duration::from_millis(20)).await;
+                PanicsOnDrop
+            }));
+            sleep(Duration::from_millis(300)).await;
+            assert_eq!(spawn(async { 6 * 7 }).await, Ok(42));
+        });
+        return;
+    }
+    let (status, stderr) = in_child_process(
+        "tests::a_detached_tasks_output_that_panics_when_dropped_ends_nothing_else",
+    );
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+/// Dropping the runtime drops a detached task that waits on a timer (`Runtime`'s doc: "Tasks
+/// that wait on the reactor or a timer are dropped with it"); its future's destructor
+/// panics. That panic is the task's: the drop of the runtime returns and the program goes on
+/// (tokio's shutdown drops each task inside `catch_unwind`). Today the reactor's thread drops
+/// the last waker, so the future, outside any `catch_unwind`: `or_exit` ends the process
+/// with exit 101 (in a child process here).
+#[test]
+fn a_destructor_that_panics_at_shutdown_ends_nothing_else() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = Runtime::new(1).unwrap();
+        runtime.block_on(async {
+            drop(spawn(async {
+                let _fails = PanicsOnDrop;
+                sleep(Duration::from_secs(3600)).await;
+            }));
+            sleep(Duration::from_millis(50)).await; // it runs, and waits on its timer
+        });
+        drop(runtime);
+        return;
+    }
+    let (status, stderr) =
+        in_child_process("tests::a_destructor_that_panics_at_shutdown_ends_nothing_else");
+    assert!(status.success(), "{status}: {stderr}");
+}
