@@ -436,3 +436,30 @@ fn a_destructor_that_panics_at_shutdown_ends_nothing_else() {
         in_child_process("tests::a_destructor_that_panics_at_shutdown_ends_nothing_else");
     assert!(status.success(), "{status}: {stderr}");
 }
+
+/// `Runtime`'s doc: "Tasks that wait on the reactor or a timer are dropped with it". Not when
+/// their `JoinHandle` lives on: the reactor drops its waker, the handle keeps the task, and
+/// the task is never run again — its future is never dropped, and the handle never resolves
+/// (tokio's gives `Err(Cancelled)` once its runtime is gone). Awaited from another runtime,
+/// it is still pending after 2 s.
+#[test]
+fn a_task_waiting_on_a_timer_ends_with_its_runtime_even_with_a_handle() {
+    with_watchdog(Duration::from_secs(30), || {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let runtime = Runtime::new(1).unwrap();
+        let flag = DropFlag(Arc::clone(&dropped));
+        let waiting = runtime.spawn(async move {
+            let _flag = flag;
+            sleep(Duration::from_secs(3600)).await;
+        });
+        runtime.block_on(sleep(Duration::from_millis(50))); // it runs, and waits on its timer
+        drop(runtime);
+        let other = Runtime::new(1).unwrap();
+        let outcome = other.block_on(crate::timeout(Duration::from_secs(2), waiting));
+        assert_eq!(outcome, Ok(Err(JoinError::Cancelled)), "the handle");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the future was never dropped"
+        );
+    });
+}
