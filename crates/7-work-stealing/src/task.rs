@@ -98,14 +98,18 @@ impl<T> JoinSlot<T> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The task finished: leaves `result`, and wakes the handle if it waits.
-    fn finish(&self, result: Result<T, JoinError>) {
+    /// The task finished: leaves `result` for the handle, then marks `state` COMPLETE, then
+    /// wakes the handle if it waits. In that order: `is_finished` reads the state, so once it
+    /// says `true` the result is in place and the handle's next poll is `Ready` (loom's
+    /// `loom_a_finished_task_has_its_result_in_place` failed with COMPLETE first).
+    fn finish(&self, state: &State, result: Result<T, JoinError>) {
         let waiter = {
             let mut joined = self.lock();
             joined.result = Some(result);
             joined.finished = true;
             joined.waiter.take()
         };
+        state.complete();
         if let Some(waiter) = waiter {
             waiter.wake();
         }
@@ -181,8 +185,7 @@ where
             (result, Ok(())) | (result @ Err(JoinError::Panicked(_)), Err(_)) => result,
             (_, Err(payload)) => Err(JoinError::Panicked(panic_message(&*payload))),
         };
-        self.state.complete();
-        self.join.finish(result);
+        self.join.finish(&self.state, result);
     }
 }
 
@@ -503,7 +506,7 @@ mod loom_tests {
             let slot = loom::sync::Arc::new(JoinSlot::new());
             let worker = {
                 let slot = loom::sync::Arc::clone(&slot);
-                loom::thread::spawn(move || slot.finish(Ok(7)))
+                loom::thread::spawn(move || slot.finish(&State::new_scheduled(), Ok(7)))
             };
             let flag = Arc::new(Flag::default());
             let waker = Waker::from(Arc::clone(&flag));
@@ -517,6 +520,38 @@ mod loom_tests {
                     assert_eq!(slot.poll(&mut cx), Poll::Ready(Ok(7)));
                 }
             }
+        });
+    }
+
+    /// `JoinHandle::is_finished` racing the end of the task on a worker: once it says the
+    /// task finished, the result is there — the handle's next poll is `Ready`, never
+    /// `Pending` (a joiner that checks `is_finished` before it polls must not wait). (The
+    /// joiner is the spawned thread: loom 0.7 remembers only an atomic's last access, so a
+    /// load made before the other thread's read-modify-write would never be reordered.)
+    #[test]
+    fn loom_a_finished_task_has_its_result_in_place() {
+        loom::model(|| {
+            let state = loom::sync::Arc::new(State::new_scheduled());
+            let slot = loom::sync::Arc::new(JoinSlot::new());
+            assert_eq!(state.start(), crate::state::Start::Poll);
+            let joiner = {
+                let (state, slot) = (
+                    loom::sync::Arc::clone(&state),
+                    loom::sync::Arc::clone(&slot),
+                );
+                loom::thread::spawn(move || {
+                    if state.is_complete() {
+                        let mut cx = Context::from_waker(Waker::noop());
+                        assert_eq!(
+                            slot.poll(&mut cx),
+                            Poll::Ready(Ok(7)),
+                            "finished, no result"
+                        );
+                    }
+                })
+            };
+            slot.finish(&state, Ok(7));
+            joiner.join().unwrap();
         });
     }
 }
