@@ -83,6 +83,8 @@ struct Joined<T> {
     result: Option<Result<T, JoinError>>,
     finished: bool,
     waiter: Option<Waker>,
+    /// The handle was dropped: nobody will take the result.
+    detached: bool,
 }
 
 impl<T> JoinSlot<T> {
@@ -91,6 +93,7 @@ impl<T> JoinSlot<T> {
             result: None,
             finished: false,
             waiter: None,
+            detached: false,
         }))
     }
 
@@ -102,17 +105,36 @@ impl<T> JoinSlot<T> {
     /// wakes the handle if it waits. In that order: `is_finished` reads the state, so once it
     /// says `true` the result is in place and the handle's next poll is `Ready` (loom's
     /// `loom_a_finished_task_has_its_result_in_place` failed with COMPLETE first).
+    ///
+    /// If the handle is gone, the result is dropped here instead, quietly ([`drop_quietly`]).
     fn finish(&self, state: &State, result: Result<T, JoinError>) {
-        let waiter = {
+        let (waiter, unwanted) = {
             let mut joined = self.lock();
-            joined.result = Some(result);
             joined.finished = true;
-            joined.waiter.take()
+            if joined.detached {
+                (None, Some(result))
+            } else {
+                joined.result = Some(result);
+                (joined.waiter.take(), None)
+            }
         };
         state.complete();
         if let Some(waiter) = waiter {
             waiter.wake();
         }
+        drop_quietly(unwanted);
+    }
+
+    /// The handle was dropped: nobody will take the result. Drops it if it is there already
+    /// (quietly: [`drop_quietly`]); `finish` will drop it if it comes later.
+    fn detach(&self) {
+        let (result, waiter) = {
+            let mut joined = self.lock();
+            joined.detached = true;
+            (joined.result.take(), joined.waiter.take())
+        };
+        drop(waiter);
+        drop_quietly(result);
     }
 
     /// The handle's poll: the result, or `Pending` with `cx`'s waker left.
@@ -186,6 +208,21 @@ where
             (_, Err(payload)) => Err(JoinError::Panicked(panic_message(&*payload))),
         };
         self.join.finish(&self.state, result);
+    }
+}
+
+impl<F: Future> Drop for Task<F> {
+    /// A task freed before it finished — the last reference to it was a waker dropped
+    /// without a wake (a channel held by a task that is itself being dropped, say) — still
+    /// has its future: it is dropped here, in place, and a panic in its destructor stays
+    /// here too, as `finish`'s does. Unwinding out of this `drop` would end in whatever
+    /// dropped that waker: another task's poll, a worker, or the reactor's thread, whose
+    /// panic ends the process.
+    fn drop(&mut self) {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // Safety: `&mut self`: no other reference to the task, or its future, is left.
+            self.future.with_mut(|future| unsafe { *future = None });
+        }));
     }
 }
 
@@ -263,6 +300,8 @@ trait Joinable<T>: Send + Sync {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
     fn is_finished(&self) -> bool;
     fn abort(self: Arc<Self>);
+    /// The handle is being dropped.
+    fn detach(&self);
 }
 
 impl<F> Joinable<F::Output> for Task<F>
@@ -283,6 +322,10 @@ where
             let runtime = Arc::clone(&self.runtime);
             runtime.schedule(self);
         }
+    }
+
+    fn detach(&self) {
+        self.join.detach();
     }
 }
 
@@ -313,12 +356,28 @@ impl<T: Send + 'static> JoinHandle<T> {
     }
 }
 
+impl<T> Drop for JoinHandle<T> {
+    /// Detaches the task: it runs on, and its result, nobody's now, is dropped as soon as
+    /// there is one.
+    fn drop(&mut self) {
+        self.task.detach();
+    }
+}
+
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.task.poll_join(cx)
     }
+}
+
+/// Drops a value nobody will ever see — a detached task's result — and catches a panic in
+/// its destructor: the panic hook has printed the message, and there is nobody to give it
+/// to. Left to unwind, it would end the process from a worker's loop (`or_exit`). tokio
+/// drops an unwanted output inside `catch_unwind` too.
+fn drop_quietly<T>(value: T) {
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(value)));
 }
 
 /// The message of a panic payload: `panic!("…")` gives a `&str` or a `String`.
