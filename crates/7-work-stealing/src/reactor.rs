@@ -340,15 +340,22 @@ impl Reactor {
             // Woken with no lock held: a wake may run a lot (queue, unpark a worker).
             crate::runtime::wake_in_one_batch(wakers.drain(..));
         }
-        // Shutting down: drop every waker, so the tasks they hold can be freed.
+    }
+
+    /// At shutdown, once no thread waits in `epoll_wait` any more: every waker left with a
+    /// source or a timer, which nothing will wake now (the runtime wakes them, so that their
+    /// tasks are queued, and drops those).
+    pub(crate) fn take_waiters(&self) -> Vec<Waker> {
         let sources = std::mem::take(&mut *self.lock_sources());
+        let mut wakers = Vec::new();
         for io in sources.slots.into_iter().filter_map(|slot| slot.io) {
             let mut waiters = io.lock();
-            waiters.reader = None;
-            waiters.writer = None;
+            wakers.extend(waiters.reader.take());
+            wakers.extend(waiters.writer.take());
         }
         let timers = std::mem::take(&mut *self.lock_timers());
-        drop(timers);
+        wakers.extend(timers.wakers.into_values());
+        wakers
     }
 
     fn lock_sources(&self) -> MutexGuard<'_, Slab> {

@@ -156,10 +156,13 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
-    /// Stops the workers and the reactor, then drops the tasks still queued. Tasks that wait
-    /// on the reactor or a timer are dropped with it; one waiting only on another task's
-    /// waker (a channel held by a task nobody will poll) is leaked: the runtime keeps no list
-    /// of every task, as tokio's `OwnedTasks` does, to keep `spawn` to one allocation.
+    /// Stops the workers and the reactor, then ends every task it can reach: those still
+    /// queued, and those waiting on the reactor or a timer — it wakes their wakers, which
+    /// queues them. Each is cancelled: its future is dropped, and its handle, if someone
+    /// still holds it, says `Err(JoinError::Cancelled)`. A task waiting only on another
+    /// task's waker (a channel held by a task nobody will poll) is not reached: it is
+    /// leaked, and its handle never resolves — the runtime keeps no list of every task, as
+    /// tokio's `OwnedTasks` does, to keep `spawn` to one allocation.
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.idle.unpark_all();
@@ -168,9 +171,20 @@ impl Drop for Runtime {
             // A worker that panicked outside a task has nothing more to clean up.
             let _ = thread.join();
         }
-        for task in self.shared.injector.take_all() {
-            task.cancel();
-            task.run();
+        // No thread is left to run a task: a woken one goes to the injector.
+        for waker in self.shared.reactor.take_waiters() {
+            waker.wake();
+        }
+        // Dropping a future may wake more (the handle another task awaits): until none is left.
+        loop {
+            let tasks = self.shared.injector.take_all();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in tasks {
+                task.cancel();
+                task.run();
+            }
         }
     }
 }

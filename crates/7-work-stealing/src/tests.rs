@@ -359,7 +359,7 @@ fn a_task_in_the_injector_waits_for_few_long_polls() {
     });
 }
 
-// ---- Review of lessons 7 and 8 (branch review78): each test below fails on main as it is. ----
+// ---- From the review of lessons 7 and 8 (review78): panics in destructors, and shutdown. ----
 
 /// The environment variable that makes a test, run again as a child process, do the part
 /// that may end the process itself.
@@ -390,8 +390,8 @@ impl Drop for PanicsOnDrop {
 /// A detached task (its handle dropped) returns a value whose destructor panics: nobody will
 /// ever take that output, so the worker drops it — and the panic must stay that task's, as
 /// a panic in `poll` or in the future's destructor does (tokio drops an unwanted output
-/// inside `catch_unwind`). Today it unwinds out of `Task::run` into the worker's loop, and
-/// `or_exit` ends the whole process with exit 101 (in a child process here).
+/// inside `catch_unwind`). It used to unwind out of `Task::run` into the worker's loop,
+/// where `or_exit` ended the whole process with exit 101 (in a child process here).
 #[test]
 fn a_detached_tasks_output_that_panics_when_dropped_ends_nothing_else() {
     if std::env::var_os(CHILD).is_some() {
@@ -412,12 +412,11 @@ fn a_detached_tasks_output_that_panics_when_dropped_ends_nothing_else() {
     assert!(status.success(), "{status}: {stderr}");
 }
 
-/// Dropping the runtime drops a detached task that waits on a timer (`Runtime`'s doc: "Tasks
-/// that wait on the reactor or a timer are dropped with it"); its future's destructor
-/// panics. That panic is the task's: the drop of the runtime returns and the program goes on
-/// (tokio's shutdown drops each task inside `catch_unwind`). Today the reactor's thread drops
-/// the last waker, so the future, outside any `catch_unwind`: `or_exit` ends the process
-/// with exit 101 (in a child process here).
+/// Dropping the runtime ends a detached task that waits on a timer (see `Runtime`'s `drop`);
+/// its future's destructor panics. That panic is the task's: the drop of the runtime
+/// returns and the program goes on (tokio's shutdown drops each task inside `catch_unwind`).
+/// The reactor's thread used to drop the last waker, so the future, outside any
+/// `catch_unwind`: `or_exit` ended the process with exit 101 (in a child process here).
 #[test]
 fn a_destructor_that_panics_at_shutdown_ends_nothing_else() {
     if std::env::var_os(CHILD).is_some() {
@@ -437,11 +436,10 @@ fn a_destructor_that_panics_at_shutdown_ends_nothing_else() {
     assert!(status.success(), "{status}: {stderr}");
 }
 
-/// `Runtime`'s doc: "Tasks that wait on the reactor or a timer are dropped with it". Not when
-/// their `JoinHandle` lives on: the reactor drops its waker, the handle keeps the task, and
-/// the task is never run again — its future is never dropped, and the handle never resolves
-/// (tokio's gives `Err(Cancelled)` once its runtime is gone). Awaited from another runtime,
-/// it is still pending after 2 s.
+/// Dropping the runtime ends a task that waits on a timer even while its `JoinHandle` lives
+/// on: its future is dropped, and the handle, awaited from another runtime, says
+/// `Err(Cancelled)` (as tokio's does once its runtime is gone). The reactor used to drop the
+/// waker, the handle kept the task, and the handle was still pending after 2 s.
 #[test]
 fn a_task_waiting_on_a_timer_ends_with_its_runtime_even_with_a_handle() {
     with_watchdog(Duration::from_secs(30), || {
