@@ -169,7 +169,7 @@ mod tests;
 
 pub use future::{Either, Event, race};
 pub use net::{TcpListener, TcpStream};
-pub use runtime::{Runtime, spawn, yield_now};
+pub use runtime::{DriverMode, Runtime, spawn, yield_now};
 pub use task::{JoinError, JoinHandle};
 pub use time::{sleep, timeout};
 
@@ -181,18 +181,21 @@ struct Cli {
     command: Command,
 }
 
-/// How many worker threads to run.
+/// How many worker threads to run, and who waits for I/O.
 #[derive(Args, Debug, Clone)]
 struct Workers {
     /// Worker threads (default: the number of CPUs).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Who waits in epoll_wait: an idle worker, or a reactor thread of its own.
+    #[arg(long, value_enum, default_value_t = DriverMode::default())]
+    driver: DriverMode,
 }
 
 impl Workers {
     fn count(&self) -> usize {
         self.workers
-            .map_or_else(runtime::Runtime::default_workers, usize::from)
+            .map_or_else(Runtime::default_workers, usize::from)
     }
 }
 
@@ -228,11 +231,13 @@ enum Command {
 /// The `work-stealing` binary: parses the command line and runs the chosen program.
 pub fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Echo { server, workers } => echo::run(&server, workers.count()),
-        Command::Writer { args, workers } => {
-            runtime::Runtime::with_trace(workers.count(), fdio::Trace::new(args.trace))
-                .and_then(|runtime| runtime.block_on(writer::run(&args)))
-        }
+        Command::Echo { server, workers } => echo::run(&server, workers.count(), workers.driver),
+        Command::Writer { args, workers } => Runtime::build(
+            workers.count(),
+            workers.driver,
+            fdio::Trace::new(args.trace),
+        )
+        .and_then(|runtime| runtime.block_on(writer::run(&args))),
         Command::Tour { trace, workers } => tour::run(usize::from(workers), trace),
     };
     fdio::exit_code("work-stealing", result)
