@@ -201,6 +201,12 @@ impl Worker {
                 continue;
             }
             if let Some((task, count)) = self.shared.queues[victim].steal_into(&self.local) {
+                fdio::timeline::instant("steal", || {
+                    let from = format!("worker {victim}");
+                    fdio::timeline::Args::new()
+                        .text("from", from)
+                        .number("tasks", count as i64)
+                });
                 self.shared.trace.say(|| {
                     format!(
                         "worker {}: stole {} from worker {victim}",
@@ -252,7 +258,7 @@ impl Worker {
             match shared.idle.leave(self.index) {
                 Left::Running => self.searching.set(false),
                 Left::TakeTheUnpark => {
-                    let _ = shared.idle.sleep(self.index, None);
+                    self.sleep_on_condvar();
                     self.searching.set(true);
                 }
             }
@@ -271,14 +277,28 @@ impl Worker {
     fn sleep(&self) -> (Woken, Vec<std::task::Waker>) {
         let shared = &self.shared;
         let Some(mut driver) = shared.try_take_driver() else {
-            return (shared.idle.sleep(self.index, None), Vec::new());
+            self.sleep_on_condvar();
+            return (Woken::Unparked, Vec::new());
         };
         let who = Holder::Worker(self.index);
         let mut wait_for_io = || {
             shared.reactor.turn(&mut driver, Wait::UntilTimer, who);
         };
+        // `--timeline` shows this sleep as the driver's `epoll_wait`.
         let woken = shared.idle.sleep(self.index, Some(&mut wait_for_io));
         (woken, std::mem::take(&mut driver.woken))
+    }
+
+    /// Sleeps on our condvar until a waker unparks us (`--timeline`: a `park` slice).
+    fn sleep_on_condvar(&self) {
+        let parked = fdio::timeline::begin();
+        let woken = self.shared.idle.sleep(self.index, None);
+        debug_assert_eq!(
+            woken,
+            Woken::Unparked,
+            "only an unpark ends a condvar's sleep"
+        );
+        parked.wait("park", fdio::timeline::Args::new);
     }
 }
 
