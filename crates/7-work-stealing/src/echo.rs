@@ -21,7 +21,7 @@ use nix::sys::signal::Signal;
 
 use crate::future::{Either, Event, race};
 use crate::net::{TcpListener, TcpStream};
-use crate::runtime::{Runtime, spawn_named};
+use crate::runtime::{DriverMode, Runtime, spawn_named};
 use crate::signal::Signals;
 use crate::time::timeout;
 
@@ -63,9 +63,9 @@ enum Finished {
 }
 
 /// Prints `listening on …` and serves on `workers` workers until SIGINT or SIGTERM.
-pub fn run(args: &ServerArgs, workers: usize) -> io::Result<()> {
+pub fn run(args: &ServerArgs, workers: usize, driver: DriverMode) -> io::Result<()> {
     fdio::raise_fd_limit()?;
-    let runtime = Runtime::with_trace(workers, Trace::new(args.trace))?;
+    let runtime = Runtime::build(workers, driver, Trace::new(args.trace))?;
     runtime.block_on(async {
         // The signals first: one sent the moment `listening on` is printed is obeyed.
         let signals = Signals::new(&[Signal::SIGINT, Signal::SIGTERM])?;

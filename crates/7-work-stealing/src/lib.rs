@@ -174,7 +174,7 @@ mod tests;
 
 pub use future::{Either, Event, race};
 pub use net::{TcpListener, TcpStream};
-pub use runtime::{Runtime, spawn, spawn_named, yield_now};
+pub use runtime::{DriverMode, Runtime, spawn, spawn_named, yield_now};
 pub use task::{JoinError, JoinHandle};
 pub use time::{sleep, timeout};
 
@@ -186,18 +186,21 @@ struct Cli {
     command: Command,
 }
 
-/// How many worker threads to run.
+/// How many worker threads to run, and who waits for I/O.
 #[derive(Args, Debug, Clone)]
 struct Workers {
     /// Worker threads (default: the number of CPUs).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Who waits in epoll_wait: an idle worker, or a reactor thread of its own.
+    #[arg(long, value_enum, default_value_t = DriverMode::default())]
+    driver: DriverMode,
 }
 
 impl Workers {
     fn count(&self) -> usize {
         self.workers
-            .map_or_else(runtime::Runtime::default_workers, usize::from)
+            .map_or_else(Runtime::default_workers, usize::from)
     }
 }
 
@@ -245,7 +248,7 @@ pub fn main() -> ExitCode {
             timeline,
         } => timeline
             .record("work-stealing echo")
-            .and_then(|_recording| echo::run(&server, workers.count())),
+            .and_then(|_recording| echo::run(&server, workers.count(), workers.driver)),
         Command::Writer {
             args,
             workers,
@@ -253,7 +256,8 @@ pub fn main() -> ExitCode {
         } => timeline
             .record("work-stealing writer")
             .and_then(|_recording| {
-                runtime::Runtime::with_trace(workers.count(), fdio::Trace::new(args.trace))
+                let trace = fdio::Trace::new(args.trace);
+                Runtime::build(workers.count(), workers.driver, trace)
                     .and_then(|runtime| runtime.block_on(writer::run(&args)))
             }),
         Command::Tour {

@@ -49,9 +49,20 @@ pub(crate) type TaskRef = Arc<dyn Runnable>;
 /// What a worker does with a task it popped.
 pub(crate) trait Runnable: Send + Sync {
     /// Polls the task once (or drops it, if it was aborted).
-    fn run(self: Arc<Self>);
+    fn run(self: Arc<Self>) -> Ran;
     /// Marks it aborted; the next `run` drops its future. (Used at shutdown.)
     fn cancel(&self);
+}
+
+/// What the worker that ran a task must do with it next.
+#[must_use = "a task woken during its own poll is never polled again unless it is queued"]
+pub(crate) enum Ran {
+    /// Nothing: it finished, or it waits for a wake, which will queue it.
+    Done,
+    /// It was woken during its own poll — `yield_now`, a spent budget, or a waker on another
+    /// thread meanwhile — so no waker queued it: the worker puts it at the back of its own
+    /// queue. (The worker has it in hand: no need to look up which worker this thread is.)
+    Again(TaskRef),
 }
 
 /// Why a task has no result.
@@ -231,10 +242,10 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn run(self: Arc<Self>) {
+    fn run(self: Arc<Self>) -> Ran {
         if self.state.start() == Start::Cancel {
             self.finish(Err(JoinError::Cancelled));
-            return;
+            return Ran::Done;
         }
         // The plain form is `Waker::from(Arc::clone(&self))`; see `waker_ref` for what this
         // one saves.
@@ -259,13 +270,11 @@ where
             Err(payload) => self.finish(Err(JoinError::Panicked(panic_message(&*payload)))),
             Ok(Poll::Pending) => match self.state.after_pending() {
                 AfterPoll::Idle => {}
-                AfterPoll::Reschedule => {
-                    let runtime = Arc::clone(&self.runtime);
-                    runtime.schedule(self);
-                }
+                AfterPoll::Reschedule => return Ran::Again(self),
                 AfterPoll::Cancel => self.finish(Err(JoinError::Cancelled)),
             },
         }
+        Ran::Done
     }
 
     fn cancel(&self) {
