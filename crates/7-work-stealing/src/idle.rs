@@ -16,8 +16,10 @@
 //!
 //! The two fences are ordered one way or the other, so at least one side sees the other's
 //! write: the worker sees the task (and leaves the sleepers), or the waker sees the sleeper
-//! (and unparks it). The loom checks at the end of this file run both sides through every
-//! interleaving.
+//! (and unparks it). The loom checks at the end of this file run both sides through the
+//! interleavings loom explores — every one for a single worker; with two workers (three
+//! threads), those with at most 2 preemptions. Their worker is a copy of `run_worker`'s loop,
+//! and their run queues are one counter of tasks.
 
 use std::sync::PoisonError;
 

@@ -82,30 +82,55 @@
 //!
 //! ## Written by hand, and checked by loom
 //! The local queue and the task state are the lesson, so they are hand-written atomics, each
-//! `unsafe` block with its `Safety:` comment. Atomics are easy to get subtly wrong, so every
-//! place where threads race takes its atomics and locks from `sync.rs` — loom's
-//! in a `--cfg loom` build — and is model-checked with [loom](https://docs.rs/loom): the
-//! queue (push, pop and two thieves, a thief robbed while it copies, indexes that wrap past
-//! `u32::MAX`), the task state (a wake or an abort racing a poll), parking (a task queued
-//! while a worker goes to sleep, or while a searcher is about to), the reactor's readiness
-//! (an event racing a clear), the join slot (a result racing the handle's poll):
+//! `unsafe` block with its `Safety:` comment. Atomics are easy to get subtly wrong, so these
+//! parts take their atomics, locks and `UnsafeCell` from `sync.rs` — loom's in a `--cfg loom`
+//! build — and are model-checked with [loom](https://docs.rs/loom):
+//! - the local queue ([`queue`]), its own code: push, pop and two thieves, a thief robbed
+//!   while it copies, indexes that wrap past `u32::MAX` (the ring holds 4 under loom);
+//! - the task state ([`state`]): a wake or an abort racing a poll. `State`'s methods are the
+//!   runtime's; the worker that calls them is the model's own few lines, a copy of what
+//!   `Task::run` does with their answers;
+//! - the join slot ([`task`]): a result racing the handle's poll, and `is_finished` racing
+//!   the end of the task;
+//! - parking ([`idle`]): `Idle` itself, driven by a model worker that copies `run_worker`'s
+//!   loop, with every run queue reduced to one counter of tasks, and a stand-in for the
+//!   driver an idle worker sleeps in;
+//! - the reactor's readiness handshake (`ScheduledIo`): an event racing a clear, the
+//!   reactor's and the task's steps written out in the model.
+//!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 //!     cargo test --release -p lesson-work-stealing --lib loom
 //! ```
-//! loom runs each model again and again, each time with another interleaving of its threads
-//! at every atomic operation and lock, and another value where the memory model lets a load
-//! return more than one, until it has run them all (about 40 s for all the models here, once
-//! built). All of them, for every model but one: loom can bound the **preemptions** of a
-//! run — the times a thread that could go on is stopped so that another runs
-//! (`LOOM_MAX_PREEMPTIONS`, or the model's own `Builder`) — and then runs only the
-//! interleavings with at most that many. The two-worker parking model has three threads and
-//! bounds itself to 2 (at 3 it took five minutes here): loom's authors find that 2 or 3
-//! catch most bugs, but a bug there that needs three preemptions would go unseen. Nor does
-//! loom implement the whole C11 memory model: it treats `SeqCst` loads and stores as
-//! `AcqRel` (which can only make it report a bug that cannot happen — so the handshakes
-//! that need `SeqCst` use `SeqCst` fences, which it does model), and it does not try every
-//! reordering `Relaxed` allows ("load buffering"), so such a bug could pass it.
+//! loom does not see what uses std's types directly: the injector (a `Mutex<VecDeque>` and
+//! its length), the shutdown flags, the reactor's table of sources, its timers and its
+//! driver's lock, [`Event`], `block_on`'s waker and `thread::park`, the `Arc`s that hold
+//! the tasks and the queues, and the glue in `Task::run`, `wake` and `schedule`. Those are
+//! plain locks and one-flag handshakes; the stress tests (a million tasks, 100,000
+//! ping-pongs, under a watchdog) run them, and Miri runs the unsafe code of the queue and
+//! the task (`.ci/run`).
+//!
+//! How far a model check goes: loom runs the model again and again, each time with another
+//! interleaving of its threads at the atomic operations and locks, and, where a load may
+//! return one of several earlier stores, another of those (about 40 s for all the models
+//! here, once built). That is a large set of executions, not all of them:
+//! - it skips orders it judges equivalent to one it ran, and may misjudge: loom 0.7
+//!   remembers only an atomic's last access, so a load on one thread followed by another
+//!   thread's load-then-CAS is never tried the other way round (tokio-rs/loom#392).
+//!   `loom_a_finished_task_has_its_result_in_place`, written with its threads the other
+//!   way, ran once and passed on the buggy order; as it is, it fails on that order;
+//! - it can bound the **preemptions** of a run — the times a thread that could go on is
+//!   stopped so that another runs — and then runs only the interleavings with at most that
+//!   many. The two-worker parking models have three threads and bound themselves to 2 (at 3
+//!   one took five minutes here): loom's authors find that 2 or 3 catch most bugs, but a
+//!   bug there that needs three preemptions would go unseen;
+//! - it does not implement the whole C11 memory model: it treats `SeqCst` loads and stores
+//!   as `AcqRel` (which can only make it report a bug that cannot happen — so the
+//!   handshakes that need `SeqCst` use `SeqCst` fences, which it does model), it does not
+//!   try every reordering `Relaxed` allows ("load buffering"), and it keeps only the last 7
+//!   stores of each atomic for a load to choose from.
+//!
+//! So a model that passes is strong evidence, not a proof.
 //!
 //! loom found a real bug while this lesson was written: a wake that found the task already
 //! queued changed nothing — so wrote nothing, published nothing — and the poll that followed

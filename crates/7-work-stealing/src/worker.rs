@@ -320,12 +320,18 @@ enum WokenInto {
 /// turns. Short polls (a million tiny tasks) make the interval long, so the injector's lock
 /// is rarely taken; long ones (connections echoing a flood) make it short. Measured once per
 /// interval, not per poll: a clock read per poll would cost more than a short poll.
+///
+/// A turn is one pass of the worker's loop, which is one poll — except a pass that found
+/// nothing and did not sleep (a failed search, a last look before parking that found work):
+/// it counts as a turn too, and the time it spent searching counts as polling. So the mean
+/// is a turn's, not strictly a poll's: close enough to choose between 2 and 127, and a
+/// sleep, which is no turn, starts the measurement again.
 struct Interval {
     /// The interval now, in turns.
     turns: Cell<u32>,
     /// Turns left until the next look.
     left: Cell<u32>,
-    /// The running mean of one poll's duration, in nanoseconds.
+    /// The running mean of one turn's duration (mostly a poll's), in nanoseconds.
     mean_poll_nanos: Cell<f64>,
     /// When the current interval began.
     since: Cell<Instant>,
