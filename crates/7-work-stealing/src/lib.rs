@@ -112,7 +112,7 @@
 //!
 //! How far a model check goes: loom runs the model again and again, each time with another
 //! interleaving of its threads at the atomic operations and locks, and, where a load may
-//! return one of several earlier stores, another of those (about 40 s for all the models
+//! return one of several earlier stores, another of those (5 minutes for all the models
 //! here, once built). That is a large set of executions, not all of them:
 //! - it skips orders it judges equivalent to one it ran, and may misjudge: loom 0.7
 //!   remembers only an atomic's last access, so a load on one thread followed by another
