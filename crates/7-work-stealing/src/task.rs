@@ -524,6 +524,28 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
+    /// A task returns a value whose destructor panics; the value waits in the join slot and
+    /// is dropped with the handle, never awaited. The panic stays there: whoever drops the
+    /// handle goes on (the value is nobody's, as a detached task's result is).
+    #[test]
+    fn a_result_dropped_with_its_handle_does_not_unwind_into_the_dropper() {
+        let runtime = Runtime::new(1).unwrap();
+        let handle = runtime.spawn(async { PanicsOnDrop });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !handle.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(handle);
+        assert_eq!(
+            runtime.block_on(async { spawn(async { 6 * 7 }).await }),
+            Ok(42)
+        );
+    }
+
     /// `abort` on a task waiting for a wake that never comes: its future is dropped once,
     /// and its handle says `Cancelled`; a task that panics says `Panicked`.
     #[test]
