@@ -438,3 +438,168 @@ fn set_blocking(fd: &impl std::os::fd::AsRawFd) {
         assert!(flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0);
     }
 }
+
+// ---- Review 56: what is still wrong (each test fails on the code it was written against) ----
+
+/// Gives `fd`'s open file the fd number `number` (which must be free): what the kernel does
+/// on its own when the next socket or file is opened after `number` was closed — the lowest
+/// free number — made certain here.
+fn reuse_fd_number(fd: impl Into<std::os::fd::OwnedFd>, number: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd: std::os::fd::OwnedFd = fd.into();
+    // Safety: `F_DUPFD_CLOEXEC` makes a new fd ≥ `number` for the open file of `fd`, ours.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, number) };
+    assert_eq!(new, number, "fd {number} was taken by someone else meanwhile");
+    // Safety: a new fd, ours alone.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(new) }
+}
+
+/// A stream dropped in the same turn as its receive was pushed (a `recv()` that lost a race,
+/// then the stream dropped) closes its fd at once, while the receive's entry — which names
+/// the socket by that fd *number* — still waits in the submission ring for the next
+/// `io_uring_enter`. The next socket the program opens gets the same number, and must not
+/// lose its bytes to the dead stream's receive (which takes them, and drops them with its
+/// abandoned slot). The fix: close through the ring (`IORING_OP_CLOSE` after the cancel, as
+/// tokio-uring's `SharedFd` does), or submit what is pending before `close(2)`.
+#[test]
+fn a_dropped_streams_receive_never_takes_the_bytes_of_the_next_socket_with_its_fd() {
+    use std::os::fd::AsRawFd;
+    if !available() {
+        return;
+    }
+    let _watchdog =
+        Watchdog::arm("a_dropped_streams_receive_never_takes_the_bytes_of_the_next_socket_with_its_fd");
+    let got = run(async {
+        let (a, _a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        b_peer.write_all(b"for b only").unwrap();
+        let number = a.as_raw_fd();
+        let mut a = TcpStream::new(a.into());
+        // The receive is pushed into the submission ring; the loop has not entered since.
+        let _ = race(a.recv(), std::future::ready(())).await;
+        drop(a);
+        let mut b = TcpStream::new(reuse_fd_number(b, number));
+        match race(b.recv(), sleep(Duration::from_secs(2))).await {
+            Either::Left(Ok(Some(chunk))) => chunk.to_vec(),
+            Either::Left(Ok(None)) => b"<EOF>".to_vec(),
+            Either::Left(Err(err)) => format!("<{err}>").into_bytes(),
+            Either::Right(()) => b"<nothing in 2 s>".to_vec(),
+        }
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "for b only",
+        "the next socket with the dropped stream's fd number lost its bytes"
+    );
+}
+
+/// The same for a send: a `write_all` that lost a race is cancelled, but its entry is still
+/// in the submission ring, naming the fd number; the stream is dropped (its fd closed) and
+/// the number reused by another connection before the loop enters. That connection's peer
+/// must not receive bytes meant for the dropped one's.
+#[test]
+fn a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd() {
+    use std::os::fd::AsRawFd;
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd");
+    let leaked = run(async {
+        let (a, _a_peer) = UnixStream::pair().unwrap();
+        let (b, b_peer) = UnixStream::pair().unwrap();
+        let number = a.as_raw_fd();
+        let mut a = TcpStream::new(a.into());
+        let _ = race(
+            a.write_all(b"meant for a's peer".to_vec()),
+            std::future::ready(()),
+        )
+        .await;
+        drop(a);
+        let b = reuse_fd_number(b, number);
+        // A few turns: whatever waits in the submission ring reaches the kernel.
+        sleep(Duration::from_millis(50)).await;
+        drop(b);
+        b_peer.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let _ = (&b_peer).read_to_end(&mut got);
+        got
+    });
+    assert!(
+        leaked.is_empty(),
+        "another connection's peer received {:?}",
+        String::from_utf8_lossy(&leaked)
+    );
+}
+
+/// `Op::submit`'s contract: the caller makes the entry point into the bytes `owned` keeps
+/// stable, and the `Op` drops (or gives back) `owned` "only after the last completion". A
+/// zero-copy send (`IORING_OP_SEND_ZC`, Linux 6.0) completes twice: its result, flagged
+/// `IORING_CQE_F_MORE`, then a notification once the kernel no longer reads the buffer. The
+/// `Op` gives the buffer back at the first: here the send's bytes wait in the socket (the
+/// peer's window is full) while the buffer is the caller's again; the caller changes it, and
+/// the peer receives the *changed* bytes. The `Op` must keep `owned` until the completion
+/// without `IORING_CQE_F_MORE` (or the contract must forbid requests with more than one).
+#[test]
+fn an_op_gives_back_its_buffer_only_after_the_last_completion() {
+    use std::os::fd::AsRawFd;
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("an_op_gives_back_its_buffer_only_after_the_last_completion");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let fd = server.as_raw_fd();
+    let set = |fd: i32, option: i32, value: libc::c_int| {
+        // Safety: setsockopt reads one int from a live local.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+    };
+    set(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
+    set(fd, libc::SO_SNDBUF, 4 << 20);
+    // More than the client's window takes: the rest waits in our socket, unacknowledged.
+    let fill = vec![b'f'; 256 * 1024];
+    (&server).write_all(&fill).unwrap();
+    let tail = run(async {
+        let original = b"sixteen original".to_vec();
+        // Safety: the entry points into the `Vec`'s heap bytes, which the `Op` owns until the
+        // request's last completion (its contract).
+        let op = unsafe {
+            crate::op::Op::submit("send-zc", original, |bytes| {
+                io_uring::opcode::SendZc::new(
+                    io_uring::types::Fd(fd),
+                    bytes.as_ptr(),
+                    bytes.len() as u32,
+                )
+                .build()
+            })
+        };
+        let (sent, mut bytes) = op.await;
+        assert_eq!(sent.unwrap(), 16);
+        // The buffer is ours again: ours to change.
+        bytes.copy_from_slice(b"sixteen CHANGED!");
+        let reader = thread::spawn(move || {
+            let mut all = vec![0; fill.len() + 16];
+            (&client).read_exact(&mut all).unwrap();
+            all[fill.len()..].to_vec()
+        });
+        while !reader.is_finished() {
+            sleep(Duration::from_millis(5)).await;
+        }
+        drop(bytes);
+        reader.join().unwrap()
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&tail),
+        "sixteen original",
+        "the kernel read the buffer after the Op gave it back"
+    );
+}
