@@ -603,3 +603,52 @@ fn an_op_gives_back_its_buffer_only_after_the_last_completion() {
         "the kernel read the buffer after the Op gave it back"
     );
 }
+
+/// `Op::submit`'s `kind` is documented as a label (for `--trace`), and its contract says
+/// nothing about it; yet the driver closes the result of any abandoned request labelled
+/// `"accept"` as if it were a new fd (`Driver::discard`). A read labelled so, whose result
+/// (a byte count) happens to be the number of an fd the program owns, closes that fd when
+/// its `Op` is dropped unpolled: an fd closed behind its owner's back (I/O safety). Whether a
+/// result is an fd must come from the request itself (its opcode), not from its label — or
+/// the contract must say what the label means.
+#[test]
+fn a_request_labelled_accept_never_closes_an_fd_it_does_not_own() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_request_labelled_accept_never_closes_an_fd_it_does_not_own");
+    let (canary_reader, canary_writer) = std::io::pipe().unwrap();
+    let canary: OwnedFd = canary_writer.into();
+    let number = canary.as_raw_fd();
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(&vec![b'r'; number as usize]).unwrap();
+    let fd = reader.as_raw_fd();
+    run(async {
+        // Safety: the entry points into the `Vec`'s heap bytes, within its capacity, which the
+        // `Op` owns until the request's last completion.
+        let op = unsafe {
+            crate::op::Op::submit("accept", Vec::<u8>::with_capacity(number as usize), |buf| {
+                io_uring::opcode::Read::new(
+                    io_uring::types::Fd(fd),
+                    buf.as_mut_ptr(),
+                    number as u32,
+                )
+                .build()
+            })
+        };
+        // The read completes meanwhile (its bytes are there); nobody polls the `Op`.
+        sleep(Duration::from_millis(20)).await;
+        drop(op);
+    });
+    // Safety: F_GETFD reads the fd's flags; it touches no memory.
+    let open = unsafe { libc::fcntl(number, libc::F_GETFD) } >= 0;
+    if !open {
+        std::mem::forget(canary); // closed already: never close the number twice
+    }
+    drop(canary_reader);
+    assert!(
+        open,
+        "fd {number}, owned by the test, was closed by the driver"
+    );
+}
