@@ -652,3 +652,32 @@ fn a_request_labelled_accept_never_closes_an_fd_it_does_not_own() {
         "fd {number}, owned by the test, was closed by the driver"
     );
 }
+
+/// A `TcpListener` is `Send` (unlike a `TcpStream`, which holds an `Rc`, and unlike lesson
+/// 5's I/O types, `!Send` on purpose): moved to another thread and dropped there, it cannot
+/// reach its ring (a thread-local), so its multishot accept is never cancelled — and that
+/// request holds the listening socket open: clients still connect, are accepted into a slot
+/// nobody reads, and wait forever. Dropped, a listener must stop listening (dropped on its
+/// own thread, it does); the simplest fix is to make it `!Send` (and `Op`, `Reader` likewise).
+#[test]
+fn a_listener_dropped_on_another_thread_stops_listening() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_listener_dropped_on_another_thread_stops_listening");
+    let refused = run(async {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let mut listener = crate::net::TcpListener::from_std(std_listener);
+        // Its multishot accept is submitted (the ready future wins the race at once).
+        let _ = race(listener.accept(), std::future::ready(())).await;
+        sleep(Duration::from_millis(10)).await;
+        thread::spawn(move || drop(listener)).join().unwrap();
+        sleep(Duration::from_millis(10)).await;
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err()
+    });
+    assert!(
+        refused,
+        "a client connected to a listener that had been dropped"
+    );
+}
