@@ -213,8 +213,11 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
         let entered = runtime.driver.borrow_mut().enter(wait);
         runtime.ready.sleeping.store(false, Ordering::SeqCst);
         entered?;
-        // 3. File each completion by its token, waking the task that waits for it.
-        runtime.driver.borrow_mut().complete(wait);
+        // 3. File each completion by its token, waking the task that waits for it. What the
+        //    kernel is done with is dropped after the driver's borrow has ended: its `Drop`
+        //    may use the runtime.
+        let freed = runtime.driver.borrow_mut().complete(wait);
+        drop(freed);
     }
 }
 

@@ -29,7 +29,7 @@ use std::future::pending;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
@@ -80,14 +80,10 @@ impl TcpListener {
             let token = match self.accept {
                 Some(token) => token,
                 None => {
-                    let entry = opcode::AcceptMulti::new(Fd(self.fd.as_raw_fd()))
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build();
-                    // Safety: a multishot accept that asks for no address points to no memory.
-                    let token = with_driver_of(self.runtime, |driver| unsafe {
-                        driver.submit("accept", entry)
-                    })
-                    .unwrap_or_else(|| Err(another_runtime()))?;
+                    let listener = self.fd.as_fd();
+                    let token =
+                        with_driver_of(self.runtime, |driver| driver.submit_accept(listener))
+                            .unwrap_or_else(|| Err(another_runtime()))?;
                     *self.accept.insert(token)
                 }
             };
@@ -145,9 +141,11 @@ fn next_result(
     }
 }
 
+/// Abandons the multishot request `token`, if any: the kernel cancels it.
 fn release(runtime: RuntimeId, token: Option<Token>) {
     if let Some(token) = token {
-        with_driver_of(runtime, |driver| driver.abandon(token, Box::new(())));
+        // A multishot request keeps nothing alive: what it fills is the driver's.
+        with_driver_of(runtime, |driver| drop(driver.abandon(token, Box::new(()))));
     }
 }
 

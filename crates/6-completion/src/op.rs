@@ -147,7 +147,7 @@ impl<T: Unpin + 'static> Future for Op<T> {
         // A single-shot request has one completion: after it the kernel is done, and the
         // slot is freed.
         with_runtime_of(this.runtime, |runtime| {
-            runtime.driver.borrow_mut().abandon(token, Box::new(()));
+            drop(runtime.driver.borrow_mut().abandon(token, Box::new(())));
         });
         this.token = None;
         let result = completion.map_or_else(
@@ -187,12 +187,15 @@ impl<T: 'static> Drop for Op<T> {
         let (Some(token), Some(owned)) = (self.token.take(), self.owned.take()) else {
             return;
         };
-        // Dropped in flight: the ring keeps `owned` until the kernel is done with it.
+        // Dropped in flight: the ring keeps `owned` until the kernel is done with it — or
+        // hands it back at once if the kernel already is, to be dropped here, once the
+        // driver's borrow has ended (its `Drop` may need the runtime).
         let mut owned = Some(owned);
-        with_runtime_of(self.runtime, |runtime| {
+        let done_with = with_runtime_of(self.runtime, |runtime| {
             let owned = owned.take().expect("taken once");
-            runtime.driver.borrow_mut().abandon(token, Box::new(owned));
+            runtime.driver.borrow_mut().abandon(token, Box::new(owned))
         });
+        drop(done_with);
         // Not in its runtime (it ended, or this is another one nested in it): whether the
         // kernel is done cannot be known here, so the only sound choice is to leak it.
         if let Some(owned) = owned {

@@ -28,6 +28,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,7 +40,7 @@ use crate::bufring::BufRing;
 use crate::doorbell::Doorbell;
 use crate::executor::Buffers;
 use crate::probe;
-use crate::slots::{Completion, Lifecycle, Slots, Token};
+use crate::slots::{Completion, Lifecycle, Slots, Token, Yields};
 use crate::trace::TurnTrace;
 
 /// The submission ring's size. A turn that pushes more first flushes what is there.
@@ -161,7 +162,34 @@ impl Driver {
         entry: squeue::Entry,
         pause_at: usize,
     ) -> io::Result<Token> {
-        let token = self.slots.insert(kind, pause_at);
+        // Safety: as our caller promises.
+        unsafe { self.insert_and_push(kind, Yields::Value, entry, pause_at) }
+    }
+
+    /// Submits a multishot accept on `listener` (Linux 5.19): one completion per new
+    /// connection, each result a new fd (close-on-exec) that whoever takes it owns. The
+    /// driver builds this request itself: it is the only one whose results it treats as fds
+    /// ([`Yields::NewFd`]), closing those that nobody takes.
+    pub fn submit_accept(&mut self, listener: BorrowedFd<'_>) -> io::Result<Token> {
+        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        // Safety: an accept that asks for no address points to no memory.
+        unsafe { self.insert_and_push("accept", Yields::NewFd, entry, usize::MAX) }
+    }
+
+    /// A slot for the request, then the entry, carrying the slot's token, into the ring.
+    ///
+    /// # Safety
+    /// As for [`submit`](Self::submit).
+    unsafe fn insert_and_push(
+        &mut self,
+        kind: &'static str,
+        yields: Yields,
+        entry: squeue::Entry,
+        pause_at: usize,
+    ) -> io::Result<Token> {
+        let token = self.slots.insert(kind, yields, pause_at);
         // Safety: as our caller promises.
         if let Err(err) = unsafe { self.push(kind, &entry.user_data(token.user_data())) } {
             self.slots.remove(token);
@@ -205,27 +233,37 @@ impl Driver {
         }
     }
 
-    /// The owner of `token` is gone. If the kernel is done, the slot is freed; if not, the
-    /// request is cancelled and `keep_alive` — whatever the kernel may still use — stays in
-    /// the slot until its last completion. Buffers the kernel already filled for it go back
-    /// to the buffer ring.
-    pub fn abandon(&mut self, token: Token, keep_alive: Box<dyn Any>) {
+    /// The owner of `token` is gone. If the kernel is done, the slot is freed and
+    /// `keep_alive` handed back; if not, the request is cancelled and `keep_alive` —
+    /// whatever the kernel may still use — stays in the slot until its last completion.
+    /// Results nobody took are discarded: buffers the kernel filled for them go back to the
+    /// buffer ring, fds it accepted for them are closed.
+    ///
+    /// What comes back is the caller's to drop once it no longer borrows the driver: its
+    /// `Drop` may need the runtime.
+    #[must_use = "drop it after the driver's borrow ends"]
+    pub fn abandon(&mut self, token: Token, keep_alive: Box<dyn Any>) -> Option<Box<dyn Any>> {
         let Some(slot) = self.slots.get_mut(token) else {
-            return;
+            return Some(keep_alive);
         };
         let leftovers = std::mem::take(&mut slot.results);
-        let kind = slot.kind;
-        match slot.lifecycle {
-            Lifecycle::Finished => drop(self.slots.remove(token)),
-            Lifecycle::Abandoned(_) => {}
+        let yields = slot.yields;
+        let unused = match slot.lifecycle {
+            Lifecycle::Finished => {
+                self.slots.remove(token);
+                Some(keep_alive)
+            }
+            Lifecycle::Abandoned(_) => Some(keep_alive),
             Lifecycle::Submitted | Lifecycle::Waiting(_) => {
                 slot.lifecycle = Lifecycle::Abandoned(keep_alive);
                 self.cancel(token);
+                None
             }
-        }
+        };
         for completion in leftovers {
-            self.discard(kind, completion);
+            self.discard(yields, completion);
         }
+        unused
     }
 
     /// Asks the kernel to stop request `token` early (`IORING_OP_ASYNC_CANCEL`). The request
@@ -253,7 +291,12 @@ impl Driver {
 
     /// Takes every completion from the ring, files each in its slot and wakes the task
     /// waiting for it. `waited` is for `--trace`: whether the enter before it slept.
-    pub fn complete(&mut self, waited: bool) {
+    ///
+    /// Returns what abandoned requests kept alive and the kernel is now done with: the
+    /// caller drops it once it no longer borrows the driver, since its `Drop` may need the
+    /// runtime (a buffer that owns a stream closes it through the ring).
+    #[must_use = "drop it after the driver's borrow ends"]
+    pub fn complete(&mut self, waited: bool) -> Vec<Box<dyn Any>> {
         // Collected first: the completion ring is borrowed while we walk it.
         let entries: Vec<(u64, Completion)> = self
             .ring
@@ -266,23 +309,32 @@ impl Driver {
                 (entry.user_data(), completion)
             })
             .collect();
+        let mut freed = Vec::new();
         for (user_data, completion) in entries {
-            let kind = self.complete_one(user_data, completion);
+            let kind = self.complete_one(user_data, completion, &mut freed);
             self.trace.completed(kind);
         }
         self.trace.end_of_turn(waited);
+        freed
     }
 
-    /// One turn: [`enter`](Self::enter), then [`complete`](Self::complete).
-    pub fn turn(&mut self, wait: bool) -> io::Result<()> {
+    /// One turn: [`enter`](Self::enter), then [`complete`](Self::complete). Returns what
+    /// `complete` returns.
+    #[must_use = "drop it after the driver's borrow ends"]
+    pub fn turn(&mut self, wait: bool) -> io::Result<Vec<Box<dyn Any>>> {
         self.enter(wait)?;
-        self.complete(wait);
-        Ok(())
+        Ok(self.complete(wait))
     }
 
-    /// Files one completion in its slot and wakes the task waiting for it. Returns the kind
-    /// of request it was.
-    fn complete_one(&mut self, user_data: u64, completion: Completion) -> &'static str {
+    /// Files one completion in its slot and wakes the task waiting for it; what an abandoned
+    /// request kept alive goes into `freed` once its last completion has come. Returns the
+    /// kind of request it was.
+    fn complete_one(
+        &mut self,
+        user_data: u64,
+        completion: Completion,
+        freed: &mut Vec<Box<dyn Any>>,
+    ) -> &'static str {
         match user_data {
             IGNORED => return "cancel",
             DOORBELL => {
@@ -305,17 +357,20 @@ impl Driver {
         let Some(slot) = self.slots.get_mut(token) else {
             // Cannot happen: a slot lives until its last completion. Still, a buffer
             // attached to it must not be lost.
-            self.discard("unknown", completion);
+            self.discard(Yields::Value, completion);
             return "unknown";
         };
-        let kind = slot.kind;
+        let (kind, yields) = (slot.kind, slot.yields);
         let last = !completion.more_to_come();
         if let Lifecycle::Abandoned(_) = slot.lifecycle {
             // Nobody will take this result: return its buffer, and once the kernel is done,
-            // free the slot (and with it what the kernel was using).
-            self.discard(kind, completion);
-            if last {
-                self.slots.remove(token);
+            // free the slot, handing what the kernel was using to the caller to drop.
+            self.discard(yields, completion);
+            if last
+                && let Some(slot) = self.slots.remove(token)
+                && let Lifecycle::Abandoned(kept) = slot.lifecycle
+            {
+                freed.push(kept);
             }
             return kind;
         }
@@ -338,15 +393,14 @@ impl Driver {
 
     /// A result nobody will take: its buffer goes back to the ring, and a connection an
     /// abandoned accept still accepted is closed.
-    fn discard(&mut self, kind: &'static str, completion: Completion) {
+    fn discard(&mut self, yields: Yields, completion: Completion) {
         if let Some(id) = completion.buffer_id() {
             self.buffers.borrow_mut().recycle(id);
         }
-        if kind == "accept" && completion.result >= 0 {
-            // Safety: a successful accept's result is a new fd that nobody else has.
-            drop(unsafe {
-                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(completion.result)
-            });
+        if yields == Yields::NewFd && completion.result >= 0 {
+            // Safety: the request is the driver's own accept (`submit_accept`): a successful
+            // result is a new fd, and nobody took it.
+            drop(unsafe { OwnedFd::from_raw_fd(completion.result) });
         }
     }
 
@@ -407,7 +461,9 @@ impl Driver {
         // Safety: a cancel points to no memory.
         if unsafe { self.push("cancel", &cancel_all) }.is_ok() {
             for _ in 0..100 {
-                if self.turn(false).is_err() || !busy(self) {
+                // What the kernel is done with is freed now: the driver is being dropped, so
+                // nobody borrows it, and the runtime is no longer current.
+                if self.turn(false).map(drop).is_err() || !busy(self) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));

@@ -444,12 +444,18 @@ fn set_blocking(fd: &impl std::os::fd::AsRawFd) {
 /// Gives `fd`'s open file the fd number `number` (which must be free): what the kernel does
 /// on its own when the next socket or file is opened after `number` was closed — the lowest
 /// free number — made certain here.
-fn reuse_fd_number(fd: impl Into<std::os::fd::OwnedFd>, number: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+fn reuse_fd_number(
+    fd: impl Into<std::os::fd::OwnedFd>,
+    number: std::os::fd::RawFd,
+) -> std::os::fd::OwnedFd {
     use std::os::fd::{AsRawFd, FromRawFd};
     let fd: std::os::fd::OwnedFd = fd.into();
     // Safety: `F_DUPFD_CLOEXEC` makes a new fd ≥ `number` for the open file of `fd`, ours.
     let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, number) };
-    assert_eq!(new, number, "fd {number} was taken by someone else meanwhile");
+    assert_eq!(
+        new, number,
+        "fd {number} was taken by someone else meanwhile"
+    );
     // Safety: a new fd, ours alone.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(new) }
 }
@@ -467,8 +473,9 @@ fn a_dropped_streams_receive_never_takes_the_bytes_of_the_next_socket_with_its_f
     if !available() {
         return;
     }
-    let _watchdog =
-        Watchdog::arm("a_dropped_streams_receive_never_takes_the_bytes_of_the_next_socket_with_its_fd");
+    let _watchdog = Watchdog::arm(
+        "a_dropped_streams_receive_never_takes_the_bytes_of_the_next_socket_with_its_fd",
+    );
     let got = run(async {
         let (a, _a_peer) = UnixStream::pair().unwrap();
         let (b, mut b_peer) = UnixStream::pair().unwrap();
@@ -503,7 +510,8 @@ fn a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd() {
     if !available() {
         return;
     }
-    let _watchdog = Watchdog::arm("a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd");
+    let _watchdog =
+        Watchdog::arm("a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd");
     let leaked = run(async {
         let (a, _a_peer) = UnixStream::pair().unwrap();
         let (b, b_peer) = UnixStream::pair().unwrap();
@@ -680,4 +688,66 @@ fn a_listener_dropped_on_another_thread_stops_listening() {
         refused,
         "a client connected to a listener that had been dropped"
     );
+}
+
+/// A buffer whose `Drop` uses the runtime, as a buffer that owned a stream would (closing it
+/// goes through the ring): it counts the requests in flight.
+struct UsesTheRuntimeWhenDropped {
+    bytes: Vec<u8>,
+    in_flight_when_dropped: Rc<Cell<Option<usize>>>,
+}
+
+// Safety: the bytes live in the `Vec`'s heap allocation, which moving the value does not
+// move and nothing changes while it exists.
+unsafe impl IoBuf for UsesTheRuntimeWhenDropped {
+    fn stable_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl Drop for UsesTheRuntimeWhenDropped {
+    fn drop(&mut self) {
+        let in_flight = with_driver(|driver| driver.in_flight());
+        self.in_flight_when_dropped.set(Some(in_flight));
+    }
+}
+
+/// What an abandoned request kept alive is dropped once the kernel is done with it — after
+/// the loop has let go of its ring, so that its `Drop` may use the runtime (before, it was
+/// dropped while the loop held the ring: "already borrowed", a panic out of `block_on`).
+#[test]
+fn a_value_kept_for_an_abandoned_request_may_use_the_runtime_when_dropped() {
+    if !available() {
+        return;
+    }
+    let _watchdog =
+        Watchdog::arm("a_value_kept_for_an_abandoned_request_may_use_the_runtime_when_dropped");
+    let (_reader, writer) = std::io::pipe().unwrap();
+    fill_pipe(&writer);
+    let in_flight_when_dropped = Rc::new(Cell::new(None));
+    let buffer = UsesTheRuntimeWhenDropped {
+        bytes: b"stuck".to_vec(),
+        in_flight_when_dropped: Rc::clone(&in_flight_when_dropped),
+    };
+    let dropped = run(async {
+        let writer: std::os::fd::OwnedFd = writer.into();
+        // The pipe is full: the write waits; the sleep wins and the write is abandoned.
+        let raced = race(append(&writer, buffer), sleep(Duration::from_millis(10))).await;
+        assert!(
+            matches!(raced, Either::Right(())),
+            "the write was not stuck"
+        );
+        for _ in 0..100 {
+            if in_flight_when_dropped.get().is_some() {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        in_flight_when_dropped.get()
+    });
+    assert!(dropped.is_some(), "the buffer was never dropped");
 }
