@@ -76,12 +76,22 @@ use io_uring::squeue;
 use crate::executor::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 use crate::slots::{Completion, Token};
 
-/// A submitted request and what it owns (its buffer, its timespec), until it completes.
+/// A submitted request and what it owns (its buffer, its timespec), until its last
+/// completion.
+///
+/// Most requests complete once. Some complete more than once for one submission, and only
+/// the last completion (the one without `IORING_CQE_F_MORE`) says the kernel is done with
+/// the buffer: a zero-copy send (`IORING_OP_SEND_ZC`) posts its result first, then a
+/// notification once the kernel no longer reads the bytes — which, for TCP, is when the
+/// peer has acknowledged them. So the `Op` keeps the first completion's result and gives it
+/// back, with the buffer, at the last.
 pub struct Op<T: 'static> {
     /// The runtime whose ring has the request: tokens mean nothing in another one.
     runtime: RuntimeId,
     token: Option<Token>,
     owned: Option<T>,
+    /// The request's first completion — its result — while more are to come.
+    first: Option<Completion>,
     /// Why the request could not even be submitted (the ring itself failed).
     failed: Option<io::Error>,
 }
@@ -109,6 +119,7 @@ impl<T: 'static> Op<T> {
             runtime: runtime_id(),
             token: None,
             owned: Some(owned),
+            first: None,
             failed: None,
         };
         let entry = entry(op.owned.as_mut().expect("just put there"));
@@ -123,7 +134,8 @@ impl<T: 'static> Op<T> {
 }
 
 impl<T: Unpin + 'static> Future for Op<T> {
-    /// The result (a byte count, a new fd…) and the buffer, back in the caller's hands.
+    /// The result (a byte count, a new fd…: the first completion's) and the buffer, back in
+    /// the caller's hands once the last completion has come.
     type Output = (io::Result<u32>, T);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -139,18 +151,28 @@ impl<T: Unpin + 'static> Future for Op<T> {
                 .expect("an Op is polled after it finished");
             return Poll::Ready((Err(err), owned));
         };
-        // Polled by another runtime, the request is still in ours: the buffer cannot be
-        // given back while the kernel may use it. A program error, said at once.
-        let polled = next_result(this.runtime, token, cx)
-            .expect("an Op is polled by the runtime it was submitted to");
-        let completion = std::task::ready!(polled);
-        // A single-shot request has one completion: after it the kernel is done, and the
-        // slot is freed.
+        // Take completions until the last: only then is the kernel done with the buffer.
+        loop {
+            // Polled by another runtime, the request is still in ours: the buffer cannot be
+            // given back while the kernel may use it. A program error, said at once.
+            let polled = next_result(this.runtime, token, cx)
+                .expect("an Op is polled by the runtime it was submitted to");
+            let Some(completion) = std::task::ready!(polled) else {
+                break; // the request has ended
+            };
+            // The first completion is the result; those after it only say when the kernel
+            // lets go of the buffer.
+            this.first.get_or_insert(completion);
+            if !completion.more_to_come() {
+                break;
+            }
+        }
+        // The last completion has come: the kernel is done, and the slot is freed.
         with_runtime_of(this.runtime, |runtime| {
             drop(runtime.driver.borrow_mut().abandon(token, Box::new(())));
         });
         this.token = None;
-        let result = completion.map_or_else(
+        let result = this.first.take().map_or_else(
             || Err(io::Error::other("the request ended without a result")),
             Completion::io_result,
         );

@@ -542,11 +542,15 @@ fn a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd() {
 /// `Op::submit`'s contract: the caller makes the entry point into the bytes `owned` keeps
 /// stable, and the `Op` drops (or gives back) `owned` "only after the last completion". A
 /// zero-copy send (`IORING_OP_SEND_ZC`, Linux 6.0) completes twice: its result, flagged
-/// `IORING_CQE_F_MORE`, then a notification once the kernel no longer reads the buffer. The
-/// `Op` gives the buffer back at the first: here the send's bytes wait in the socket (the
-/// peer's window is full) while the buffer is the caller's again; the caller changes it, and
-/// the peer receives the *changed* bytes. The `Op` must keep `owned` until the completion
-/// without `IORING_CQE_F_MORE` (or the contract must forbid requests with more than one).
+/// `IORING_CQE_F_MORE`, then a notification once the kernel no longer reads the buffer —
+/// for TCP, once the peer has acknowledged the bytes. Here the send's bytes wait in the
+/// socket (the peer's window is full), and the buffer is changed the moment the `Op` gives
+/// it back; the peer must still receive the original bytes.
+///
+/// (Review 56 wrote this test with the peer reading only after `op.await` had returned: an
+/// `Op` that rightly waits for the notification then waits for a peer that waits for it.
+/// So the peer starts reading either when the buffer has come back — given back early —
+/// or once 200 ms have shown that the `Op` keeps it.)
 #[test]
 fn an_op_gives_back_its_buffer_only_after_the_last_completion() {
     use std::os::fd::AsRawFd;
@@ -573,14 +577,21 @@ fn an_op_gives_back_its_buffer_only_after_the_last_completion() {
     };
     set(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
     set(fd, libc::SO_SNDBUF, 4 << 20);
-    // More than the client's window takes: the rest waits in our socket, unacknowledged.
-    let fill = vec![b'f'; 256 * 1024];
+    // Far more than the client's window takes: the rest waits in our socket, unacknowledged.
+    let fill = vec![b'f'; 64 * 1024];
     (&server).write_all(&fill).unwrap();
+    let read_everything = move || {
+        thread::spawn(move || {
+            let mut all = vec![0; fill.len() + 16];
+            (&client).read_exact(&mut all).unwrap();
+            all[fill.len()..].to_vec()
+        })
+    };
     let tail = run(async {
         let original = b"sixteen original".to_vec();
         // Safety: the entry points into the `Vec`'s heap bytes, which the `Op` owns until the
         // request's last completion (its contract).
-        let op = unsafe {
+        let mut op = unsafe {
             crate::op::Op::submit("send-zc", original, |bytes| {
                 io_uring::opcode::SendZc::new(
                     io_uring::types::Fd(fd),
@@ -590,15 +601,22 @@ fn an_op_gives_back_its_buffer_only_after_the_last_completion() {
                 .build()
             })
         };
-        let (sent, mut bytes) = op.await;
+        let changed = b"sixteen CHANGED!";
+        let (sent, bytes, reader) = match race(&mut op, sleep(Duration::from_millis(200))).await {
+            // Given back while the peer has read nothing: ours to change, then the peer reads.
+            Either::Left((sent, mut bytes)) => {
+                bytes.copy_from_slice(changed);
+                (sent, bytes, read_everything())
+            }
+            // Kept: the peer reads, acknowledges, and the buffer comes back only then.
+            Either::Right(()) => {
+                let reader = read_everything();
+                let (sent, mut bytes) = op.await;
+                bytes.copy_from_slice(changed);
+                (sent, bytes, reader)
+            }
+        };
         assert_eq!(sent.unwrap(), 16);
-        // The buffer is ours again: ours to change.
-        bytes.copy_from_slice(b"sixteen CHANGED!");
-        let reader = thread::spawn(move || {
-            let mut all = vec![0; fill.len() + 16];
-            (&client).read_exact(&mut all).unwrap();
-            all[fill.len()..].to_vec()
-        });
         while !reader.is_finished() {
             sleep(Duration::from_millis(5)).await;
         }
