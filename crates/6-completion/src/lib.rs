@@ -41,6 +41,15 @@
 //! kernel an entry with a raw pointer in it is an `unsafe fn` whose contract is written down
 //! ([`op::Op::submit`]). Safe code cannot make the kernel touch memory nobody owns.
 //!
+//! ## Closing is a request too
+//! An entry names its file by fd *number*, and the kernel looks the number up when it
+//! issues the request — during the `io_uring_enter` that submits it — not when we push it.
+//! A stream dropped in between and closed with `close(2)` would free the number, and the
+//! next socket the program opens (the lowest free number) would inherit the old entries: a
+//! receive taking the new client's bytes, a send giving it ours. So every handle closes its
+//! fd through the ring ([`fd`]): `IORING_OP_CLOSE` goes in after the entries that name the
+//! number, and the kernel takes them in order.
+//!
 //! ## The modern echo
 //! [`echo`] is lesson 5's program line for line, on this runtime:
 //! - one **multishot accept** (Linux 5.19): submitted once, it completes once per new
@@ -91,7 +100,8 @@
 //! and on Windows its *proactor* loop is completion-based (IOCP) — the loop this lesson is.
 //!
 //! # Read in this order
-//! 1. [`op`] — a request as a future that owns its buffer; [`buf`] — the buffer contract.
+//! 1. [`op`] — a request as a future that owns its buffer; [`buf`] — the buffer contract;
+//!    [`fd`] — why an fd is closed through the ring.
 //! 2. [`ring`] — the two rings and one `io_uring_enter` per turn; [`slots`] — a request's
 //!    life, one state at a time.
 //! 3. [`bufring`] — the provided-buffer ring; [`net`] — multishot accept and receive, the
@@ -113,6 +123,7 @@ pub mod bufring;
 pub mod doorbell;
 pub mod echo;
 pub mod executor;
+pub mod fd;
 pub mod io;
 pub mod net;
 pub mod op;

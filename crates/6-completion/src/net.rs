@@ -40,6 +40,7 @@ use io_uring::{opcode, types::Fd};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::bufring::{BufRing, GROUP, RingBuf};
 use crate::executor::{Either, RuntimeId, race, runtime_id, with_driver_of};
+use crate::fd::RingFd;
 use crate::op::Op;
 use crate::slots::{Completion, Token};
 use crate::time::sleep;
@@ -49,10 +50,22 @@ use crate::time::sleep;
 pub const SHARE: usize = 8;
 
 /// A listening socket whose accept is one multishot request.
+///
+/// It stays on the thread of its ring (a thread-local): dropped on another thread, it could
+/// not cancel its accept, and the socket would go on accepting clients nobody serves. Like
+/// every I/O handle here (and lesson 5's), it is not `Send`:
+///
+/// ```compile_fail,E0277
+/// # use lesson_completion::net::TcpListener;
+/// fn drop_elsewhere(listener: TcpListener) {
+///     std::thread::spawn(move || drop(listener)); // error: cannot be sent between threads
+/// }
+/// ```
 pub struct TcpListener {
     runtime: RuntimeId,
-    fd: OwnedFd,
     accept: Option<Token>,
+    /// The last field: closed (through the ring) after `Drop` has cancelled the accept.
+    fd: RingFd,
 }
 
 impl TcpListener {
@@ -65,8 +78,8 @@ impl TcpListener {
     pub fn from_std(listener: std::net::TcpListener) -> TcpListener {
         TcpListener {
             runtime: runtime_id(),
-            fd: listener.into(),
             accept: None,
+            fd: RingFd::new(listener.into()),
         }
     }
 
@@ -119,6 +132,7 @@ impl Drop for TcpListener {
     fn drop(&mut self) {
         // The kernel holds the socket while the accept is in flight: closing our fd alone
         // would leave it listening. Cancel it; the socket closes when the cancel is done.
+        // (Then `fd` closes through the ring, after the accept's entry if it is still there.)
         release(self.runtime, self.accept.take());
     }
 }
@@ -153,7 +167,6 @@ fn release(runtime: RuntimeId, token: Option<Token>) {
 /// is empty), sends of owned buffers.
 pub struct TcpStream {
     runtime: RuntimeId,
-    fd: OwnedFd,
     receiving: Receiving,
     /// The last receive from the ring found it dry (`ENOBUFS`): the next one uses a buffer
     /// of its own.
@@ -168,6 +181,8 @@ pub struct TcpStream {
     /// the middle, or failed).
     unsent: u64,
     write_shut: bool,
+    /// The last field: closed (through the ring) after `Drop` has cancelled the receive.
+    fd: RingFd,
 }
 
 /// The receive a stream has in flight.
@@ -197,7 +212,6 @@ impl TcpStream {
             .expect("the current runtime");
         TcpStream {
             runtime,
-            fd,
             receiving: Receiving::Idle,
             ring_was_dry: false,
             eof: false,
@@ -206,6 +220,7 @@ impl TcpStream {
             sent: 0,
             unsent: 0,
             write_shut: false,
+            fd: RingFd::new(fd),
         }
     }
 
@@ -330,16 +345,16 @@ impl TcpStream {
         (Ok(()), buf)
     }
 
-    /// Sends EOF to the client (`shutdown(SHUT_WR)`), through the ring too.
-    pub async fn shutdown_write(&mut self) -> io::Result<()> {
-        let fd = self.fd.as_raw_fd();
-        // Safety: a shutdown request points to no memory.
-        let op = unsafe {
-            Op::submit("shutdown", (), |()| {
-                opcode::Shutdown::new(Fd(fd), libc::SHUT_WR).build()
-            })
-        };
-        op.await.0?;
+    /// Sends EOF to the client: `shutdown(2)` with `SHUT_WR`, made here, not as a request.
+    /// It never blocks, and as a request it would be worse than useless: the kernel runs
+    /// `IORING_OP_SHUTDOWN` on a worker thread, which looks the fd number up whenever it
+    /// gets to it — maybe after the stream was dropped and the number given to the next
+    /// connection (see [`crate::fd`]).
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        // Safety: shutdown(2) takes an fd of ours and no pointer.
+        if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
         self.write_shut = true;
         Ok(())
     }
@@ -355,7 +370,7 @@ impl TcpStream {
     /// milliseconds (1, 2, 4 … 64). Bound it from outside (a timeout) if the client may
     /// never read.
     pub async fn close_gracefully(&mut self) -> io::Result<()> {
-        self.shutdown_write().await?;
+        self.shutdown_write()?;
         let fd = self.fd.as_raw_fd();
         let everything_left = async {
             let mut pause = Duration::from_millis(1);

@@ -68,7 +68,9 @@
 
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use io_uring::squeue;
@@ -85,6 +87,15 @@ use crate::slots::{Completion, Token};
 /// notification once the kernel no longer reads the bytes — which, for TCP, is when the
 /// peer has acknowledged them. So the `Op` keeps the first completion's result and gives it
 /// back, with the buffer, at the last.
+///
+/// Its request is in this thread's ring: an `Op` is not `Send`, whatever it owns.
+///
+/// ```compile_fail,E0277
+/// # use lesson_completion::op::Op;
+/// fn await_elsewhere(op: Op<Vec<u8>>) {
+///     std::thread::spawn(move || drop(op)); // error: cannot be sent between threads
+/// }
+/// ```
 pub struct Op<T: 'static> {
     /// The runtime whose ring has the request: tokens mean nothing in another one.
     runtime: RuntimeId,
@@ -94,6 +105,7 @@ pub struct Op<T: 'static> {
     first: Option<Completion>,
     /// Why the request could not even be submitted (the ring itself failed).
     failed: Option<io::Error>,
+    on_this_thread: PhantomData<Rc<()>>,
 }
 
 impl<T: 'static> Op<T> {
@@ -121,6 +133,7 @@ impl<T: 'static> Op<T> {
             owned: Some(owned),
             first: None,
             failed: None,
+            on_this_thread: PhantomData,
         };
         let entry = entry(op.owned.as_mut().expect("just put there"));
         // Safety: our caller promises the entry's pointers stay valid until the last

@@ -28,7 +28,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -60,14 +60,21 @@ const IGNORED: u64 = u64::MAX;
 /// The `user_data` of the doorbell's read.
 const DOORBELL: u64 = u64::MAX - 1;
 
+/// The `user_data` of the closes (`IORING_OP_CLOSE`), whose results nobody awaits.
+const CLOSE: u64 = u64::MAX - 2;
+
 /// The ring, the slots of the requests in flight, the provided buffers and the doorbell.
 ///
-/// Dropping it cancels every request and waits (a bounded while) for the kernel to finish
-/// them; then the ring is closed — `ring` is the first field, so it is dropped first — and
-/// only then are the buffers the kernel was using freed. What a request that would not stop
-/// may still use is leaked, never freed.
+/// Dropping it submits what is still in the submission ring (the last closes), cancels every
+/// request and waits (a bounded while) for the kernel to finish them; then the ring is
+/// closed — `ring` is the first field, so it is dropped first — and only then are the
+/// buffers the kernel was using freed. What a request that would not stop may still use is
+/// leaked, never freed.
 pub struct Driver {
     ring: IoUring,
+    /// Fds whose close the submission ring could not take (the ring was failing): closed
+    /// after the ring, whose unsubmitted entries, which may name them, die with it.
+    close_after_the_ring: Vec<OwnedFd>,
     slots: Slots,
     /// The provided buffers that multishot receives fill. Shared with the buffers lent out
     /// (a [`RingBuf`](crate::bufring::RingBuf) goes back by itself when dropped), in a cell of
@@ -116,6 +123,7 @@ impl Driver {
                 .map_err(|err| probe::unavailable("io_uring_register (the buffer ring)", &err))?;
         let mut driver = Driver {
             ring,
+            close_after_the_ring: Vec::new(),
             slots: Slots::default(),
             buffers: Rc::new(RefCell::new(registered)),
             doorbell,
@@ -337,6 +345,7 @@ impl Driver {
     ) -> &'static str {
         match user_data {
             IGNORED => return "cancel",
+            CLOSE => return "close",
             DOORBELL => {
                 self.doorbell_armed = false;
                 // Read again — unless shutting down, or the read itself failed (it would
@@ -404,6 +413,26 @@ impl Driver {
         }
     }
 
+    /// Closes `fd` through the ring (`IORING_OP_CLOSE`): after every entry already pushed,
+    /// some of which may name the same number (see [`crate::fd`]); the number stays taken
+    /// until the kernel runs the close. Nobody awaits its result: `close(2)`'s errors are
+    /// ignored as `OwnedFd`'s drop ignores them.
+    pub(crate) fn close(&mut self, fd: OwnedFd) {
+        let entry = opcode::Close::new(Fd(fd.as_raw_fd()))
+            .build()
+            .user_data(CLOSE);
+        // Safety: a close points to no memory.
+        match unsafe { self.push("close", &entry) } {
+            // The kernel closes the number now: it is no longer ours to close.
+            Ok(()) => drop(fd.into_raw_fd()),
+            Err(err) => {
+                self.trace
+                    .say(|| format!("ring: cannot close through the ring: {err}"));
+                self.close_after_the_ring.push(fd);
+            }
+        }
+    }
+
     /// Submits the doorbell's read: 8 bytes into `doorbell_count`.
     fn arm_doorbell(&mut self) -> io::Result<()> {
         let entry = opcode::Read::new(
@@ -451,7 +480,11 @@ impl Driver {
     fn shut_down(&mut self) {
         self.trace.silence();
         self.closing = true;
-        let busy = |driver: &Driver| driver.in_flight() > 0 || driver.doorbell_armed;
+        // Busy while the kernel may still complete a request, or an entry (a close) waits in
+        // the submission ring: closing the ring would drop it.
+        let busy = |driver: &mut Driver| {
+            driver.in_flight() > 0 || driver.doorbell_armed || !driver.ring.submission().is_empty()
+        };
         if !busy(self) {
             return;
         }
@@ -482,7 +515,7 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         self.shut_down();
-        // Then the fields, in order: `ring` first (the kernel lets go of the buffer ring),
-        // the slots and the buffers after it.
+        // Then the fields, in order: `ring` first (the kernel lets go of the buffer ring,
+        // and of the fds), then the fds it could not close, the slots and the buffers.
     }
 }
