@@ -293,7 +293,9 @@ impl TcpStream {
     fn on_ring_result(&mut self, completion: Completion) -> Option<io::Result<Option<Chunk>>> {
         if let Some(id) = completion.buffer_id() {
             let len = completion.result.max(0) as usize;
-            let buffer = RingBuf::take(&self.buffers, id, len);
+            // Safety: this completion of our receive named buffer `id`, with `len` bytes;
+            // each completion is read once, here.
+            let buffer = unsafe { RingBuf::take(&self.buffers, id, len) };
             if len > 0 {
                 return Some(Ok(Some(Chunk::Ring(buffer))));
             }

@@ -404,7 +404,8 @@ impl Driver {
     /// abandoned accept still accepted is closed.
     fn discard(&mut self, yields: Yields, completion: Completion) {
         if let Some(id) = completion.buffer_id() {
-            self.buffers.borrow_mut().recycle(id);
+            // Safety: the completion named buffer `id`, and it is discarded: nobody took it.
+            unsafe { self.buffers.borrow_mut().recycle(id) };
         }
         if yields == Yields::NewFd && completion.result >= 0 {
             // Safety: the request is the driver's own accept (`submit_accept`): a successful
