@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::{opcode, types::Fd};
 
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, request_len};
 use crate::fd::RingFd;
 use crate::op::Op;
 
@@ -113,7 +113,7 @@ pub async fn append<B: IoBuf>(fd: &RingFd, bytes: B) -> (io::Result<usize>, B) {
     // until the request's last completion.
     let op = unsafe {
         Op::submit("write", bytes, |bytes| {
-            opcode::Write::new(Fd(fd), bytes.stable_ptr(), bytes.len() as u32)
+            opcode::Write::new(Fd(fd), bytes.stable_ptr(), request_len(bytes.len()))
                 .offset(CURRENT_POSITION)
                 .build()
         })
@@ -128,7 +128,7 @@ fn read(fd: RawFd, buf: Vec<u8>) -> Op<Vec<u8>> {
     // the `Op` owns the buffer until the request's last completion.
     unsafe {
         Op::submit("read", buf, |buf| {
-            opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), buf.capacity() as u32)
+            opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), request_len(buf.capacity()))
                 .offset(CURRENT_POSITION)
                 .build()
         })

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, types::Fd};
 
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, request_len};
 use crate::bufring::{BufRing, GROUP, RingBuf};
 use crate::executor::{Either, RuntimeId, race, runtime_id, with_driver_of};
 use crate::fd::RingFd;
@@ -434,7 +434,7 @@ fn recv_into(fd: RawFd, buf: Vec<u8>) -> Op<Vec<u8>> {
     // that owns the buffer moves), within its capacity.
     unsafe {
         Op::submit("recv-own", buf, |buf| {
-            opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), buf.capacity() as u32).build()
+            opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), request_len(buf.capacity())).build()
         })
     }
 }
@@ -446,7 +446,7 @@ fn send<B: IoBuf>(fd: RawFd, buf: B, from: usize) -> Op<B> {
     unsafe {
         Op::submit("send", buf, |buf| {
             let rest = &buf.bytes()[from..];
-            opcode::Send::new(Fd(fd), rest.as_ptr(), rest.len() as u32)
+            opcode::Send::new(Fd(fd), rest.as_ptr(), request_len(rest.len()))
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
         })

@@ -816,3 +816,45 @@ fn a_value_kept_for_an_abandoned_request_may_use_the_runtime_when_dropped() {
     });
     assert!(dropped.is_some(), "the buffer was never dropped");
 }
+
+/// A request's length field has 32 bits: a buffer of exactly 4 GiB must not become a request
+/// for 0 bytes, whose result (0) would read as EOF.
+#[test]
+fn a_4_gib_buffer_is_read_into_not_taken_for_eof() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_4_gib_buffer_is_read_into_not_taken_for_eof");
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(b"hello").unwrap();
+    let read = run(async {
+        // Address space only: the kernel touches the pages it writes, 5 bytes' worth.
+        let mut pipe = Reader::new(reader.into(), 1 << 32);
+        pipe.read().await.unwrap()
+    });
+    assert_eq!(String::from_utf8_lossy(&read), "hello");
+}
+
+/// The same for a send: a 4 GiB buffer is sent (as much as the socket takes), not refused
+/// at once as a write of zero bytes.
+#[test]
+fn a_4_gib_buffer_is_sent_not_refused() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_4_gib_buffer_is_sent_not_refused");
+    let (ours, _peer) = UnixStream::pair().unwrap();
+    let (raced, sent) = run(async {
+        let mut stream = TcpStream::new(ours.into());
+        // Zeroed pages the kernel maps only when read: no memory to speak of.
+        let huge = vec![0u8; 1 << 32];
+        let raced = race(stream.write_all(huge), sleep(Duration::from_millis(100))).await;
+        let raced = match raced {
+            Either::Left((result, _)) => format!("write_all returned {result:?}"),
+            Either::Right(()) => "still sending".to_string(),
+        };
+        (raced, stream.bytes_sent())
+    });
+    assert_eq!(raced, "still sending");
+    assert!(sent > 0, "nothing was sent");
+}
