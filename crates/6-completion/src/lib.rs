@@ -69,7 +69,8 @@
 //!   client keeps, and a client that never reads costs only itself.
 //!
 //! The executor is lesson 5's — tasks, wakers, a ready queue, a budget of 32 operations per
-//! poll ([`budget`]) — with the reactor swapped for the ring ([`executor`]); timers are
+//! poll ([`budget`]), a panic that ends only its task; `spawn` returns no `JoinHandle` here
+//! — with the reactor swapped for the ring ([`executor`]); timers are
 //! requests too (`IORING_OP_TIMEOUT`, [`time`]), and so is the signal pipe's read
 //! ([`signal`]). A waker fired from another thread rings a [`doorbell`]: an eventfd whose
 //! read is always in flight, so the loop asleep in `io_uring_enter` wakes up. Ctrl+C or

@@ -858,3 +858,32 @@ fn a_4_gib_buffer_is_sent_not_refused() {
     assert_eq!(raced, "still sending");
     assert!(sent > 0, "nothing was sent");
 }
+
+/// A task that panics ends there, as in lesson 5: the other tasks and the main future go on,
+/// and `block_on` returns normally (before, the panic unwound out of `block_on`, ending
+/// every task — a whole server for one connection's bug).
+#[test]
+fn a_panicking_task_ends_alone() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_panicking_task_ends_alone");
+    let survivor_ran = Rc::new(Cell::new(false));
+    let survived = Rc::clone(&survivor_ran);
+    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(async move {
+            crate::executor::spawn(async {
+                sleep(Duration::from_millis(1)).await;
+                panic!("a task gives up");
+            });
+            crate::executor::spawn(async move {
+                sleep(Duration::from_millis(20)).await;
+                survived.set(true);
+            });
+            sleep(Duration::from_millis(50)).await;
+            "the main future finished"
+        })
+    }));
+    assert_eq!(finished.ok(), Some("the main future finished"));
+    assert!(survivor_ran.get(), "the other task did not run on");
+}
