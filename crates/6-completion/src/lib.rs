@@ -76,7 +76,8 @@
 //! read is always in flight, so the loop asleep in `io_uring_enter` wakes up. Ctrl+C or
 //! SIGTERM shuts the server down gracefully, as in lesson 5 — and since nothing completes
 //! when a client acknowledges our bytes, a closing connection asks the socket how many it
-//! has not (`SIOCOUTQ`) until none is left, then closes: no byte counted as echoed is lost.
+//! has not (`SIOCOUTQ`, the kernel's count of bytes not yet acknowledged, our EOF as one
+//! more) until none is left, then closes: no byte counted as echoed is lost.
 //!
 //! ## Disks, finally
 //! [`writer`] reads stdin and the pipe with `IORING_OP_READ` and appends to the output file
