@@ -22,7 +22,9 @@
 //! kernel every request pushed during the turn, and with `IORING_ENTER_GETEVENTS` and
 //! `min_complete = 1` it sleeps until at least one result is there. `--trace` prints each
 //! turn: `ring: submitted [recv×1, send×2], waited → completed [send×2]; io_uring_enter
-//! calls: 1 (total 57)`. A thousand connections echoing at once still make one call a turn.
+//! calls: 1 (total 57)`. A thousand connections echoing at once still make one call a turn —
+//! until a turn pushes more than the submission ring holds (1024 entries): then one more
+//! call each time it fills, which `--trace` counts too.
 //!
 //! ## Ownership: why the buffer must be *given* to the request
 //! With readiness, `read(&mut buf)` borrowed the buffer only during the `read(2)` the

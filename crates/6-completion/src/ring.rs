@@ -14,7 +14,9 @@
 //! Both rings are memory shared with the kernel: pushing an entry or reading a result is a
 //! plain memory access. The one system call is `io_uring_enter(2)`, and one call per turn of
 //! the loop does both jobs: it hands the kernel every entry pushed since the last turn, and
-//! (with `min_complete` = 1) sleeps until at least one result is there.
+//! (with `min_complete` = 1) sleeps until at least one result is there. Only a turn that
+//! pushes more than the submission ring holds ([`SQ_ENTRIES`]) makes more calls: each time
+//! the ring is full, one that hands the kernel what is there.
 //!
 //! Each request carries a 64-bit `user_data` that the kernel copies into its completion
 //! untouched: ours is the index of a slot that holds the results and the waker of the
@@ -211,7 +213,9 @@ impl Driver {
     unsafe fn push(&mut self, kind: &'static str, entry: &squeue::Entry) -> io::Result<()> {
         // Safety: our caller vouches for the entry's pointers.
         while unsafe { self.ring.submission().push(entry) }.is_err() {
-            // The ring is full: hand what is there to the kernel now.
+            // The ring is full: hand what is there to the kernel now — one more
+            // `io_uring_enter` this turn, which `--trace` counts too.
+            self.trace.entered();
             self.syscall(0)?;
         }
         self.trace.pushed(kind);
@@ -468,6 +472,11 @@ impl Driver {
             Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
             Err(err) => Err(err),
         }
+    }
+
+    /// How many `io_uring_enter` calls the loop has made (what `--trace` counts).
+    pub fn io_uring_enters(&self) -> u64 {
+        self.trace.enters()
     }
 
     /// How many of the program's requests are in flight (the kernel may still complete

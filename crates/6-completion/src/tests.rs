@@ -887,3 +887,38 @@ fn a_panicking_task_ends_alone() {
     assert_eq!(finished.ok(), Some("the main future finished"));
     assert!(survivor_ran.get(), "the other task did not run on");
 }
+
+/// One `io_uring_enter` per turn holds only while a turn pushes no more than the submission
+/// ring holds: pushing more makes one more call each time the ring fills — and the count
+/// `--trace` prints says so (it used to count only the turn's own call).
+#[test]
+fn a_turn_that_fills_the_submission_ring_counts_every_enter() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_turn_that_fills_the_submission_ring_counts_every_enter");
+    let requests = crate::ring::SQ_ENTRIES as usize + 10;
+    let enters_while_pushing = run(async move {
+        let mut sleeps: Vec<_> = (0..requests)
+            .map(|_| Box::pin(sleep(Duration::from_millis(1))))
+            .collect();
+        let before = with_driver(|driver| driver.io_uring_enters());
+        // One poll of each, all in this one turn: each pushes its timeout.
+        std::future::poll_fn(|cx| {
+            for sleep in &mut sleeps {
+                let _ = sleep.as_mut().poll(cx);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let after = with_driver(|driver| driver.io_uring_enters());
+        for sleep in sleeps {
+            sleep.await;
+        }
+        after - before
+    });
+    assert_eq!(
+        enters_while_pushing, 1,
+        "a full submission ring was flushed uncounted"
+    );
+}

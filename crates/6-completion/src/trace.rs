@@ -57,6 +57,11 @@ impl TurnTrace {
         self.trace.say(line);
     }
 
+    /// Every `io_uring_enter` the loop made so far.
+    pub(crate) fn enters(&self) -> u64 {
+        self.enters
+    }
+
     /// The turn is over: one line, then the counts start again.
     pub(crate) fn end_of_turn(&mut self, waited: bool) {
         self.trace.say(|| {
