@@ -35,7 +35,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use fdio::Trace;
+use fdio::{Trace, timeline};
 use io_uring::{IoUring, opcode, squeue, types::Fd};
 
 use crate::bufring::BufRing;
@@ -215,8 +215,10 @@ impl Driver {
         while unsafe { self.ring.submission().push(entry) }.is_err() {
             // The ring is full: hand what is there to the kernel now — one more
             // `io_uring_enter` this turn, which `--trace` counts too.
-            self.trace.entered();
-            self.syscall(0)?;
+            let span = timeline::begin();
+            let entered = self.syscall(0);
+            self.trace.entered(span.stop());
+            entered?;
         }
         self.trace.pushed(kind);
         Ok(())
@@ -297,8 +299,10 @@ impl Driver {
     /// always in flight, so something can always end the sleep). Then call
     /// [`complete`](Self::complete).
     pub fn enter(&mut self, wait: bool) -> io::Result<()> {
-        self.trace.entered();
-        self.syscall(u32::from(wait))
+        let span = timeline::begin();
+        let entered = self.syscall(u32::from(wait));
+        self.trace.entered(span.stop());
+        entered
     }
 
     /// Takes every completion from the ring, files each in its slot and wakes the task
