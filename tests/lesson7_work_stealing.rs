@@ -24,6 +24,15 @@ mod echo_one_worker {
     crate::conformance_suite!(graceful: super::WORK_STEALING, &["echo", "--workers", "1"]);
 }
 
+/// The same suite with the reactor's own thread waiting for I/O (`--driver thread`) instead of
+/// an idle worker: the other way to drive the runtime must serve just as well.
+mod echo_driver_thread {
+    crate::conformance_suite!(
+        graceful: super::WORK_STEALING,
+        &["echo", "--workers", "2", "--driver", "thread"]
+    );
+}
+
 /// `work-stealing echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn holds_ten_thousand_connections() {

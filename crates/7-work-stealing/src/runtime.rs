@@ -37,7 +37,8 @@ pub struct Runtime {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
-/// Who waits for I/O: who holds the reactor's `Driver` and sleeps in its `epoll_wait`.
+/// Who waits for I/O: who holds the reactor's driver (its mio `Poll`) and sleeps in its
+/// `epoll_wait`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DriverMode {
     /// An idle worker (tokio's way): the tasks it wakes go to its own queue.
