@@ -578,3 +578,35 @@ fn handmade_shows_a_future_polled_woken_and_ready() {
     let steps: Vec<&str> = stdout.lines().map(str::trim).collect();
     assert_eq!(steps, expected, "{stdout}");
 }
+
+/// A client that half-closes, then resets before it has taken its echo (it dies, or closes
+/// with the echo unread), ends its connection at once: the server logs it closed within
+/// seconds, without a shutdown. `finish` waited for `fdio::unsent_bytes` to reach 0 once the
+/// client's EOF had come; after a reset the kernel's count (`write_seq - snd_una`) never
+/// moves again, so the connection, its fd and its once-a-second timer stayed until the
+/// process ended — and at a shutdown it waited the whole grace period, then reported the
+/// bytes the reset had destroyed as "dropping" them. (Lesson 6 checks the TCP state: `CLOSE`
+/// with bytes unacknowledged is a reset.)
+#[test]
+fn a_client_that_resets_while_its_echo_closes_frees_the_connection() {
+    let server = Server::start(ASYNC_AWAIT, &["echo"]);
+    let stream =
+        echo_client::connect_with_receive_buffer(server.addr, 4096, PATIENCE).expect("connect");
+    let peer = stream.local_addr().expect("local address");
+    (&stream).write_all(&[b'x'; 16 * 1024]).expect("send");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    // The echo fills our small window; the rest waits in the server's socket, unacknowledged,
+    // while the server's `finish` waits for it.
+    assert!(server.process.wait_for_stderr("connection from"));
+    thread::sleep(Duration::from_secs(1));
+    // Closing with the echo unread sends a reset.
+    drop(stream);
+    let closed = format!("connection {peer} closed");
+    assert!(
+        server.process.wait_for_stderr(&closed),
+        "no {closed:?} within 10 s of the reset: {:?}",
+        server.process.stderr()
+    );
+}

@@ -589,3 +589,30 @@ fn a_cancelled_read_of_a_buffered_reader_loses_nothing() {
     });
     assert_eq!(line, "first half, second half\n");
 }
+
+/// Aborting a task whose future panics when it is dropped: that panic belongs to the aborted
+/// task (its `JoinError`, as tokio's `cancel_task` makes it), not to whoever called `abort`
+/// — here the main future, through which it unwinds out of `block_on` and ends the program.
+/// (Issue 19's item 11, fixed for lesson 7's `finish`, is here too: `Runtime::cancel` drops
+/// the future outside any `catch_unwind`.)
+#[test]
+fn a_destructor_that_panics_on_abort_is_the_aborted_tasks_error() {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        run(async {
+            let handle = spawn(async {
+                let _bomb = PanicOnDrop;
+                std::future::pending::<()>().await
+            });
+            yield_now().await; // it starts, and holds its bomb
+            handle.abort();
+            handle.await
+        })
+    }));
+    match outcome {
+        Ok(Err(JoinError::Panicked(_) | JoinError::Cancelled)) => {}
+        Ok(other) => panic!("awaiting the aborted task gave {other:?}"),
+        Err(_) => panic!(
+            "the aborted task's destructor panicked through `abort()` into the task that called it"
+        ),
+    }
+}
