@@ -97,9 +97,9 @@ impl<S: Source> Registered<S> {
         .unwrap_or_else(|| Poll::Ready(Err(gone())))
     }
 
-    /// The call got less than it asked for (a short read or write of a TCP socket): the
-    /// kernel had no more, so skip the call that would only say `WouldBlock` and wait for the
-    /// next event. Only in the poll that made that call: see [`crate::reactor`].
+    /// A write got less than it asked for: a TCP socket takes less than it is offered only
+    /// when its send buffer is full, so skip the call that would only say `WouldBlock` and
+    /// wait for the next event. Only in the poll that made that call: see [`crate::reactor`].
     pub(crate) fn clear_ready(&self, direction: Direction) {
         with_runtime_of(self.runtime, |runtime| {
             runtime
@@ -262,33 +262,25 @@ impl TcpStream {
 
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = poll_fn(|cx| {
+        poll_fn(|cx| {
             self.inner
                 .io(cx, Direction::Read, |stream| stream.read(buf))
         })
-        .await?;
-        if n > 0 && n < buf.len() {
-            self.inner.clear_ready(Direction::Read);
-        }
-        Ok(n)
+        .await
     }
 
     /// Reads what is there (at most [`READ_CHUNK`] bytes) into a buffer the runtime lends
     /// only once bytes have arrived; an empty chunk means EOF. Use it where many connections
     /// wait: a `read(&mut buf)` that waits holds its `buf` all the while.
     pub async fn read_chunk(&mut self) -> io::Result<Chunk> {
-        let chunk = poll_fn(|cx| {
+        poll_fn(|cx| {
             self.inner.io(cx, Direction::Read, |stream| {
                 let mut buffer = with_runtime(|runtime| runtime.buffers.lend());
                 let len = stream.read(&mut buffer)?;
                 Ok(Chunk { buffer, len })
             })
         })
-        .await?;
-        if !chunk.is_empty() && chunk.len() < READ_CHUNK {
-            self.inner.clear_ready(Direction::Read);
-        }
-        Ok(chunk)
+        .await
     }
 
     /// Writes some of `buf` (at least one byte) and returns how much.

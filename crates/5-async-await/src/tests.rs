@@ -308,8 +308,8 @@ fn abandoned_event_waits_leave_nothing_behind() {
 }
 
 /// The peer's last bytes and its EOF can arrive under one epoll edge. After reading those
-/// bytes (a short read, which clears the readiness bit), the next read must still find the
-/// EOF: the reactor remembers "read closed" instead of waiting for an edge that never comes.
+/// bytes, the next read must still find the EOF: only a `WouldBlock` clears the readiness
+/// bit, so the reactor does not wait for an edge that never comes.
 #[test]
 fn eof_arriving_with_the_last_bytes_is_not_lost() {
     let _watchdog = Watchdog::arm("eof_arriving_with_the_last_bytes_is_not_lost");
@@ -330,10 +330,10 @@ fn eof_arriving_with_the_last_bytes_is_not_lost() {
     assert_eq!(after, b"", "the EOF was not read");
 }
 
-/// Bytes that arrive while the task is busy elsewhere (no reader waker with the reactor)
-/// are not forgotten: their edge sets the readiness bit, and the next read finds them —
-/// even though the last read came back short and cleared the bit. This is the edge the
-/// echo used to lose under a bulk stream.
+/// Bytes that arrive while the task is busy elsewhere (not reading) are not forgotten: their
+/// edge sets the readiness bit, and the next read finds them — even though the last read
+/// said `WouldBlock` and cleared the bit. This is the edge the echo used to lose under a
+/// bulk stream.
 #[test]
 fn an_edge_with_nobody_waiting_is_remembered() {
     let _watchdog = Watchdog::arm("an_edge_with_nobody_waiting_is_remembered");
@@ -344,7 +344,13 @@ fn an_edge_with_nobody_waiting_is_remembered() {
             .unwrap();
         let (mut peer, _) = listener.accept().unwrap();
         peer.write_all(b"one").unwrap();
-        let first = stream.read_chunk().await.unwrap().to_vec(); // short: bit cleared
+        let first = stream.read_chunk().await.unwrap().to_vec();
+        // Nothing more: a read says `WouldBlock` (the bit is cleared) and gives up.
+        assert!(
+            timeout(Duration::from_millis(20), stream.read_chunk())
+                .await
+                .is_err()
+        );
         peer.write_all(b"two").unwrap();
         // Busy elsewhere: the loop takes the edge for "two" while nobody waits to read.
         sleep(Duration::from_millis(50)).await;
