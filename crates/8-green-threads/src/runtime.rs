@@ -42,6 +42,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fdio::Trace;
+use fdio::timeline::TaskTag;
 
 use crate::overflow::{self, AltStack, GuardInfo};
 use crate::reactor::Reactor;
@@ -69,6 +70,8 @@ pub(crate) struct Green {
     pub(crate) joiner: Cell<Option<Rc<Green>>>,
     /// Its name, and what the stack-overflow handler needs to know about it.
     pub(crate) guard: GuardInfo,
+    /// Its name and its last wake, for `--timeline`.
+    pub(crate) tag: TaskTag,
 }
 
 impl fmt::Display for Green {
@@ -242,11 +245,16 @@ impl Runtime {
         self.budget.set(BUDGET);
         overflow::entering(&green.guard);
         let to: *const Context = &green.context;
+        let running = Rc::clone(&green);
         *self.current.borrow_mut() = Some(green);
-        // Safety: `to` is the context `green` saved when it parked (or made by `spawn`) and
-        // has not been resumed since: a green thread is in the run queue at most once, and a
-        // finished one is never resumed. `self.current` keeps it alive while it runs.
-        unsafe { switch(&self.scheduler, &*to) };
+        // On the timeline, from this switch to the one back is the green thread's slice.
+        running.tag.poll(|| {
+            // Safety: `to` is the context `green` saved when it parked (or made by `spawn`)
+            // and has not been resumed since: a green thread is in the run queue at most
+            // once, and a finished one is never resumed. `self.current` keeps it alive while
+            // it runs.
+            unsafe { switch(&self.scheduler, &*to) }
+        });
         overflow::leaving();
         let green = self.current.borrow_mut().take();
         if let Some(green) = green.filter(|green| green.finished.get()) {
@@ -262,6 +270,7 @@ impl Runtime {
     /// without a reason, and every caller checks again what it waited for.
     pub(crate) fn unpark(&self, green: &Rc<Green>) {
         if !green.queued.replace(true) && !green.finished.get() {
+            green.tag.woken();
             self.run_queue.borrow_mut().push_back(Rc::clone(green));
         }
     }

@@ -14,6 +14,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::thread;
 
+use fdio::timeline::TaskTag;
+
 use crate::overflow::GuardInfo;
 use crate::runtime::{Green, park, with_runtime};
 use crate::stack::{STACK_SIZE, Stack};
@@ -62,6 +64,9 @@ fn start<T: 'static>(
             queued: Cell::new(false),
             joiner: Cell::new(None),
             guard,
+            tag: name
+                .as_deref()
+                .map_or_else(|| TaskTag::numbered(id), TaskTag::named),
         });
         runtime.trace.say(|| format!("scheduler: spawned {green}"));
         runtime.unpark(&green);
