@@ -535,29 +535,31 @@ fn an_io_object_from_another_runtime_leaves_this_one_alone() {
 }
 
 /// `join_all` runs its futures concurrently (each starts before any finishes) and returns
-/// their outputs in the order given, though they finish in the reverse order.
+/// their outputs in the order given, though they finish in the reverse order. Each waits a
+/// number of turns of the loop, not of milliseconds: sleeps 10 ms apart finished together,
+/// in the order given, whenever the loaded machine held the process back longer than that.
 #[test]
 fn join_all_runs_all_at_once_and_keeps_the_order() {
     let (outputs, log) = run(async {
         let log = Rc::new(RefCell::new(Vec::new()));
-        let outputs = join_all([30, 20, 10].map(|ms| {
+        let outputs = join_all([3, 2, 1].map(|turns| {
             let log = Rc::clone(&log);
             async move {
-                log.borrow_mut().push(format!("start {ms}"));
-                sleep(Duration::from_millis(ms)).await;
-                log.borrow_mut().push(format!("end {ms}"));
-                ms
+                log.borrow_mut().push(format!("start {turns}"));
+                for _ in 0..turns {
+                    yield_now().await;
+                }
+                log.borrow_mut().push(format!("end {turns}"));
+                turns
             }
         }))
         .await;
         (outputs, Rc::try_unwrap(log).unwrap().into_inner())
     });
-    assert_eq!(outputs, [30, 20, 10]);
+    assert_eq!(outputs, [3, 2, 1]);
     assert_eq!(
         log,
-        [
-            "start 30", "start 20", "start 10", "end 10", "end 20", "end 30"
-        ]
+        ["start 3", "start 2", "start 1", "end 1", "end 2", "end 3"]
     );
 }
 
