@@ -8,7 +8,9 @@
 //! accepting; each connection writes back the chunk in hand (it reads no new one), sends its
 //! EOF, and closes only once every byte it wrote has left its socket. A client that does not
 //! take its echo within the grace period (10 s) is given up on, and the server says how many
-//! bytes it dropped for it. The summary counts as echoed only bytes that left.
+//! bytes it dropped for it. The summary counts as echoed only bytes that left. A second
+//! signal during the grace period changes nothing: the grace is bounded; SIGKILL ends the
+//! process at once.
 
 use std::cell::{Cell, RefCell};
 use std::io;

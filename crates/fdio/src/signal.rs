@@ -48,6 +48,15 @@ pub fn signal_pipe(signals: &[Signal]) -> io::Result<PipeReader> {
     let reader = create_pipe()
         .map_err(|err| io::Error::new(err.kind(), format!("cannot make the signal pipe: {err}")))?;
     *made = true;
+    catch_signals(signals)?;
+    Ok(reader)
+}
+
+/// Installs the handler for `signals` too, after [`signal_pipe`]: their bytes come down the
+/// same pipe. Installing it again for a signal it already catches changes nothing. For the
+/// rest of the process, as with `signal_pipe`: the signals' default action (ending the
+/// process) is never given back.
+pub fn catch_signals(signals: &[Signal]) -> io::Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,
@@ -57,7 +66,7 @@ pub fn signal_pipe(signals: &[Signal]) -> io::Result<PipeReader> {
         // Safety: the handler only calls async-signal-safe functions (see `on_signal`).
         unsafe { sigaction(signal, &action) }?;
     }
-    Ok(reader)
+    Ok(())
 }
 
 /// The signal a byte read from the pipe stands for.
