@@ -299,7 +299,7 @@ impl TcpStream {
 
     /// How many bytes this stream has written into its socket so far, counted as each
     /// write returns — also the writes of a `write_all` that was cancelled halfway. (Written
-    /// is not yet delivered: [`undelivered`](Self::undelivered) says how much has not.)
+    /// is not yet delivered: [`delivery`](Self::delivery) says what became of it.)
     pub fn bytes_written(&self) -> u64 {
         self.written
     }
