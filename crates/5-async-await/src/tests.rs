@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{PipeWriter, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -628,4 +629,48 @@ fn a_destructor_that_panics_on_abort_is_the_aborted_tasks_error() {
             "the aborted task's destructor panicked through `abort()` into the task that called it"
         ),
     }
+}
+
+/// The fds epoll `epoll_fd` watches, from `/proc/self/fdinfo` (one `tfd:` line each).
+fn watched_fds(epoll_fd: RawFd) -> Vec<RawFd> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{epoll_fd}"))
+        .expect("read the epoll fd's fdinfo");
+    info.lines()
+        .filter_map(|line| line.strip_prefix("tfd:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// A dropped pipe reader leaves epoll: its registration is removed while its fd is still
+/// open. Closed first, the removal fails (`EBADF`), and epoll keeps watching the pipe for as
+/// long as another descriptor of it lives (a `dup`, a child after `fork`) — under a token
+/// the reactor hands out again.
+#[test]
+fn a_dropped_pipe_reader_leaves_epoll() {
+    let (reader, _writer) = std::io::pipe().expect("pipe");
+    let other = reader.try_clone().expect("dup"); // keeps the pipe open after the drop
+    let fd = reader.as_raw_fd();
+    let watched_after = run(async {
+        let mut reader = AsyncReader::pipe(reader).expect("register");
+        let mut byte = [0; 1];
+        // One read that waits: now epoll watches it.
+        let waited = race(reader.read(&mut byte), yield_now()).await;
+        assert!(
+            matches!(waited, Either::Right(())),
+            "the empty pipe gave {waited:?}"
+        );
+        let epoll_fd = try_with_runtime(|runtime| runtime.reactor.borrow().registry().as_raw_fd())
+            .expect("in block_on");
+        assert!(
+            watched_fds(epoll_fd).contains(&fd),
+            "epoll never watched it"
+        );
+        drop(reader);
+        watched_fds(epoll_fd)
+    });
+    drop(other);
+    assert!(
+        !watched_after.contains(&fd),
+        "epoll still watches fd {fd} after its reader was dropped: {watched_after:?}"
+    );
 }
