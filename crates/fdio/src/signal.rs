@@ -26,7 +26,8 @@ extern "C" fn on_signal(signal: libc::c_int) {
     // Only async-signal-safe work here: one write(2), with errno saved and restored so the
     // interrupted code never sees it change.
     let saved = Errno::last_raw();
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    // Acquire, paired with the Release in `create_pipe`: see there.
+    let fd = SIGNAL_PIPE.load(Ordering::Acquire);
     if fd >= 0 {
         let byte = signal as u8;
         // Safety: `fd` is the pipe's write end, open for the rest of the process; the buffer
@@ -82,6 +83,12 @@ fn create_pipe() -> io::Result<PipeReader> {
     crate::set_nonblocking(&writer)?;
     // The write end must stay open as long as a handler may run — for the whole process — so
     // its ownership is given up here.
-    SIGNAL_PIPE.store(writer.into_raw_fd(), Ordering::Relaxed);
+    //
+    // Release, and Acquire in the handler: a handler that finds the fd — on any thread —
+    // also finds done what came before this store, the pipe made and made non-blocking, so
+    // it can never block on it. Those are kernel state, and the kernel orders its own;
+    // Release/Acquire makes the argument in the language's rules instead of the kernel's,
+    // for nothing on x86 and little elsewhere. (A lock-free atomic is async-signal-safe.)
+    SIGNAL_PIPE.store(writer.into_raw_fd(), Ordering::Release);
     Ok(reader)
 }
