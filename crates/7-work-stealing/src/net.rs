@@ -104,8 +104,10 @@ impl<S: Source> Registered<S> {
         }
     }
 
-    /// The call got less than it asked for (a short read or write) at `tick`: the kernel had
-    /// no more, so skip the call that would only say `WouldBlock`.
+    /// A write got less than it asked for at `tick`: a TCP socket takes less than it is
+    /// offered only when its send buffer is full, so skip the call that would only say
+    /// `WouldBlock`. (Not a short read: a TCP read stops at an urgent byte's mark, with more
+    /// bytes queued behind it, and no new edge comes for those.)
     pub(crate) fn clear_ready<T>(&self, direction: Direction, done: &Done<T>) {
         Reactor::clear_ready(&self.io, direction, done.tick);
     }
@@ -271,15 +273,11 @@ impl TcpStream {
 
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let len = buf.len();
         let done = poll_fn(|cx| {
             self.inner
                 .io(cx, Direction::Read, |stream| stream.read(buf))
         })
         .await?;
-        if done.result > 0 && done.result < len {
-            self.inner.clear_ready(Direction::Read, &done);
-        }
         Ok(done.result)
     }
 
@@ -299,9 +297,6 @@ impl TcpStream {
             })
         })
         .await?;
-        if !done.result.is_empty() && done.result.len() < READ_CHUNK {
-            self.inner.clear_ready(Direction::Read, &done);
-        }
         Ok(done.result)
     }
 

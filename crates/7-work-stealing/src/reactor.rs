@@ -18,7 +18,7 @@
 //!
 //! ## The readiness bit, now with a tick
 //! As in lesson 5, each source keeps a readiness bit per direction: set by an event, cleared
-//! only by an operation that said `WouldBlock`. But now the reactor runs on another thread,
+//! only by an operation that said `WouldBlock` (or a write that came back short). But now the reactor runs on another thread,
 //! so an event can arrive *between* a task's `WouldBlock` and its clear — and the clear must
 //! not erase it, or the edge is lost for good (epoll will not repeat it). So the bits share
 //! one atomic word with a `tick` that every event bumps: an operation remembers the tick it
