@@ -353,3 +353,140 @@ fn another_fault_is_not_called_an_overflow() {
     );
     assert!(!stderr.contains("overflow"), "{stderr}");
 }
+
+// ---- Review of lessons 7 and 8 (branch review78): each test below fails on main as it is. ----
+
+/// Two green threads parked in reads of one stream (`Read for &TcpStream`, shared through an
+/// `Rc`, as std's `&TcpStream` allows): the first bytes wake one of them, the next bytes the
+/// other. Neither is forgotten — today the second park replaces the first as the fd's only
+/// waiter, and the first sleeps until its deadline (for ever without one).
+#[test]
+fn two_readers_of_one_stream_are_both_woken() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let results = run(quiet(), move || {
+        let stream = Rc::new(TcpStream::from_std(accepted).unwrap());
+        // Only a bound for the test: a forgotten reader fails at it instead of hanging.
+        stream.set_read_deadline(Some(Instant::now() + Duration::from_secs(3)));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let stream = Rc::clone(&stream);
+                spawn(move || (&*stream).read(&mut [0; 16]).map_err(|err| err.kind())).unwrap()
+            })
+            .collect();
+        yield_now(); // both park: nothing to read yet
+        client.write_all(b"a").unwrap();
+        sleep(Duration::from_millis(50)); // one reader wakes and takes the byte
+        client.write_all(b"b").unwrap();
+        readers
+            .into_iter()
+            .map(|reader| reader.join().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    assert_eq!(results, [Ok(1), Ok(1)]);
+}
+
+/// A `TcpStream` made by one `run` and dropped inside the next (it was `run`'s output) leaves
+/// the new runtime alone: the new listener, which got the same slot in the new reactor, still
+/// accepts. Today the stale token deregisters the listener's slot (epoll still watches the fd,
+/// but the reactor no longer knows it): `accept` parks where no event can reach it and sees
+/// the connection only at its deadline — without one, `run` ends with "deadlock". Lesson 5
+/// has its `RuntimeId` check and lesson 7 its generations; lesson 8 has neither.
+#[test]
+fn a_stream_from_an_ended_runtime_leaves_the_next_one_alone() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _client = std::net::TcpStream::connect(addr).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let old = run(quiet(), move || TcpStream::from_std(accepted).unwrap()).unwrap();
+    let connector = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        std::net::TcpStream::connect(addr)
+    });
+    let accepted = run(quiet(), move || {
+        let listener = crate::net::TcpListener::from_std(listener).unwrap();
+        listener.set_deadline(Some(Instant::now() + Duration::from_secs(5)));
+        drop(old);
+        listener.accept().map(|_| ()).map_err(|err| err.kind())
+    });
+    let _ = connector.join();
+    assert_eq!(
+        accepted.map_err(|err| err.to_string()),
+        Ok(Ok(())),
+        "the listener of the second runtime"
+    );
+}
+
+thread_local! {
+    static ABANDONED_RAN_ON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `runtime`'s doc: green threads still parked when `main` returns are "abandoned: never
+/// resumed". One parked on a `Notify` that outlives the runtime (its output) is resumed by
+/// the next runtime on the thread when that one notifies — on a stack the doc calls leaked,
+/// in a runtime it never belonged to (and its fds and timers name the old reactor's slots).
+#[test]
+fn an_abandoned_green_thread_is_never_resumed() {
+    let gate = run(quiet(), || {
+        let gate = Rc::new(Notify::new());
+        let waiter = Rc::clone(&gate);
+        spawn(move || {
+            waiter.wait();
+            ABANDONED_RAN_ON.set(true);
+        })
+        .unwrap();
+        yield_now(); // it parks on the gate
+        gate
+    })
+    .unwrap();
+    run(quiet(), move || {
+        gate.notify_all();
+        yield_now();
+    })
+    .unwrap();
+    assert!(
+        !ABANDONED_RAN_ON.get(),
+        "a green thread of the first runtime ran in the second"
+    );
+}
+
+/// std keeps its panic state per OS thread, and every green thread shares it: while one
+/// green thread's panic unwinds through a destructor that parks (a `BufWriter` flushing into
+/// a socket, here a `yield_now`), another sees `thread::panicking()` — and a `std::sync::Mutex`
+/// guard it drops then poisons the mutex, although that green thread never panicked.
+#[test]
+fn a_panic_unwinding_in_one_green_thread_does_not_poison_anothers_mutex() {
+    struct ParksWhenDropped;
+    impl Drop for ParksWhenDropped {
+        fn drop(&mut self) {
+            yield_now();
+        }
+    }
+    let poisoned = run(quiet(), || {
+        let mutex = Rc::new(std::sync::Mutex::new(0));
+        let holder = {
+            let mutex = Rc::clone(&mutex);
+            spawn(move || {
+                let mut guard = mutex.lock().unwrap();
+                yield_now(); // the other one starts to panic meanwhile
+                *guard += 1;
+            })
+            .unwrap()
+        };
+        let panicking = spawn(|| {
+            let _parks = ParksWhenDropped;
+            panic!("on purpose, while the other holds its lock");
+        })
+        .unwrap();
+        holder.join().unwrap();
+        let _ = panicking.join();
+        mutex.is_poisoned()
+    })
+    .unwrap();
+    assert!(
+        !poisoned,
+        "a mutex poisoned by a green thread that never panicked"
+    );
+}
