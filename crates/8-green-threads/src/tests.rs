@@ -490,3 +490,31 @@ fn a_panic_unwinding_in_one_green_thread_does_not_poison_anothers_mutex() {
         "a mutex poisoned by a green thread that never panicked"
     );
 }
+
+/// A detached green thread (its `JoinHandle` dropped) returns a value whose destructor
+/// panics: nobody will take that output, so it is dropped where the green thread ends — and
+/// the panic must stay that green thread's ("a panic ends only its green thread"). Today the
+/// output is dropped in `green_main`, outside `catch_unwind`, and a panic cannot unwind out of
+/// an `extern "C"` function: the process aborts (in a child process here).
+#[test]
+fn a_detached_green_threads_output_that_panics_when_dropped_ends_nothing_else() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the destructor fails on purpose");
+        }
+    }
+    if std::env::var_os(CHILD).is_some() {
+        let after = run(quiet(), || {
+            drop(spawn(|| PanicsOnDrop).unwrap());
+            yield_now(); // it runs, returns its value, and ends
+            spawn(|| 6 * 7).unwrap().join().unwrap()
+        });
+        assert_eq!(after.unwrap(), 42);
+        return;
+    }
+    let (status, stderr) = in_child_process(
+        "tests::a_detached_green_threads_output_that_panics_when_dropped_ends_nothing_else",
+    );
+    assert!(status.success(), "{status}: {stderr}");
+}
