@@ -2,10 +2,10 @@
 //! `Write` — so `read`, `write_all`, `BufReader`, any code written for blocking sockets.
 //!
 //! Underneath, every call is the same loop (`Registered::io`): try the system call on the
-//! non-blocking socket; if it says `WouldBlock`, leave this green thread with the reactor as
-//! the socket's waiter and **park** — switch to the scheduler, which runs the others and
-//! sleeps in `epoll_wait`; when epoll reports the socket, the scheduler switches back here,
-//! and the call is tried again. The caller saw one call that took a while: lesson 0's
+//! non-blocking socket; if it says `WouldBlock`, leave this green thread with the reactor
+//! among the socket's waiters and **park** — switch to the scheduler, which runs the others
+//! and sleeps in `epoll_wait`; when epoll reports the socket, the scheduler switches back
+//! here, and the call is tried again. The caller saw one call that took a while: lesson 0's
 //! program runs unchanged, on lesson 5's mechanism.
 //!
 //! **The budget.** A connection whose client never stops sending would never park: each read
@@ -38,7 +38,8 @@ pub fn timed_out(err: &io::Error) -> bool {
 }
 
 /// An fd watched by this thread's reactor, with a deadline per direction; deregistered when
-/// dropped, before `source` closes it. One green thread at a time may wait on each direction.
+/// dropped, before `source` closes it. Any number of green threads may wait on it at once
+/// (a stream shared through an `Rc`): an event wakes them all.
 pub(crate) struct Registered<S: AsFd> {
     source: S,
     token: usize,
@@ -107,12 +108,12 @@ impl<S: AsFd> Registered<S> {
             runtime
                 .reactor
                 .borrow_mut()
-                .set_waiter(self.token, direction, waiter);
+                .add_waiter(self.token, direction, waiter);
             green
         });
         park_until(deadline);
-        // Woken by the event, the waiter is gone already; by the deadline or a spurious wake,
-        // it is still here: take it back.
+        // Woken by the event, it is no waiter any more; by the deadline or a spurious wake, it
+        // still is: take it back.
         with_runtime(|runtime| {
             runtime
                 .reactor
@@ -138,18 +139,18 @@ impl<S: AsFd> Registered<S> {
         }
     }
 
-    /// Sets the deadline of `direction`, and wakes a green thread parked there, so that it
-    /// looks at the new deadline.
+    /// Sets the deadline of `direction`, and wakes the green threads parked there, so that
+    /// they look at the new deadline.
     pub(crate) fn set_deadline(&self, direction: Direction, deadline: Option<Instant>) {
         self.deadline(direction).set(deadline);
-        let waiter = with_runtime(|runtime| {
+        let waiters = with_runtime(|runtime| {
             runtime
                 .reactor
                 .borrow_mut()
-                .take_waiter(self.token, direction)
+                .take_waiters(self.token, direction)
         });
-        if let Some(green) = waiter {
-            unpark(&green);
+        for green in &waiters {
+            unpark(green);
         }
     }
 }
