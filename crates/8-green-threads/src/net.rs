@@ -22,6 +22,7 @@
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::rc::Rc;
@@ -29,8 +30,8 @@ use std::time::Instant;
 
 use fdio::{interrupted, would_block};
 
-use crate::reactor::{Direction, Interest};
-use crate::runtime::{park_until, spend_budget, try_with_runtime, unpark, with_runtime};
+use crate::reactor::{Direction, Interest, Reactor};
+use crate::runtime::{RuntimeId, park_until, spend_budget, unpark, with_runtime, with_runtime_of};
 
 /// A call failed because its deadline passed (see the module doc).
 pub fn timed_out(err: &io::Error) -> bool {
@@ -39,28 +40,37 @@ pub fn timed_out(err: &io::Error) -> bool {
 
 /// An fd watched by this thread's reactor, with a deadline per direction; deregistered when
 /// dropped, before `source` closes it. Any number of green threads may wait on it at once
-/// (a stream shared through an `Rc`): an event wakes them all.
+/// (a stream shared through an `Rc`): an event wakes them all. Its token means something
+/// only to the reactor of the runtime that registered it: every use goes through that
+/// runtime, and under another one (the next `run`, if `main` returned the stream) the fd is
+/// not registered at all. It stays on its OS thread: the `PhantomData` makes it (and every
+/// I/O type holding it) impossible to send to another.
 pub(crate) struct Registered<S: AsFd> {
     source: S,
     token: usize,
+    runtime: RuntimeId,
     read_deadline: Cell<Option<Instant>>,
     write_deadline: Cell<Option<Instant>>,
+    on_this_thread: PhantomData<Rc<()>>,
 }
 
 impl<S: AsFd> Registered<S> {
     /// Registers `source` (which must be non-blocking, or look it: see `io::Stdin`).
     pub(crate) fn new(source: S, interest: Interest) -> io::Result<Registered<S>> {
-        let token = with_runtime(|runtime| {
-            runtime
+        let (token, runtime) = with_runtime(|runtime| {
+            let token = runtime
                 .reactor
                 .borrow_mut()
-                .register(source.as_fd(), interest)
+                .register(source.as_fd(), interest);
+            token.map(|token| (token, runtime.id))
         })?;
         Ok(Registered {
             source,
             token,
+            runtime,
             read_deadline: Cell::new(None),
             write_deadline: Cell::new(None),
+            on_this_thread: PhantomData,
         })
     }
 
@@ -78,9 +88,9 @@ impl<S: AsFd> Registered<S> {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
             spend_budget();
-            let ready = with_runtime(|runtime| {
-                runtime.reactor.borrow_mut().is_ready(self.token, direction)
-            });
+            let ready = self
+                .reactor(|reactor| reactor.is_ready(self.token, direction))
+                .ok_or_else(gone)?;
             if ready {
                 match op(&self.source) {
                     Err(err) if would_block(&err) => self.clear_ready(direction),
@@ -104,32 +114,19 @@ impl<S: AsFd> Registered<S> {
                 };
                 format!("{green}: {call} on fd {fd} would block → park")
             });
-            let waiter = Rc::clone(&green);
-            runtime
-                .reactor
-                .borrow_mut()
-                .add_waiter(self.token, direction, waiter);
             green
         });
+        let waiter = Rc::clone(&green);
+        self.reactor(|reactor| reactor.add_waiter(self.token, direction, waiter));
         park_until(deadline);
         // Woken by the event, it is no waiter any more; by the deadline or a spurious wake, it
         // still is: take it back.
-        with_runtime(|runtime| {
-            runtime
-                .reactor
-                .borrow_mut()
-                .forget_waiter(self.token, direction, &green)
-        });
+        self.reactor(|reactor| reactor.forget_waiter(self.token, direction, &green));
     }
 
     /// The kernel has nothing more for `direction` for now.
     pub(crate) fn clear_ready(&self, direction: Direction) {
-        with_runtime(|runtime| {
-            runtime
-                .reactor
-                .borrow_mut()
-                .clear_ready(self.token, direction)
-        });
+        self.reactor(|reactor| reactor.clear_ready(self.token, direction));
     }
 
     fn deadline(&self, direction: Direction) -> &Cell<Option<Instant>> {
@@ -143,28 +140,29 @@ impl<S: AsFd> Registered<S> {
     /// they look at the new deadline.
     pub(crate) fn set_deadline(&self, direction: Direction, deadline: Option<Instant>) {
         self.deadline(direction).set(deadline);
-        let waiters = with_runtime(|runtime| {
-            runtime
-                .reactor
-                .borrow_mut()
-                .take_waiters(self.token, direction)
-        });
-        for green in &waiters {
+        let waiters = self.reactor(|reactor| reactor.take_waiters(self.token, direction));
+        for green in waiters.iter().flatten() {
             unpark(green);
         }
+    }
+
+    /// Runs `f` with the reactor that knows this fd; `None` under another runtime, or none.
+    fn reactor<R>(&self, f: impl FnOnce(&mut Reactor) -> R) -> Option<R> {
+        with_runtime_of(self.runtime, |runtime| f(&mut runtime.reactor.borrow_mut()))
     }
 }
 
 impl<S: AsFd> Drop for Registered<S> {
     fn drop(&mut self) {
-        // After the runtime has ended there is nothing to deregister from.
-        try_with_runtime(|runtime| {
-            runtime
-                .reactor
-                .borrow_mut()
-                .deregister(self.token, self.source.as_fd())
-        });
+        // Only from the reactor that registered it: another runtime's may have given the same
+        // token to another fd, and after the runtime has ended there is nothing to undo.
+        self.reactor(|reactor| reactor.deregister(self.token, self.source.as_fd()));
     }
+}
+
+/// The error for an I/O object used under another runtime than the one that made it.
+fn gone() -> io::Error {
+    io::Error::other("this I/O object belongs to a green-thread runtime that has ended")
 }
 
 /// A listening socket.
@@ -200,6 +198,13 @@ impl TcpListener {
 }
 
 /// A TCP connection. `Read` and `Write` are implemented for `&TcpStream` too, as for std's.
+/// It belongs to the runtime of its OS thread, so it cannot be sent to another thread:
+///
+/// ```compile_fail,E0277
+/// fn send_away(stream: lesson_green_threads::net::TcpStream) {
+///     std::thread::spawn(move || drop(stream));
+/// }
+/// ```
 pub struct TcpStream {
     inner: Registered<std::net::TcpStream>,
 }

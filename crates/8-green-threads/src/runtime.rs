@@ -28,7 +28,10 @@
 //! never resumed, and their stacks never freed. Go does the same when `main` returns (greenlet
 //! instead throws `GreenletExit` into each greenlet it collects). Freeing them would not be
 //! safe: a value pinned on a stack is promised to stay where it is until it is dropped, and
-//! these are never dropped. Leaking is safe; the memory goes back at exit.
+//! these are never dropped. Leaking is safe; the memory goes back at exit. Never resumed
+//! means by the next `run` on the thread too: a green thread, like a stream's token, belongs
+//! to the runtime that made it ([`RuntimeId`]), so a `Notify` or a `TcpStream` that `main`
+//! returned, used under the next runtime, wakes nothing and deregisters nothing there.
 //!
 //! One rule keeps this file sound: **no `RefCell` borrow is held across a switch**. A borrow
 //! held by a parked green thread would make every other one that touches the runtime panic.
@@ -39,6 +42,7 @@ use std::fmt;
 use std::io;
 use std::panic;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fdio::Trace;
@@ -69,6 +73,8 @@ pub(crate) struct Green {
     pub(crate) joiner: Cell<Option<Rc<Green>>>,
     /// Its name, and what the stack-overflow handler needs to know about it.
     pub(crate) guard: GuardInfo,
+    /// The runtime whose scheduler runs it: no other ever resumes it.
+    pub(crate) runtime: RuntimeId,
 }
 
 impl fmt::Display for Green {
@@ -89,6 +95,7 @@ impl Drop for Green {
 /// Everything one running scheduler owns. Reached through a thread-local, as the OS thread
 /// is the one thing all its green threads share.
 pub(crate) struct Runtime {
+    pub(crate) id: RuntimeId,
     /// The scheduler's own context, on the OS thread's stack.
     pub(crate) scheduler: Context,
     /// The green thread running now. Holding it keeps it alive while it runs.
@@ -125,6 +132,18 @@ pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
     RUNTIME.with_borrow(|runtime| runtime.as_deref().map(f))
 }
 
+/// Like [`try_with_runtime`], but `None` unless this thread's runtime is runtime `id`: a
+/// token or a green thread of an ended runtime means nothing to the next one.
+pub(crate) fn with_runtime_of<R>(id: RuntimeId, f: impl FnOnce(&Runtime) -> R) -> Option<R> {
+    try_with_runtime(|runtime| (runtime.id == id).then(|| f(runtime))).flatten()
+}
+
+/// Which runtime a green thread or a registered fd belongs to. Tokens are slab indexes that
+/// every runtime hands out again from 0, so the next `run` on the thread has the same ones;
+/// this number, never reused in the process, tells the runtimes apart (lesson 5's, again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuntimeId(u64);
+
 /// Runs `main` as the first green thread of a new scheduler on this OS thread, with every
 /// green thread it spawns, until `main` returns; returns what `main` returned. A panic in
 /// `main` is resumed here, after the runtime is gone. Errors: this is not x86-64, the OS
@@ -146,7 +165,9 @@ pub fn run<T: 'static>(trace: Trace, main: impl FnOnce() -> T + 'static) -> io::
             "a green-thread runtime is already running on this thread",
         ));
     }
+    static RUNTIMES_STARTED: AtomicU64 = AtomicU64::new(0);
     let runtime = Rc::new(Runtime {
+        id: RuntimeId(RUNTIMES_STARTED.fetch_add(1, Ordering::Relaxed)),
         scheduler: Context::empty(),
         current: RefCell::new(None),
         run_queue: RefCell::new(VecDeque::new()),
@@ -259,8 +280,12 @@ impl Runtime {
 
     /// Puts `green` in the run queue, unless it is there already or has finished. A green
     /// thread unparked while it runs goes on when it next parks: a park may always return
-    /// without a reason, and every caller checks again what it waited for.
+    /// without a reason, and every caller checks again what it waited for. One of an ended
+    /// runtime (a `Notify` outlived it) is abandoned: this scheduler never resumes it.
     pub(crate) fn unpark(&self, green: &Rc<Green>) {
+        if green.runtime != self.id {
+            return;
+        }
         if !green.queued.replace(true) && !green.finished.get() {
             self.run_queue.borrow_mut().push_back(Rc::clone(green));
         }

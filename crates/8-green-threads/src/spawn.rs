@@ -62,6 +62,7 @@ fn start<T: 'static>(
             queued: Cell::new(false),
             joiner: Cell::new(None),
             guard,
+            runtime: runtime.id,
         });
         runtime.trace.say(|| format!("scheduler: spawned {green}"));
         runtime.unpark(&green);
@@ -104,10 +105,18 @@ impl<T> JoinHandle<T> {
     /// Parks until the green thread has finished; its output, or the panic that ended it.
     ///
     /// # Panics
-    /// Outside a green thread.
+    /// Outside a green thread, and for a green thread of a runtime that has ended (returned
+    /// by its `main`): abandoned, it will never finish.
     pub fn join(self) -> thread::Result<T> {
         while !self.green.finished.get() {
-            with_runtime(|runtime| self.green.joiner.set(Some(runtime.current())));
+            with_runtime(|runtime| {
+                assert!(
+                    runtime.id == self.green.runtime,
+                    "join: {} belongs to a runtime that has ended: it will never finish",
+                    self.green
+                );
+                self.green.joiner.set(Some(runtime.current()));
+            });
             park();
         }
         self.try_take()

@@ -419,6 +419,43 @@ fn a_stream_from_an_ended_runtime_leaves_the_next_one_alone() {
     );
 }
 
+/// A stream made by one `run` and read under the next fails with an error that says why,
+/// instead of asking the new reactor about a token that is not its own.
+#[test]
+fn a_stream_from_an_ended_runtime_cannot_be_read_in_the_next() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let old = run(quiet(), move || TcpStream::from_std(accepted).unwrap()).unwrap();
+    let read = run(quiet(), move || {
+        (&old).read(&mut [0; 16]).map_err(|err| err.to_string())
+    })
+    .unwrap();
+    let err = read.expect_err("a read under another runtime");
+    assert!(err.contains("runtime that has ended"), "{err}");
+}
+
+/// Joining a green thread of an ended runtime panics with a message, instead of parking for
+/// ever (the green thread was abandoned: it will never finish).
+#[test]
+fn joining_a_green_thread_of_an_ended_runtime_panics_with_a_reason() {
+    let handle = run(quiet(), || {
+        let handle = spawn(|| sleep(Duration::from_secs(60))).unwrap();
+        yield_now(); // it parks in its sleep
+        handle
+    })
+    .unwrap();
+    let joined = run(quiet(), move || {
+        let joiner = spawn(move || handle.join().is_ok()).unwrap();
+        joiner
+            .join()
+            .map_err(|panic| panic_message(&*panic).to_string())
+    })
+    .unwrap();
+    let message = joined.expect_err("join should panic");
+    assert!(message.contains("runtime that has ended"), "{message}");
+}
+
 thread_local! {
     static ABANDONED_RAN_ON: Cell<bool> = const { Cell::new(false) };
 }
