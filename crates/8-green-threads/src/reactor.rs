@@ -197,6 +197,13 @@ impl Reactor {
         waiters
     }
 
+    /// Whether `green` is among the waiters of some fd.
+    pub(crate) fn is_waiting(&self, green: &Rc<Green>) -> bool {
+        let waits_on = |way: &Way| way.waiters.iter().any(|waiter| Rc::ptr_eq(waiter, green));
+        (self.sources.iter().flatten())
+            .any(|source| waits_on(&source.read) || waits_on(&source.write))
+    }
+
     /// How many green threads are parked on an fd.
     pub(crate) fn parked(&self) -> usize {
         self.parked

@@ -22,7 +22,9 @@
 //! **A panic** unwinds the green thread's own stack up to its entry function, which catches
 //! it: the panic ends that green thread only, and `join` returns it as `Err`, as
 //! `std::thread`'s does. No unwinding ever crosses a switch: the frames above the entry
-//! function belong to no one (its return address is 0).
+//! function belong to no one (its return address is 0). And while a panic unwinds, no other
+//! green thread runs: std's panic state is the OS thread's, so a destructor that parks waits
+//! on the OS thread for its fd or timer instead of switching ([`crate::unwinding`]).
 //!
 //! **When `main` returns**, `run` returns. Green threads still parked then are *abandoned*:
 //! never resumed, and their stacks never freed. Go does the same when `main` returns (greenlet
@@ -43,6 +45,7 @@ use std::io;
 use std::panic;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use fdio::Trace;
@@ -52,6 +55,7 @@ use crate::reactor::Reactor;
 use crate::spawn::spawn_named;
 use crate::stack::Stack;
 use crate::switch::{Context, SUPPORTED, switch};
+use crate::unwinding;
 
 /// How many I/O operations a green thread may make before it must let the others run: the
 /// cooperative budget (see `net`). tokio's number, with the same 4 KiB reads: a connection
@@ -227,10 +231,9 @@ impl Runtime {
             }
             // 2. Wait for I/O: not at all if a green thread is runnable, else until the
             //    nearest timer, or for ever. If nothing could ever wake anyone, say so.
-            let nearest = self.timers.borrow().keys().next().map(|(at, _)| *at);
             let timeout = if !self.run_queue.borrow().is_empty() {
                 Some(Duration::ZERO)
-            } else if let Some(at) = nearest {
+            } else if let Some(at) = self.nearest_timer() {
                 Some(at.saturating_duration_since(Instant::now()))
             } else if self.reactor.borrow().parked() == 0 {
                 return Err(io::Error::other(
@@ -239,22 +242,37 @@ impl Runtime {
             } else {
                 None
             };
-            self.reactor.borrow_mut().wait(timeout, &mut woken)?;
-            for green in woken.drain(..) {
-                self.unpark(&green);
-            }
-            // 3. Wake the green threads whose timer is due.
-            let now = Instant::now();
-            loop {
-                let mut timers = self.timers.borrow_mut();
-                let Some(due) = timers.first_entry().filter(|entry| entry.key().0 <= now) else {
-                    break;
-                };
-                let green = due.remove();
-                drop(timers);
-                self.unpark(&green);
-            }
+            // 3. Unpark the green threads whose fd is ready or whose timer is due.
+            self.wait_for_events(timeout, &mut woken)?;
         }
+    }
+
+    /// Waits in `epoll_wait` for at most `timeout` (`None`: no limit), then unparks the green
+    /// threads whose fd became ready, and those whose timer is due.
+    pub(crate) fn wait_for_events(
+        &self,
+        timeout: Option<Duration>,
+        woken: &mut Vec<Rc<Green>>,
+    ) -> io::Result<()> {
+        self.reactor.borrow_mut().wait(timeout, woken)?;
+        for green in woken.drain(..) {
+            self.unpark(&green);
+        }
+        let now = Instant::now();
+        loop {
+            let mut timers = self.timers.borrow_mut();
+            let Some(due) = timers.first_entry().filter(|entry| entry.key().0 <= now) else {
+                return Ok(());
+            };
+            let green = due.remove();
+            drop(timers);
+            self.unpark(&green);
+        }
+    }
+
+    /// When the nearest timer is due.
+    pub(crate) fn nearest_timer(&self) -> Option<Instant> {
+        self.timers.borrow().keys().next().map(|(at, _)| *at)
     }
 
     /// Switches to `green` until it parks, yields or ends.
@@ -291,6 +309,22 @@ impl Runtime {
         }
     }
 
+    /// Whether something but another green thread can unpark `green`: its fd, or its timer.
+    /// (A look through every fd and timer: only for the rare park during a panic.)
+    pub(crate) fn waits_for_io_or_time(&self, green: &Rc<Green>) -> bool {
+        let has_timer = (self.timers.borrow().values()).any(|timer| Rc::ptr_eq(timer, green));
+        has_timer || self.reactor.borrow().is_waiting(green)
+    }
+
+    /// Takes `green` out of the run queue: it goes on without waiting for its turn.
+    pub(crate) fn dequeue(&self, green: &Rc<Green>) {
+        if green.queued.replace(false) {
+            self.run_queue
+                .borrow_mut()
+                .retain(|queued| !Rc::ptr_eq(queued, green));
+        }
+    }
+
     /// The green thread running now.
     ///
     /// # Panics
@@ -304,6 +338,10 @@ impl Runtime {
 /// Switches from the running green thread to the scheduler; returns when the green thread is
 /// next resumed — after an `unpark`, or for no reason at all: check again what you wait for.
 pub(crate) fn park() {
+    if thread::panicking() {
+        // std's panic state is per OS thread: no other green thread may run now.
+        return unwinding::block_until_unparked();
+    }
     let (from, to) = with_runtime(|runtime| {
         let current = runtime.current.borrow();
         let green = current.as_ref().expect("park() outside a green thread");

@@ -491,8 +491,9 @@ fn an_abandoned_green_thread_is_never_resumed() {
 
 /// std keeps its panic state per OS thread, and every green thread shares it: while one
 /// green thread's panic unwinds through a destructor that parks (a `BufWriter` flushing into
-/// a socket, here a `yield_now`), another sees `thread::panicking()` — and a `std::sync::Mutex`
-/// guard it drops then poisons the mutex, although that green thread never panicked.
+/// a socket, here a `yield_now`), another that ran would see `thread::panicking()`, and a
+/// `std::sync::Mutex` guard it dropped would poison the mutex although it never panicked. So
+/// none runs meanwhile: the mutex stays clean.
 #[test]
 fn a_panic_unwinding_in_one_green_thread_does_not_poison_anothers_mutex() {
     struct ParksWhenDropped;
@@ -554,4 +555,96 @@ fn a_detached_green_threads_output_that_panics_when_dropped_ends_nothing_else() 
         "tests::a_detached_green_threads_output_that_panics_when_dropped_ends_nothing_else",
     );
     assert!(status.success(), "{status}: {stderr}");
+}
+
+/// A destructor that reads a socket while its green thread's panic unwinds gets its bytes —
+/// and meanwhile no other green thread runs: one that yields in a loop never once sees
+/// `thread::panicking()` (std's panic state is the OS thread's: see `unwinding`).
+#[test]
+fn while_a_panic_unwinds_through_a_read_no_other_green_thread_runs() {
+    struct ReadsWhenDropped(Rc<TcpStream>, Rc<Cell<usize>>);
+    impl Drop for ReadsWhenDropped {
+        fn drop(&mut self) {
+            let n = (&*self.0).read(&mut [0; 16]).unwrap_or(0);
+            self.1.set(n);
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        client.write_all(b"late").map(|()| client)
+    });
+    let (read, saw_a_panic) = run(quiet(), move || {
+        let stream = Rc::new(TcpStream::from_std(accepted).unwrap());
+        let read = Rc::new(Cell::new(0));
+        let unwinding = Rc::new(Cell::new(false));
+        let observer = {
+            let unwinding = Rc::clone(&unwinding);
+            spawn(move || {
+                let mut saw_a_panic = false;
+                while !unwinding.get() {
+                    saw_a_panic |= std::thread::panicking();
+                    yield_now();
+                }
+                saw_a_panic
+            })
+            .unwrap()
+        };
+        let panicking = {
+            let (stream, read) = (Rc::clone(&stream), Rc::clone(&read));
+            spawn(move || {
+                let _reads = ReadsWhenDropped(stream, read);
+                panic!("on purpose, with a read in a destructor");
+            })
+            .unwrap()
+        };
+        assert!(panicking.join().is_err());
+        unwinding.set(true);
+        (read.get(), observer.join().unwrap())
+    })
+    .unwrap();
+    let _client = writer.join().unwrap().unwrap();
+    assert_eq!(read, 4, "the destructor's read");
+    assert!(!saw_a_panic, "another green thread ran inside the panic");
+}
+
+/// A green thread that, while its panic unwinds, waits for another green thread (a `join`)
+/// could never be woken, since none may run: the process aborts with one line that says so,
+/// rather than hang (in a child process).
+#[test]
+fn waiting_for_another_green_thread_while_unwinding_aborts_with_a_reason() {
+    struct JoinsWhenDropped(Option<crate::spawn::JoinHandle<()>>);
+    impl Drop for JoinsWhenDropped {
+        fn drop(&mut self) {
+            if let Some(other) = self.0.take() {
+                let _ = other.join();
+            }
+        }
+    }
+    if std::env::var_os(CHILD).is_some() {
+        let _ = run(quiet(), || {
+            let other = spawn(|| sleep(Duration::from_secs(60))).unwrap();
+            spawn(move || {
+                let _joins = JoinsWhenDropped(Some(other));
+                panic!("on purpose, with a join in a destructor");
+            })
+            .unwrap()
+            .join()
+        });
+        unreachable!("the join while unwinding should have aborted the process");
+    }
+    let (status, stderr) = in_child_process(
+        "tests::waiting_for_another_green_thread_while_unwinding_aborts_with_a_reason",
+    );
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGABRT),
+        "{status}: {stderr}"
+    );
+    assert!(
+        stderr.contains("waits for another green thread while a panic unwinds it"),
+        "{stderr}"
+    );
 }
