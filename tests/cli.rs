@@ -19,6 +19,9 @@ const SELECTOR: &str = env!("CARGO_BIN_EXE_selector");
 const ASYNC_AWAIT: &str = env!("CARGO_BIN_EXE_async-await");
 const COROUTINES: &str = env!("CARGO_BIN_EXE_coroutines");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const COMPLETION: &str = env!("CARGO_BIN_EXE_completion");
+const WORK_STEALING: &str = env!("CARGO_BIN_EXE_work-stealing");
+const TIMELINE: &str = env!("CARGO_BIN_EXE_timeline");
 const GREEN_THREADS: &str = env!("CARGO_BIN_EXE_green-threads");
 
 fn run(bin: &str, args: &[&str]) -> Output {
@@ -65,6 +68,17 @@ fn every_help_parses() {
         (COROUTINES, &["writer", "--help"], "--interval-ms"),
         (COROUTINES, &["repl", "--help"], "interpreter session"),
         (CLIENT, &["--help"], "--clients"),
+        (ASYNC_AWAIT, &["echo", "--help"], "--timeline"),
+        (ASYNC_AWAIT, &["writer", "--help"], "--timeline"),
+        (ASYNC_AWAIT, &["tasks", "--help"], "--timeline"),
+        (COMPLETION, &["echo", "--help"], "--timeline"),
+        (COMPLETION, &["writer", "--help"], "--timeline"),
+        (WORK_STEALING, &["echo", "--help"], "--timeline"),
+        (WORK_STEALING, &["writer", "--help"], "--timeline"),
+        (WORK_STEALING, &["tour", "--help"], "--timeline"),
+        (TIMELINE, &["--help"], "--busiest-ms"),
+        (GREEN_THREADS, &["echo", "--help"], "--timeline"),
+        (GREEN_THREADS, &["writer", "--help"], "--timeline"),
         (GREEN_THREADS, &["--help"], "overflow"),
         (GREEN_THREADS, &["echo", "--help"], "--trace"),
         (GREEN_THREADS, &["writer", "--help"], "--interval-ms"),

@@ -483,6 +483,12 @@ fn writer_long_line_costs_linear_time() {
     writer::a_long_line_costs_linear_time(ASYNC_AWAIT, &["writer"]);
 }
 
+/// `async-await writer`: a stdin line that never ends costs bounded memory.
+#[test]
+fn writer_line_without_end_costs_bounded_memory() {
+    writer::a_line_without_end_costs_bounded_memory(ASYNC_AWAIT, &["writer"]);
+}
+
 /// `async-await writer --output fifo` says it waits for the FIFO's reader, then writes to it.
 #[test]
 fn writer_says_it_waits_for_a_fifo_reader() {

@@ -76,7 +76,7 @@ const AT_ONCE: usize = 4;
 const ATTEMPTS: usize = 3;
 
 /// Every binary [`binary`] knows.
-const BINARIES: [&str; 10] = [
+const BINARIES: [&str; 11] = [
     "sync",
     "select",
     "selector",
@@ -87,6 +87,7 @@ const BINARIES: [&str; 10] = [
     "work-stealing",
     "green-threads",
     "client",
+    "timeline",
 ];
 
 /// The binaries a transcript may run, by name.
@@ -102,6 +103,7 @@ fn binary(name: &str) -> Option<&'static str> {
         "work-stealing" => env!("CARGO_BIN_EXE_work-stealing"),
         "green-threads" => env!("CARGO_BIN_EXE_green-threads"),
         "client" => env!("CARGO_BIN_EXE_client"),
+        "timeline" => env!("CARGO_BIN_EXE_timeline"),
         _ => return None,
     })
 }

@@ -51,14 +51,17 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@own shutdown, $bin, $args, $run;
             shuts_down_on_a_signal_at_start_up, shuts_down_on_a_signal_while_out_of_fds,
             sigint_loses_no_echo, sigterm_stops_accepting, shutdown_beside_a_slow_reader,
-            shutdown_gives_up_on_a_client_that_never_reads);
+            shutdown_gives_up_on_a_client_that_never_reads, a_reset_counts_only_what_left,
+            a_reset_during_the_close_ends_it_at_once,
+            closing_clients_that_never_read_cost_no_cpu, the_grace_period_costs_no_cpu);
     };
     (@each_byte $bin:expr, $args:expr, $run:expr) => {
         $crate::conformance_suite!(@checks $bin, $args, $run;
             binary_bytes, large_payload, one_byte_writes, half_close, bulk_stream,
             pipelined_client);
         $crate::conformance_suite!(@own conformance, $bin, $args, $run;
-            serves_on_with_a_broken_stderr, starts_or_says_why_with_eight_fds);
+            serves_on_with_a_broken_stderr, serves_on_with_a_stalled_stderr,
+            starts_or_says_why_with_eight_fds);
     };
     (@many_clients $bin:expr, $args:expr, $run:expr) => {
         $crate::conformance_suite!(@checks $bin, $args, $run;
@@ -434,13 +437,8 @@ fn ping(stream: &TcpStream, ping: &str, beside: &str) {
 pub fn non_readers_beside_a_ping(server: &Server) {
     const NON_READERS: usize = 150;
     const EACH: usize = 6 << 20;
-    // Up to 900 MiB in the kernel's socket buffers: two such checks at once (lesson 7 runs
-    // two servers in one test binary) would come near the kernel's TCP memory limit
-    // (`net.ipv4.tcp_mem`), which resets unrelated connections. One at a time, then.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Up to 900 MiB in the kernel's socket buffers: one heavy check at a time.
+    let _turn = super::heavy_turn();
     let before = client(server);
     round_trip(&before, b"connected before the non-readers\n");
     let non_readers: Vec<TcpStream> = (0..NON_READERS)
@@ -521,6 +519,30 @@ pub fn serves_on_with_a_broken_stderr(bin: &str, args: &[&str]) {
     round_trip(&client(&server), b"still serving\n");
     let status = server.process.child.try_wait().expect("try_wait");
     assert!(status.is_none(), "the server exited: {status:?}");
+}
+
+/// With stderr a pipe whose reader is alive but never reads (`server 2>&1 | less`, and the
+/// learner does not scroll; a terminal paused with Ctrl+S), the pipe fills after a few dozen
+/// log lines and a blocking write to it would wait for ever — the whole loop with it, signals
+/// included. The server drops the lines stderr cannot take now and serves on: 300 clients in
+/// turn each get their echo, and SIGTERM then ends the process (exit 0 for the servers that
+/// handle it, the signal's for the others).
+pub fn serves_on_with_a_stalled_stderr(bin: &str, args: &[&str]) {
+    let (mut server, stalled) = Server::start_with_stalled_stderr(bin, args);
+    // Each client is logged twice (connected, closed): 300 fill a one-page pipe many times over.
+    for n in 0..300 {
+        let stream = client(&server);
+        if let Err(err) = exchange(&stream, format!("client {n}\n").as_bytes(), 64) {
+            panic!("client {n} got no echo with stderr stalled: {err}");
+        }
+    }
+    signal(&server, Signal::SIGTERM);
+    let code = server.process.wait_exit();
+    assert!(
+        matches!(code, None | Some(0)),
+        "after SIGTERM, with stderr stalled, exit code {code:?}"
+    );
+    drop(stalled);
 }
 
 /// SIGTERM sent the moment `listening on` is read ends the server at once (no handler: the

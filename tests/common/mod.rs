@@ -29,6 +29,17 @@ pub fn raise_fd_limit() {
     fdio::raise_fd_limit().expect("raise the fd limit");
 }
 
+/// Waits for this test binary's turn at a heavy check (thousands of clients, hundreds of MiB
+/// in the kernel's socket buffers) and holds it while the guard lives. Two such checks at once
+/// (lesson 7 runs two servers in one test binary) would come near the kernel's TCP memory
+/// limit (`net.ipv4.tcp_mem`), which resets unrelated connections. One at a time, then.
+pub fn heavy_turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A spawned lesson process. Its stderr is collected line by line; it is killed on drop.
 pub struct Process {
     pub child: Child,
@@ -197,6 +208,22 @@ impl Server {
             command.stderr(writer);
         });
         Server::from_process(process)
+    }
+
+    /// Like [`start`](Self::start), but the server's stderr is a pipe whose reader is alive
+    /// and never reads (a pager nobody scrolls: `server 2>&1 | less`; a terminal paused with
+    /// Ctrl+S), shrunk to one page: once a few dozen lines fill it, every further write to
+    /// stderr would wait for ever. Returns the reader too: the pipe stalls only while it is
+    /// held.
+    pub fn start_with_stalled_stderr(bin: &str, args: &[&str]) -> (Server, std::io::PipeReader) {
+        use nix::fcntl::{FcntlArg, fcntl};
+        let (reader, writer) = std::io::pipe().expect("a pipe for stderr");
+        // The smallest pipe the kernel makes (one page): it fills after a few dozen lines.
+        fcntl(&writer, FcntlArg::F_SETPIPE_SZ(4096)).expect("shrink the pipe");
+        let process = Process::spawn_adjusted(server_command(bin, args), |command| {
+            command.stderr(writer);
+        });
+        (Server::from_process(process), reader)
     }
 
     fn start_command(command: Command) -> Server {

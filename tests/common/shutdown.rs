@@ -13,7 +13,8 @@
 //! grace period (10 s) ran out.
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -242,5 +243,180 @@ pub fn shutdown_gives_up_on_a_client_that_never_reads(bin: &str, args: &[&str]) 
             .starts_with("shutdown complete: served 1 connection, echoed ")
             && line.ends_with(&summary)),
         "no summary ending {summary:?}: {stderr:?}"
+    );
+}
+
+/// How many bytes wait unread in `stream`'s receive queue (`FIONREAD`): bytes its kernel has
+/// taken, and acknowledged, that it has not read yet.
+fn unread(stream: &TcpStream) -> u64 {
+    let mut queued: nix::libc::c_int = 0;
+    // Safety: FIONREAD writes one int through the pointer, which points at `queued`.
+    let result =
+        unsafe { nix::libc::ioctl(stream.as_raw_fd(), nix::libc::FIONREAD, &raw mut queued) };
+    assert!(result == 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    queued as u64
+}
+
+/// A client sends 4 MiB (a 64 KiB receive buffer), reads 256 KiB of its echo, then resets the
+/// connection (SO_LINGER 0) while megabytes of echo wait in the server's socket: the reset
+/// throws them away, they never leave. SIGTERM then: the summary's `echoed` is exactly what
+/// the client's kernel took (what it read, and what still waited in its receive queue) — not
+/// what the server wrote into the socket before the reset destroyed it.
+pub fn a_reset_counts_only_what_left(bin: &str, args: &[&str]) {
+    let mut server = Server::start(bin, args);
+    let stream = echo_client::connect_with_receive_buffer(server.addr, 64 << 10, PATIENCE).unwrap();
+    // The sender stops once its writes have waited 1 s: the server has stopped reading.
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let took = thread::scope(|scope| {
+        let sender = scope.spawn(|| (&stream).write_all(&vec![b'r'; 4 << 20]));
+        let mut buf = vec![0; 64 << 10];
+        let mut read = 0;
+        while read < 256 << 10 {
+            match (&stream).read(&mut buf) {
+                Ok(0) | Err(_) => panic!("the echo ended after {read} bytes"),
+                Ok(n) => read += n as u64,
+            }
+        }
+        let _ = sender.join();
+        // Let the last of the echo the server wrote reach the client's receive queue.
+        thread::sleep(Duration::from_millis(200));
+        read + unread(&stream)
+    });
+    nix::sys::socket::setsockopt(
+        &stream,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    drop(stream);
+    assert!(
+        server.process.wait_for_stderr("closed"),
+        "the server never saw the reset: {:?}",
+        server.process.stderr()
+    );
+    signal(&server, Signal::SIGTERM);
+    server.process.expect_success();
+    let summary = format!("shutdown complete: served 1 connection, echoed {took} bytes");
+    assert!(
+        server.process.wait_for_stderr(&summary),
+        "the client's kernel took {took} bytes before its reset, the rest was thrown away; \
+         the summary must say so: {:?}",
+        server.process.stderr()
+    );
+}
+
+/// Counts the server's CPU ticks (1/100 s) over `span`.
+fn cpu_over(server: &Server, span: Duration) -> u64 {
+    let before = server.process.cpu_ticks();
+    thread::sleep(span);
+    server.process.cpu_ticks() - before
+}
+
+/// `count` clients (a 4 KiB receive buffer each) that send `each` bytes and never read.
+fn non_readers(server: &Server, count: usize, each: usize, half_close: bool) -> Vec<TcpStream> {
+    super::raise_fd_limit();
+    (0..count)
+        .map(|_| {
+            let stream = echo_client::connect_with_receive_buffer(server.addr, 4096, PATIENCE)
+                .expect("connect");
+            (&stream).write_all(&vec![b'x'; each]).expect("send");
+            if half_close {
+                stream.shutdown(Shutdown::Write).expect("half-close");
+            }
+            stream
+        })
+        .collect()
+}
+
+/// 5,000 clients that send 16 KiB, shut their side and never read their echo: the server
+/// holds their connections in the close (until they have every byte), or hands them to the
+/// kernel, and either way costs next to no CPU meanwhile — at most 10/100 s of CPU in 2 s.
+/// A close that looks every few tens of milliseconds whether the client has acknowledged
+/// costs a good part of a core here.
+pub fn closing_clients_that_never_read_cost_no_cpu(bin: &str, args: &[&str]) {
+    let _turn = super::heavy_turn();
+    let server = Server::start(bin, args);
+    let clients = non_readers(&server, 5000, 16 << 10, true);
+    thread::sleep(Duration::from_secs(3));
+    let used = cpu_over(&server, Duration::from_secs(2));
+    assert!(
+        used <= 10,
+        "{} clients waiting to be sent their last bytes: {used}/100 s of CPU in 2 s",
+        clients.len()
+    );
+}
+
+/// 4,000 clients that never read (each sent 32 KiB), then SIGTERM: through the grace period
+/// the server waits for them to take their echo without spinning — at most 50/100 s of CPU
+/// over 5 s of it (10 % of a core) — then gives up on them and exits 0.
+pub fn the_grace_period_costs_no_cpu(bin: &str, args: &[&str]) {
+    let _turn = super::heavy_turn();
+    let mut server = Server::start(bin, args);
+    let clients = non_readers(&server, 4000, 32 << 10, false);
+    thread::sleep(Duration::from_secs(2));
+    signal(&server, Signal::SIGTERM);
+    thread::sleep(Duration::from_secs(2));
+    let used = cpu_over(&server, Duration::from_secs(5));
+    assert!(
+        used <= 50,
+        "through the grace period, beside {} clients that never read: {used}/100 s of CPU in 5 s",
+        clients.len()
+    );
+    let code = server.process.wait_exit_within(GRACE + PATIENCE);
+    assert_eq!(code, Some(0), "{:?}", server.process.stderr().last());
+}
+
+/// A client (a 4 KiB receive buffer) sends 16 KiB and reads nothing; SIGTERM comes while the
+/// server holds 12 KiB of its echo in the send queue, so the close waits for the client to
+/// take it; the client half-closes, then resets the connection. The reset ends that wait at
+/// once: the server exits 0 within 3 s of the reset (not after the 10 s grace period), logs
+/// no `gave up` line (it did not give up: the client left), and its summary's `echoed` is
+/// exactly what the client's kernel took. (A close that, after the client's EOF, only looks
+/// at `SIOCOUTQ` never sees the reset: the count stays where it was, for good.)
+pub fn a_reset_during_the_close_ends_it_at_once(bin: &str, args: &[&str]) {
+    let mut server = Server::start(bin, args);
+    let stream = echo_client::connect_with_receive_buffer(server.addr, 4096, PATIENCE).unwrap();
+    (&stream).write_all(&[b'c'; 16 << 10]).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    signal(&server, Signal::SIGTERM);
+    assert!(server.process.wait_for_stderr("shutting down"));
+    thread::sleep(Duration::from_millis(500));
+    stream.shutdown(Shutdown::Write).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let took = unread(&stream);
+    nix::sys::socket::setsockopt(
+        &stream,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    drop(stream);
+    let reset = Instant::now();
+    let code = server.process.wait_exit_within(GRACE + PATIENCE);
+    let stderr = server.process.stderr();
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert!(
+        reset.elapsed() < Duration::from_secs(3),
+        "the server exited {:?} after the client's reset: it waited on a connection that was \
+         gone: {stderr:?}",
+        reset.elapsed()
+    );
+    assert_eq!(
+        server.process.count_stderr("gave up"),
+        0,
+        "the client reset its connection; nobody gave up on it: {stderr:?}"
+    );
+    let summary = format!("shutdown complete: served 1 connection, echoed {took} bytes");
+    assert!(
+        stderr.iter().any(|line| line == &summary),
+        "the client's kernel took {took} bytes; the reset threw the rest away: {stderr:?}"
     );
 }

@@ -532,3 +532,43 @@ pub fn reads_a_nonblocking_stdin(bin: &str, args: &[&str]) {
         writer.lines()
     );
 }
+
+/// The peak resident memory of process `pid` so far (`VmHWM` of /proc/PID/status), in KiB.
+fn peak_memory_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("a VmHWM line");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmHWM in kB")
+}
+
+/// 128 MiB on stdin that never end their line (`cat /dev/zero | writer`, a binary file)
+/// cost bounded memory: the program's peak resident memory stays under 64 MiB (keeping the
+/// unfinished line whole until its newline grows without end, and runs a machine out of
+/// memory), and it ends with exit 0 once stdin closes.
+pub fn a_line_without_end_costs_bounded_memory(bin: &str, args: &[&str]) {
+    const LENGTH: usize = 128 << 20;
+    let mut writer = Writer::start(bin, args, 20, 3);
+    let mut stdin = writer.process.child.stdin.take().expect("stdin is piped");
+    let chunk = vec![b'z'; 64 * 1024];
+    for _ in 0..LENGTH / chunk.len() {
+        if stdin.write_all(&chunk).is_err() {
+            break; // it exited: `expect_success` says why
+        }
+    }
+    // All but the pipe's last 64 KiB has been read by now; let it take those too.
+    thread::sleep(Duration::from_millis(300));
+    let peak = peak_memory_kib(writer.process.child.id());
+    drop(stdin);
+    writer.process.expect_success();
+    assert!(
+        peak < 64 << 10,
+        "a {} MiB line without a newline took {} MiB of memory",
+        LENGTH >> 20,
+        peak >> 10
+    );
+}

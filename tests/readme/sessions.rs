@@ -29,6 +29,14 @@ pub const SESSIONS: &[(&str, &str)] = &[
     ("generators-echo-trace", "generators echo --trace"),
     ("async-await-shutdown", "async-await echo"),
     ("async-await-echo-trace", "async-await echo --trace"),
+    (
+        "async-await-timeline",
+        "async-await echo --timeline /tmp/async-await.json",
+    ),
+    (
+        "completion-timeline",
+        "completion echo --timeline /tmp/completion.json",
+    ),
     ("green-threads-echo-trace", "green-threads echo --trace"),
 ];
 
@@ -58,6 +66,18 @@ pub fn run(name: &str) -> Result<Vec<String>, String> {
         "generators-echo-trace" => generators_echo_trace(),
         "async-await-shutdown" => async_await_shutdown(),
         "async-await-echo-trace" => async_await_echo_trace(),
+        "async-await-timeline" => timeline_session(
+            "async-await-timeline",
+            two_clients,
+            "async-await",
+            &["--busiest-ms", "1"],
+        ),
+        "completion-timeline" => timeline_session(
+            "completion-timeline",
+            eight_timed_clients,
+            "completion",
+            &["--busiest-ms", "0.4"],
+        ),
         "green-threads-echo-trace" => green_threads_echo_trace(),
         _ => Err(format!("no session named {name}")),
     }
@@ -220,6 +240,95 @@ fn async_await_echo_trace() -> Result<Vec<String>, String> {
     round_trip(&client, b"hello\n")?;
     settle(&server, &["Token(2) readable", "polling task 0"])?;
     Ok(printed(&mut server))
+}
+
+/// A `--timeline` session: the server session `name` starts, with its `/tmp/` in a temporary
+/// directory; `drive` plays the clients; Ctrl+C; then `timeline /tmp/FILE.json --svg
+/// /tmp/FILE.svg DRAW…` draws what was recorded. What the server printed, then what the
+/// drawing tool printed (the directory shown as `/tmp`).
+fn timeline_session(
+    name: &str,
+    drive: fn(&Server) -> Result<(), String>,
+    file: &str,
+    draw: &[&str],
+) -> Result<Vec<String>, String> {
+    let dir = crate::TempDir::new(name);
+    let tmp = format!("{}/", dir.0.display());
+    let (_, command) = SESSIONS
+        .iter()
+        .find(|(session, _)| *session == name)
+        .ok_or(format!("no session named {name}"))?;
+    let command = command.replace("/tmp/", &tmp);
+    let mut words = command.split_whitespace();
+    let binary = words.next().unwrap_or_default();
+    let path = crate::binary(binary).ok_or(format!("no binary {binary}"))?;
+    let args: Vec<&str> = words.collect();
+    let mut server = Server::start(path, &args);
+    drive(&server)?;
+    let pid = Pid::from_raw(server.process.child.id() as i32);
+    kill(pid, Signal::SIGINT).map_err(text)?;
+    if server.process.wait_exit() != Some(0) {
+        return Err(format!("the server failed: {:?}", server.process.stderr()));
+    }
+    let mut printed = printed(&mut server);
+    let json = format!("{tmp}{file}.json");
+    let svg = format!("{tmp}{file}.svg");
+    let drawn = std::process::Command::new(crate::binary("timeline").unwrap_or_default())
+        .args([json.as_str(), "--svg", svg.as_str()])
+        .args(draw)
+        .output()
+        .map_err(text)?;
+    let said = String::from_utf8_lossy(&drawn.stdout).replace(&tmp, "/tmp/");
+    printed.extend(said.lines().map(String::from));
+    printed.extend(
+        String::from_utf8_lossy(&drawn.stderr)
+            .lines()
+            .map(String::from),
+    );
+    if !std::path::Path::new(&svg).is_file() {
+        return Err(format!("no {svg} drawn: {printed:?}"));
+    }
+    Ok(printed
+        .into_iter()
+        .map(|line| line.replace(&tmp, "/tmp/"))
+        .collect())
+}
+
+/// Two clients, as two `nc`: each sends a line and reads its echo, one after the other,
+/// then both leave.
+fn two_clients(server: &Server) -> Result<(), String> {
+    let first = connect_nth(server, 1)?;
+    let second = connect_nth(server, 2)?;
+    round_trip(&first, b"hello\n")?;
+    round_trip(&second, b"world\n")?;
+    drop((first, second));
+    wait_until(|| server.process.count_stderr("closed") == 2);
+    Ok(())
+}
+
+/// `client --clients 8 --every-ms 20 --for-secs 1`: eight clients sending at once.
+fn eight_timed_clients(server: &Server) -> Result<(), String> {
+    let client = crate::binary("client").unwrap_or_default();
+    let addr = server.addr.to_string();
+    let args = [
+        "--addr",
+        addr.as_str(),
+        "--clients",
+        "8",
+        "--every-ms",
+        "20",
+        "--for-secs",
+        "1",
+    ];
+    let output = std::process::Command::new(client)
+        .args(args)
+        .output()
+        .map_err(text)?;
+    if !output.status.success() {
+        return Err(format!("client failed: {output:?}"));
+    }
+    wait_until(|| server.process.count_stderr("closed") == 8);
+    Ok(())
 }
 
 /// `green-threads echo --trace`: one client connects; once its green thread has parked on its

@@ -75,8 +75,10 @@ where
     }));
     let shared = Arc::clone(&outcome);
     let job: Job = Box::new(move || {
+        let span = fdio::timeline::begin();
         let result = catch_unwind(AssertUnwindSafe(job))
             .map_err(|p| JoinError::Panicked(panic_message(p.as_ref())));
+        span.work("blocking job", fdio::timeline::Args::new);
         let mut outcome = shared.lock().unwrap_or_else(PoisonError::into_inner);
         outcome.result = Some(result);
         if let Some(waker) = outcome.waker.take() {

@@ -20,7 +20,7 @@ use fdio::{ServerArgs, Trace, log_closed, log_connected, out_of_fds};
 use nix::sys::signal::Signal;
 
 use crate::combinators::{Either, race};
-use crate::executor::{block_on, spawn};
+use crate::executor::{block_on, spawn_named};
 use crate::net::{TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;
@@ -62,7 +62,8 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
                 log_connected(peer);
                 server.open.set(server.open.get() + 1);
                 server.served.set(server.served.get() + 1);
-                spawn(connection(stream, peer, Rc::clone(&server)));
+                let task = connection(stream, peer, Rc::clone(&server));
+                spawn_named(format_args!("conn {peer}"), task);
             }
         }
     };

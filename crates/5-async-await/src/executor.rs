@@ -18,8 +18,13 @@
 //! and how one is polled, then the ready queue and the waker. What the loop owns
 //! (`Runtime`) and how a future finds it (a thread-local) are in
 //! [`crate::runtime`].
+//!
+//! `--timeline` sees the loop through a few calls, each one branch when it is off: each poll
+//! runs inside its task's [`TaskTag::poll`], each wake calls [`TaskTag::woken`], and the
+//! reactor times its `epoll_wait`.
 
 use std::collections::VecDeque;
+use std::fmt::Display;
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
@@ -30,6 +35,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use fdio::Trace;
+use fdio::timeline::TaskTag;
 
 use crate::runtime::{self, Runtime, runtime_id, with_runtime};
 use crate::task::{JoinHandle, JoinState, Spawned};
@@ -54,6 +60,7 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
         id: MAIN,
         scheduled: AtomicBool::new(false),
         ready: Arc::clone(&runtime.ready),
+        tag: TaskTag::named("main"),
     });
     main_waker.wake_by_ref();
     let main_task_waker = Arc::clone(&main_waker);
@@ -70,9 +77,10 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
                     .trace
                     .say(|| "executor: polling the main future".to_string());
                 runtime.budget.reset();
-                if let Poll::Ready(output) =
-                    future.as_mut().poll(&mut Context::from_waker(&main_waker))
-                {
+                let poll = main_task_waker
+                    .tag
+                    .poll(|| future.as_mut().poll(&mut Context::from_waker(&main_waker)));
+                if let Poll::Ready(output) = poll {
                     return Ok(output);
                 }
             } else {
@@ -110,12 +118,33 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
+    spawn_with(None, future)
+}
+
+/// [`spawn`], with a name for `--timeline` to show (`conn 127.0.0.1:40212`); the name is
+/// formatted only while a timeline is being recorded.
+///
+/// # Panics
+/// Outside `block_on`.
+pub fn spawn_named<F>(name: impl Display, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    spawn_with(Some(&name), future)
+}
+
+fn spawn_with<F>(name: Option<&dyn Display>, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
     let state = Rc::new(JoinState::new());
     let task = Spawned {
         future: Box::pin(future),
         state: Rc::clone(&state),
     };
-    let id = with_runtime(|runtime| runtime.insert(Box::pin(task)));
+    let id = with_runtime(|runtime| runtime.insert(Box::pin(task), name));
     JoinHandle::new(runtime_id(), id, state)
 }
 
@@ -137,13 +166,14 @@ pub(crate) struct Tasks {
 }
 
 impl Runtime {
-    fn insert(&self, future: BoxedTask) -> usize {
+    fn insert(&self, future: BoxedTask, name: Option<&dyn Display>) -> usize {
         let mut tasks = self.tasks.borrow_mut();
         let id = tasks.free.pop().unwrap_or(tasks.slots.len());
         let waker = Arc::new(TaskWaker {
             id,
             scheduled: AtomicBool::new(false),
             ready: Arc::clone(&self.ready),
+            tag: name.map_or_else(|| TaskTag::numbered(id as u64), TaskTag::named),
         });
         waker.wake_by_ref(); // a new task is ready to run
         let task = Task {
@@ -173,11 +203,13 @@ impl Runtime {
         };
         // Cleared before polling: a wake during the poll schedules the task again.
         task_waker.scheduled.store(false, Ordering::SeqCst);
-        let waker = Waker::from(task_waker);
+        let waker = Waker::from(Arc::clone(&task_waker));
         self.trace.say(|| format!("executor: polling task {id}"));
         // No borrow is held here: the task may spawn, sleep, do I/O, abort others.
         self.budget.reset();
-        let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+        let poll = task_waker
+            .tag
+            .poll(|| future.as_mut().poll(&mut Context::from_waker(&waker)));
         let mut tasks = self.tasks.borrow_mut();
         let Some(task) = tasks.slots[id].as_mut() else {
             return;
@@ -264,6 +296,8 @@ struct TaskWaker {
     /// Already in the ready queue: waking again adds nothing.
     scheduled: AtomicBool,
     ready: Arc<ReadyQueue>,
+    /// The task's name and its last wake, for `--timeline`.
+    tag: TaskTag,
 }
 
 impl Wake for TaskWaker {
@@ -273,6 +307,7 @@ impl Wake for TaskWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.scheduled.swap(true, Ordering::SeqCst) {
+            self.tag.woken();
             self.ready.push(self.id);
         }
     }

@@ -31,6 +31,9 @@
 //! ```
 //! `--trace` (on `echo` and `writer`) shows the runtime at work: `executor: polling task 3`,
 //! `reactor: waiting for I/O, timeout=none`, `reactor: Token(2) readable → wake its reader`.
+//! `--timeline FILE` (on `echo`, `writer` and `tasks`) records the same as a picture: each
+//! poll, each `epoll_wait` with what it found, each wake, on each thread, in Chrome's trace
+//! format (open it in ui.perfetto.dev, or `cargo run --bin timeline -- FILE --svg out.svg`).
 //!
 //! # Layout
 //! Read in this order:
@@ -56,7 +59,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use fdio::{ServerArgs, Trace, WriterArgs};
+use fdio::{ServerArgs, TimelineArgs, Trace, WriterArgs};
 
 pub mod blocking;
 pub mod budget;
@@ -93,9 +96,19 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// A TCP echo server: one task per connection; Ctrl+C or SIGTERM shuts it down gracefully.
-    Echo(ServerArgs),
+    Echo {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        timeline: TimelineArgs,
+    },
     /// Read stdin and a pipe as async streams; append every line to --output as it arrives.
-    Writer(WriterArgs),
+    Writer {
+        #[command(flatten)]
+        args: WriterArgs,
+        #[command(flatten)]
+        timeline: TimelineArgs,
+    },
     /// Two coroutines side by side: one counts every second, one reports every 3 seconds.
     Clock {
         /// Stop after this many seconds (default: run until Ctrl+C).
@@ -122,7 +135,10 @@ enum Command {
         delay_ms: u64,
     },
     /// A guided tour of the runtime: spawn, results, panics, abort, timeout, locks, DNS.
-    Tasks,
+    Tasks {
+        #[command(flatten)]
+        timeline: TimelineArgs,
+    },
     /// A line reader cancelled mid-line by a timer: it loses the part it held, or does not.
     Cancel,
     /// A future written by hand, polled by a loop of our own: polled, Pending, woken, Ready.
@@ -136,9 +152,15 @@ enum Command {
 /// The `async-await` binary: parses the command line and runs the chosen program.
 pub fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Echo(server) => echo::run(&server),
-        Command::Writer(args) => {
-            executor::block_on(Trace::new(args.trace), writer::run(&args)).and_then(|r| r)
+        Command::Echo { server, timeline } => timeline
+            .record("async-await echo")
+            .and_then(|_recording| echo::run(&server)),
+        Command::Writer { args, timeline } => {
+            timeline
+                .record("async-await writer")
+                .and_then(|_recording| {
+                    executor::block_on(Trace::new(args.trace), writer::run(&args)).and_then(|r| r)
+                })
         }
         Command::Clock {
             for_secs,
@@ -155,7 +177,9 @@ pub fn main() -> ExitCode {
         Command::Download { count, delay_ms } => {
             download::run(count, Duration::from_millis(delay_ms))
         }
-        Command::Tasks => tour::run(),
+        Command::Tasks { timeline } => timeline
+            .record("async-await tasks")
+            .and_then(|_recording| tour::run()),
         Command::Cancel => cancel::run(),
         Command::Handmade { delay_ms } => handmade::run(Duration::from_millis(delay_ms)),
     };

@@ -45,6 +45,7 @@ use std::io;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use fdio::timeline::{self, Args};
 use fdio::{Trace, interrupted};
 use mio::event::Source;
 use mio::{Events, Interest, Registry, Token};
@@ -201,14 +202,37 @@ impl Reactor {
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.trace
             .say(|| format!("reactor: waiting for I/O, timeout={}", describe(timeout)));
-        match self.poll.poll(&mut self.events, timeout) {
+        let span = timeline::begin();
+        let waited = match self.poll.poll(&mut self.events, timeout) {
             // A signal ended the wait early: no events, the loop goes round again.
             Err(err) if interrupted(&err) => {
                 self.events.clear();
                 Ok(())
             }
             result => result,
-        }
+        };
+        span.wait("epoll_wait", || self.timeline_args(timeout));
+        waited
+    }
+
+    /// What `--timeline` shows of a wait: its timeout and what it found ready.
+    fn timeline_args(&self, timeout: Option<Duration>) -> Args {
+        let ready: Vec<String> = self
+            .events
+            .iter()
+            .map(|event| match event.token() {
+                WAKE_TOKEN => "a wake from another thread".to_string(),
+                token if event.is_readable() && event.is_writable() => {
+                    format!("{token:?} read write")
+                }
+                token if event.is_writable() => format!("{token:?} write"),
+                token => format!("{token:?} read"),
+            })
+            .collect();
+        Args::new()
+            .text("timeout", describe(timeout))
+            .number("events", ready.len() as i64)
+            .text("ready", ready.join(", "))
     }
 
     /// Records what the last `wait` found ready, and wakes the tasks waiting for it.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use fdio::{ServerArgs, Trace, count, log_closed, log_connected, out_of_fds};
 use nix::sys::signal::Signal;
 
-use crate::executor::{Either, block_on, race, spawn};
+use crate::executor::{Either, block_on, race, spawn_named};
 use crate::net::{TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;
@@ -75,7 +75,7 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
                     Rc::clone(&all_closed),
                     Rc::clone(&stats),
                 );
-                spawn(async move {
+                spawn_named(format_args!("conn {peer}"), async move {
                     serve_one(stream, peer, &shutdown, &give_up, &stats).await;
                     stats.open.set(stats.open.get() - 1);
                     stats.closed.borrow().set();

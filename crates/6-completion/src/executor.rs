@@ -20,9 +20,14 @@
 //! As in lesson 5, the runtime a future runs on is found through a thread-local set by
 //! `block_on`; a handle (a stream, a request) remembers which runtime it belongs to, and
 //! leaves any other alone.
+//!
+//! `--timeline` sees the loop through three calls: each poll runs inside its task's
+//! [`TaskTag::poll`], each wake calls [`TaskTag::woken`], and the ring times its
+//! `io_uring_enter` ([`Driver::enter`]). Off, each is one branch.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::fmt::Display;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
@@ -32,6 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use fdio::Trace;
+use fdio::timeline::TaskTag;
 
 use crate::budget::Budget;
 use crate::doorbell::Doorbell;
@@ -181,6 +187,7 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
         id: MAIN,
         scheduled: AtomicBool::new(false),
         ready: Arc::clone(&runtime.ready),
+        tag: TaskTag::named("main"),
     });
     main_waker.wake_by_ref();
     let main_task_waker = Arc::clone(&main_waker);
@@ -196,9 +203,10 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
                     .trace
                     .say(|| "executor: polling the main future".to_string());
                 runtime.budget.reset();
-                if let Poll::Ready(output) =
-                    future.as_mut().poll(&mut Context::from_waker(&main_waker))
-                {
+                let poll = main_task_waker
+                    .tag
+                    .poll(|| future.as_mut().poll(&mut Context::from_waker(&main_waker)));
+                if let Poll::Ready(output) = poll {
                     return Ok(output);
                 }
             } else {
@@ -223,7 +231,16 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
 /// # Panics
 /// Outside `block_on`.
 pub fn spawn<F: Future<Output = ()> + 'static>(future: F) {
-    with_runtime(|runtime| runtime.insert(Box::pin(future)));
+    with_runtime(|runtime| runtime.insert(Box::pin(future), None));
+}
+
+/// [`spawn`], with a name for `--timeline` to show (`conn 127.0.0.1:40212`); the name is
+/// formatted only while a timeline is being recorded.
+///
+/// # Panics
+/// Outside `block_on`.
+pub fn spawn_named<F: Future<Output = ()> + 'static>(name: impl Display, future: F) {
+    with_runtime(|runtime| runtime.insert(Box::pin(future), Some(&name)));
 }
 
 /// One of two outputs: which future of a [`race`] finished first.
@@ -268,13 +285,14 @@ struct Tasks {
 }
 
 impl Runtime {
-    fn insert(&self, future: BoxedTask) {
+    fn insert(&self, future: BoxedTask, name: Option<&dyn Display>) {
         let mut tasks = self.tasks.borrow_mut();
         let id = tasks.free.pop().unwrap_or(tasks.slots.len());
         let waker = Arc::new(TaskWaker {
             id,
             scheduled: AtomicBool::new(false),
             ready: Arc::clone(&self.ready),
+            tag: name.map_or_else(|| TaskTag::numbered(id as u64), TaskTag::named),
         });
         waker.wake_by_ref(); // a new task is ready to run
         let task = Task {
@@ -302,10 +320,12 @@ impl Runtime {
         };
         // Cleared before polling: a wake during the poll schedules the task again.
         task_waker.scheduled.store(false, Ordering::SeqCst);
-        let waker = Waker::from(task_waker);
+        let waker = Waker::from(Arc::clone(&task_waker));
         self.trace.say(|| format!("executor: polling task {id}"));
         self.budget.reset();
-        let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+        let poll = task_waker
+            .tag
+            .poll(|| future.as_mut().poll(&mut Context::from_waker(&waker)));
         let mut tasks = self.tasks.borrow_mut();
         if poll.is_pending() {
             if let Some(task) = tasks.slots[id].as_mut() {
@@ -372,6 +392,8 @@ struct TaskWaker {
     /// Already in the ready queue: waking again adds nothing.
     scheduled: AtomicBool,
     ready: Arc<ReadyQueue>,
+    /// The task's name and its last wake, for `--timeline`.
+    tag: TaskTag,
 }
 
 impl Wake for TaskWaker {
@@ -381,6 +403,7 @@ impl Wake for TaskWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.scheduled.swap(true, Ordering::SeqCst) {
+            self.tag.woken();
             self.ready.push(self.id);
         }
     }

@@ -80,7 +80,11 @@
 //! cargo run --bin completion -- echo            # Ctrl+C shuts it down gracefully
 //! cargo run --bin completion -- echo --trace    # one line per io_uring_enter
 //! cargo run --bin completion -- writer          # stdin and the pipe, through the ring
+//! cargo run --bin completion -- echo --timeline echo.json   # every poll, enter and wake
 //! ```
+//! `--timeline FILE` (on `echo` and `writer`) records each poll, each `io_uring_enter` with
+//! what it submitted and what completed, and each wake, in Chrome's trace format: open it in
+//! ui.perfetto.dev, or draw it with `cargo run --bin timeline -- FILE --svg out.svg`.
 //! io_uring needs Linux 6.0 or later here (multishot receive), and much can stand in its
 //! way: a seccomp filter (containers), `sysctl kernel.io_uring_disabled`, a small
 //! locked-memory limit (`ulimit -l`). Each program sets up its ring — and `probe` the same
@@ -105,7 +109,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fdio::{ServerArgs, Trace, WriterArgs};
+use fdio::{ServerArgs, TimelineArgs, Trace, WriterArgs};
 
 pub mod budget;
 pub mod buf;
@@ -140,9 +144,19 @@ struct Cli {
 enum Command {
     /// A TCP echo server on io_uring: multishot accept and receive; Ctrl+C or SIGTERM shuts
     /// it down gracefully.
-    Echo(ServerArgs),
+    Echo {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        timeline: TimelineArgs,
+    },
     /// Read stdin and a pipe through the ring; append every line to --output with ring writes.
-    Writer(WriterArgs),
+    Writer {
+        #[command(flatten)]
+        args: WriterArgs,
+        #[command(flatten)]
+        timeline: TimelineArgs,
+    },
     /// Say whether io_uring is usable here (exit 0) or why not (exit 1).
     Probe,
 }
@@ -152,8 +166,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let command = Cli::parse().command;
     let result = probe::check_kernel().and_then(|()| match command {
-        Command::Echo(server) => echo::run(&server),
-        Command::Writer(args) => {
+        Command::Echo { server, timeline } => {
+            let _recording = timeline.record("completion echo")?;
+            echo::run(&server)
+        }
+        Command::Writer { args, timeline } => {
+            let _recording = timeline.record("completion writer")?;
             executor::block_on(Trace::new(args.trace), writer::run(&args)).and_then(|r| r)
         }
         Command::Probe => probe::check().map(|said| println!("{said}")),

@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use fdio::Trace;
+use fdio::{Trace, timeline};
 use io_uring::{IoUring, opcode, squeue, types::Fd};
 
 use crate::bufring::BufRing;
@@ -247,8 +247,10 @@ impl Driver {
     /// always in flight, so something can always end the sleep). Then call
     /// [`complete`](Self::complete).
     pub fn enter(&mut self, wait: bool) -> io::Result<()> {
-        self.trace.entered();
-        self.syscall(u32::from(wait))
+        let span = timeline::begin();
+        let entered = self.syscall(u32::from(wait));
+        self.trace.entered(span.stop());
+        entered
     }
 
     /// Takes every completion from the ring, files each in its slot and wakes the task

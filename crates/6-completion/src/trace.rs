@@ -1,9 +1,13 @@
-//! What `--trace` says about each turn of the ring, kept out of the loop's way: the loop
-//! makes one call here per event, and does nothing more when `--trace` is off.
+//! What `--trace` says about each turn of the ring, and what `--timeline` records of it, kept
+//! out of the loop's way: the loop makes one call here per event, and does nothing more when
+//! both are off.
 //!
 //! `ring: submitted [recv×1, send×2], waited → completed [send×2]; io_uring_enter calls: 1 (total 57)`
+//!
+//! On the timeline, each `io_uring_enter` is a slice with the same counts as its args.
 
 use fdio::Trace;
+use fdio::timeline::{self, Args, Stopped};
 
 /// The counts of one turn, printed as one line when it ends.
 pub(crate) struct TurnTrace {
@@ -16,6 +20,8 @@ pub(crate) struct TurnTrace {
     enters_before: u64,
     /// Every `io_uring_enter` the loop made.
     enters: u64,
+    /// This turn's `io_uring_enter`, timed, for `--timeline`.
+    enter: Option<Stopped>,
 }
 
 impl TurnTrace {
@@ -27,6 +33,7 @@ impl TurnTrace {
             completed: Vec::new(),
             enters_before: 0,
             enters: 0,
+            enter: None,
         }
     }
 
@@ -35,20 +42,26 @@ impl TurnTrace {
         self.trace = Trace::new(false);
     }
 
+    /// Whether the kinds of requests are worth collecting: `--trace` or `--timeline` is on.
+    fn counting(&self) -> bool {
+        self.trace.enabled() || timeline::enabled()
+    }
+
     pub(crate) fn pushed(&mut self, kind: &'static str) {
-        if self.trace.enabled() {
+        if self.counting() {
             self.pushed.push(kind);
         }
     }
 
-    /// An `io_uring_enter`: it submits everything pushed so far.
-    pub(crate) fn entered(&mut self) {
+    /// An `io_uring_enter` (timed by `span`): it submitted everything pushed so far.
+    pub(crate) fn entered(&mut self, span: Stopped) {
         self.enters += 1;
         self.submitted.append(&mut self.pushed);
+        self.enter = Some(span);
     }
 
     pub(crate) fn completed(&mut self, kind: &'static str) {
-        if self.trace.enabled() {
+        if self.counting() {
             self.completed.push(kind);
         }
     }
@@ -57,8 +70,24 @@ impl TurnTrace {
         self.trace.say(line);
     }
 
-    /// The turn is over: one line, then the counts start again.
+    /// The turn is over: one line, the enter's slice, then the counts start again.
     pub(crate) fn end_of_turn(&mut self, waited: bool) {
+        if let Some(span) = self.enter.take() {
+            span.wait("io_uring_enter", || {
+                Args::new()
+                    .text("submitted", Tally(&self.submitted))
+                    .text(
+                        "slept",
+                        if waited {
+                            "yes"
+                        } else {
+                            "no: a task was ready"
+                        },
+                    )
+                    .number("completions", self.completed.len() as i64)
+                    .text("completed", Tally(&self.completed))
+            });
+        }
         self.trace.say(|| {
             format!(
                 "ring: submitted {}, {} → completed {}; io_uring_enter calls: {} (total {})",

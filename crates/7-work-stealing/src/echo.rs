@@ -19,7 +19,7 @@ use nix::sys::signal::Signal;
 
 use crate::future::{Either, Event, race};
 use crate::net::{TcpListener, TcpStream};
-use crate::runtime::{Runtime, spawn};
+use crate::runtime::{Runtime, spawn_named};
 use crate::signal::Signals;
 use crate::time::timeout;
 
@@ -85,7 +85,7 @@ async fn serve(mut listener: TcpListener, mut signals: Signals) -> io::Result<()
                 stats.open.fetch_add(1, Ordering::SeqCst);
                 stats.served.fetch_add(1, Ordering::Relaxed);
                 let (shutdown, stats) = (Arc::clone(&shutdown), Arc::clone(&stats));
-                spawn(async move {
+                spawn_named(format_args!("conn {peer}"), async move {
                     match echo(stream, &shutdown, &stats).await {
                         Ok(Finished::GaveUp { dropped }) => fdio::log!(
                             "connection {peer}: gave up after {GRACE:?}, dropping {}",

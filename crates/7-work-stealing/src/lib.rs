@@ -117,8 +117,13 @@
 //! cargo run --bin work-stealing -- tour --trace   # spawns, steals, parks, unparks
 //! cargo run --bin work-stealing -- echo --workers 2   # Ctrl+C shuts it down gracefully
 //! cargo run --bin work-stealing -- writer        # stdin and the pipe, as in every lesson
+//! cargo run --bin work-stealing -- tour --timeline tour.json   # every poll, steal, park
 //! cargo run --release -p bench -- scheduler      # against tokio's multi-thread runtime
 //! ```
+//! `--timeline FILE` (on `echo`, `writer` and `tour`) records a lane per thread — `main` in
+//! `block_on`, each worker, the reactor — with each poll, each `epoll_wait`, each park, each
+//! steal and each wake, in Chrome's trace format: open it in ui.perfetto.dev, or draw it with
+//! `cargo run --bin timeline -- FILE --svg out.svg`.
 //!
 //! # Layout, in the order to read it
 //! 1. [`echo`]: the program — lesson 5's, with `Arc` for `Rc`; then [`tour`], the runtime at
@@ -140,7 +145,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use fdio::{ServerArgs, WriterArgs};
+use fdio::{ServerArgs, TimelineArgs, WriterArgs};
 
 pub mod budget;
 pub mod echo;
@@ -169,7 +174,7 @@ mod tests;
 
 pub use future::{Either, Event, race};
 pub use net::{TcpListener, TcpStream};
-pub use runtime::{Runtime, spawn, yield_now};
+pub use runtime::{Runtime, spawn, spawn_named, yield_now};
 pub use task::{JoinError, JoinHandle};
 pub use time::{sleep, timeout};
 
@@ -205,6 +210,8 @@ enum Command {
         server: ServerArgs,
         #[command(flatten)]
         workers: Workers,
+        #[command(flatten)]
+        timeline: TimelineArgs,
     },
     /// Read stdin and a pipe as async streams; append every line to --output as it arrives.
     Writer {
@@ -212,6 +219,8 @@ enum Command {
         args: WriterArgs,
         #[command(flatten)]
         workers: Workers,
+        #[command(flatten)]
+        timeline: TimelineArgs,
     },
     /// A guided run: tasks spawned on one worker and stolen by another, parked and woken
     /// workers, a CPU-bound task beside an echo that keeps answering.
@@ -222,18 +231,38 @@ enum Command {
         /// Worker threads (at least 2).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=1024))]
         workers: u16,
+        #[command(flatten)]
+        timeline: TimelineArgs,
     },
 }
 
 /// The `work-stealing` binary: parses the command line and runs the chosen program.
 pub fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Echo { server, workers } => echo::run(&server, workers.count()),
-        Command::Writer { args, workers } => {
-            runtime::Runtime::with_trace(workers.count(), fdio::Trace::new(args.trace))
-                .and_then(|runtime| runtime.block_on(writer::run(&args)))
-        }
-        Command::Tour { trace, workers } => tour::run(usize::from(workers), trace),
+        Command::Echo {
+            server,
+            workers,
+            timeline,
+        } => timeline
+            .record("work-stealing echo")
+            .and_then(|_recording| echo::run(&server, workers.count())),
+        Command::Writer {
+            args,
+            workers,
+            timeline,
+        } => timeline
+            .record("work-stealing writer")
+            .and_then(|_recording| {
+                runtime::Runtime::with_trace(workers.count(), fdio::Trace::new(args.trace))
+                    .and_then(|runtime| runtime.block_on(writer::run(&args)))
+            }),
+        Command::Tour {
+            trace,
+            workers,
+            timeline,
+        } => timeline
+            .record("work-stealing tour")
+            .and_then(|_recording| tour::run(usize::from(workers), trace)),
     };
     fdio::exit_code("work-stealing", result)
 }

@@ -306,7 +306,10 @@ impl Reactor {
                 });
                 timeout
             };
-            match poll.poll(&mut events, timeout) {
+            let waited = fdio::timeline::begin();
+            let polled = poll.poll(&mut events, timeout);
+            waited.wait("epoll_wait", || ready_args(&events, timeout));
+            match polled {
                 Ok(()) => {}
                 Err(err) if interrupted(&err) => continue,
                 Err(err) => {
@@ -488,6 +491,24 @@ impl Timers {
         wakers.extend(due.into_values());
         fired
     }
+}
+
+/// What `--timeline` shows of one `epoll_wait`: its timeout and what it found ready.
+fn ready_args(events: &Events, timeout: Option<Duration>) -> fdio::timeline::Args {
+    let ready: Vec<String> = events
+        .iter()
+        .map(|event| match event.token() {
+            WAKE_TOKEN => "a wake from another thread".to_string(),
+            token if event.is_readable() && event.is_writable() => format!("{token:?} read write"),
+            token if event.is_writable() => format!("{token:?} write"),
+            token => format!("{token:?} read"),
+        })
+        .collect();
+    let timeout = timeout.map_or("none".to_string(), |t| format!("{t:.1?}"));
+    fdio::timeline::Args::new()
+        .text("timeout", timeout)
+        .number("events", ready.len() as i64)
+        .text("ready", ready.join(", "))
 }
 
 #[cfg(all(test, not(loom)))]

@@ -10,6 +10,7 @@
 //! spreads over the workers one at a time.
 
 use std::cell::RefCell;
+use std::fmt::Display;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::pin;
@@ -20,6 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 
 use fdio::Trace;
+use fdio::timeline::{self, TaskTag};
 
 use crate::budget;
 use crate::idle::Idle;
@@ -124,6 +126,7 @@ impl Runtime {
         let woken = Arc::new(ThreadWaker {
             thread: thread::current(),
             woken: AtomicBool::new(true),
+            tag: TaskTag::named("main"),
         });
         let waker = Waker::from(Arc::clone(&woken));
         let mut cx = Context::from_waker(&waker);
@@ -131,11 +134,13 @@ impl Runtime {
         loop {
             if woken.woken.swap(false, Ordering::AcqRel) {
                 budget::reset();
-                if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                if let Poll::Ready(output) = woken.tag.poll(|| future.as_mut().poll(&mut cx)) {
                     return output;
                 }
             } else {
+                let parked = timeline::begin();
                 thread::park();
+                parked.wait("park", timeline::Args::new);
             }
         }
     }
@@ -146,7 +151,7 @@ impl Runtime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.shared.spawn(future)
+        self.shared.spawn(None, future)
     }
 }
 
@@ -206,6 +211,8 @@ impl Drop for CurrentGuard {
 struct ThreadWaker {
     thread: thread::Thread,
     woken: AtomicBool,
+    /// `main`, for `--timeline`.
+    tag: TaskTag,
 }
 
 impl Wake for ThreadWaker {
@@ -214,6 +221,7 @@ impl Wake for ThreadWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        self.tag.woken();
         self.woken.store(true, Ordering::Release);
         self.thread.unpark();
     }
@@ -263,7 +271,20 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    with_shared(|shared| shared.spawn(future))
+    with_shared(|shared| shared.spawn(None, future))
+}
+
+/// [`spawn`], with a name for `--timeline` to show (`conn 127.0.0.1:40212`); the name is
+/// formatted only while a timeline is being recorded.
+///
+/// # Panics
+/// Outside the runtime (its workers and `block_on`).
+pub fn spawn_named<F>(name: impl Display, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    with_shared(|shared| shared.spawn(Some(&name), future))
 }
 
 /// Lets the other tasks run: the task goes to the back of its worker's queue.
@@ -281,13 +302,14 @@ pub async fn yield_now() {
 }
 
 impl Shared {
-    fn spawn<F>(self: &Arc<Self>, future: F) -> JoinHandle<F::Output>
+    fn spawn<F>(self: &Arc<Self>, name: Option<&dyn Display>, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let task = Task::new(future, Arc::clone(self));
+        let tag = name.map_or_else(|| TaskTag::numbered(id), TaskTag::named);
+        let task = Task::new(future, Arc::clone(self), tag);
         self.trace
             .say(|| format!("{}: spawned task {id}", whoami()));
         self.schedule(Arc::clone(&task) as TaskRef);

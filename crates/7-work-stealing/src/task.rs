@@ -36,6 +36,8 @@ use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
+use fdio::timeline::TaskTag;
+
 use crate::budget;
 use crate::runtime::Shared;
 use crate::state::{AfterCancel, AfterPoll, AfterWake, Start, State};
@@ -135,6 +137,8 @@ pub(crate) struct Task<F: Future> {
     /// `Some` until it completes. Only the worker that moved the state to RUNNING touches it.
     future: UnsafeCell<Option<F>>,
     join: JoinSlot<F::Output>,
+    /// Its name and its last wake, for `--timeline`.
+    tag: TaskTag,
 }
 
 // Safety: the future is reached only by the one thread holding the RUNNING state (or by
@@ -150,12 +154,13 @@ where
     F::Output: Send + 'static,
 {
     /// A new task, already SCHEDULED: the caller queues it.
-    pub(crate) fn new(future: F, runtime: Arc<Shared>) -> Arc<Task<F>> {
+    pub(crate) fn new(future: F, runtime: Arc<Shared>, tag: TaskTag) -> Arc<Task<F>> {
         Arc::new(Task {
             state: State::new_scheduled(),
             runtime,
             future: UnsafeCell::new(Some(future)),
             join: JoinSlot::new(),
+            tag,
         })
     }
 
@@ -197,15 +202,18 @@ where
         let mut cx = Context::from_waker(&waker);
         budget::reset();
         // AssertUnwindSafe: after a panic the future is never polled again, only dropped.
-        let polled = catch_unwind(AssertUnwindSafe(|| {
-            self.future.with_mut(|future| {
-                // Safety: we hold RUNNING, so this is the only reference to the future.
-                let future = unsafe { (*future).as_mut() }.expect("a RUNNING task has a future");
-                // Safety: it lives inside the `Arc` allocation and is never moved until it is
-                // dropped in place by `finish`: it may be pinned.
-                unsafe { Pin::new_unchecked(future) }.poll(&mut cx)
-            })
-        }));
+        let polled = self.tag.poll(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                self.future.with_mut(|future| {
+                    // Safety: we hold RUNNING, so this is the only reference to the future.
+                    let future =
+                        unsafe { (*future).as_mut() }.expect("a RUNNING task has a future");
+                    // Safety: it lives inside the `Arc` allocation and is never moved until it
+                    // is dropped in place by `finish`: it may be pinned.
+                    unsafe { Pin::new_unchecked(future) }.poll(&mut cx)
+                })
+            }))
+        });
         match polled {
             Ok(Poll::Ready(output)) => self.finish(Ok(output)),
             Err(payload) => self.finish(Err(JoinError::Panicked(panic_message(&*payload)))),
@@ -232,6 +240,7 @@ where
     F::Output: Send + 'static,
 {
     fn wake(self: Arc<Self>) {
+        self.tag.woken();
         if self.state.wake() == AfterWake::Queue {
             let runtime = Arc::clone(&self.runtime);
             runtime.schedule(self);
@@ -239,6 +248,7 @@ where
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        self.tag.woken();
         if self.state.wake() == AfterWake::Queue {
             self.runtime.schedule(Arc::clone(self) as TaskRef);
         }

@@ -123,6 +123,12 @@ impl Worker {
                 continue;
             }
             if let Some((task, count)) = self.shared.queues[victim].steal_into(&self.local) {
+                fdio::timeline::instant("steal", || {
+                    let from = format!("worker {victim}");
+                    fdio::timeline::Args::new()
+                        .text("from", from)
+                        .number("tasks", count as i64)
+                });
                 self.shared.trace.say(|| {
                     format!(
                         "worker {}: stole {} from worker {victim}",
@@ -154,7 +160,9 @@ impl Worker {
             shared
                 .trace
                 .say(|| format!("worker {}: nothing to do → park", self.index));
+            let parked = fdio::timeline::begin();
             shared.idle.sleep(self.index);
+            parked.wait("park", fdio::timeline::Args::new);
             // The time asleep was no polling: measure from here.
             self.interval.restart();
             shared

@@ -39,6 +39,9 @@
 //! ```
 //! `--trace` (on `echo` and `writer`) shows the scheduler switching, green threads parking
 //! on an fd, and epoll waking them. Ctrl+C (or SIGTERM) shuts `echo` down gracefully.
+//! `--timeline FILE` (on `echo` and `writer`) records each green thread's run, from the
+//! switch to it to the switch back, each `epoll_wait`, and each unpark as an arrow to the run
+//! it causes, in Chrome's trace format (`cargo run --bin timeline -- FILE --svg out.svg`).
 //!
 //! ## Read in this order
 //! 1. [`switch`]: the context switch, 21 instructions of x86-64 assembly — and what a green
@@ -137,7 +140,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fdio::{ServerArgs, Trace, WriterArgs};
+use fdio::{ServerArgs, TimelineArgs, Trace, WriterArgs};
 
 pub mod block;
 pub mod echo;
@@ -171,9 +174,19 @@ struct Cli {
 enum Command {
     /// A TCP echo server: lesson 0's program, a green thread per connection; Ctrl+C or
     /// SIGTERM shuts it down gracefully.
-    Echo(ServerArgs),
+    Echo {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        timeline: TimelineArgs,
+    },
     /// Read stdin and a pipe, a green thread each; append every line to --output.
-    Writer(WriterArgs),
+    Writer {
+        #[command(flatten)]
+        args: WriterArgs,
+        #[command(flatten)]
+        timeline: TimelineArgs,
+    },
     /// A green thread blocks in read(2): every green thread freezes. Then it parks instead.
     Block,
     /// Park many green threads and show the memory their stacks take.
@@ -189,8 +202,20 @@ enum Command {
 /// The `green-threads` binary: parses the command line and runs the chosen program.
 pub fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Echo(server) => runtime::run(Trace::new(server.trace), move || echo::run(&server)),
-        Command::Writer(args) => runtime::run(Trace::new(args.trace), move || writer::run(&args)),
+        Command::Echo { server, timeline } => {
+            timeline
+                .record("green-threads echo")
+                .and_then(|_recording| {
+                    runtime::run(Trace::new(server.trace), move || echo::run(&server))
+                })
+        }
+        Command::Writer { args, timeline } => {
+            timeline
+                .record("green-threads writer")
+                .and_then(|_recording| {
+                    runtime::run(Trace::new(args.trace), move || writer::run(&args))
+                })
+        }
         Command::Block => runtime::run(Trace::new(false), block::run),
         Command::Stacks { count } => {
             runtime::run(Trace::new(false), move || stacks::run(count as usize))

@@ -31,6 +31,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use fdio::Trace;
+use fdio::timeline::{self, Args};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use crate::runtime::Green;
@@ -223,12 +224,18 @@ impl Reactor {
                 describe(timeout)
             )
         });
+        let span = timeline::begin();
         let ready = match self.epoll.wait(&mut self.events, epoll_timeout(timeout)) {
             Ok(ready) => ready,
             // A signal ended the wait early (its handler wrote to the self-pipe): no events.
             Err(nix::errno::Errno::EINTR) => 0,
             Err(err) => return Err(err.into()),
         };
+        span.wait("epoll_wait", || {
+            Args::new()
+                .text("timeout", describe(timeout))
+                .number("events", ready as i64)
+        });
         for event in &self.events[..ready] {
             let token = event.data() as usize;
             // An fd deregistered while its event was on the way: no one waits any more.

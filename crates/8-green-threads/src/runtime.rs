@@ -49,6 +49,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fdio::Trace;
+use fdio::timeline::TaskTag;
 
 use crate::overflow::{self, AltStack, GuardInfo};
 use crate::reactor::Reactor;
@@ -79,6 +80,8 @@ pub(crate) struct Green {
     pub(crate) guard: GuardInfo,
     /// The runtime whose scheduler runs it: no other ever resumes it.
     pub(crate) runtime: RuntimeId,
+    /// Its name and its last wake, for `--timeline`.
+    pub(crate) tag: TaskTag,
 }
 
 impl fmt::Display for Green {
@@ -281,11 +284,16 @@ impl Runtime {
         self.budget.set(BUDGET);
         overflow::entering(&green.guard);
         let to: *const Context = &green.context;
+        let running = Rc::clone(&green);
         *self.current.borrow_mut() = Some(green);
-        // Safety: `to` is the context `green` saved when it parked (or made by `spawn`) and
-        // has not been resumed since: a green thread is in the run queue at most once, and a
-        // finished one is never resumed. `self.current` keeps it alive while it runs.
-        unsafe { switch(&self.scheduler, &*to) };
+        // On the timeline, from this switch to the one back is the green thread's slice.
+        running.tag.poll(|| {
+            // Safety: `to` is the context `green` saved when it parked (or made by `spawn`)
+            // and has not been resumed since: a green thread is in the run queue at most
+            // once, and a finished one is never resumed. `self.current` keeps it alive while
+            // it runs.
+            unsafe { switch(&self.scheduler, &*to) }
+        });
         overflow::leaving();
         let green = self.current.borrow_mut().take();
         if let Some(green) = green.filter(|green| green.finished.get()) {
@@ -305,6 +313,7 @@ impl Runtime {
             return;
         }
         if !green.queued.replace(true) && !green.finished.get() {
+            green.tag.woken();
             self.run_queue.borrow_mut().push_back(Rc::clone(green));
         }
     }

@@ -15,6 +15,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::thread;
 
+use fdio::timeline::TaskTag;
+
 use crate::overflow::GuardInfo;
 use crate::runtime::{Green, park, with_runtime};
 use crate::stack::{STACK_SIZE, Stack};
@@ -73,6 +75,9 @@ fn start<T: 'static>(
             joiner: Cell::new(None),
             guard,
             runtime: runtime.id,
+            tag: name
+                .as_deref()
+                .map_or_else(|| TaskTag::numbered(id), TaskTag::named),
         });
         runtime.trace.say(|| format!("scheduler: spawned {green}"));
         runtime.unpark(&green);

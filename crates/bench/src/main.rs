@@ -60,6 +60,7 @@ mod report;
 mod scheduler;
 mod servers;
 mod switches;
+mod timeline;
 mod tokio_echo;
 mod user_time;
 
@@ -174,6 +175,19 @@ enum Tool {
         #[arg(long)]
         no_build: bool,
     },
+    /// What `--timeline` costs: each runtime's echo (lessons 5, 6, 7) under 100 × 64 B
+    /// ping-pong without `--timeline` (the recorder off) and with it, alternating rounds.
+    Timeline {
+        /// How many times each is measured (the median is shown).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=99))]
+        rounds: u8,
+        /// Seconds each window lasts (short enough to stay under the recorder's limit).
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Do not run `cargo build --release --bins` first.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// The cost of handing the CPU from one task to the next: a green thread's switch and
     /// yield (lesson 8), a future's wake and poll (lesson 5), two OS threads on one CPU.
     Switches {
@@ -239,6 +253,20 @@ fn main() -> ExitCode {
                 Ok(())
             });
             fdio::exit_code("bench scheduler", result)
+        }
+        Some(Tool::Timeline {
+            rounds,
+            seconds,
+            no_build,
+        }) => {
+            if !no_build && !servers::build_lessons(&workspace_root()) {
+                eprintln!("bench: warning: `cargo build --release --bins` failed (see above)");
+            }
+            let window = Duration::from_secs_f64(seconds.clamp(0.05, 60.0));
+            let result = beside_this_binary()
+                .and_then(|bin_dir| timeline::table(&bin_dir, usize::from(rounds), window))
+                .map(|table| print!("{table}"));
+            fdio::exit_code("bench timeline", result)
         }
         Some(Tool::Switches { rounds, scale }) => {
             let result = switches::section(usize::from(rounds), scale.clamp(0.0001, 10.0))

@@ -213,10 +213,10 @@ fn micro_benchmarks(workers: usize, rounds: usize) -> io::Result<Vec<Timing>> {
 }
 
 /// One echo server's numbers under the 100 × 64 B load.
-struct EchoRun {
-    messages_per_sec: f64,
+pub(crate) struct EchoRun {
+    pub(crate) messages_per_sec: f64,
     /// Share of one core: the server's (all its threads), and the load client's.
-    server_cpu: f64,
+    pub(crate) server_cpu: f64,
     client_cpu: f64,
     /// The part of `server_cpu` in user space, where it could be sampled.
     server_user_cpu: Option<f64>,
@@ -246,7 +246,7 @@ pub struct EchoRow {
 }
 
 /// One window of 100 × 64 B ping-pong against `server`.
-fn echo_window(server: &Server, window: Duration) -> io::Result<EchoRun> {
+pub(crate) fn echo_window(server: &Server, window: Duration) -> io::Result<EchoRun> {
     let running = server.start(None)?;
     let shape = echo_client::LoadShape {
         active: 100,
@@ -270,7 +270,7 @@ fn echo_window(server: &Server, window: Duration) -> io::Result<EchoRun> {
 }
 
 /// The median run (by msgs/s) of several.
-fn median_run(mut runs: Vec<EchoRun>) -> EchoRun {
+pub(crate) fn median_run(mut runs: Vec<EchoRun>) -> EchoRun {
     runs.sort_by(|a, b| a.messages_per_sec.total_cmp(&b.messages_per_sec));
     runs.swap_remove(runs.len() / 2)
 }

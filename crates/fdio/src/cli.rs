@@ -47,6 +47,23 @@ impl WriterArgs {
     }
 }
 
+/// `--timeline FILE`, on the programs of the runtimes (lessons 5 to 8).
+#[derive(Args, Debug, Clone)]
+pub struct TimelineArgs {
+    /// Record every poll, wait and wake into FILE, in Chrome's trace format: open it in
+    /// ui.perfetto.dev, or draw it with `cargo run --bin timeline -- FILE --svg out.svg`.
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
+}
+
+impl TimelineArgs {
+    /// Starts recording if `--timeline` was given; the file is written when the returned
+    /// recording is dropped. `program` names the process in the viewer (`async-await echo`).
+    pub fn record(&self, program: &str) -> io::Result<crate::timeline::Recording> {
+        crate::timeline::record(self.timeline.as_deref(), program)
+    }
+}
+
 /// Turns a lesson's result into its exit code, printing an error as one line:
 /// `select: cannot listen on 127.0.0.1:5000: Address already in use (os error 98)`.
 pub fn exit_code(program: &str, result: io::Result<()>) -> ExitCode {

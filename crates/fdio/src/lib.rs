@@ -14,6 +14,8 @@
 //!   socket has not delivered yet ([`unsent_bytes`], [`all_acknowledged`]: `SIOCOUTQ`).
 //! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
 //! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
+//! - [`timeline`]: the `--timeline` recorder: polls, waits and wakes on each thread, as a
+//!   trace file Perfetto opens (lessons 5 to 8).
 //! - [`log`](mod@log): [`log!`], one stderr line that is dropped, never a panic, if stderr is gone.
 //! - [`signal`]: the self-pipe trick: signals as bytes on a pipe (lessons 5 to 7).
 //! - [`count`]: a number and its noun, `1 connection` or `2 connections`.
@@ -27,9 +29,10 @@ pub mod pending;
 pub mod session;
 pub mod signal;
 pub mod ticker;
+pub mod timeline;
 pub mod trace;
 
-pub use cli::{ServerArgs, WriterArgs, exit_code};
+pub use cli::{ServerArgs, TimelineArgs, WriterArgs, exit_code};
 pub use fd::{
     epoll_refuses, epoll_refuses_line, interrupted, let_sigpipe_end_the_program, out_of_fds,
     raise_fd_limit, read_blocking, read_fd, readable_now, reader_went_away, set_nonblocking,
