@@ -28,7 +28,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::time::Instant;
 
-use fdio::{interrupted, would_block};
+use fdio::{Delivery, interrupted, would_block};
 
 use crate::reactor::{Direction, Interest, Reactor};
 use crate::runtime::{RuntimeId, park_until, spend_budget, unpark, with_runtime, with_runtime_of};
@@ -207,6 +207,8 @@ impl TcpListener {
 /// ```
 pub struct TcpStream {
     inner: Registered<std::net::TcpStream>,
+    /// `shutdown(Write)` has queued our EOF: [`delivery`](Self::delivery) does not count it.
+    eof_sent: Cell<bool>,
 }
 
 impl TcpStream {
@@ -215,6 +217,7 @@ impl TcpStream {
         stream.set_nonblocking(true)?;
         Ok(TcpStream {
             inner: Registered::new(stream, Interest::ReadWrite)?,
+            eof_sent: Cell::new(false),
         })
     }
 
@@ -230,7 +233,16 @@ impl TcpStream {
 
     /// Shuts down one or both directions (`Shutdown::Write` sends EOF, reading goes on).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.inner.source.shutdown(how)
+        self.inner.source.shutdown(how)?;
+        self.eof_sent
+            .set(self.eof_sent.get() || how != Shutdown::Read);
+        Ok(())
+    }
+
+    /// What has become of the bytes written here ([`fdio::delivery`]): all acknowledged by
+    /// the peer, some still on their way, or some lost to a reset.
+    pub fn delivery(&self) -> io::Result<Delivery> {
+        fdio::delivery(self, self.eof_sent.get())
     }
 
     /// From `deadline` on, reads fail with `TimedOut` — also one parked now.

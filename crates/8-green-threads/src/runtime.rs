@@ -32,7 +32,7 @@
 //! safe: a value pinned on a stack is promised to stay where it is until it is dropped, and
 //! these are never dropped. Leaking is safe; the memory goes back at exit. Never resumed
 //! means by the next `run` on the thread too: a green thread, like a stream's token, belongs
-//! to the runtime that made it ([`RuntimeId`]), so a `Notify` or a `TcpStream` that `main`
+//! to the runtime that made it (`RuntimeId`), so a `Notify` or a `TcpStream` that `main`
 //! returned, used under the next runtime, wakes nothing and deregisters nothing there.
 //!
 //! One rule keeps this file sound: **no `RefCell` borrow is held across a switch**. A borrow
