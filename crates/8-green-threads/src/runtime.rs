@@ -24,7 +24,9 @@
 //! `std::thread`'s does. No unwinding ever crosses a switch: the frames above the entry
 //! function belong to no one (its return address is 0). And while a panic unwinds, no other
 //! green thread runs: std's panic state is the OS thread's, so a destructor that parks waits
-//! on the OS thread for its fd or timer instead of switching ([`crate::unwinding`]).
+//! on the OS thread for its fd or timer instead of switching ([`crate::unwinding`]). All
+//! of this needs unwinding: built with `panic = "abort"` (a Cargo profile setting), any
+//! green thread's panic ends the whole process, as any `std::thread`'s would.
 //!
 //! **When `main` returns**, `run` returns. Green threads still parked then are *abandoned*:
 //! never resumed, and their stacks never freed. Go does the same when `main` returns (greenlet
