@@ -118,7 +118,8 @@ impl BufRing {
             submitter.register_buf_ring_with_flags(entries.as_ptr() as u64, count, GROUP, 0)?;
         }
         for id in 0..count {
-            ring.give_back(id);
+            // Safety: every buffer starts out ours (`lent`), and nobody has seen one yet.
+            unsafe { ring.give_back(id) };
         }
         Ok(ring)
     }
@@ -126,9 +127,15 @@ impl BufRing {
     /// The kernel filled buffer `id`: it is ours until [`give_back`](Self::give_back).
     /// Returns where it starts; the completion said how many bytes it holds.
     ///
+    /// # Safety
+    /// A completion of a request that selects from this ring named buffer `id`
+    /// (`IORING_CQE_F_BUFFER`), and this is the one take for that completion. Taken while
+    /// still in the ring, the kernel could fill it under whoever reads it — and giving it
+    /// back would put it in the ring twice.
+    ///
     /// # Panics
     /// If buffer `id` is already ours: the kernel never hands out a buffer twice.
-    pub fn take(&mut self, id: u16) -> NonNull<u8> {
+    pub(crate) unsafe fn take(&mut self, id: u16) -> NonNull<u8> {
         let lent = &mut self.lent[usize::from(id)];
         assert!(!*lent, "buffer {id} taken twice");
         *lent = true;
@@ -148,9 +155,13 @@ impl BufRing {
 
     /// Puts buffer `id` back at the tail of the ring: the kernel may fill it again.
     ///
+    /// # Safety
+    /// Nobody reads or writes buffer `id`'s bytes any more (the [`RingBuf`] that held it is
+    /// being dropped, or there never was one): from now on the kernel may write into them.
+    ///
     /// # Panics
     /// If buffer `id` is not ours (it would be in the ring twice).
-    pub fn give_back(&mut self, id: u16) {
+    pub(crate) unsafe fn give_back(&mut self, id: u16) {
         let lent = &mut self.lent[usize::from(id)];
         assert!(*lent, "buffer {id} given back twice");
         *lent = false;
@@ -158,7 +169,13 @@ impl BufRing {
         let mask = self.lent.len() - 1;
         let start = self.start_of(id);
         // Safety: the index is masked into the ring; the kernel reads only entries between
-        // its head and the tail we publish below, and this one is past that tail.
+        // its head and the tail we publish below, and this one is past that tail. One
+        // caveat: the shared tail lives inside entry 0 (`struct io_uring_buf_ring` overlays
+        // it on `bufs[0].resv`, the last 2 of the entry's 16 bytes), so the `&mut` to entry 0
+        // also covers the tail, which the kernel reads at any moment. Nothing writes it
+        // through this reference — `set_addr`, `set_len` and `set_bid` write the other
+        // fields — and the kernel never writes it; it is stored below, atomically, through a
+        // pointer of its own.
         let entry = unsafe { &mut *self.entries.as_ptr().add(usize::from(self.tail) & mask) };
         entry.set_addr(start.as_ptr() as u64);
         entry.set_len(self.size);
@@ -175,9 +192,15 @@ impl BufRing {
 
     /// A buffer the kernel filled for a result nobody will read (its request was abandoned):
     /// taken and given back at once.
-    pub fn recycle(&mut self, id: u16) {
-        self.take(id);
-        self.give_back(id);
+    ///
+    /// # Safety
+    /// As for [`take`](Self::take): a completion named buffer `id`, and nobody else took it.
+    pub(crate) unsafe fn recycle(&mut self, id: u16) {
+        // Safety: as our caller promises; nobody sees the buffer between the two.
+        unsafe {
+            self.take(id);
+            self.give_back(id);
+        }
     }
 
     /// How many buffers are ours (not in the ring) now.
@@ -222,8 +245,13 @@ pub struct RingBuf {
 
 impl RingBuf {
     /// Takes buffer `id` out of `ring`, holding the `len` bytes the kernel put there.
-    pub(crate) fn take(ring: &Rc<RefCell<BufRing>>, id: u16, len: usize) -> RingBuf {
-        let start = ring.borrow_mut().take(id);
+    ///
+    /// # Safety
+    /// As for [`BufRing::take`]: a completion named buffer `id`, with `len` bytes in it, and
+    /// this is the one take for it.
+    pub(crate) unsafe fn take(ring: &Rc<RefCell<BufRing>>, id: u16, len: usize) -> RingBuf {
+        // Safety: as our caller promises.
+        let start = unsafe { ring.borrow_mut().take(id) };
         RingBuf {
             id,
             start,
@@ -256,6 +284,7 @@ unsafe impl IoBuf for RingBuf {
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        self.ring.borrow_mut().give_back(self.id);
+        // Safety: this `RingBuf` was the buffer's only holder, and it is going away.
+        unsafe { self.ring.borrow_mut().give_back(self.id) };
     }
 }

@@ -97,11 +97,26 @@ pub enum Lifecycle {
     Abandoned(Box<dyn Any>),
 }
 
+/// What a request's successful results are: all the loop must know to clean up a result
+/// that nobody will take. A property of the request itself — the loop sets [`Yields::NewFd`]
+/// only for the accept it builds ([`Driver::submit_accept`]) — never of its `--trace` label.
+///
+/// [`Driver::submit_accept`]: crate::ring::Driver::submit_accept
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Yields {
+    /// A count or a status: nothing to clean up. (A provided buffer the kernel picked for a
+    /// result is named by the completion's own flags, whatever the request.)
+    Value,
+    /// A new fd, which whoever takes the result owns: one that nobody takes is closed.
+    NewFd,
+}
+
 /// What the loop knows of one request.
 pub struct Slot {
     generation: u32,
-    /// What it is, for `--trace`: `recv`, `send`, `accept`…
+    /// What it is, for `--trace` only: `recv`, `send`, `accept`…
     pub kind: &'static str,
+    pub yields: Yields,
     pub lifecycle: Lifecycle,
     /// Results not yet taken by the owner.
     pub results: VecDeque<Completion>,
@@ -119,12 +134,13 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// A new slot for a request of `kind`; its token.
-    pub fn insert(&mut self, kind: &'static str, pause_at: usize) -> Token {
+    /// A new slot for a request labelled `kind` whose results are `yields`; its token.
+    pub fn insert(&mut self, kind: &'static str, yields: Yields, pause_at: usize) -> Token {
         self.generation = self.generation.wrapping_add(1);
         let slot = Slot {
             generation: self.generation,
             kind,
+            yields,
             lifecycle: Lifecycle::Submitted,
             results: VecDeque::new(),
             pause_at,

@@ -121,9 +121,11 @@ pub fn unsent_bytes(socket: &impl AsFd) -> io::Result<usize> {
 }
 
 /// Whether the peer has acknowledged everything we sent: every byte, and our FIN if
-/// `shutdown(Write)` queued one. Then closing loses nothing — even if the close resets the
-/// connection (closing with unread input does), because a reset destroys only what is still
-/// queued, and the client reads what it holds, then the EOF.
+/// `shutdown(Write)` queued one. Then closing loses nothing on our side — even if the close
+/// resets the connection (closing with unread input does), because a reset destroys only
+/// what is still queued here. A Linux client then still reads what it holds, then the EOF
+/// (its kernel keeps the received bytes, and our FIN came first); a client on another
+/// system may throw away what it had not read yet when the reset arrives (Windows does).
 pub fn all_acknowledged(socket: &impl AsFd) -> io::Result<bool> {
     Ok(send_queue(socket)? == 0)
 }
