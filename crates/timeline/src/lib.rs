@@ -161,6 +161,13 @@ pub struct Wake {
 impl Trace {
     /// Reads a trace: the JSON object format (`{"traceEvents":[…]}`) or a bare array.
     pub fn parse(text: &str) -> Result<Trace, String> {
+        if text.trim().is_empty() {
+            return Err(
+                "empty: a --timeline file is written when its program ends; was it \
+                        killed before?"
+                    .into(),
+            );
+        }
         let json: Value = serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
         let events = match &json {
             Value::Array(events) => events,
@@ -321,11 +328,23 @@ impl Trace {
     }
 
     /// The slice on lane `tid` that contains moment `ts`, the innermost if several do.
+    /// Looks back from `ts` through the slices in time order: the first that contains it
+    /// began last, so it is the innermost (of two that begin together, the shorter).
     pub fn slice_at(&self, tid: i64, ts: f64) -> Option<&Slice> {
-        self.slices
-            .iter()
-            .filter(|slice| slice.tid == tid && slice.ts <= ts && ts <= slice.ts + slice.dur)
-            .min_by(|a, b| a.dur.total_cmp(&b.dur))
+        let begun = self.slices.partition_point(|slice| slice.ts <= ts);
+        let mut found: Option<&Slice> = None;
+        for slice in self.slices[..begun].iter().rev() {
+            if found.is_some_and(|inner| slice.ts < inner.ts) {
+                break;
+            }
+            if slice.tid == tid
+                && ts <= slice.ts + slice.dur
+                && found.is_none_or(|inner| slice.dur < inner.dur)
+            {
+                found = Some(slice);
+            }
+        }
+        found
     }
 }
 
