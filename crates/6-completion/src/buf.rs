@@ -137,3 +137,13 @@ unsafe impl IoBuf for &'static [u8] {
         <[u8]>::len(self)
     }
 }
+
+/// How many bytes of a buffer of `len` bytes one request asks the kernel to move. A
+/// request's length field has 32 bits: `len as u32` would make a buffer of exactly 4 GiB a
+/// request for 0 bytes — a read that says EOF, a send that says it wrote nothing. And the
+/// kernel moves at most 0x7ffff000 bytes per read or write anyway (read(2), NOTES), so
+/// that is what a request asks for at most; a longer buffer's rest goes in the next.
+pub(crate) fn request_len(len: usize) -> u32 {
+    const MOST_PER_REQUEST: u32 = 0x7fff_f000;
+    u32::try_from(len).map_or(MOST_PER_REQUEST, |len| len.min(MOST_PER_REQUEST))
+}

@@ -143,7 +143,9 @@ async fn serve_one(
     let finished = race(echo(&mut stream, shutdown), give_up.wait()).await;
     // What the client has not acknowledged by now never reaches it (0 after a clean close;
     // what a reset threw away; what we give up on): only the rest was echoed.
-    let in_flight = stream.bytes_in_flight().unwrap_or(0);
+    let in_flight = stream
+        .delivery()
+        .map_or(0, |delivery| delivery.undelivered() as u64);
     let echoed = stream.bytes_sent().saturating_sub(in_flight);
     stats.echoed.set(stats.echoed.get() + echoed);
     match finished {

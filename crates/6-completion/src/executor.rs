@@ -12,7 +12,8 @@
 //! Lesson 5's reactor said "fd 7 is readable" and the woken task then made the `read`
 //! itself. Here the task has already asked for the read, the kernel has done it, and the
 //! completion carries the result: the task wakes up to bytes, not to a chance to get them.
-//! Everything else — tasks, wakers, the ready queue, the budget — is lesson 5's shape. A
+//! Everything else — tasks, wakers, the ready queue, the budget, a panic that ends only its
+//! own task — is lesson 5's shape (only `JoinHandle` is left out: see [`spawn`]). A
 //! waker may be fired from any thread (lesson 5's rule): while the loop sleeps in
 //! `io_uring_enter`, such a wake also rings the [`Doorbell`],
 //! whose read completes and ends the sleep.
@@ -30,6 +31,7 @@ use std::collections::VecDeque;
 use std::fmt::Display;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -221,12 +223,19 @@ fn run<F: Future>(runtime: &Runtime, future: F) -> io::Result<F::Output> {
         let entered = runtime.driver.borrow_mut().enter(wait);
         runtime.ready.sleeping.store(false, Ordering::SeqCst);
         entered?;
-        // 3. File each completion by its token, waking the task that waits for it.
-        runtime.driver.borrow_mut().complete(wait);
+        // 3. File each completion by its token, waking the task that waits for it. What the
+        //    kernel is done with is dropped after the driver's borrow has ended: its `Drop`
+        //    may use the runtime.
+        let freed = runtime.driver.borrow_mut().complete(wait);
+        drop(freed);
     }
 }
 
 /// Starts `future` as a new task that runs concurrently with the caller.
+///
+/// Unlike lesson 5's, it returns no `JoinHandle`: nobody here awaits a task's result or
+/// aborts it (the echo server's connections report through shared counters). A task that
+/// panics ends there, as in lesson 5 — the panic hook prints where — and the others go on.
 ///
 /// # Panics
 /// Outside `block_on`.
@@ -323,9 +332,15 @@ impl Runtime {
         let waker = Waker::from(Arc::clone(&task_waker));
         self.trace.say(|| format!("executor: polling task {id}"));
         self.budget.reset();
-        let poll = task_waker
-            .tag
-            .poll(|| future.as_mut().poll(&mut Context::from_waker(&waker)));
+        // As in lesson 5, a panic ends this task only: the panic hook has said where on
+        // stderr, and the task is over. (AssertUnwindSafe: a future that panicked is never
+        // polled again, only dropped.)
+        let poll = task_waker.tag.poll(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                future.as_mut().poll(&mut Context::from_waker(&waker))
+            }))
+            .unwrap_or(Poll::Ready(()))
+        });
         let mut tasks = self.tasks.borrow_mut();
         if poll.is_pending() {
             if let Some(task) = tasks.slots[id].as_mut() {

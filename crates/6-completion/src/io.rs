@@ -17,34 +17,50 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::{opcode, types::Fd};
 
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, request_len};
+use crate::fd::RingFd;
 use crate::op::Op;
 
 /// The offset that means "the file's current position, and advance it", as `read(2)` does
 /// (`IORING_FEAT_RW_CUR_POS`, Linux 5.6).
 const CURRENT_POSITION: u64 = u64::MAX;
 
-/// Reads one fd through the ring, one request at a time.
+/// Reads one fd through the ring, one request at a time. Not `Send`: its request and its fd
+/// belong to this thread's ring.
+///
+/// ```compile_fail,E0277
+/// # use lesson_completion::io::Reader;
+/// fn read_elsewhere(mut reader: Reader) {
+///     std::thread::spawn(move || drop(reader)); // error: cannot be sent between threads
+/// }
+/// ```
 pub struct Reader {
-    fd: OwnedFd,
     capacity: usize,
+    /// Dropped before `fd`: the request is cancelled, then the fd closed after it.
     in_flight: Option<Op<Vec<u8>>>,
     /// The request in flight is a poll for readability (the fd is non-blocking), not a read.
     polling: bool,
+    fd: RingFd,
 }
 
 impl Reader {
     /// Reads `fd` in chunks of up to `capacity` bytes.
+    ///
+    /// # Panics
+    /// Outside `block_on`.
     pub fn new(fd: OwnedFd, capacity: usize) -> Reader {
         Reader {
-            fd,
             capacity,
             in_flight: None,
             polling: false,
+            fd: RingFd::new(fd),
         }
     }
 
     /// Reads stdin (a duplicate of fd 0, so stdin itself stays open when we drop ours).
+    ///
+    /// # Panics
+    /// Outside `block_on`.
     pub fn stdin(capacity: usize) -> io::Result<Reader> {
         let fd = io::stdin().lock().as_raw_fd();
         // Safety: fd 0 is open for the whole process; `dup` makes an fd of our own.
@@ -89,14 +105,15 @@ impl Reader {
 }
 
 /// Appends `bytes` to the file `fd` (opened with `O_APPEND`) in one write request. Returns
-/// how many bytes the kernel wrote, and the buffer.
-pub async fn append<B: IoBuf>(fd: &OwnedFd, bytes: B) -> (io::Result<usize>, B) {
+/// how many bytes the kernel wrote, and the buffer. (A [`RingFd`], not any fd: if this
+/// future is dropped, its request may still wait in the ring, naming the fd's number.)
+pub async fn append<B: IoBuf>(fd: &RingFd, bytes: B) -> (io::Result<usize>, B) {
     let fd = fd.as_raw_fd();
     // Safety: the entry points into `bytes`' stable bytes (`IoBuf`), which the `Op` owns
     // until the request's last completion.
     let op = unsafe {
         Op::submit("write", bytes, |bytes| {
-            opcode::Write::new(Fd(fd), bytes.stable_ptr(), bytes.len() as u32)
+            opcode::Write::new(Fd(fd), bytes.stable_ptr(), request_len(bytes.len()))
                 .offset(CURRENT_POSITION)
                 .build()
         })
@@ -111,7 +128,7 @@ fn read(fd: RawFd, buf: Vec<u8>) -> Op<Vec<u8>> {
     // the `Op` owns the buffer until the request's last completion.
     unsafe {
         Op::submit("read", buf, |buf| {
-            opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), buf.capacity() as u32)
+            opcode::Read::new(Fd(fd), buf.stable_mut_ptr(), request_len(buf.capacity()))
                 .offset(CURRENT_POSITION)
                 .build()
         })

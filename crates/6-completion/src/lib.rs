@@ -22,7 +22,9 @@
 //! kernel every request pushed during the turn, and with `IORING_ENTER_GETEVENTS` and
 //! `min_complete = 1` it sleeps until at least one result is there. `--trace` prints each
 //! turn: `ring: submitted [recv×1, send×2], waited → completed [send×2]; io_uring_enter
-//! calls: 1 (total 57)`. A thousand connections echoing at once still make one call a turn.
+//! calls: 1 (total 57)`. A thousand connections echoing at once still make one call a turn —
+//! until a turn pushes more than the submission ring holds (1024 entries): then one more
+//! call each time it fills, which `--trace` counts too.
 //!
 //! ## Ownership: why the buffer must be *given* to the request
 //! With readiness, `read(&mut buf)` borrowed the buffer only during the `read(2)` the
@@ -41,6 +43,15 @@
 //! kernel an entry with a raw pointer in it is an `unsafe fn` whose contract is written down
 //! ([`op::Op::submit`]). Safe code cannot make the kernel touch memory nobody owns.
 //!
+//! ## Closing is a request too
+//! An entry names its file by fd *number*, and the kernel looks the number up when it
+//! issues the request — during the `io_uring_enter` that submits it — not when we push it.
+//! A stream dropped in between and closed with `close(2)` would free the number, and the
+//! next socket the program opens (the lowest free number) would inherit the old entries: a
+//! receive taking the new client's bytes, a send giving it ours. So every handle closes its
+//! fd through the ring ([`fd`]): `IORING_OP_CLOSE` goes in after the entries that name the
+//! number, and the kernel takes them in order.
+//!
 //! ## The modern echo
 //! [`echo`] is lesson 5's program line for line, on this runtime:
 //! - one **multishot accept** (Linux 5.19): submitted once, it completes once per new
@@ -48,8 +59,10 @@
 //! - one **multishot receive** per connection (Linux 6.0) into a **provided-buffer ring**
 //!   ([`bufring`], `IORING_REGISTER_PBUF_RING`): the kernel picks a buffer only when bytes
 //!   arrive, so 10,000 idle connections hold no buffer at all;
-//! - a **send** that owns the buffer it received ([`net`]); dropping it afterwards puts it
-//!   back in the ring;
+//! - a **send** that owns the buffer it received ([`net`]); dropping it afterwards gives it
+//!   back, and the next turn offers the buffers given back last first, keeping only a few
+//!   more in the ring than one per receive: the same buffers come back while they are still
+//!   in the cache;
 //! - **re-arm** when a multishot ends: after an error, EOF, `ENOBUFS` (the ring ran dry:
 //!   no byte is lost, they stay in the socket), or our own **pause**: a connection with
 //!   [`SHARE`](net::SHARE) (8) filled buffers waiting untaken is cancelled, so one busy
@@ -60,13 +73,15 @@
 //!   client keeps, and a client that never reads costs only itself.
 //!
 //! The executor is lesson 5's — tasks, wakers, a ready queue, a budget of 32 operations per
-//! poll ([`budget`]) — with the reactor swapped for the ring ([`executor`]); timers are
+//! poll ([`budget`]), a panic that ends only its task; `spawn` returns no `JoinHandle` here
+//! — with the reactor swapped for the ring ([`executor`]); timers are
 //! requests too (`IORING_OP_TIMEOUT`, [`time`]), and so is the signal pipe's read
 //! ([`signal`]). A waker fired from another thread rings a [`doorbell`]: an eventfd whose
 //! read is always in flight, so the loop asleep in `io_uring_enter` wakes up. Ctrl+C or
 //! SIGTERM shuts the server down gracefully, as in lesson 5 — and since nothing completes
 //! when a client acknowledges our bytes, a closing connection asks the socket how many it
-//! has not (`SIOCOUTQ`) until none is left, then closes: no byte counted as echoed is lost.
+//! has not (`SIOCOUTQ`, the kernel's count of bytes not yet acknowledged, our EOF as one
+//! more) until none is left, then closes: no byte counted as echoed is lost.
 //!
 //! ## Disks, finally
 //! [`writer`] reads stdin and the pipe with `IORING_OP_READ` and appends to the output file
@@ -95,7 +110,8 @@
 //! and on Windows its *proactor* loop is completion-based (IOCP) — the loop this lesson is.
 //!
 //! # Read in this order
-//! 1. [`op`] — a request as a future that owns its buffer; [`buf`] — the buffer contract.
+//! 1. [`op`] — a request as a future that owns its buffer; [`buf`] — the buffer contract;
+//!    [`fd`] — why an fd is closed through the ring.
 //! 2. [`ring`] — the two rings and one `io_uring_enter` per turn; [`slots`] — a request's
 //!    life, one state at a time.
 //! 3. [`bufring`] — the provided-buffer ring; [`net`] — multishot accept and receive, the
@@ -117,6 +133,7 @@ pub mod bufring;
 pub mod doorbell;
 pub mod echo;
 pub mod executor;
+pub mod fd;
 pub mod io;
 pub mod net;
 pub mod op;

@@ -15,8 +15,9 @@
 //! - **A share per connection.** A connection's multishot receive is paused (cancelled)
 //!   once [`SHARE`] filled buffers wait for its task to take them — a task busy sending to a
 //!   client that does not read takes none — and submitted again when the task takes them.
-//!   (The kernel may fill a few more before the cancel lands: it retries a busy socket up to
-//!   32 times in a row before it looks at anything else.)
+//!   (The kernel may fill more before the cancel lands: since Linux 6.8 it receives from a
+//!   busy socket at most 32 times in a row before it lets other work run; before that, for
+//!   as long as the socket has bytes and the ring has buffers.)
 //! - **A buffer of its own when the ring is empty.** Shares alone cannot do it: 2,000 such
 //!   clients want more buffers than the ring has, whatever the share. So a receive never
 //!   waits for the ring: when it is empty, or has just run dry (`ENOBUFS`), the connection
@@ -25,21 +26,22 @@
 //!   client that never reads then holds one buffer of its own, and costs only itself.
 
 use std::cell::RefCell;
-use std::future::pending;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use fdio::Delivery;
 use io_uring::{opcode, types::Fd};
 
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, request_len};
 use crate::bufring::{BufRing, GROUP, RingBuf};
 use crate::executor::{Either, RuntimeId, race, runtime_id, with_driver_of};
+use crate::fd::RingFd;
 use crate::op::Op;
 use crate::slots::{Completion, Token};
 use crate::time::sleep;
@@ -48,11 +50,28 @@ use crate::time::sleep;
 /// buffers wait untaken (the one its task is sending comes on top).
 pub const SHARE: usize = 8;
 
+/// How long [`TcpStream::close_gracefully`] waits at most before it asks again whether the
+/// client has acknowledged everything: the wait doubles from 1 ms up to this, so a client
+/// that never takes its last bytes costs a look a second (as in lessons 5 and 7), not 16.
+pub const ACK_CHECK_MOST: Duration = Duration::from_secs(1);
+
 /// A listening socket whose accept is one multishot request.
+///
+/// It stays on the thread of its ring (a thread-local): dropped on another thread, it could
+/// not cancel its accept, and the socket would go on accepting clients nobody serves. Like
+/// every I/O handle here (and lesson 5's), it is not `Send`:
+///
+/// ```compile_fail,E0277
+/// # use lesson_completion::net::TcpListener;
+/// fn drop_elsewhere(listener: TcpListener) {
+///     std::thread::spawn(move || drop(listener)); // error: cannot be sent between threads
+/// }
+/// ```
 pub struct TcpListener {
     runtime: RuntimeId,
-    fd: OwnedFd,
     accept: Option<Token>,
+    /// The last field: closed (through the ring) after `Drop` has cancelled the accept.
+    fd: RingFd,
 }
 
 impl TcpListener {
@@ -65,8 +84,8 @@ impl TcpListener {
     pub fn from_std(listener: std::net::TcpListener) -> TcpListener {
         TcpListener {
             runtime: runtime_id(),
-            fd: listener.into(),
             accept: None,
+            fd: RingFd::new(listener.into()),
         }
     }
 
@@ -80,14 +99,10 @@ impl TcpListener {
             let token = match self.accept {
                 Some(token) => token,
                 None => {
-                    let entry = opcode::AcceptMulti::new(Fd(self.fd.as_raw_fd()))
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build();
-                    // Safety: a multishot accept that asks for no address points to no memory.
-                    let token = with_driver_of(self.runtime, |driver| unsafe {
-                        driver.submit("accept", entry)
-                    })
-                    .unwrap_or_else(|| Err(another_runtime()))?;
+                    let listener = self.fd.as_fd();
+                    let token =
+                        with_driver_of(self.runtime, |driver| driver.submit_accept(listener))
+                            .unwrap_or_else(|| Err(another_runtime()))?;
                     *self.accept.insert(token)
                 }
             };
@@ -123,6 +138,7 @@ impl Drop for TcpListener {
     fn drop(&mut self) {
         // The kernel holds the socket while the accept is in flight: closing our fd alone
         // would leave it listening. Cancel it; the socket closes when the cancel is done.
+        // (Then `fd` closes through the ring, after the accept's entry if it is still there.)
         release(self.runtime, self.accept.take());
     }
 }
@@ -145,9 +161,11 @@ fn next_result(
     }
 }
 
+/// Abandons the multishot request `token`, if any: the kernel cancels it.
 fn release(runtime: RuntimeId, token: Option<Token>) {
     if let Some(token) = token {
-        with_driver_of(runtime, |driver| driver.abandon(token, Box::new(())));
+        // A multishot request keeps nothing alive: what it fills is the driver's.
+        with_driver_of(runtime, |driver| drop(driver.abandon(token, Box::new(()))));
     }
 }
 
@@ -155,7 +173,6 @@ fn release(runtime: RuntimeId, token: Option<Token>) {
 /// is empty), sends of owned buffers.
 pub struct TcpStream {
     runtime: RuntimeId,
-    fd: OwnedFd,
     receiving: Receiving,
     /// The last receive from the ring found it dry (`ENOBUFS`): the next one uses a buffer
     /// of its own.
@@ -169,7 +186,10 @@ pub struct TcpStream {
     /// Bytes the last `write_all` was given and the kernel did not take (it was dropped in
     /// the middle, or failed).
     unsent: u64,
-    write_shut: bool,
+    /// `shutdown_write` queued our EOF: the kernel counts it in the send queue as one byte.
+    eof_sent: bool,
+    /// The last field: closed (through the ring) after `Drop` has cancelled the receive.
+    fd: RingFd,
 }
 
 /// The receive a stream has in flight.
@@ -199,7 +219,6 @@ impl TcpStream {
             .expect("the current runtime");
         TcpStream {
             runtime,
-            fd,
             receiving: Receiving::Idle,
             ring_was_dry: false,
             eof: false,
@@ -207,7 +226,8 @@ impl TcpStream {
             buffers,
             sent: 0,
             unsent: 0,
-            write_shut: false,
+            eof_sent: false,
+            fd: RingFd::new(fd),
         }
     }
 
@@ -280,7 +300,9 @@ impl TcpStream {
     fn on_ring_result(&mut self, completion: Completion) -> Option<io::Result<Option<Chunk>>> {
         if let Some(id) = completion.buffer_id() {
             let len = completion.result.max(0) as usize;
-            let buffer = RingBuf::take(&self.buffers, id, len);
+            // Safety: this completion of our receive named buffer `id`, with `len` bytes;
+            // each completion is read once, here.
+            let buffer = unsafe { RingBuf::take(&self.buffers, id, len) };
             if len > 0 {
                 return Some(Ok(Some(Chunk::Ring(buffer))));
             }
@@ -332,53 +354,57 @@ impl TcpStream {
         (Ok(()), buf)
     }
 
-    /// Sends EOF to the client (`shutdown(SHUT_WR)`), through the ring too.
-    pub async fn shutdown_write(&mut self) -> io::Result<()> {
-        let fd = self.fd.as_raw_fd();
-        // Safety: a shutdown request points to no memory.
-        let op = unsafe {
-            Op::submit("shutdown", (), |()| {
-                opcode::Shutdown::new(Fd(fd), libc::SHUT_WR).build()
-            })
-        };
-        op.await.0?;
-        self.write_shut = true;
+    /// Sends EOF to the client: `shutdown(2)` with `SHUT_WR`, made here, not as a request.
+    /// It never blocks, and as a request it would be worse than useless: the kernel runs
+    /// `IORING_OP_SHUTDOWN` on a worker thread, which looks the fd number up whenever it
+    /// gets to it — maybe after the stream was dropped and the number given to the next
+    /// connection (see [`crate::fd`]).
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        // Safety: shutdown(2) takes an fd of ours and no pointer.
+        if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.eof_sent = true;
         Ok(())
     }
 
-    /// Closes the sending side cleanly and waits until everything sent has *left*: sends
-    /// EOF (`shutdown(SHUT_WR)`), then reads and drops whatever the client still sends
-    /// (a client that finishes sending before it reads would wait for us forever) until
-    /// the client has acknowledged every byte and the EOF (`SIOCOUTQ` is 0, tcp(7)).
-    /// Only then may the socket be closed: closing a socket with unread bytes in it sends
-    /// a reset, and a reset throws away what the kernel still had to send.
+    /// Closes the sending side cleanly and waits until closing loses nothing: sends EOF
+    /// ([`shutdown_write`](Self::shutdown_write)), then reads and drops whatever the client
+    /// still sends (a client that finishes sending before it reads would wait for us
+    /// forever) until the client has acknowledged every byte and the EOF — or, once the
+    /// client's own EOF came, every byte: nothing is left unread then. Closing sooner, with
+    /// the client's bytes unread, would reset the connection, and a reset throws away what
+    /// the kernel still had to send. If the client resets first, what it had not
+    /// acknowledged is lost: the error says how much.
     ///
-    /// Nothing in io_uring completes when a peer acknowledges, so this looks every few
-    /// milliseconds (1, 2, 4 … 64). Bound it from outside (a timeout) if the client may
-    /// never read.
+    /// Nothing in io_uring completes when a peer acknowledges, so this asks the kernel
+    /// ([`fdio::delivery`]: `SIOCOUTQ` and the connection's state) after each chunk it
+    /// drops, or after a pause: 1 ms, doubling up to [`ACK_CHECK_MOST`]. Bound it from
+    /// outside (a timeout) if the client may never read.
     pub async fn close_gracefully(&mut self) -> io::Result<()> {
-        self.shutdown_write().await?;
-        let fd = self.fd.as_raw_fd();
-        let everything_left = async {
-            let mut pause = Duration::from_millis(1);
-            while let queued @ 1.. = unacknowledged(fd)? {
-                if tcp_closed(fd) {
+        self.shutdown_write()?;
+        let mut client_done = false; // its EOF: there is nothing left to read
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.delivery()? {
+                Delivery::Done => return Ok(()),
+                Delivery::Pending(0) if client_done => return Ok(()),
+                Delivery::Pending(_) => {}
+                Delivery::Lost(bytes) => {
+                    let bytes = fdio::count(bytes as u64, "byte");
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionReset,
-                        format!("reset by the client with {queued} bytes not yet acknowledged"),
+                        format!("reset by the client with {bytes} not yet acknowledged"),
                     ));
                 }
-                sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(64));
             }
-            Ok(())
-        };
-        let drain = async {
-            while self.recv().await?.is_some() {}
-            pending().await // the client's EOF: nothing more to read, keep waiting above
-        };
-        let (Either::Left(result) | Either::Right(result)) = race(everything_left, drain).await;
-        result
+            if client_done {
+                sleep(pause).await;
+            } else if let Either::Left(chunk) = race(self.recv(), sleep(pause)).await {
+                client_done = chunk?.is_none();
+            }
+            pause = (pause * 2).min(ACK_CHECK_MOST);
+        }
     }
 
     /// Bytes the kernel took from `write_all` so far.
@@ -391,16 +417,11 @@ impl TcpStream {
         self.unsent
     }
 
-    /// Bytes the kernel took but the client has not acknowledged (`SIOCOUTQ`, tcp(7); the
-    /// EOF that `shutdown_write` queued is not counted): what closing now would lose — or,
-    /// after a reset, what it lost.
-    pub fn bytes_in_flight(&self) -> io::Result<u64> {
-        let queued = unacknowledged(self.fd.as_raw_fd())?;
-        Ok(if self.write_shut {
-            queued.saturating_sub(1)
-        } else {
-            queued
-        })
+    /// What has become of the bytes the kernel took ([`fdio::delivery`]): all acknowledged
+    /// by the client, some still on their way (what closing now would lose), or some lost
+    /// to a reset. The EOF [`shutdown_write`](Self::shutdown_write) queued is not counted.
+    pub fn delivery(&self) -> io::Result<Delivery> {
+        fdio::delivery(&self.fd, self.eof_sent)
     }
 }
 
@@ -419,7 +440,7 @@ fn recv_into(fd: RawFd, buf: Vec<u8>) -> Op<Vec<u8>> {
     // that owns the buffer moves), within its capacity.
     unsafe {
         Op::submit("recv-own", buf, |buf| {
-            opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), buf.capacity() as u32).build()
+            opcode::Recv::new(Fd(fd), buf.stable_mut_ptr(), request_len(buf.capacity())).build()
         })
     }
 }
@@ -431,43 +452,11 @@ fn send<B: IoBuf>(fd: RawFd, buf: B, from: usize) -> Op<B> {
     unsafe {
         Op::submit("send", buf, |buf| {
             let rest = &buf.bytes()[from..];
-            opcode::Send::new(Fd(fd), rest.as_ptr(), rest.len() as u32)
+            opcode::Send::new(Fd(fd), rest.as_ptr(), request_len(rest.len()))
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
         })
     }
-}
-
-/// `SIOCOUTQ` (tcp(7)): bytes sent but not yet acknowledged by the peer, a queued EOF
-/// counting as one. After a reset the count stays where it was: those bytes never arrive.
-fn unacknowledged(fd: RawFd) -> io::Result<u64> {
-    let mut queued: libc::c_int = 0;
-    // `TIOCOUTQ` is `SIOCOUTQ`'s other name (tcp(7)); libc spells only this one.
-    // Safety: the ioctl writes one int, into a live local.
-    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(queued as u64)
-}
-
-/// Whether a TCP socket is in the CLOSE state (reset, or timed out). `false` for other
-/// sockets (a Unix socket pair in the tests), where `TCP_INFO` does not apply.
-fn tcp_closed(fd: RawFd) -> bool {
-    const TCP_CLOSE: u8 = 7;
-    // `struct tcp_info` starts with `tcpi_state`; the kernel copies as many bytes as asked.
-    let mut state: u8 = 0;
-    let mut len = 1 as libc::socklen_t;
-    // Safety: getsockopt writes at most `len` (1) bytes into a live local.
-    let asked = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut state).cast(),
-            &raw mut len,
-        )
-    };
-    asked == 0 && state == TCP_CLOSE
 }
 
 impl Deref for Chunk {

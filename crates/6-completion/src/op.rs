@@ -68,7 +68,9 @@
 
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use io_uring::squeue;
@@ -76,14 +78,34 @@ use io_uring::squeue;
 use crate::executor::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
 use crate::slots::{Completion, Token};
 
-/// A submitted request and what it owns (its buffer, its timespec), until it completes.
+/// A submitted request and what it owns (its buffer, its timespec), until its last
+/// completion.
+///
+/// Most requests complete once. Some complete more than once for one submission, and only
+/// the last completion (the one without `IORING_CQE_F_MORE`) says the kernel is done with
+/// the buffer: a zero-copy send (`IORING_OP_SEND_ZC`) posts its result first, then a
+/// notification once the kernel no longer reads the bytes — which, for TCP, is when the
+/// peer has acknowledged them. So the `Op` keeps the first completion's result and gives it
+/// back, with the buffer, at the last.
+///
+/// Its request is in this thread's ring: an `Op` is not `Send`, whatever it owns.
+///
+/// ```compile_fail,E0277
+/// # use lesson_completion::op::Op;
+/// fn await_elsewhere(op: Op<Vec<u8>>) {
+///     std::thread::spawn(move || drop(op)); // error: cannot be sent between threads
+/// }
+/// ```
 pub struct Op<T: 'static> {
     /// The runtime whose ring has the request: tokens mean nothing in another one.
     runtime: RuntimeId,
     token: Option<Token>,
     owned: Option<T>,
+    /// The request's first completion — its result — while more are to come.
+    first: Option<Completion>,
     /// Why the request could not even be submitted (the ring itself failed).
     failed: Option<io::Error>,
+    on_this_thread: PhantomData<Rc<()>>,
 }
 
 impl<T: 'static> Op<T> {
@@ -109,7 +131,9 @@ impl<T: 'static> Op<T> {
             runtime: runtime_id(),
             token: None,
             owned: Some(owned),
+            first: None,
             failed: None,
+            on_this_thread: PhantomData,
         };
         let entry = entry(op.owned.as_mut().expect("just put there"));
         // Safety: our caller promises the entry's pointers stay valid until the last
@@ -123,7 +147,8 @@ impl<T: 'static> Op<T> {
 }
 
 impl<T: Unpin + 'static> Future for Op<T> {
-    /// The result (a byte count, a new fd…) and the buffer, back in the caller's hands.
+    /// The result (a byte count, a new fd…: the first completion's) and the buffer, back in
+    /// the caller's hands once the last completion has come.
     type Output = (io::Result<u32>, T);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -139,18 +164,28 @@ impl<T: Unpin + 'static> Future for Op<T> {
                 .expect("an Op is polled after it finished");
             return Poll::Ready((Err(err), owned));
         };
-        // Polled by another runtime, the request is still in ours: the buffer cannot be
-        // given back while the kernel may use it. A program error, said at once.
-        let polled = next_result(this.runtime, token, cx)
-            .expect("an Op is polled by the runtime it was submitted to");
-        let completion = std::task::ready!(polled);
-        // A single-shot request has one completion: after it the kernel is done, and the
-        // slot is freed.
+        // Take completions until the last: only then is the kernel done with the buffer.
+        loop {
+            // Polled by another runtime, the request is still in ours: the buffer cannot be
+            // given back while the kernel may use it. A program error, said at once.
+            let polled = next_result(this.runtime, token, cx)
+                .expect("an Op is polled by the runtime it was submitted to");
+            let Some(completion) = std::task::ready!(polled) else {
+                break; // the request has ended
+            };
+            // The first completion is the result; those after it only say when the kernel
+            // lets go of the buffer.
+            this.first.get_or_insert(completion);
+            if !completion.more_to_come() {
+                break;
+            }
+        }
+        // The last completion has come: the kernel is done, and the slot is freed.
         with_runtime_of(this.runtime, |runtime| {
-            runtime.driver.borrow_mut().abandon(token, Box::new(()));
+            drop(runtime.driver.borrow_mut().abandon(token, Box::new(())));
         });
         this.token = None;
-        let result = completion.map_or_else(
+        let result = this.first.take().map_or_else(
             || Err(io::Error::other("the request ended without a result")),
             Completion::io_result,
         );
@@ -187,12 +222,15 @@ impl<T: 'static> Drop for Op<T> {
         let (Some(token), Some(owned)) = (self.token.take(), self.owned.take()) else {
             return;
         };
-        // Dropped in flight: the ring keeps `owned` until the kernel is done with it.
+        // Dropped in flight: the ring keeps `owned` until the kernel is done with it — or
+        // hands it back at once if the kernel already is, to be dropped here, once the
+        // driver's borrow has ended (its `Drop` may need the runtime).
         let mut owned = Some(owned);
-        with_runtime_of(self.runtime, |runtime| {
+        let done_with = with_runtime_of(self.runtime, |runtime| {
             let owned = owned.take().expect("taken once");
-            runtime.driver.borrow_mut().abandon(token, Box::new(owned));
+            runtime.driver.borrow_mut().abandon(token, Box::new(owned))
         });
+        drop(done_with);
         // Not in its runtime (it ended, or this is another one nested in it): whether the
         // kernel is done cannot be known here, so the only sound choice is to leak it.
         if let Some(owned) = owned {

@@ -64,7 +64,7 @@ const OPCODES: [(u8, &str); 9] = [
     (opcode::Write::CODE, "WRITE"),
     (opcode::Timeout::CODE, "TIMEOUT"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
-    (opcode::Shutdown::CODE, "SHUTDOWN"),
+    (opcode::Close::CODE, "CLOSE"),
     (opcode::PollAdd::CODE, "POLL_ADD"),
 ];
 

@@ -14,7 +14,9 @@
 //! Both rings are memory shared with the kernel: pushing an entry or reading a result is a
 //! plain memory access. The one system call is `io_uring_enter(2)`, and one call per turn of
 //! the loop does both jobs: it hands the kernel every entry pushed since the last turn, and
-//! (with `min_complete` = 1) sleeps until at least one result is there.
+//! (with `min_complete` = 1) sleeps until at least one result is there. Only a turn that
+//! pushes more than the submission ring holds ([`SQ_ENTRIES`]) makes more calls: each time
+//! the ring is full, one that hands the kernel what is there.
 //!
 //! Each request carries a 64-bit `user_data` that the kernel copies into its completion
 //! untouched: ours is the index of a slot that holds the results and the waker of the
@@ -28,6 +30,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,7 +42,7 @@ use crate::bufring::BufRing;
 use crate::doorbell::Doorbell;
 use crate::executor::Buffers;
 use crate::probe;
-use crate::slots::{Completion, Lifecycle, Slots, Token};
+use crate::slots::{Completion, Lifecycle, Slots, Token, Yields};
 use crate::trace::TurnTrace;
 
 /// The submission ring's size. A turn that pushes more first flushes what is there.
@@ -50,6 +53,15 @@ pub const SQ_ENTRIES: u32 = 1024;
 /// at the next enter.)
 pub const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
 
+/// How many buffers the ring holds beyond one per receive in flight, topped up before each
+/// enter from the buffers given back last (see [`BufRing::offer`]): enough for a stream's
+/// receive to fill a turn's worth without running dry, few enough that the same buffers
+/// come back while they are still in the cache. Measured on a 2-core VM, a 1 GB stream cost
+/// 0.68 s of CPU per GB with 64, 0.72 s with all 1,024 buffers offered, and 0.83 s with 4
+/// (the stream ran the ring dry and fell back to buffers of its own): see
+/// `docs/benchmark.md`.
+pub const SPARE_IN_RING: usize = 64;
+
 /// `io_uring_enter(2)`'s flag "wait for / collect completions", from `<linux/io_uring.h>`.
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
@@ -59,14 +71,21 @@ const IGNORED: u64 = u64::MAX;
 /// The `user_data` of the doorbell's read.
 const DOORBELL: u64 = u64::MAX - 1;
 
+/// The `user_data` of the closes (`IORING_OP_CLOSE`), whose results nobody awaits.
+const CLOSE: u64 = u64::MAX - 2;
+
 /// The ring, the slots of the requests in flight, the provided buffers and the doorbell.
 ///
-/// Dropping it cancels every request and waits (a bounded while) for the kernel to finish
-/// them; then the ring is closed — `ring` is the first field, so it is dropped first — and
-/// only then are the buffers the kernel was using freed. What a request that would not stop
-/// may still use is leaked, never freed.
+/// Dropping it submits what is still in the submission ring (the last closes), cancels every
+/// request and waits (a bounded while) for the kernel to finish them; then the ring is
+/// closed — `ring` is the first field, so it is dropped first — and only then are the
+/// buffers the kernel was using freed. What a request that would not stop may still use is
+/// leaked, never freed.
 pub struct Driver {
     ring: IoUring,
+    /// Fds whose close the submission ring could not take (the ring was failing): closed
+    /// after the ring, whose unsubmitted entries, which may name them, die with it.
+    close_after_the_ring: Vec<OwnedFd>,
     slots: Slots,
     /// The provided buffers that multishot receives fill. Shared with the buffers lent out
     /// (a [`RingBuf`](crate::bufring::RingBuf) goes back by itself when dropped), in a cell of
@@ -78,6 +97,11 @@ pub struct Driver {
     doorbell_armed: bool,
     /// Shutting down: the doorbell's read is not submitted again.
     closing: bool,
+    /// Receives from the buffer ring in flight: each may take a buffer at the next enter.
+    receiving: usize,
+    /// Where [`complete`](Self::complete) copies a turn's completions, kept from turn to
+    /// turn so that a turn allocates nothing.
+    reaped: Vec<(u64, Completion)>,
     trace: TurnTrace,
 }
 
@@ -115,12 +139,15 @@ impl Driver {
                 .map_err(|err| probe::unavailable("io_uring_register (the buffer ring)", &err))?;
         let mut driver = Driver {
             ring,
+            close_after_the_ring: Vec::new(),
             slots: Slots::default(),
             buffers: Rc::new(RefCell::new(registered)),
             doorbell,
             doorbell_count: Box::new(0),
             doorbell_armed: false,
             closing: false,
+            receiving: 0,
+            reaped: Vec::new(),
             trace: TurnTrace::new(Trace::new(false)),
         };
         driver.arm_doorbell()?;
@@ -146,12 +173,13 @@ impl Driver {
     /// driver owns (the provided buffers).
     pub unsafe fn submit(&mut self, kind: &'static str, entry: squeue::Entry) -> io::Result<Token> {
         // Safety: passed on to our caller.
-        unsafe { self.submit_multishot(kind, entry, usize::MAX) }
+        unsafe { self.insert_and_push(kind, Yields::Value, false, entry, usize::MAX) }
     }
 
-    /// Like [`submit`](Self::submit), for a multishot request that is paused (cancelled)
-    /// when `pause_at` of its results wait untaken: its owner submits it again after taking
-    /// them.
+    /// Like [`submit`](Self::submit), for a multishot receive from the buffer ring, which is
+    /// paused (cancelled) when `pause_at` of its results wait untaken: its owner submits it
+    /// again after taking them. Until its last completion, it counts as one more receive
+    /// for which [`enter`](Self::enter) keeps a buffer in the ring.
     ///
     /// # Safety
     /// As for [`submit`](Self::submit).
@@ -161,12 +189,42 @@ impl Driver {
         entry: squeue::Entry,
         pause_at: usize,
     ) -> io::Result<Token> {
-        let token = self.slots.insert(kind, pause_at);
+        // Safety: as our caller promises.
+        unsafe { self.insert_and_push(kind, Yields::Value, true, entry, pause_at) }
+    }
+
+    /// Submits a multishot accept on `listener` (Linux 5.19): one completion per new
+    /// connection, each result a new fd (close-on-exec) that whoever takes it owns. The
+    /// driver builds this request itself: it is the only one whose results it treats as fds
+    /// ([`Yields::NewFd`]), closing those that nobody takes.
+    pub fn submit_accept(&mut self, listener: BorrowedFd<'_>) -> io::Result<Token> {
+        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        // Safety: an accept that asks for no address points to no memory.
+        unsafe { self.insert_and_push("accept", Yields::NewFd, false, entry, usize::MAX) }
+    }
+
+    /// A slot for the request, then the entry, carrying the slot's token, into the ring.
+    /// `from_ring`: it receives into the buffer ring.
+    ///
+    /// # Safety
+    /// As for [`submit`](Self::submit).
+    unsafe fn insert_and_push(
+        &mut self,
+        kind: &'static str,
+        yields: Yields,
+        from_ring: bool,
+        entry: squeue::Entry,
+        pause_at: usize,
+    ) -> io::Result<Token> {
+        let token = self.slots.insert(kind, yields, from_ring, pause_at);
         // Safety: as our caller promises.
         if let Err(err) = unsafe { self.push(kind, &entry.user_data(token.user_data())) } {
             self.slots.remove(token);
             return Err(err);
         }
+        self.receiving += usize::from(from_ring);
         Ok(token)
     }
 
@@ -175,8 +233,12 @@ impl Driver {
     unsafe fn push(&mut self, kind: &'static str, entry: &squeue::Entry) -> io::Result<()> {
         // Safety: our caller vouches for the entry's pointers.
         while unsafe { self.ring.submission().push(entry) }.is_err() {
-            // The ring is full: hand what is there to the kernel now.
-            self.syscall(0)?;
+            // The ring is full: hand what is there to the kernel now — one more
+            // `io_uring_enter` this turn, which `--trace` counts too.
+            let span = timeline::begin();
+            let entered = self.syscall(0);
+            self.trace.entered(span.stop());
+            entered?;
         }
         self.trace.pushed(kind);
         Ok(())
@@ -205,27 +267,37 @@ impl Driver {
         }
     }
 
-    /// The owner of `token` is gone. If the kernel is done, the slot is freed; if not, the
-    /// request is cancelled and `keep_alive` — whatever the kernel may still use — stays in
-    /// the slot until its last completion. Buffers the kernel already filled for it go back
-    /// to the buffer ring.
-    pub fn abandon(&mut self, token: Token, keep_alive: Box<dyn Any>) {
+    /// The owner of `token` is gone. If the kernel is done, the slot is freed and
+    /// `keep_alive` handed back; if not, the request is cancelled and `keep_alive` —
+    /// whatever the kernel may still use — stays in the slot until its last completion.
+    /// Results nobody took are discarded: buffers the kernel filled for them go back to the
+    /// buffer ring, fds it accepted for them are closed.
+    ///
+    /// What comes back is the caller's to drop once it no longer borrows the driver: its
+    /// `Drop` may need the runtime.
+    #[must_use = "drop it after the driver's borrow ends"]
+    pub fn abandon(&mut self, token: Token, keep_alive: Box<dyn Any>) -> Option<Box<dyn Any>> {
         let Some(slot) = self.slots.get_mut(token) else {
-            return;
+            return Some(keep_alive);
         };
         let leftovers = std::mem::take(&mut slot.results);
-        let kind = slot.kind;
-        match slot.lifecycle {
-            Lifecycle::Finished => drop(self.slots.remove(token)),
-            Lifecycle::Abandoned(_) => {}
+        let yields = slot.yields;
+        let unused = match slot.lifecycle {
+            Lifecycle::Finished => {
+                self.slots.remove(token);
+                Some(keep_alive)
+            }
+            Lifecycle::Abandoned(_) => Some(keep_alive),
             Lifecycle::Submitted | Lifecycle::Waiting(_) => {
                 slot.lifecycle = Lifecycle::Abandoned(keep_alive);
                 self.cancel(token);
+                None
             }
-        }
+        };
         for completion in leftovers {
-            self.discard(kind, completion);
+            self.discard(yields, completion);
         }
+        unused
     }
 
     /// Asks the kernel to stop request `token` early (`IORING_OP_ASYNC_CANCEL`). The request
@@ -246,7 +318,13 @@ impl Driver {
     /// if `wait`, sleeps until at least one completion is there (the doorbell's read is
     /// always in flight, so something can always end the sleep). Then call
     /// [`complete`](Self::complete).
+    ///
+    /// First the buffer ring is topped up to one buffer per receive in flight and
+    /// [`SPARE_IN_RING`] more, from the buffers given back last.
     pub fn enter(&mut self, wait: bool) -> io::Result<()> {
+        self.buffers
+            .borrow_mut()
+            .offer(self.receiving.saturating_add(SPARE_IN_RING));
         let span = timeline::begin();
         let entered = self.syscall(u32::from(wait));
         self.trace.entered(span.stop());
@@ -255,38 +333,51 @@ impl Driver {
 
     /// Takes every completion from the ring, files each in its slot and wakes the task
     /// waiting for it. `waited` is for `--trace`: whether the enter before it slept.
-    pub fn complete(&mut self, waited: bool) {
-        // Collected first: the completion ring is borrowed while we walk it.
-        let entries: Vec<(u64, Completion)> = self
-            .ring
-            .completion()
-            .map(|entry| {
-                let completion = Completion {
-                    result: entry.result(),
-                    flags: entry.flags(),
-                };
-                (entry.user_data(), completion)
-            })
-            .collect();
-        for (user_data, completion) in entries {
-            let kind = self.complete_one(user_data, completion);
+    ///
+    /// Returns what abandoned requests kept alive and the kernel is now done with: the
+    /// caller drops it once it no longer borrows the driver, since its `Drop` may need the
+    /// runtime (a buffer that owns a stream closes it through the ring).
+    #[must_use = "drop it after the driver's borrow ends"]
+    pub fn complete(&mut self, waited: bool) -> Vec<Box<dyn Any>> {
+        // Copied out first: the completion ring is borrowed while we walk it.
+        let mut reaped = std::mem::take(&mut self.reaped);
+        reaped.extend(self.ring.completion().map(|entry| {
+            let completion = Completion {
+                result: entry.result(),
+                flags: entry.flags(),
+            };
+            (entry.user_data(), completion)
+        }));
+        let mut freed = Vec::new();
+        for (user_data, completion) in reaped.drain(..) {
+            let kind = self.complete_one(user_data, completion, &mut freed);
             self.trace.completed(kind);
         }
+        self.reaped = reaped;
         self.trace.end_of_turn(waited);
+        freed
     }
 
-    /// One turn: [`enter`](Self::enter), then [`complete`](Self::complete).
-    pub fn turn(&mut self, wait: bool) -> io::Result<()> {
+    /// One turn: [`enter`](Self::enter), then [`complete`](Self::complete). Returns what
+    /// `complete` returns.
+    #[must_use = "drop it after the driver's borrow ends"]
+    pub fn turn(&mut self, wait: bool) -> io::Result<Vec<Box<dyn Any>>> {
         self.enter(wait)?;
-        self.complete(wait);
-        Ok(())
+        Ok(self.complete(wait))
     }
 
-    /// Files one completion in its slot and wakes the task waiting for it. Returns the kind
-    /// of request it was.
-    fn complete_one(&mut self, user_data: u64, completion: Completion) -> &'static str {
+    /// Files one completion in its slot and wakes the task waiting for it; what an abandoned
+    /// request kept alive goes into `freed` once its last completion has come. Returns the
+    /// kind of request it was.
+    fn complete_one(
+        &mut self,
+        user_data: u64,
+        completion: Completion,
+        freed: &mut Vec<Box<dyn Any>>,
+    ) -> &'static str {
         match user_data {
             IGNORED => return "cancel",
+            CLOSE => return "close",
             DOORBELL => {
                 self.doorbell_armed = false;
                 // Read again — unless shutting down, or the read itself failed (it would
@@ -307,17 +398,23 @@ impl Driver {
         let Some(slot) = self.slots.get_mut(token) else {
             // Cannot happen: a slot lives until its last completion. Still, a buffer
             // attached to it must not be lost.
-            self.discard("unknown", completion);
+            self.discard(Yields::Value, completion);
             return "unknown";
         };
-        let kind = slot.kind;
+        let (kind, yields) = (slot.kind, slot.yields);
         let last = !completion.more_to_come();
+        if last && slot.from_ring {
+            self.receiving -= 1;
+        }
         if let Lifecycle::Abandoned(_) = slot.lifecycle {
             // Nobody will take this result: return its buffer, and once the kernel is done,
-            // free the slot (and with it what the kernel was using).
-            self.discard(kind, completion);
-            if last {
-                self.slots.remove(token);
+            // free the slot, handing what the kernel was using to the caller to drop.
+            self.discard(yields, completion);
+            if last
+                && let Some(slot) = self.slots.remove(token)
+                && let Lifecycle::Abandoned(kept) = slot.lifecycle
+            {
+                freed.push(kept);
             }
             return kind;
         }
@@ -340,15 +437,35 @@ impl Driver {
 
     /// A result nobody will take: its buffer goes back to the ring, and a connection an
     /// abandoned accept still accepted is closed.
-    fn discard(&mut self, kind: &'static str, completion: Completion) {
+    fn discard(&mut self, yields: Yields, completion: Completion) {
         if let Some(id) = completion.buffer_id() {
-            self.buffers.borrow_mut().recycle(id);
+            // Safety: the completion named buffer `id`, and it is discarded: nobody took it.
+            unsafe { self.buffers.borrow_mut().recycle(id) };
         }
-        if kind == "accept" && completion.result >= 0 {
-            // Safety: a successful accept's result is a new fd that nobody else has.
-            drop(unsafe {
-                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(completion.result)
-            });
+        if yields == Yields::NewFd && completion.result >= 0 {
+            // Safety: the request is the driver's own accept (`submit_accept`): a successful
+            // result is a new fd, and nobody took it.
+            drop(unsafe { OwnedFd::from_raw_fd(completion.result) });
+        }
+    }
+
+    /// Closes `fd` through the ring (`IORING_OP_CLOSE`): after every entry already pushed,
+    /// some of which may name the same number (see [`crate::fd`]); the number stays taken
+    /// until the kernel runs the close. Nobody awaits its result: `close(2)`'s errors are
+    /// ignored as `OwnedFd`'s drop ignores them.
+    pub(crate) fn close(&mut self, fd: OwnedFd) {
+        let entry = opcode::Close::new(Fd(fd.as_raw_fd()))
+            .build()
+            .user_data(CLOSE);
+        // Safety: a close points to no memory.
+        match unsafe { self.push("close", &entry) } {
+            // The kernel closes the number now: it is no longer ours to close.
+            Ok(()) => drop(fd.into_raw_fd()),
+            Err(err) => {
+                self.trace
+                    .say(|| format!("ring: cannot close through the ring: {err}"));
+                self.close_after_the_ring.push(fd);
+            }
         }
     }
 
@@ -388,6 +505,11 @@ impl Driver {
         }
     }
 
+    /// How many `io_uring_enter` calls the loop has made (what `--trace` counts).
+    pub fn io_uring_enters(&self) -> u64 {
+        self.trace.enters()
+    }
+
     /// How many of the program's requests are in flight (the kernel may still complete
     /// them); the doorbell's read is not counted.
     pub fn in_flight(&self) -> usize {
@@ -399,7 +521,11 @@ impl Driver {
     fn shut_down(&mut self) {
         self.trace.silence();
         self.closing = true;
-        let busy = |driver: &Driver| driver.in_flight() > 0 || driver.doorbell_armed;
+        // Busy while the kernel may still complete a request, or an entry (a close) waits in
+        // the submission ring: closing the ring would drop it.
+        let busy = |driver: &mut Driver| {
+            driver.in_flight() > 0 || driver.doorbell_armed || !driver.ring.submission().is_empty()
+        };
         if !busy(self) {
             return;
         }
@@ -409,7 +535,9 @@ impl Driver {
         // Safety: a cancel points to no memory.
         if unsafe { self.push("cancel", &cancel_all) }.is_ok() {
             for _ in 0..100 {
-                if self.turn(false).is_err() || !busy(self) {
+                // What the kernel is done with is freed now: the driver is being dropped, so
+                // nobody borrows it, and the runtime is no longer current.
+                if self.turn(false).map(drop).is_err() || !busy(self) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -428,7 +556,7 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         self.shut_down();
-        // Then the fields, in order: `ring` first (the kernel lets go of the buffer ring),
-        // the slots and the buffers after it.
+        // Then the fields, in order: `ring` first (the kernel lets go of the buffer ring,
+        // and of the fds), then the fds it could not close, the slots and the buffers.
     }
 }

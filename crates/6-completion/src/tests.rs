@@ -80,8 +80,8 @@ fn registered(ring: &io_uring::IoUring, count: u16) -> BufRing {
     unsafe { BufRing::register(&ring.submitter(), count, 64) }.unwrap()
 }
 
-/// Every buffer is in the ring at the start; taking and giving back each one leaves them
-/// all in the ring again.
+/// Every buffer is in the ring at the start; taking and giving back each one makes it a
+/// spare, and offering puts them all in the ring again.
 #[test]
 fn every_buffer_goes_back_exactly_once() {
     if !available() {
@@ -90,16 +90,54 @@ fn every_buffer_goes_back_exactly_once() {
     let ring = tiny_ring();
     let mut buffers = registered(&ring, 4);
     assert_eq!(buffers.lent(), 0);
-    let starts: Vec<_> = (0..4).map(|id| buffers.take(id)).collect();
+    let starts: Vec<_> = (0..4)
+        // Safety: no request selects from this ring, so the kernel never fills a buffer:
+        // taking and giving back only moves the bookkeeping under test.
+        .map(|id| unsafe { buffers.take(id) })
+        .collect();
     assert_eq!(buffers.lent(), 4);
     // Four distinct buffers, `size` bytes apart.
     for pair in starts.windows(2) {
         assert_eq!(pair[1].as_ptr() as usize - pair[0].as_ptr() as usize, 64);
     }
     for id in 0..4 {
-        buffers.give_back(id);
+        // Safety: as above; the starts are only compared, never read through.
+        unsafe { buffers.give_back(id) };
     }
     assert_eq!(buffers.lent(), 0);
+    assert_eq!(buffers.offered(), 0);
+    buffers.offer(4);
+    assert_eq!(buffers.offered(), 4);
+}
+
+/// The ring is topped up with the buffer given back last first — the one most likely still
+/// in the cache — and no further than asked.
+#[test]
+fn the_buffer_given_back_last_is_offered_first() {
+    if !available() {
+        return;
+    }
+    let ring = tiny_ring();
+    let mut buffers = registered(&ring, 4);
+    for id in 0..4 {
+        // Safety: no request selects from this ring: the kernel never touches a buffer.
+        unsafe { buffers.take(id) };
+    }
+    for id in [0, 1, 2, 3] {
+        // Safety: as above.
+        unsafe { buffers.give_back(id) };
+    }
+    buffers.offer(1);
+    assert_eq!(buffers.offered(), 1);
+    assert_eq!(
+        buffers.available(),
+        4,
+        "the spares still count as available"
+    );
+    // Safety: as above. Buffer 3 was given back last: it is the one in the ring (taking a
+    // buffer that is not in the ring panics).
+    unsafe { buffers.take(3) };
+    assert_eq!(buffers.offered(), 0);
 }
 
 /// Giving a buffer back twice would put it in the ring twice — two receives writing into
@@ -112,9 +150,12 @@ fn a_buffer_given_back_twice_is_refused() {
     }
     let ring = tiny_ring();
     let mut buffers = registered(&ring, 4);
-    buffers.take(2);
-    buffers.give_back(2);
-    buffers.give_back(2);
+    // Safety: no request selects from this ring: the kernel never touches a buffer.
+    unsafe {
+        buffers.take(2);
+        buffers.give_back(2);
+        buffers.give_back(2);
+    }
 }
 
 /// The kernel hands a buffer to one completion at a time; a second take of the same buffer
@@ -127,8 +168,11 @@ fn a_buffer_taken_twice_is_refused() {
     }
     let ring = tiny_ring();
     let mut buffers = registered(&ring, 4);
-    buffers.take(1);
-    buffers.take(1);
+    // Safety: no request selects from this ring: the kernel never touches a buffer.
+    unsafe {
+        buffers.take(1);
+        buffers.take(1);
+    }
 }
 
 /// With only 2 buffers of 64 bytes and a task that holds what it received for a while, the
@@ -377,7 +421,7 @@ fn a_dropped_request_keeps_its_buffer_until_the_kernel_is_done() {
         dropped: Rc::clone(&dropped),
     };
     let (kept_in_flight, freed_after) = run(async {
-        let writer: std::os::fd::OwnedFd = writer.into();
+        let writer = crate::fd::RingFd::new(writer.into());
         let raced = race(append(&writer, tracked), sleep(Duration::from_millis(10))).await;
         assert!(
             matches!(raced, Either::Right(())),
@@ -437,4 +481,477 @@ fn set_blocking(fd: &impl std::os::fd::AsRawFd) {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         assert!(flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0);
     }
+}
+
+// ---- Review 56: what is still wrong (each test fails on the code it was written against) ----
+
+/// Gives `fd`'s open file the lowest free fd number from `number` up: what the kernel does
+/// on its own when the next socket or file is opened — if `number` is free (its stream
+/// closed it), the new file gets it; made certain here, whatever lower numbers are free.
+///
+/// (Review 56 asserted that `number` was free. A stream now closes its fd through the ring,
+/// so the number stays taken until the next `io_uring_enter` has run the close, after every
+/// entry naming it: then the next socket gets another number — which is the fix.)
+fn reuse_fd_number(
+    fd: impl Into<std::os::fd::OwnedFd>,
+    number: std::os::fd::RawFd,
+) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd: std::os::fd::OwnedFd = fd.into();
+    // Safety: `F_DUPFD_CLOEXEC` makes a new fd ≥ `number` for the open file of `fd`, ours.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, number) };
+    assert!(new >= number, "F_DUPFD_CLOEXEC failed");
+    // Safety: a new fd, ours alone.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(new) }
+}
+
+/// A stream dropped in the same turn as its receive was pushed (a `recv()` that lost a race,
+/// then the stream dropped) closes its fd at once, while the receive's entry — which names
+/// the socket by that fd *number* — still waits in the submission ring for the next
+/// `io_uring_enter`. The next socket the program opens gets the same number, and must not
+/// lose its bytes to the dead stream's receive (which takes them, and drops them with its
+/// abandoned slot). The fix: close through the ring (`IORING_OP_CLOSE` after the cancel, as
+/// tokio-uring's `SharedFd` does), or submit what is pending before `close(2)`.
+#[test]
+fn a_dropped_streams_receive_never_takes_the_bytes_of_the_next_socket_with_its_fd() {
+    use std::os::fd::AsRawFd;
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm(
+        "a_dropped_streams_receive_never_takes_the_bytes_of_the_next_socket_with_its_fd",
+    );
+    let got = run(async {
+        let (a, _a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        b_peer.write_all(b"for b only").unwrap();
+        let number = a.as_raw_fd();
+        let mut a = TcpStream::new(a.into());
+        // The receive is pushed into the submission ring; the loop has not entered since.
+        let _ = race(a.recv(), std::future::ready(())).await;
+        drop(a);
+        let mut b = TcpStream::new(reuse_fd_number(b, number));
+        match race(b.recv(), sleep(Duration::from_secs(2))).await {
+            Either::Left(Ok(Some(chunk))) => chunk.to_vec(),
+            Either::Left(Ok(None)) => b"<EOF>".to_vec(),
+            Either::Left(Err(err)) => format!("<{err}>").into_bytes(),
+            Either::Right(()) => b"<nothing in 2 s>".to_vec(),
+        }
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "for b only",
+        "the next socket with the dropped stream's fd number lost its bytes"
+    );
+}
+
+/// The same for a send: a `write_all` that lost a race is cancelled, but its entry is still
+/// in the submission ring, naming the fd number; the stream is dropped (its fd closed) and
+/// the number reused by another connection before the loop enters. That connection's peer
+/// must not receive bytes meant for the dropped one's.
+#[test]
+fn a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd() {
+    use std::os::fd::AsRawFd;
+    if !available() {
+        return;
+    }
+    let _watchdog =
+        Watchdog::arm("a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd");
+    let leaked = run(async {
+        let (a, _a_peer) = UnixStream::pair().unwrap();
+        let (b, b_peer) = UnixStream::pair().unwrap();
+        let number = a.as_raw_fd();
+        let mut a = TcpStream::new(a.into());
+        let _ = race(
+            a.write_all(b"meant for a's peer".to_vec()),
+            std::future::ready(()),
+        )
+        .await;
+        drop(a);
+        let b = reuse_fd_number(b, number);
+        // A few turns: whatever waits in the submission ring reaches the kernel.
+        sleep(Duration::from_millis(50)).await;
+        drop(b);
+        b_peer.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let _ = (&b_peer).read_to_end(&mut got);
+        got
+    });
+    assert!(
+        leaked.is_empty(),
+        "another connection's peer received {:?}",
+        String::from_utf8_lossy(&leaked)
+    );
+}
+
+/// A dropped stream closes its fd through the ring: at the loop's next `io_uring_enter`,
+/// after the entries that name it. Its peer then reads EOF.
+#[test]
+fn a_dropped_stream_is_closed_at_the_next_turn() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_dropped_stream_is_closed_at_the_next_turn");
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let read = run(async move {
+        let mut stream = TcpStream::new(ours.into());
+        let _ = race(stream.recv(), std::future::ready(())).await;
+        drop(stream);
+        sleep(Duration::from_millis(10)).await;
+        peer.read(&mut [0; 16]).map_err(|err| err.to_string())
+    });
+    assert_eq!(read, Ok(0), "the peer did not see the stream closed");
+}
+
+/// A stream dropped as the program ends leaves its close in the submission ring; the
+/// driver submits it before it closes the ring (which would drop it: an fd never closed).
+#[test]
+fn a_stream_dropped_as_the_runtime_ends_is_closed() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_stream_dropped_as_the_runtime_ends_is_closed");
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    run(async move { drop(TcpStream::new(ours.into())) });
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let read = peer.read(&mut [0; 16]).map_err(|err| err.to_string());
+    assert_eq!(read, Ok(0), "the peer did not see the stream closed");
+}
+
+/// `Op::submit`'s contract: the caller makes the entry point into the bytes `owned` keeps
+/// stable, and the `Op` drops (or gives back) `owned` "only after the last completion". A
+/// zero-copy send (`IORING_OP_SEND_ZC`, Linux 6.0) completes twice: its result, flagged
+/// `IORING_CQE_F_MORE`, then a notification once the kernel no longer reads the buffer —
+/// for TCP, once the peer has acknowledged the bytes. Here the send's bytes wait in the
+/// socket (the peer's window is full), and the buffer is changed the moment the `Op` gives
+/// it back; the peer must still receive the original bytes.
+///
+/// (Review 56 wrote this test with the peer reading only after `op.await` had returned: an
+/// `Op` that rightly waits for the notification then waits for a peer that waits for it.
+/// So the peer starts reading either when the buffer has come back — given back early —
+/// or once 200 ms have shown that the `Op` keeps it.)
+#[test]
+fn an_op_gives_back_its_buffer_only_after_the_last_completion() {
+    use std::os::fd::AsRawFd;
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("an_op_gives_back_its_buffer_only_after_the_last_completion");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let fd = server.as_raw_fd();
+    let set = |fd: i32, option: i32, value: libc::c_int| {
+        // Safety: setsockopt reads one int from a live local.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+    };
+    set(client.as_raw_fd(), libc::SO_RCVBUF, 4096);
+    set(fd, libc::SO_SNDBUF, 4 << 20);
+    // Far more than the client's window takes: the rest waits in our socket, unacknowledged.
+    let fill = vec![b'f'; 64 * 1024];
+    (&server).write_all(&fill).unwrap();
+    let read_everything = move || {
+        thread::spawn(move || {
+            let mut all = vec![0; fill.len() + 16];
+            (&client).read_exact(&mut all).unwrap();
+            all[fill.len()..].to_vec()
+        })
+    };
+    let tail = run(async {
+        let original = b"sixteen original".to_vec();
+        // Safety: the entry points into the `Vec`'s heap bytes, which the `Op` owns until the
+        // request's last completion (its contract).
+        let mut op = unsafe {
+            crate::op::Op::submit("send-zc", original, |bytes| {
+                io_uring::opcode::SendZc::new(
+                    io_uring::types::Fd(fd),
+                    bytes.as_ptr(),
+                    bytes.len() as u32,
+                )
+                .build()
+            })
+        };
+        let changed = b"sixteen CHANGED!";
+        let (sent, bytes, reader) = match race(&mut op, sleep(Duration::from_millis(200))).await {
+            // Given back while the peer has read nothing: ours to change, then the peer reads.
+            Either::Left((sent, mut bytes)) => {
+                bytes.copy_from_slice(changed);
+                (sent, bytes, read_everything())
+            }
+            // Kept: the peer reads, acknowledges, and the buffer comes back only then.
+            Either::Right(()) => {
+                let reader = read_everything();
+                let (sent, mut bytes) = op.await;
+                bytes.copy_from_slice(changed);
+                (sent, bytes, reader)
+            }
+        };
+        assert_eq!(sent.unwrap(), 16);
+        while !reader.is_finished() {
+            sleep(Duration::from_millis(5)).await;
+        }
+        drop(bytes);
+        reader.join().unwrap()
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&tail),
+        "sixteen original",
+        "the kernel read the buffer after the Op gave it back"
+    );
+}
+
+/// `Op::submit`'s `kind` is documented as a label (for `--trace`), and its contract says
+/// nothing about it; yet the driver closes the result of any abandoned request labelled
+/// `"accept"` as if it were a new fd (`Driver::discard`). A read labelled so, whose result
+/// (a byte count) happens to be the number of an fd the program owns, closes that fd when
+/// its `Op` is dropped unpolled: an fd closed behind its owner's back (I/O safety). Whether a
+/// result is an fd must come from the request itself (its opcode), not from its label — or
+/// the contract must say what the label means.
+#[test]
+fn a_request_labelled_accept_never_closes_an_fd_it_does_not_own() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_request_labelled_accept_never_closes_an_fd_it_does_not_own");
+    let (canary_reader, canary_writer) = std::io::pipe().unwrap();
+    let canary: OwnedFd = canary_writer.into();
+    let number = canary.as_raw_fd();
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(&vec![b'r'; number as usize]).unwrap();
+    let fd = reader.as_raw_fd();
+    run(async {
+        // Safety: the entry points into the `Vec`'s heap bytes, within its capacity, which the
+        // `Op` owns until the request's last completion.
+        let op = unsafe {
+            crate::op::Op::submit("accept", Vec::<u8>::with_capacity(number as usize), |buf| {
+                io_uring::opcode::Read::new(
+                    io_uring::types::Fd(fd),
+                    buf.as_mut_ptr(),
+                    number as u32,
+                )
+                .build()
+            })
+        };
+        // The read completes meanwhile (its bytes are there); nobody polls the `Op`.
+        sleep(Duration::from_millis(20)).await;
+        drop(op);
+    });
+    // Safety: F_GETFD reads the fd's flags; it touches no memory.
+    let open = unsafe { libc::fcntl(number, libc::F_GETFD) } >= 0;
+    if !open {
+        std::mem::forget(canary); // closed already: never close the number twice
+    }
+    drop(canary_reader);
+    assert!(
+        open,
+        "fd {number}, owned by the test, was closed by the driver"
+    );
+}
+
+/// A dropped listener stops listening: its multishot accept is cancelled and its socket
+/// closed (through the ring), so a client that connects afterwards is refused instead of
+/// being accepted into a slot nobody reads. (Review 56 proved the same for a listener
+/// dropped on another thread, where it could not reach its ring; a listener is now `!Send`
+/// — see the `compile_fail` example on [`TcpListener`](crate::net::TcpListener) — so that
+/// test no longer compiles, and this one keeps the behaviour it guarded.)
+#[test]
+fn a_dropped_listener_stops_listening() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_dropped_listener_stops_listening");
+    let refused = run(async {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let mut listener = crate::net::TcpListener::from_std(std_listener);
+        // Its multishot accept is submitted (the ready future wins the race at once).
+        let _ = race(listener.accept(), std::future::ready(())).await;
+        sleep(Duration::from_millis(10)).await;
+        drop(listener);
+        sleep(Duration::from_millis(10)).await;
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err()
+    });
+    assert!(
+        refused,
+        "a client connected to a listener that had been dropped"
+    );
+}
+
+/// A buffer whose `Drop` uses the runtime, as a buffer that owned a stream would (closing it
+/// goes through the ring): it counts the requests in flight.
+struct UsesTheRuntimeWhenDropped {
+    bytes: Vec<u8>,
+    in_flight_when_dropped: Rc<Cell<Option<usize>>>,
+}
+
+// Safety: the bytes live in the `Vec`'s heap allocation, which moving the value does not
+// move and nothing changes while it exists.
+unsafe impl IoBuf for UsesTheRuntimeWhenDropped {
+    fn stable_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl Drop for UsesTheRuntimeWhenDropped {
+    fn drop(&mut self) {
+        let in_flight = with_driver(|driver| driver.in_flight());
+        self.in_flight_when_dropped.set(Some(in_flight));
+    }
+}
+
+/// What an abandoned request kept alive is dropped once the kernel is done with it — after
+/// the loop has let go of its ring, so that its `Drop` may use the runtime (before, it was
+/// dropped while the loop held the ring: "already borrowed", a panic out of `block_on`).
+#[test]
+fn a_value_kept_for_an_abandoned_request_may_use_the_runtime_when_dropped() {
+    if !available() {
+        return;
+    }
+    let _watchdog =
+        Watchdog::arm("a_value_kept_for_an_abandoned_request_may_use_the_runtime_when_dropped");
+    let (_reader, writer) = std::io::pipe().unwrap();
+    fill_pipe(&writer);
+    let in_flight_when_dropped = Rc::new(Cell::new(None));
+    let buffer = UsesTheRuntimeWhenDropped {
+        bytes: b"stuck".to_vec(),
+        in_flight_when_dropped: Rc::clone(&in_flight_when_dropped),
+    };
+    let dropped = run(async {
+        let writer = crate::fd::RingFd::new(writer.into());
+        // The pipe is full: the write waits; the sleep wins and the write is abandoned.
+        let raced = race(append(&writer, buffer), sleep(Duration::from_millis(10))).await;
+        assert!(
+            matches!(raced, Either::Right(())),
+            "the write was not stuck"
+        );
+        for _ in 0..100 {
+            if in_flight_when_dropped.get().is_some() {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        in_flight_when_dropped.get()
+    });
+    assert!(dropped.is_some(), "the buffer was never dropped");
+}
+
+/// A request's length field has 32 bits: a buffer of exactly 4 GiB must not become a request
+/// for 0 bytes, whose result (0) would read as EOF.
+#[test]
+fn a_4_gib_buffer_is_read_into_not_taken_for_eof() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_4_gib_buffer_is_read_into_not_taken_for_eof");
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(b"hello").unwrap();
+    let read = run(async {
+        // Address space only: the kernel touches the pages it writes, 5 bytes' worth.
+        let mut pipe = Reader::new(reader.into(), 1 << 32);
+        pipe.read().await.unwrap()
+    });
+    assert_eq!(String::from_utf8_lossy(&read), "hello");
+}
+
+/// The same for a send: a 4 GiB buffer is sent (as much as the socket takes), not refused
+/// at once as a write of zero bytes.
+#[test]
+fn a_4_gib_buffer_is_sent_not_refused() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_4_gib_buffer_is_sent_not_refused");
+    let (ours, _peer) = UnixStream::pair().unwrap();
+    let (raced, sent) = run(async {
+        let mut stream = TcpStream::new(ours.into());
+        // Zeroed pages the kernel maps only when read: no memory to speak of.
+        let huge = vec![0u8; 1 << 32];
+        let raced = race(stream.write_all(huge), sleep(Duration::from_millis(100))).await;
+        let raced = match raced {
+            Either::Left((result, _)) => format!("write_all returned {result:?}"),
+            Either::Right(()) => "still sending".to_string(),
+        };
+        (raced, stream.bytes_sent())
+    });
+    assert_eq!(raced, "still sending");
+    assert!(sent > 0, "nothing was sent");
+}
+
+/// A task that panics ends there, as in lesson 5: the other tasks and the main future go on,
+/// and `block_on` returns normally (before, the panic unwound out of `block_on`, ending
+/// every task — a whole server for one connection's bug).
+#[test]
+fn a_panicking_task_ends_alone() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_panicking_task_ends_alone");
+    let survivor_ran = Rc::new(Cell::new(false));
+    let survived = Rc::clone(&survivor_ran);
+    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(async move {
+            crate::executor::spawn(async {
+                sleep(Duration::from_millis(1)).await;
+                panic!("a task gives up");
+            });
+            crate::executor::spawn(async move {
+                sleep(Duration::from_millis(20)).await;
+                survived.set(true);
+            });
+            sleep(Duration::from_millis(50)).await;
+            "the main future finished"
+        })
+    }));
+    assert_eq!(finished.ok(), Some("the main future finished"));
+    assert!(survivor_ran.get(), "the other task did not run on");
+}
+
+/// One `io_uring_enter` per turn holds only while a turn pushes no more than the submission
+/// ring holds: pushing more makes one more call each time the ring fills — and the count
+/// `--trace` prints says so (it used to count only the turn's own call).
+#[test]
+fn a_turn_that_fills_the_submission_ring_counts_every_enter() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_turn_that_fills_the_submission_ring_counts_every_enter");
+    let requests = crate::ring::SQ_ENTRIES as usize + 10;
+    let enters_while_pushing = run(async move {
+        let mut sleeps: Vec<_> = (0..requests)
+            .map(|_| Box::pin(sleep(Duration::from_millis(1))))
+            .collect();
+        let before = with_driver(|driver| driver.io_uring_enters());
+        // One poll of each, all in this one turn: each pushes its timeout.
+        std::future::poll_fn(|cx| {
+            for sleep in &mut sleeps {
+                let _ = sleep.as_mut().poll(cx);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let after = with_driver(|driver| driver.io_uring_enters());
+        for sleep in sleeps {
+            sleep.await;
+        }
+        after - before
+    });
+    assert_eq!(
+        enters_while_pushing, 1,
+        "a full submission ring was flushed uncounted"
+    );
 }

@@ -57,7 +57,13 @@ impl TurnTrace {
     pub(crate) fn entered(&mut self, span: Stopped) {
         self.enters += 1;
         self.submitted.append(&mut self.pushed);
-        self.enter = Some(span);
+        // A second enter in one turn (the submission ring was full): the first one's slice
+        // is drawn as it is; the turn's counts go with the last.
+        if let Some(earlier) = self.enter.replace(span) {
+            earlier.wait("io_uring_enter", || {
+                Args::new().text("slept", "no: the submission ring was full")
+            });
+        }
     }
 
     pub(crate) fn completed(&mut self, kind: &'static str) {
@@ -68,6 +74,11 @@ impl TurnTrace {
 
     pub(crate) fn say(&self, line: impl FnOnce() -> String) {
         self.trace.say(line);
+    }
+
+    /// Every `io_uring_enter` the loop made so far.
+    pub(crate) fn enters(&self) -> u64 {
+        self.enters
     }
 
     /// The turn is over: one line, the enter's slice, then the counts start again.

@@ -8,11 +8,11 @@
 
 use std::future::pending;
 use std::io;
-use std::os::fd::OwnedFd;
 
 use fdio::{Source, WriterArgs, WriterSession};
 
 use crate::executor::{Either, race};
+use crate::fd::RingFd;
 use crate::io::{Reader, append};
 
 /// How much one read of stdin or the pipe may bring.
@@ -21,7 +21,7 @@ const CHUNK: usize = 4096;
 /// Runs until EOF on stdin (Ctrl+D), then until the pipe is drained.
 pub async fn run(args: &WriterArgs) -> io::Result<()> {
     let (mut session, pipe) = WriterSession::start(args)?;
-    let output: OwnedFd = session.output().try_clone()?.into();
+    let output = RingFd::new(session.output().try_clone()?.into());
     let mut stdin = Reader::stdin(CHUNK)?;
     let mut pipe = Reader::new(pipe.into(), CHUNK);
     let (mut stdin_open, mut pipe_open) = (true, true);

@@ -11,7 +11,8 @@
 //! - [`output`]: the output log, `[ 3.02s pipe ] External message from pipe 3`.
 //! - [`session`]: the writer program's log, ticker and EOF handling, shared by every lesson.
 //! - [`net`]: binding and announcing a listener, the one-line connection log, and what a TCP
-//!   socket has not delivered yet ([`unsent_bytes`], [`all_acknowledged`]: `SIOCOUTQ`).
+//!   socket has not delivered yet ([`delivery`]: delivered, on its way, or lost to a reset;
+//!   [`unsent_bytes`], [`all_acknowledged`]: `SIOCOUTQ`).
 //! - [`pending`]: the unsent tail of a non-blocking echo (what a slow reader still owes us).
 //! - [`trace`]: the `--trace` narrator: one stderr line per event-loop decision.
 //! - [`timeline`]: the `--timeline` recorder: polls, waits and wakes on each thread, as a
@@ -38,7 +39,9 @@ pub use fd::{
     raise_fd_limit, read_blocking, read_fd, readable_now, reader_went_away, set_nonblocking,
     would_block,
 };
-pub use net::{all_acknowledged, listen, log_closed, log_connected, unsent_bytes};
+pub use net::{
+    Delivery, all_acknowledged, delivery, listen, log_closed, log_connected, unsent_bytes,
+};
 pub use output::{OutputLog, Source};
 pub use pending::PendingWrite;
 pub use session::WriterSession;
