@@ -48,9 +48,14 @@ impl mio::event::Source for Fd {
 /// Where the bytes come from, and how we learn they are there.
 enum Input {
     /// A non-blocking pipe: read until `WouldBlock`, then wait.
+    ///
+    /// Fields drop in the order written: `registration` leaves epoll while `pipe` is still
+    /// open. The other way round the removal fails (`EBADF`), and epoll, which forgets a
+    /// file only when its last descriptor closes, would watch it on while a `dup` of it
+    /// lives (or a child after `fork`).
     Pipe {
-        pipe: OwnedFd,
         registration: Registered<Fd>,
+        pipe: OwnedFd,
     },
     /// A blocking stdin epoll accepted: check `readable_now`, then read or wait.
     BlockingStdin { registration: Registered<Fd> },
@@ -84,7 +89,7 @@ impl AsyncReader {
         set_nonblocking(&pipe)?;
         let registration = Registered::new(Fd(pipe.as_raw_fd()))?;
         Ok(AsyncReader {
-            input: Input::Pipe { pipe, registration },
+            input: Input::Pipe { registration, pipe },
         })
     }
 

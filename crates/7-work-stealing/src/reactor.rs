@@ -318,6 +318,12 @@ impl Reactor {
         Ok((reactor, driver))
     }
 
+    /// The epoll instance's fd (a `dup` of the driver's), for tests that read its fdinfo.
+    #[cfg(test)]
+    pub(crate) fn epoll_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.registry)
+    }
+
     /// Starts the reactor's own thread (`--driver thread`), which holds the driver for good.
     pub(crate) fn start_thread(
         self: &Arc<Self>,

@@ -461,3 +461,40 @@ fn a_task_waiting_on_a_timer_ends_with_its_runtime_even_with_a_handle() {
         );
     });
 }
+
+// ---- Ported from lesson 5's review: a pipe leaving epoll. ----
+
+/// The fds epoll `epoll_fd` watches, from `/proc/self/fdinfo` (one `tfd:` line each).
+fn watched_fds(epoll_fd: std::os::fd::RawFd) -> Vec<std::os::fd::RawFd> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{epoll_fd}"))
+        .expect("read the epoll fd's fdinfo");
+    info.lines()
+        .filter_map(|line| line.strip_prefix("tfd:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// A dropped pipe reader leaves epoll: its registration is removed while its fd is still
+/// open. Closed first, the removal fails (`EBADF`), and epoll keeps watching the pipe for as
+/// long as another descriptor of it lives (a `dup`, a child after `fork`).
+#[test]
+fn a_dropped_pipe_reader_leaves_epoll() {
+    use std::os::fd::AsRawFd;
+    let (reader, _writer) = std::io::pipe().expect("pipe");
+    let other = reader.try_clone().expect("dup"); // keeps the pipe open after the drop
+    let fd = reader.as_raw_fd();
+    let runtime = Runtime::new(1).unwrap();
+    let (watched_before, watched_after) = runtime.block_on(async {
+        let reader = crate::io::AsyncReader::pipe(reader).expect("register");
+        let epoll_fd = crate::runtime::with_shared(|shared| shared.reactor.epoll_fd());
+        let before = watched_fds(epoll_fd);
+        drop(reader);
+        (before, watched_fds(epoll_fd))
+    });
+    drop(other);
+    assert!(watched_before.contains(&fd), "epoll never watched it");
+    assert!(
+        !watched_after.contains(&fd),
+        "epoll still watches fd {fd} after its reader was dropped: {watched_after:?}"
+    );
+}
