@@ -87,10 +87,14 @@ pub(crate) fn with_shared<R>(f: impl FnOnce(&Arc<Shared>) -> R) -> R {
 
 /// "worker 3" or "main" (the thread in `block_on`), for the trace.
 fn whoami() -> String {
-    CURRENT.with(|current| match &*current.borrow() {
-        Some(Current::Worker(worker)) => format!("worker {}", worker.index),
+    let worker = CURRENT.try_with(|current| match &*current.borrow() {
+        Some(Current::Worker(worker)) => Some(worker.index),
+        _ => None,
+    });
+    match worker {
+        Ok(Some(index)) => format!("worker {index}"),
         _ => "main".to_string(),
-    })
+    }
 }
 
 impl Runtime {
@@ -357,25 +361,33 @@ impl Shared {
 
     /// Queues a task that is SCHEDULED: on this worker's queue if we are one of ours, else
     /// on the injector; then makes sure some worker will look.
+    ///
+    /// The thread-locals are asked with `try_with`, not `with`: a runtime kept in another
+    /// thread-local is dropped when its thread exits, maybe after these were destroyed, and
+    /// its drop wakes tasks; `with` would panic there, and a panic in a thread-local's
+    /// destructor aborts the process. A thread-local that is gone holds no worker, no batch.
     pub(crate) fn schedule(self: &Arc<Self>, task: TaskRef) {
-        let task = CURRENT.with(|current| match &*current.borrow() {
-            Some(Current::Worker(worker)) if Arc::ptr_eq(&worker.shared, self) => {
+        let mut task = Some(task);
+        let _ = CURRENT.try_with(|current| {
+            if let Some(Current::Worker(worker)) = &*current.borrow()
+                && Arc::ptr_eq(&worker.shared, self)
+                && let Some(task) = task.take()
+            {
                 worker.schedule_local(task);
-                None
             }
-            _ => Some(task),
         });
-        let Some(task) = task else {
+        if task.is_none() {
             return;
-        };
+        }
         // On the reactor's thread, inside `wake_in_one_batch`: collect, queue them later.
-        let task = WAKE_BATCH.with(|batch| match &mut *batch.borrow_mut() {
-            Some(batch) if batch.runtime.as_ref().is_none_or(|r| Arc::ptr_eq(r, self)) => {
+        let _ = WAKE_BATCH.try_with(|batch| {
+            if let Some(batch) = &mut *batch.borrow_mut()
+                && batch.runtime.as_ref().is_none_or(|r| Arc::ptr_eq(r, self))
+                && let Some(task) = task.take()
+            {
                 batch.runtime = Some(Arc::clone(self));
                 batch.tasks.push(task);
-                None
             }
-            _ => Some(task),
         });
         if let Some(task) = task {
             self.injector.push(task);

@@ -462,7 +462,7 @@ fn a_task_waiting_on_a_timer_ends_with_its_runtime_even_with_a_handle() {
     });
 }
 
-// ---- Ported from lesson 5's review: a pipe leaving epoll. ----
+// ---- Ported from lesson 5's review: a pipe leaving epoll; a runtime dropped at thread exit. ----
 
 /// The fds epoll `epoll_fd` watches, from `/proc/self/fdinfo` (one `tfd:` line each).
 fn watched_fds(epoll_fd: std::os::fd::RawFd) -> Vec<std::os::fd::RawFd> {
@@ -497,4 +497,36 @@ fn a_dropped_pipe_reader_leaves_epoll() {
         !watched_after.contains(&fd),
         "epoll still watches fd {fd} after its reader was dropped: {watched_after:?}"
     );
+}
+
+/// A runtime kept in a thread-local, and so dropped when its thread exits — maybe after the
+/// thread-local that says which runtime the thread is in — ends its tasks quietly. Its drop
+/// wakes the task waiting on a timer, and a wake asks that thread-local where to queue the
+/// task: with `LocalKey::with` that panicked ("cannot access a Thread Local Storage value
+/// during or after destruction"), and a panic in a thread-local's destructor aborts the
+/// process (in a child process here). `try_with` says: on no worker.
+#[test]
+fn a_runtime_dropped_at_thread_exit_is_dropped_quietly() {
+    if std::env::var_os(CHILD).is_some() {
+        std::thread_local! {
+            static KEPT: std::cell::RefCell<Option<Runtime>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let thread = thread::spawn(|| {
+            // First touched before the runtime's thread-locals, so destroyed after them:
+            // thread-locals are destroyed in the reverse order of their first use.
+            KEPT.with(|_| ());
+            let runtime = Runtime::new(1).unwrap();
+            runtime.block_on(async {
+                drop(spawn(sleep(Duration::from_secs(3600))));
+                sleep(Duration::from_millis(50)).await; // it runs, and waits on its timer
+            });
+            KEPT.with(|kept| *kept.borrow_mut() = Some(runtime));
+        });
+        thread.join().expect("the thread");
+        return;
+    }
+    let (status, stderr) =
+        in_child_process("tests::a_runtime_dropped_at_thread_exit_is_dropped_quietly");
+    assert!(status.success(), "{status}: {stderr}");
 }
