@@ -93,6 +93,18 @@ impl AsyncReader {
         })
     }
 
+    /// The pipe again, no longer watched by the reactor (still non-blocking); `None` for
+    /// stdin.
+    pub fn into_pipe(self) -> Option<PipeReader> {
+        match self.input {
+            Input::Pipe { registration, pipe } => {
+                drop(registration); // deregistered while its fd is still open
+                Some(PipeReader::from(pipe))
+            }
+            Input::BlockingStdin { .. } | Input::PlainFile => None,
+        }
+    }
+
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.input {
