@@ -955,3 +955,53 @@ fn a_turn_that_fills_the_submission_ring_counts_every_enter() {
         "a full submission ring was flushed uncounted"
     );
 }
+
+/// Runs the test `name` of this binary alone in a child process, with `CHILD_TEST` set so it
+/// does its part there, and returns how the child ended: for a failure that aborts the
+/// whole process rather than panicking in one test.
+fn in_child_process(name: &str) -> std::process::Output {
+    let exe = std::env::current_exe().expect("the test binary");
+    std::process::Command::new(exe)
+        .args([name, "--exact", "--test-threads", "1", "--nocapture"])
+        .env("CHILD_TEST", name)
+        .output()
+        .expect("run the test binary")
+}
+
+/// A reader still alive when its thread exits — kept in a thread-local, outlived by the
+/// runtime's own — is closed quietly. Its fd's destructor asks for the current runtime, to
+/// close it through the ring: with `LocalKey::with` that panicked ("cannot access a Thread
+/// Local Storage value during or after destruction"), and a panic in a thread-local's
+/// destructor aborts the process. `try_with` says there is none: the runtime has ended, so
+/// `close(2)` is sound (see `RingFd`).
+#[test]
+fn a_reader_dropped_at_thread_exit_is_dropped_quietly() {
+    const NAME: &str = "tests::a_reader_dropped_at_thread_exit_is_dropped_quietly";
+    if !available() {
+        return;
+    }
+    if std::env::var("CHILD_TEST").as_deref() != Ok(NAME) {
+        let output = in_child_process(NAME);
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
+    thread_local! {
+        static KEPT: std::cell::RefCell<Option<Reader>> = const { std::cell::RefCell::new(None) };
+    }
+    let thread = thread::spawn(|| {
+        // First touched before the runtime's thread-local, so destroyed after it: thread-
+        // locals are destroyed in the reverse order of their first use.
+        KEPT.with(|_| ());
+        run(async {
+            let (reader, _writer) = std::io::pipe().expect("pipe");
+            let reader = Reader::new(reader.into(), 1);
+            KEPT.with(|kept| *kept.borrow_mut() = Some(reader));
+        });
+    });
+    thread.join().expect("the thread");
+}
