@@ -137,8 +137,16 @@ pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
 
 /// Like [`with_runtime`], but `None` outside [`run`] (for destructors). `f` must not switch:
 /// the thread-local stays borrowed while it runs (only `run` itself ever changes it).
+///
+/// `try_with`, not `with_borrow`: an I/O object that outlives its runtime in another
+/// thread-local is dropped when its OS thread exits, maybe after `RUNTIME` was destroyed;
+/// `with_borrow` would panic there, and a panic in a thread-local's destructor aborts the
+/// process.
 pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
-    RUNTIME.with_borrow(|runtime| runtime.as_deref().map(f))
+    RUNTIME
+        .try_with(|runtime| runtime.borrow().as_deref().map(f))
+        .ok()
+        .flatten()
 }
 
 /// Like [`try_with_runtime`], but `None` unless this thread's runtime is runtime `id`: a

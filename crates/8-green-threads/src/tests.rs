@@ -753,3 +753,33 @@ fn waiting_for_another_green_thread_while_unwinding_aborts_with_a_reason() {
         "{stderr}"
     );
 }
+
+/// A pipe reader still alive when its OS thread exits — kept in a thread-local, outlived by
+/// the runtime's own — is dropped quietly. Its destructor asks for the current runtime, to
+/// leave its reactor: with `LocalKey::with_borrow` that panicked ("cannot access a Thread
+/// Local Storage value during or after destruction"), and a panic in a thread-local's
+/// destructor aborts the process (in a child process here). `try_with` says there is none.
+#[test]
+fn a_pipe_reader_dropped_at_thread_exit_is_dropped_quietly() {
+    if std::env::var_os(CHILD).is_some() {
+        thread_local! {
+            static KEPT: RefCell<Option<PipeReader>> = const { RefCell::new(None) };
+        }
+        let thread = std::thread::spawn(|| {
+            // First touched before the runtime's thread-local, so destroyed after it:
+            // thread-locals are destroyed in the reverse order of their first use.
+            KEPT.with(|_| ());
+            run(quiet(), || {
+                let (reader, _writer) = std::io::pipe().unwrap();
+                let reader = PipeReader::new(reader).unwrap();
+                KEPT.with(|kept| *kept.borrow_mut() = Some(reader));
+            })
+            .unwrap();
+        });
+        thread.join().expect("the thread");
+        return;
+    }
+    let (status, stderr) =
+        in_child_process("tests::a_pipe_reader_dropped_at_thread_exit_is_dropped_quietly");
+    assert!(status.success(), "{status}: {stderr}");
+}
