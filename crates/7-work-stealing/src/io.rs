@@ -1,4 +1,5 @@
-//! Async reads of stdin and pipes.
+//! Async reads of stdin and pipes: lesson 5's, made `Send` (the reader holds the shared
+//! reactor), each read spending the budget of the worker it runs on.
 //!
 //! A pipe is ours: it is made non-blocking and read optimistically, like a socket. stdin is
 //! shared with the shell, so it stays blocking; before each read we ask the kernel (a
