@@ -319,7 +319,7 @@ impl Reactor {
     }
 
     /// The epoll instance's fd (a `dup` of the driver's), for tests that read its fdinfo.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom), not(miri)))]
     pub(crate) fn epoll_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(&self.registry)
     }

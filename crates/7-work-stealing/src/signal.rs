@@ -101,7 +101,7 @@ pub async fn ctrl_c() -> io::Result<()> {
     Signals::new(&[Signal::SIGINT])?.recv().await.map(drop)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom), not(miri)))]
 mod tests {
     use std::pin::pin;
     use std::time::Duration;
