@@ -278,7 +278,7 @@ impl TcpStream {
     /// The receive to submit: a multishot from the ring, or — when the ring is empty or
     /// just ran dry — one receive into a buffer of our own.
     fn start_receiving(&mut self) -> io::Result<Receiving> {
-        let fd = self.fd.as_raw_fd();
+        let fd = self.fd.number_for_request()?;
         let (available, size) = {
             let buffers = self.buffers.borrow();
             (buffers.available(), buffers.buffer_size() as usize)
@@ -337,8 +337,12 @@ impl TcpStream {
         let mut buf = buf;
         let mut sent = 0;
         self.unsent = buf.len() as u64;
+        let fd = match self.fd.number_for_request() {
+            Ok(fd) => fd,
+            Err(err) => return (Err(err), buf),
+        };
         while sent < buf.len() {
-            let (result, returned) = send(self.fd.as_raw_fd(), buf, sent).await;
+            let (result, returned) = send(fd, buf, sent).await;
             buf = returned;
             match result {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
