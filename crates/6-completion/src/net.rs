@@ -100,9 +100,12 @@ impl TcpListener {
                 Some(token) => token,
                 None => {
                     let listener = self.fd.as_fd();
-                    let token =
-                        with_driver_of(self.runtime, |driver| driver.submit_accept(listener))
-                            .unwrap_or_else(|| Err(another_runtime()))?;
+                    // Safety: `fd` is a `RingFd` of this runtime (`with_driver_of`): it is
+                    // closed through this ring, after the accept's entry.
+                    let token = with_driver_of(self.runtime, |driver| unsafe {
+                        driver.submit_accept(listener)
+                    })
+                    .unwrap_or_else(|| Err(another_runtime()))?;
                     *self.accept.insert(token)
                 }
             };

@@ -1009,34 +1009,3 @@ fn a_stream_dropped_in_a_nested_block_on_never_sends_to_the_next_socket() {
         );
     }
 }
-
-/// `Driver::submit_accept` is a safe `pub fn` that takes a *borrowed* listener: the borrow
-/// ends with the call, but the entry naming its fd number waits for the next
-/// `io_uring_enter`. Safe code can close the listener and let the next one take the number
-/// before that: the next listener's client must not be accepted by the stale entry.
-#[test]
-fn an_accept_never_takes_the_clients_of_the_next_listener_with_its_fd() {
-    use std::os::fd::{AsFd, AsRawFd};
-    if !available() {
-        return;
-    }
-    let _watchdog =
-        Watchdog::arm("an_accept_never_takes_the_clients_of_the_next_listener_with_its_fd");
-    let mut driver = Driver::new(Trace::new(false), crate::executor::BUFFERS).unwrap();
-    let old = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let number = old.as_raw_fd();
-    let _token = driver.submit_accept(old.as_fd()).unwrap();
-    let next = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    drop(old);
-    let next = std::net::TcpListener::from(reuse_fd_number(next, number));
-    let _client = std::net::TcpStream::connect(next.local_addr().unwrap()).unwrap();
-    for _ in 0..5 {
-        drop(driver.turn(false).unwrap());
-        thread::sleep(Duration::from_millis(10));
-    }
-    next.set_nonblocking(true).unwrap();
-    assert!(
-        next.accept().is_ok(),
-        "the next listener's client was taken by the stale accept"
-    );
-}
