@@ -584,3 +584,81 @@ fn handmade_shows_a_future_polled_woken_and_ready() {
     let steps: Vec<&str> = stdout.lines().map(str::trim).collect();
     assert_eq!(steps, expected, "{stdout}");
 }
+
+/// A client that half-closes, then resets before it has taken its echo (it dies, or closes
+/// with the echo unread), ends its connection at once: the server logs it closed within
+/// seconds, without a shutdown. `finish` waited for `fdio::unsent_bytes` to reach 0 once the
+/// client's EOF had come; after a reset the kernel's count (`write_seq - snd_una`) never
+/// moves again, so the connection, its fd and its once-a-second timer stayed until the
+/// process ended — and at a shutdown it waited the whole grace period, then reported the
+/// bytes the reset had destroyed as "dropping" them. (Lesson 6 checks the TCP state: `CLOSE`
+/// with bytes unacknowledged is a reset.)
+#[test]
+fn a_client_that_resets_while_its_echo_closes_frees_the_connection() {
+    let server = Server::start(ASYNC_AWAIT, &["echo"]);
+    let stream =
+        echo_client::connect_with_receive_buffer(server.addr, 4096, PATIENCE).expect("connect");
+    let peer = stream.local_addr().expect("local address");
+    (&stream).write_all(&[b'x'; 16 * 1024]).expect("send");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    // The echo fills our small window; the rest waits in the server's socket, unacknowledged,
+    // while the server's `finish` waits for it.
+    assert!(server.process.wait_for_stderr("connection from"));
+    thread::sleep(Duration::from_secs(1));
+    // Closing with the echo unread sends a reset.
+    drop(stream);
+    let closed = format!("connection {peer} closed");
+    assert!(
+        server.process.wait_for_stderr(&closed),
+        "no {closed:?} within 10 s of the reset: {:?}",
+        server.process.stderr()
+    );
+}
+
+/// A client that resets during the shutdown, its echo unread: the summary counts as echoed
+/// exactly the bytes the client's kernel took (and acknowledged) before the reset. The
+/// kernel's count of what is unacknowledged (`SIOCOUTQ`) still holds our EOF as one byte
+/// after a reset, and the state no longer tells it apart: it was counted as a byte of echo
+/// lost, one too many.
+#[test]
+fn a_reset_during_the_shutdown_counts_as_echoed_what_the_client_took() {
+    use std::os::fd::AsRawFd;
+    let mut server = Server::start(ASYNC_AWAIT, &["echo"]);
+    let stream =
+        echo_client::connect_with_receive_buffer(server.addr, 4096, PATIENCE).expect("connect");
+    (&stream).write_all(&[b'x'; 16 * 1024]).expect("send");
+    assert!(server.process.wait_for_stderr("connection from"));
+    common::shutdown::signal(&server, nix::sys::signal::Signal::SIGTERM);
+    assert!(server.process.wait_for_stderr("shutting down"));
+    // The echo fills our small window; the rest waits in the server's socket, behind which
+    // the server queues its EOF. What we took settles once our window is shut.
+    let unread = || {
+        let mut bytes: nix::libc::c_int = 0;
+        // Safety: FIONREAD writes one int into a live local.
+        let result =
+            unsafe { nix::libc::ioctl(stream.as_raw_fd(), nix::libc::FIONREAD, &raw mut bytes) };
+        assert_eq!(result, 0, "FIONREAD");
+        bytes
+    };
+    let started = Instant::now();
+    let mut taken = unread();
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = unread();
+        if now == taken && now > 0 {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "the echo never settled");
+        taken = now;
+    }
+    drop(stream); // closing with the echo unread sends a reset
+    server.process.expect_success();
+    let summary = format!("shutdown complete: served 1 connection, echoed {taken} bytes");
+    assert!(
+        server.process.wait_for_stderr(&summary),
+        "the summary must count the {taken} bytes the client took: {:?}",
+        server.process.stderr()
+    );
+}

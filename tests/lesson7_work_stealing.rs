@@ -24,23 +24,52 @@ mod echo_one_worker {
     crate::conformance_suite!(graceful: super::WORK_STEALING, &["echo", "--workers", "1"]);
 }
 
+/// The same suite with the reactor's own thread waiting for I/O (`--driver thread`) instead of
+/// an idle worker: the other way to drive the runtime must serve just as well.
+mod echo_driver_thread {
+    crate::conformance_suite!(
+        graceful: super::WORK_STEALING,
+        &["echo", "--workers", "2", "--driver", "thread"]
+    );
+}
+
 /// `work-stealing echo` holds 10,000 connections at once and still echoes on them.
 #[test]
 fn holds_ten_thousand_connections() {
     common::conformance::holds_ten_thousand_connections(WORK_STEALING, &["echo"]);
 }
 
-/// `--trace` shows the spawns, and the reactor's thread waking a connection's task.
+/// `--trace` shows the spawns, and whoever holds the driver — `--driver thread`: the
+/// reactor's thread; `--driver worker`: an idle worker — waking a connection's task.
 #[test]
-fn trace_shows_spawns_and_reactor_wakes() {
-    let server = Server::start(WORK_STEALING, &["echo", "--trace", "--workers", "2"]);
-    let client = connect(server.addr, PATIENCE).unwrap();
-    assert!(server.process.wait_for_stderr("main: spawned task 0"));
-    thread::sleep(Duration::from_millis(100));
-    round_trip(&client, b"traced\n");
-    server
-        .process
-        .expect_stderr(&["reactor: waiting for I/O", "ready", "→ wake 1 task"]);
+fn trace_shows_spawns_and_driver_wakes() {
+    for driver in ["thread", "worker"] {
+        let args = ["echo", "--trace", "--workers", "2", "--driver", driver];
+        let server = Server::start(WORK_STEALING, &args);
+        let client = connect(server.addr, PATIENCE).unwrap();
+        assert!(server.process.wait_for_stderr("main: spawned task 0"));
+        thread::sleep(Duration::from_millis(100));
+        round_trip(&client, b"traced\n");
+        let texts = [
+            "waiting for I/O",
+            "1 event ready, 0 timer(s) due → wake 1 task",
+        ];
+        server.process.expect_stderr(&texts);
+        // Who said it: the reactor's thread, or a worker ("worker 1: waiting for I/O").
+        let waiters = server
+            .process
+            .stderr()
+            .into_iter()
+            .filter(|line| texts.iter().any(|text| line.contains(text)));
+        for line in waiters {
+            let by_reactor = line.starts_with("reactor: ");
+            assert_eq!(
+                by_reactor,
+                driver == "thread",
+                "--driver {driver}: {line:?}"
+            );
+        }
+    }
 }
 
 fn run(args: &[&str]) -> (String, String) {

@@ -138,16 +138,29 @@ fn lesson6_two_clients_show_accept_poll_wait_wake_poll() {
     assert!(enter.args.contains("\"completions\":"), "{}", enter.args);
 }
 
-/// Lesson 7, two clients on two workers: a lane for main, each worker and the reactor; the
-/// reactor's epoll_wait is followed by a wake of a connection's poll on a worker.
+/// Lesson 7, two clients on two workers, with each driver: a lane for main and each worker,
+/// and for the reactor only with `--driver thread`; an epoll_wait (the reactor's, or an idle
+/// worker's) is followed by a wake of a connection's poll on a worker.
 #[test]
 fn lesson7_two_clients_show_accept_poll_wait_wake_poll() {
-    let trace = two_client_session(env!("CARGO_BIN_EXE_work-stealing"), &["--workers", "2"]);
-    let lanes: Vec<&str> = trace.lanes.iter().map(|lane| lane.name.as_str()).collect();
-    for lane in ["main", "worker-0", "worker-1", "reactor"] {
-        assert!(lanes.contains(&lane), "no {lane} lane: {lanes:?}");
+    for driver in ["thread", "worker"] {
+        let args = ["--workers", "2", "--driver", driver];
+        let trace = two_client_session(env!("CARGO_BIN_EXE_work-stealing"), &args);
+        let lanes: Vec<&str> = trace.lanes.iter().map(|lane| lane.name.as_str()).collect();
+        for lane in ["main", "worker-0", "worker-1"] {
+            assert!(
+                lanes.contains(&lane),
+                "--driver {driver}: no {lane} lane: {lanes:?}"
+            );
+        }
+        let reactor_lane = lanes.contains(&"reactor");
+        assert_eq!(
+            reactor_lane,
+            driver == "thread",
+            "--driver {driver}: {lanes:?}"
+        );
+        assert_accept_poll_wait_wake_poll(&trace, "main", "epoll_wait");
     }
-    assert_accept_poll_wait_wake_poll(&trace, "main", "epoll_wait");
 }
 
 /// Lesson 8, two clients: each green thread's run is a slice named for its client, and the

@@ -57,8 +57,8 @@ macro_rules! conformance_suite {
     };
     (@each_byte $bin:expr, $args:expr, $run:expr) => {
         $crate::conformance_suite!(@checks $bin, $args, $run;
-            binary_bytes, large_payload, one_byte_writes, half_close, bulk_stream,
-            pipelined_client);
+            binary_bytes, large_payload, one_byte_writes, half_close,
+            bytes_behind_an_urgent_byte, bulk_stream, pipelined_client);
         $crate::conformance_suite!(@own conformance, $bin, $args, $run;
             serves_on_with_a_broken_stderr, serves_on_with_a_stalled_stderr,
             starts_or_says_why_with_eight_fds);
@@ -177,6 +177,45 @@ pub fn half_close(server: &Server) {
         (&stream).read_to_end(&mut echoed).expect("echo, then EOF");
         assert_same(&echoed, &payload);
     });
+}
+
+/// A TCP read stops short at an urgent byte's mark once it has copied anything
+/// (`tcp_recvmsg`), with ordinary bytes already queued behind it: a short read does not prove
+/// the socket empty. `abc`, one urgent byte (out of band, not part of the stream), then `def`
+/// come back as `abcdef`, and then `ghi`, an urgent byte, `jkl` as `ghijkl` — the second
+/// round while the server already waits on the connection — on ten connections in turn, so
+/// that some read surely stops at a mark. (An edge-triggered loop that took a short read for
+/// "empty" waited for an edge that never came: `def` sat in the socket.)
+pub fn bytes_behind_an_urgent_byte(server: &Server) {
+    use std::os::fd::AsRawFd;
+    for attempt in 1..=10 {
+        let mut stream = client(server);
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        for [before, after] in [[b"abc", b"def"], [b"ghi", b"jkl"]] {
+            stream.write_all(before).expect("send");
+            nix::sys::socket::send(
+                stream.as_raw_fd(),
+                b"!",
+                nix::sys::socket::MsgFlags::MSG_OOB,
+            )
+            .expect("send the urgent byte");
+            stream.write_all(after).expect("send");
+            let mut echoed = Vec::new();
+            let mut buf = [0; 64];
+            while echoed.len() < 6 {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => echoed.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert_eq!(
+                echoed,
+                [*before, *after].concat(),
+                "connection {attempt}: the bytes behind the urgent byte were not echoed"
+            );
+        }
+    }
 }
 
 /// A 64 MiB stream, read while it is written, comes back byte for byte: the server keeps

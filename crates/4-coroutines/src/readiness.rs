@@ -8,19 +8,20 @@
 //!
 //! - a direction is **set** by every event epoll reports for it, whether or not a task waits
 //!   (and an fd the table knows nothing about counts as set: try the call);
-//! - it is **cleared** by a sub-coroutine whose call said `WouldBlock` — or came back short:
-//!   a read that did not fill its buffer took everything there was, a write that took only
-//!   part of its bytes found the send buffer full;
+//! - it is **cleared** by a sub-coroutine whose call said `WouldBlock` — or by a write that
+//!   took only part of its bytes: on Linux a TCP socket takes less than it was offered only
+//!   when its send buffer is full. A short read clears nothing: a TCP read stops at an
+//!   urgent byte's mark once it has copied anything (`tcp_recvmsg`), with ordinary bytes
+//!   already queued behind it, and those bring no new edge;
 //! - a sub-coroutine whose direction is clear parks at once, without asking the kernel.
 //!
-//! Without the table, every sub-coroutine had to try its call before parking, and a client
-//! task, after each echo, asked the kernel for the next message only to hear `WouldBlock`:
-//! a `recv` per message beside the one that read it and the `send` that echoed it. Lesson
-//! 5's reactor keeps the same bits, and tokio makes the same inference from a short read.
+//! Without the table, a task would have to try its call before every park, and an edge that
+//! came while it was busy elsewhere would be lost. Lesson 5's reactor keeps the same bits.
+//! (tokio also clears on a short read, to save the `recv` that says `WouldBlock` after each
+//! message; the urgent byte shows why we pay that call.)
 //!
-//! The peer closing its side (`read_closed`) is a state, not an event: it stays set, and a
-//! short read does not clear the read direction, because the last bytes and the EOF can come
-//! under one edge. Reads are tried until they return the EOF.
+//! The peer closing its side needs nothing more: its event sets the read direction, and a
+//! read after the EOF never says `WouldBlock` — it returns the EOF again.
 //!
 //! Events are written down only between two turns, on the scheduler's own thread, so a clear
 //! made right after a system call can never erase a newer event (tokio's reactor runs on
@@ -41,14 +42,11 @@ use mio::Interest;
 struct Ready {
     read: bool,
     write: bool,
-    /// The peer closed its side, or the socket failed: reads end at once, forever.
-    read_closed: bool,
 }
 
 const UNKNOWN: Ready = Ready {
     read: true,
     write: true,
-    read_closed: false,
 };
 
 thread_local! {
@@ -57,8 +55,8 @@ thread_local! {
     static TABLE: RefCell<Vec<Ready>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether a call on `fd` that way is worth trying: no `WouldBlock` (or short read or
-/// write) since the last event. `interest` is `Interest::READABLE` or `WRITABLE`.
+/// Whether a call on `fd` that way is worth trying: no `WouldBlock` (or short write) since
+/// the last event. `interest` is `Interest::READABLE` or `WRITABLE`.
 pub fn may_try(fd: RawFd, interest: Interest) -> bool {
     TABLE.with_borrow(|table| {
         let ready = usize::try_from(fd)
@@ -67,15 +65,15 @@ pub fn may_try(fd: RawFd, interest: Interest) -> bool {
             .copied()
             .unwrap_or(UNKNOWN);
         if interest.is_readable() {
-            ready.read || ready.read_closed
+            ready.read
         } else {
             ready.write
         }
     })
 }
 
-/// A sub-coroutine's call on `fd` said `WouldBlock`, or came back short: the kernel has
-/// nothing more that way until the next event. (Not for reads once the peer has closed.)
+/// A sub-coroutine's call on `fd` said `WouldBlock` (or a write came back short): the kernel
+/// has nothing more that way until the next event.
 pub fn drained(fd: RawFd, interest: Interest) {
     update(fd, |ready| {
         if interest.is_readable() {
@@ -87,12 +85,11 @@ pub fn drained(fd: RawFd, interest: Interest) {
 }
 
 /// The scheduler, for each event epoll reports: `fd` is worth trying for reading, for
-/// writing, and whether the peer closed its side (or the socket failed), as the event says.
-pub(crate) fn record(fd: RawFd, readable: bool, writable: bool, read_closed: bool) {
+/// writing, as the event says.
+pub(crate) fn record(fd: RawFd, readable: bool, writable: bool) {
     update(fd, |ready| {
         ready.read |= readable;
         ready.write |= writable;
-        ready.read_closed |= read_closed;
     });
 }
 
@@ -131,22 +128,15 @@ mod tests {
         assert!(may_try(fd, Interest::READABLE));
     }
 
-    /// An event sets what it reports; once the peer closed, a drained read is still worth
-    /// trying (the EOF is there to read), while writing waits for its own event.
+    /// An event sets what it reports, and only that: writing waits for its own event.
     #[test]
-    fn events_set_and_a_closed_peer_keeps_reads_going() {
+    fn an_event_sets_only_the_directions_it_reports() {
         let fd = 100_002;
         drained(fd, Interest::READABLE);
         drained(fd, Interest::WRITABLE);
-        record(fd, true, false, false);
+        record(fd, true, false);
         assert!(may_try(fd, Interest::READABLE));
         assert!(!may_try(fd, Interest::WRITABLE));
-        record(fd, true, false, true);
-        drained(fd, Interest::READABLE);
-        assert!(
-            may_try(fd, Interest::READABLE),
-            "the EOF is still to be read"
-        );
         forget(fd);
     }
 }

@@ -115,19 +115,19 @@ impl Coroutine<()> for Accept {
 /// ```python
 /// def recv(sock):
 ///     while True:
-///         if may_try(sock, READ):           # no WouldBlock, no short read since the last event
+///         if may_try(sock, READ):           # no WouldBlock since the last event
 ///             try:
-///                 data = sock.recv(65536)   # costs one from the budget
-///                 if len(data) < 65536:     # a short read took everything there was
-///                     drained(sock, READ)
-///                 return data
+///                 return sock.recv(65536)   # costs one from the budget
 ///             except BlockingIOError:       # nothing to read
 ///                 drained(sock, READ)
 ///         yield ReadWait(sock)              # only now park
 /// ```
 ///
-/// In a ping-pong every read is short: the next `recv` parks at once, where it used to ask
-/// the kernel once more only to hear `WouldBlock` — a third system call per message.
+/// A read that comes back short does not prove the socket empty, so it does not park the
+/// next `recv`: a TCP read stops at an urgent byte's mark once it has copied anything
+/// (`tcp_recvmsg`), with ordinary bytes already queued behind it, and no new edge will come
+/// for them. In a ping-pong that costs a third system call per message, the `recv` that
+/// says `WouldBlock`.
 ///
 /// What it returns is the read buffer itself, lent by a pool ([`Bytes`]): nothing is copied.
 pub enum Recv {
@@ -175,10 +175,6 @@ impl Coroutine<()> for Recv {
                     return Ok(State::Yielded(Syscall::ReadWait(fd)));
                 }
                 result => {
-                    if result.as_ref().is_ok_and(|data| data.len() < BUFFER_SIZE) {
-                        // A short read took everything there was.
-                        readiness::drained(fd, Interest::READABLE);
-                    }
                     budget::spend();
                     return Ok(State::Complete(result));
                 }
@@ -350,8 +346,8 @@ mod tests {
             assert!(Instant::now() < deadline, "never completed");
             thread::sleep(Duration::from_millis(1));
             match call {
-                Syscall::ReadWait(fd) => readiness::record(fd, true, false, false),
-                Syscall::WriteWait(fd) => readiness::record(fd, false, true, false),
+                Syscall::ReadWait(fd) => readiness::record(fd, true, false),
+                Syscall::WriteWait(fd) => readiness::record(fd, false, true),
                 _ => {}
             }
         }
@@ -376,30 +372,34 @@ mod tests {
         assert!(drive(&mut Recv::new(ours)).unwrap().is_empty());
     }
 
-    /// A read that came back short took everything there was: the next `recv` on that
-    /// socket parks at once, without a `recv` that would only say `WouldBlock` in a
-    /// ping-pong. Bytes that came after the short read, with no event written down for
-    /// them (no scheduler runs here), stay in the socket: proof that it did not ask.
+    /// A short read does not prove the socket empty: a TCP read stops at an urgent byte's
+    /// mark, with ordinary bytes behind it. Sent `abc`, one urgent byte, `def`, all queued
+    /// before the first read: that read gets only `abc`, and the next `recv`, with no event
+    /// written down since (no scheduler runs here), still reads `def` instead of parking to
+    /// wait for an edge that has already come. (When a short read marked the socket drained,
+    /// it parked, and the echo of `def` waited for the client's next bytes.)
     #[test]
-    fn recv_after_a_short_read_parks_without_asking_the_kernel() {
+    fn a_recv_after_a_short_read_still_reads_the_bytes_behind_an_urgent_byte() {
+        use nix::sys::socket::{MsgFlags, send};
         let (ours, mut peer) = socket_pair();
-        peer.write_all(b"first").unwrap();
-        assert_eq!(&*drive(&mut Recv::new(Rc::clone(&ours))).unwrap(), b"first");
-        peer.write_all(b"second").unwrap();
+        peer.write_all(b"abc").unwrap();
+        send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        peer.write_all(b"def").unwrap();
+        // Everything is in our socket once our kernel has acknowledged it to the peer.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !fdio::readable_now(&*ours).unwrap() {
+        while !fdio::all_acknowledged(&peer).unwrap() {
             assert!(Instant::now() < deadline, "the bytes never arrived");
             thread::sleep(Duration::from_millis(1));
         }
-        let mut recv = Recv::new(Rc::clone(&ours));
         budget::set(budget::PER_TURN);
-        assert!(
-            matches!(recv.resume(()), Ok(State::Yielded(Syscall::ReadWait(_)))),
-            "the last read was short and no event came since: park without reading"
-        );
-        // The event for "second" (the scheduler writes it down): now it reads.
-        readiness::record(ours.as_raw_fd(), true, false, false);
-        assert_eq!(&*drive(&mut recv).unwrap(), b"second");
+        let Ok(State::Complete(first)) = Recv::new(Rc::clone(&ours)).resume(()) else {
+            panic!("the bytes are there: the first recv reads")
+        };
+        assert_eq!(&*first.unwrap(), b"abc", "stopped at the urgent mark");
+        match Recv::new(Rc::clone(&ours)).resume(()) {
+            Ok(State::Complete(second)) => assert_eq!(&*second.unwrap(), b"def"),
+            _ => panic!("the bytes behind the urgent byte were left waiting for an edge"),
+        }
     }
 
     /// send_all of more than the socket buffers hold parks on WriteWait, keeps the unsent

@@ -8,11 +8,13 @@
 //! accepting; each connection writes back the chunk in hand (it reads no new one), sends its
 //! EOF, and closes only once every byte it wrote has left its socket. A client that does not
 //! take its echo within the grace period (10 s) is given up on, and the server says how many
-//! bytes it dropped for it. The summary counts as echoed only bytes that left.
+//! bytes it dropped for it. The summary counts as echoed only bytes that left. A second
+//! signal during the grace period changes nothing: the grace is bounded; SIGKILL ends the
+//! process at once.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use crate::executor::{block_on, spawn_named};
 use crate::net::{TcpListener, TcpStream};
 use crate::signal::Signals;
 use crate::sync::Event;
-use crate::time::{sleep, timeout};
+use crate::time::timeout;
 
 /// How long to stop accepting after running out of file descriptors, at most: a connection
 /// of ours that closes ends the pause at once (its fd is free again).
@@ -32,12 +34,6 @@ const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(500);
 
 /// How long, at shutdown, connections get to finish before we give up on them.
 const GRACE: Duration = Duration::from_secs(10);
-
-/// How soon a closing connection looks again whether the client has acknowledged everything
-/// (no event says so: see `finish`): at first, and at most — the wait doubles each time, so
-/// a client that never takes its last bytes costs a look a second, not a hundred.
-const ACK_CHECK_FIRST: Duration = Duration::from_millis(10);
-const ACK_CHECK_MOST: Duration = Duration::from_secs(1);
 
 /// Runs the server: `listening on …`, then serves until SIGINT or SIGTERM.
 pub fn run(args: &ServerArgs) -> io::Result<()> {
@@ -121,9 +117,11 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, server: Rc<Server>)
         echo(&mut stream, &server.shutdown, &received),
     )
     .await;
-    // What is still in the socket never reached the client. (If the socket cannot even say,
-    // it failed: count nothing as lost.)
-    let unsent = fdio::unsent_bytes(&stream).unwrap_or(0) as u64;
+    // What is still in the socket, or was lost with it to a reset, never reached the client.
+    // (If the socket cannot even say, it failed: count nothing as lost.)
+    let unsent = stream
+        .delivery()
+        .map_or(0, |delivery| delivery.undelivered()) as u64;
     let written = stream.bytes_written();
     match ended {
         Either::Left(()) => {
@@ -145,7 +143,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, server: Rc<Server>)
     }
 }
 
-/// Echoes until the client's EOF or the shutdown; then closes without losing the echo.
+/// Echoes until the client's EOF or the shutdown; then sends EOF and waits until closing
+/// loses none of the echo (`close_gracefully`: the client has acknowledged every byte).
 /// `received` counts the bytes taken to echo: if the server gives up on this connection
 /// mid-chunk, it says what was still in hand.
 ///
@@ -171,35 +170,7 @@ async fn echo(stream: &mut TcpStream, shutdown: &Event, received: &Cell<u64>) ->
         received.set(received.get() + chunk.len() as u64);
         stream.write_all(&chunk).await?;
     }
-    finish(stream).await
-}
-
-/// Sends EOF (our FIN, after the data), then waits until closing loses nothing, reading and
-/// dropping whatever the client still sends. Closing with some of its bytes unread makes the
-/// kernel reset the connection, and a reset throws away what is still in the socket, our FIN
-/// included: so until the client's own EOF, wait until it has acknowledged everything, FIN
-/// too. After its EOF nothing can be left unread, and it is enough that it has every byte.
-async fn finish(stream: &mut TcpStream) -> io::Result<()> {
-    stream.shutdown(Shutdown::Write)?;
-    let mut client_done = false;
-    let mut pause = ACK_CHECK_FIRST;
-    loop {
-        // No event says "acknowledged": look again after the client's next bytes or a pause.
-        if client_done {
-            if fdio::unsent_bytes(stream)? == 0 {
-                return Ok(());
-            }
-            sleep(pause).await;
-        } else {
-            if fdio::all_acknowledged(stream)? {
-                return Ok(());
-            }
-            if let Either::Left(chunk) = race(stream.read_chunk(), sleep(pause)).await {
-                client_done = chunk?.is_empty();
-            }
-        }
-        pause = (pause * 2).min(ACK_CHECK_MOST);
-    }
+    stream.close_gracefully().await
 }
 
 /// What the server shares with its connections: the shutdown's two moments, and the counts

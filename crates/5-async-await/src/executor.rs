@@ -140,10 +140,7 @@ where
     F::Output: 'static,
 {
     let state = Rc::new(JoinState::new());
-    let task = Spawned {
-        future: Box::pin(future),
-        state: Rc::clone(&state),
-    };
+    let task = Spawned::new(future, Rc::clone(&state));
     let id = with_runtime(|runtime| runtime.insert(Box::pin(task), name));
     JoinHandle::new(runtime_id(), id, state)
 }

@@ -48,9 +48,14 @@ impl mio::event::Source for Fd {
 /// Where the bytes come from, and how we learn they are there.
 enum Input {
     /// A non-blocking pipe: read until `WouldBlock`, then wait.
+    ///
+    /// Fields drop in the order written: `registration` leaves epoll while `pipe` is still
+    /// open. The other way round the removal fails (`EBADF`), and epoll, which forgets a
+    /// file only when its last descriptor closes, would watch it on under a token reused for
+    /// another source while a `dup` of it lives (or a child after `fork`).
     Pipe {
-        pipe: OwnedFd,
         registration: Registered<Fd>,
+        pipe: OwnedFd,
     },
     /// A blocking stdin epoll accepted: check `readable_now`, then read or wait.
     BlockingStdin { registration: Registered<Fd> },
@@ -84,8 +89,20 @@ impl AsyncReader {
         set_nonblocking(&pipe)?;
         let registration = Registered::new(Fd(pipe.as_raw_fd()))?;
         Ok(AsyncReader {
-            input: Input::Pipe { pipe, registration },
+            input: Input::Pipe { registration, pipe },
         })
+    }
+
+    /// The pipe again, no longer watched by the reactor (still non-blocking); `None` for
+    /// stdin.
+    pub fn into_pipe(self) -> Option<PipeReader> {
+        match self.input {
+            Input::Pipe { registration, pipe } => {
+                drop(registration); // deregistered while its fd is still open
+                Some(PipeReader::from(pipe))
+            }
+            Input::BlockingStdin { .. } | Input::PlainFile => None,
+        }
     }
 
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.

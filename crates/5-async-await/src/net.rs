@@ -1,5 +1,5 @@
 //! TCP, async: `TcpListener::accept`, `TcpStream::connect`, `read`, `read_chunk`, `write`,
-//! `write_all`.
+//! `write_all`, and `close_gracefully`, which closes without losing what was written.
 //!
 //! Every operation is the same dance, in `Registered::io`: if the reactor says the
 //! direction may be ready, try the system call; if it says `WouldBlock`, tell the reactor
@@ -16,16 +16,25 @@ use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use fdio::{interrupted, would_block};
+use fdio::{Delivery, interrupted, would_block};
 use mio::Token;
 use mio::event::Source;
 
+use crate::combinators::{Either, race};
 use crate::reactor::Direction;
 use crate::runtime::{RuntimeId, runtime_id, with_runtime, with_runtime_of};
+use crate::time::sleep;
 
 /// The size of the buffers [`TcpStream::read_chunk`] lends: the most one chunk holds.
 pub const READ_CHUNK: usize = 64 * 1024;
+
+/// How soon [`TcpStream::close_gracefully`] looks again whether the peer has acknowledged
+/// everything (no event says so): at first, and at most — the wait doubles each time, so a
+/// peer that never takes its last bytes costs a look a second, not a hundred.
+const ACK_CHECK_FIRST: Duration = Duration::from_millis(10);
+const ACK_CHECK_MOST: Duration = Duration::from_secs(1);
 
 /// A mio source registered with one runtime's reactor; deregistered when dropped.
 /// Its token means something only to that reactor: every use goes through the runtime it
@@ -88,9 +97,9 @@ impl<S: Source> Registered<S> {
         .unwrap_or_else(|| Poll::Ready(Err(gone())))
     }
 
-    /// The call got less than it asked for (a short read or write of a TCP socket): the
-    /// kernel had no more, so skip the call that would only say `WouldBlock` and wait for the
-    /// next event. Only in the poll that made that call: see [`crate::reactor`].
+    /// A write got less than it asked for: a TCP socket takes less than it is offered only
+    /// when its send buffer is full, so skip the call that would only say `WouldBlock` and
+    /// wait for the next event. Only in the poll that made that call: see [`crate::reactor`].
     pub(crate) fn clear_ready(&self, direction: Direction) {
         with_runtime_of(self.runtime, |runtime| {
             runtime
@@ -202,6 +211,7 @@ impl TcpListener {
             TcpStream {
                 inner: Registered::new(stream)?,
                 written: 0,
+                eof_sent: false,
             },
             peer,
         ))
@@ -213,6 +223,9 @@ pub struct TcpStream {
     inner: Registered<mio::net::TcpStream>,
     /// Bytes written so far: see [`bytes_written`](Self::bytes_written).
     written: u64,
+    /// Whether `shutdown` has queued our EOF. The kernel counts it in the send queue as one
+    /// byte until the peer acknowledges it, and after a reset only we know it is there.
+    eof_sent: bool,
 }
 
 impl TcpStream {
@@ -236,7 +249,11 @@ impl TcpStream {
             })
         })
         .await?;
-        Ok(TcpStream { inner, written: 0 })
+        Ok(TcpStream {
+            inner,
+            written: 0,
+            eof_sent: false,
+        })
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -245,33 +262,25 @@ impl TcpStream {
 
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = poll_fn(|cx| {
+        poll_fn(|cx| {
             self.inner
                 .io(cx, Direction::Read, |stream| stream.read(buf))
         })
-        .await?;
-        if n > 0 && n < buf.len() {
-            self.inner.clear_ready(Direction::Read);
-        }
-        Ok(n)
+        .await
     }
 
     /// Reads what is there (at most [`READ_CHUNK`] bytes) into a buffer the runtime lends
     /// only once bytes have arrived; an empty chunk means EOF. Use it where many connections
     /// wait: a `read(&mut buf)` that waits holds its `buf` all the while.
     pub async fn read_chunk(&mut self) -> io::Result<Chunk> {
-        let chunk = poll_fn(|cx| {
+        poll_fn(|cx| {
             self.inner.io(cx, Direction::Read, |stream| {
                 let mut buffer = with_runtime(|runtime| runtime.buffers.lend());
                 let len = stream.read(&mut buffer)?;
                 Ok(Chunk { buffer, len })
             })
         })
-        .await?;
-        if !chunk.is_empty() && chunk.len() < READ_CHUNK {
-            self.inner.clear_ready(Direction::Read);
-        }
-        Ok(chunk)
+        .await
     }
 
     /// Writes some of `buf` (at least one byte) and returns how much.
@@ -290,7 +299,7 @@ impl TcpStream {
 
     /// How many bytes this stream has written into its socket so far, counted as each
     /// write returns — also the writes of a `write_all` that was cancelled halfway. (Written
-    /// is not yet delivered: `fdio::unsent_bytes` says how much has not left the socket.)
+    /// is not yet delivered: [`delivery`](Self::delivery) says what became of it.)
     pub fn bytes_written(&self) -> u64 {
         self.written
     }
@@ -307,12 +316,56 @@ impl TcpStream {
     }
 
     /// Shuts down one or both directions (`Shutdown::Write` sends EOF, keeps reading).
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.inner.source.shutdown(how)
+    pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        self.inner.source.shutdown(how)?;
+        self.eof_sent |= how != Shutdown::Read;
+        Ok(())
+    }
+
+    /// What has become of the bytes written here ([`fdio::delivery`]): all acknowledged by
+    /// the peer, some still on their way, or some lost to a reset.
+    pub fn delivery(&self) -> io::Result<Delivery> {
+        fdio::delivery(self, self.eof_sent)
+    }
+
+    /// Sends EOF (our FIN, after the data), then waits until closing loses nothing, reading
+    /// and dropping whatever the peer still sends; then drop the stream to close it.
+    ///
+    /// Closing with some of the peer's bytes unread makes the kernel reset the connection,
+    /// and a reset throws away what is still in the socket, our EOF included: so until the
+    /// peer's own EOF, wait until it has acknowledged everything, EOF too. After its EOF
+    /// nothing can be left unread, and it is enough that it has every byte. If the peer
+    /// resets the connection first, what it had not acknowledged is lost: the error says how
+    /// much. No event says "acknowledged", so this asks the kernel again after each chunk it
+    /// drops, or after a pause. Bound it from outside (a `race`) if the peer may never read.
+    pub async fn close_gracefully(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)?;
+        let mut peer_done = false; // its EOF: there is nothing left to read
+        let mut pause = ACK_CHECK_FIRST;
+        loop {
+            match self.delivery()? {
+                Delivery::Done => return Ok(()),
+                Delivery::Pending(0) if peer_done => return Ok(()),
+                Delivery::Pending(_) => {}
+                Delivery::Lost(bytes) => {
+                    let bytes = fdio::count(bytes as u64, "byte");
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        format!("reset by the peer with {bytes} not yet acknowledged"),
+                    ));
+                }
+            }
+            if peer_done {
+                sleep(pause).await;
+            } else if let Either::Left(chunk) = race(self.read_chunk(), sleep(pause)).await {
+                peer_done = chunk?.is_empty();
+            }
+            pause = (pause * 2).min(ACK_CHECK_MOST);
+        }
     }
 }
 
-/// The socket's fd, to ask the kernel about it (`fdio::unsent_bytes`).
+/// The socket's fd, to ask the kernel about it (`fdio::delivery`).
 impl AsFd for TcpStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.source.as_fd()

@@ -15,13 +15,17 @@
 //! - **set** by an event (whether or not a task waits), and at registration (we have not
 //!   asked yet: try the call);
 //! - **cleared** only by an operation that got `WouldBlock` — proof that the kernel has
-//!   nothing more — or, on a TCP socket, that came back short: a stream socket's read takes
-//!   everything there is, up to the buffer's size, so a read that did not fill its buffer
-//!   took it all (tokio makes the same inference and saves the read that would only say
-//!   `WouldBlock`). Not so elsewhere: a datagram socket gives one datagram per read and a
-//!   terminal one line, with more behind it. So only `TcpStream` clears on a short read;
-//!   pipes and stdin read until `WouldBlock`;
+//!   nothing more — or by a TCP write that came back short: a TCP socket takes less than it
+//!   is offered only when its send buffer is full (and it then flags itself, so that epoll
+//!   reports the next room), which saves the write that would only say `WouldBlock`;
 //! - a task waits only while the bit is clear.
+//!
+//! A short *read* clears nothing: it is no proof that the socket is empty. A TCP read stops
+//! at an urgent byte's mark once it has copied anything (`tcp_recvmsg`), with ordinary bytes
+//! already queued behind it; a datagram socket gives one datagram per read, a terminal one
+//! line. A reactor that took a short read for "empty" would wait for an edge that never
+//! comes — the bytes behind it are already there. (tokio takes it so, to save the read that
+//! would only say `WouldBlock`; we pay that read.)
 //!
 //! tokio's `ScheduledIo` also keeps a *tick* with the bit, because its reactor runs on
 //! another thread: an event may arrive between a task's `WouldBlock` and its clear, and the
@@ -29,13 +33,13 @@
 //! own thread, so a clear can never erase a newer event — on one condition, which every
 //! caller keeps: **the clear happens in the same poll as the system call that justified
 //! it** — in `Registered::io`'s loop for a `WouldBlock`, and right after the `.await` of a
-//! read or write that came back short (code after an `.await` that was `Ready` runs in the
-//! same poll). A clear made after another `.await` could erase an event the loop handled
+//! write that came back short (code after an `.await` that was `Ready` runs in the same
+//! poll). A clear made after another `.await` could erase an event the loop handled
 //! meanwhile, and the task would wait for an edge that had already come.
 //!
-//! The peer closing its side (`read_closed`) is a state, not an event: it stays set, and
-//! reads are tried until they return the EOF — even after a short read, because the last
-//! bytes and the EOF can arrive under one edge.
+//! The peer closing its side needs nothing more: its event sets the bit like any other, and
+//! a read after the EOF never says `WouldBlock` — it returns the EOF again — so the bit stays
+//! set for good.
 //!
 //! A source is registered for reading when it is created and for writing only when a write
 //! first says `WouldBlock`: stdin registered for writability would wake the loop each time
@@ -71,8 +75,6 @@ struct Way {
 struct IoState {
     read: Way,
     write: Way,
-    /// The peer closed its side, or the socket failed: reads end at once, forever.
-    read_closed: bool,
     /// What epoll watches this source for.
     interest: Interest,
 }
@@ -132,7 +134,6 @@ impl Reactor {
         self.sources[index] = Some(IoState {
             read: ready(),
             write: ready(),
-            read_closed: false,
             interest: Interest::READABLE,
         });
         Ok(token)
@@ -165,7 +166,7 @@ impl Reactor {
         let Some(Some(state)) = self.sources.get_mut(token.0) else {
             return Poll::Ready(Err(io::Error::other("this I/O source is not registered")));
         };
-        if (direction == Direction::Read && state.read_closed) || state.way(direction).ready {
+        if state.way(direction).ready {
             return Poll::Ready(Ok(()));
         }
         let (watched, wanted) = match direction {
@@ -189,9 +190,9 @@ impl Reactor {
         Poll::Pending
     }
 
-    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or a TCP read or
-    /// write came back short): wait for the next event before trying again. Call it in the
-    /// same poll as that system call (see the module's doc), or a newer event may be erased.
+    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or a TCP write came
+    /// back short): wait for the next event before trying again. Call it in the same poll as that system call (see the
+    /// module's doc), or a newer event may be erased.
     pub(crate) fn clear_ready(&mut self, token: Token, direction: Direction) {
         if let Some(Some(state)) = self.sources.get_mut(token.0) {
             state.way(direction).ready = false;
@@ -250,7 +251,6 @@ impl Reactor {
             };
             // "closed" and "error" make the call worth trying too: it reports them.
             let failed = event.is_error();
-            state.read_closed |= event.is_read_closed() || failed;
             if event.is_readable() || event.is_read_closed() || failed {
                 state.read.ready = true;
                 if let Some(waker) = state.read.waiter.take() {

@@ -75,8 +75,15 @@ pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
 }
 
 /// Like [`with_runtime`], but `None` outside `block_on` (for destructors).
+///
+/// `try_with`, not `with`: an I/O object that outlives its runtime in another thread-local
+/// is dropped when its thread exits, maybe after `CURRENT` was destroyed; `with` would
+/// panic there, and a panic in a thread-local's destructor aborts the process.
 pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
-    let runtime = CURRENT.with(|current| current.borrow().clone())?;
+    let runtime = CURRENT
+        .try_with(|current| current.borrow().clone())
+        .ok()
+        .flatten()?;
     Some(f(&runtime))
 }
 

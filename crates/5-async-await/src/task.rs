@@ -3,6 +3,11 @@
 //! asyncio's `Task` can be asked `done()`, `result()` (which re-raises the task's exception),
 //! and `cancel()`. Here: `is_finished()`, `.await` (which gives `Err(JoinError::Panicked)`
 //! if the task panicked) and `abort()`.
+//!
+//! A panic belongs to the task whose code panicked — in a poll, or in a destructor when its
+//! future is dropped (aborted, or left over when the runtime ends) — never to whoever made
+//! that happen: the task that called `abort`, or the loop. Both are caught here (tokio's
+//! harness and its `cancel_task` do the same).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -83,17 +88,21 @@ impl<T> JoinHandle<T> {
     }
 
     /// Cancels the task: its future is dropped where it is suspended, and awaiting this
-    /// handle gives `Err(JoinError::Cancelled)`. Nothing happens if it already finished.
+    /// handle gives `Err(JoinError::Cancelled)` — or `Err(JoinError::Panicked)` if a
+    /// destructor panicked as it was dropped. Nothing happens if it already finished.
     ///
-    /// Called inside another `block_on` than the task's, it leaves that runtime alone: the
-    /// task's future is dropped at its next turn on its own runtime, or was dropped already
-    /// if that runtime has ended.
+    /// A task cannot be dropped while it is being polled (it aborts itself), nor from another
+    /// `block_on` than its own: then its future is dropped when that poll returns, or at its
+    /// next turn on its own runtime (or was dropped already if that runtime has ended), and
+    /// the handle says `Cancelled` at once.
     pub fn abort(&self) {
         if self.is_finished() {
             return; // its id may already belong to another task
         }
-        self.state.complete(Err(JoinError::Cancelled));
+        // Dropped first: a destructor that panics leaves `Panicked`, and the first result
+        // stored is the one kept.
         with_runtime_of(self.runtime, |runtime| runtime.cancel(self.id));
+        self.state.complete(Err(JoinError::Cancelled));
     }
 }
 
@@ -110,13 +119,24 @@ impl<T> Future for JoinHandle<T> {
 }
 
 /// A spawned future, as the executor runs it: it polls the user's future, turns a panic
-/// into `Err(JoinError::Panicked)`, and leaves the result in the join state.
+/// into `Err(JoinError::Panicked)`, and leaves the result in the join state — and when it is
+/// dropped, it drops the user's future under the same guard.
 ///
 /// A plain struct rather than an `async` block around the future: an `async` wrapper may
 /// store its argument twice, doubling the memory of every task.
 pub(crate) struct Spawned<F: Future> {
-    pub(crate) future: Pin<Box<F>>,
-    pub(crate) state: Rc<JoinState<F::Output>>,
+    /// Taken only by `drop`, to drop it inside the panic guard.
+    future: Option<Pin<Box<F>>>,
+    state: Rc<JoinState<F::Output>>,
+}
+
+impl<F: Future> Spawned<F> {
+    pub(crate) fn new(future: F, state: Rc<JoinState<F::Output>>) -> Spawned<F> {
+        Spawned {
+            future: Some(Box::pin(future)),
+            state,
+        }
+    }
 }
 
 impl<F: Future> Future for Spawned<F> {
@@ -126,14 +146,31 @@ impl<F: Future> Future for Spawned<F> {
         if self.state.finished.get() {
             return Poll::Ready(()); // aborted from another runtime's `block_on`
         }
+        let future = self.future.as_mut().expect("only `drop` takes the future");
         // AssertUnwindSafe: after a panic the future is never polled again, only dropped.
-        let result = match catch_panic(AssertUnwindSafe(|| self.future.as_mut().poll(cx))) {
+        let result = match catch_panic(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(output)) => Ok(output),
             Err(payload) => Err(JoinError::Panicked(panic_message(payload.as_ref()))),
         };
         self.state.complete(result);
         Poll::Ready(())
+    }
+}
+
+impl<F: Future> Drop for Spawned<F> {
+    /// Drops the user's future — finished, aborted, or left when the runtime ends — catching
+    /// a panic in its destructors: the task's result if it had none yet (`abort` drops it
+    /// before it stores `Cancelled`). Uncaught, it would unwind into whoever dropped the task:
+    /// the task calling `abort`, or the loop.
+    fn drop(&mut self) {
+        let future = self.future.take();
+        // AssertUnwindSafe: the future is gone either way; after a panic only the join
+        // state is used, which the drop did not touch.
+        if let Err(payload) = catch_panic(AssertUnwindSafe(|| drop(future))) {
+            let message = panic_message(payload.as_ref());
+            self.state.complete(Err(JoinError::Panicked(message)));
+        }
     }
 }
 

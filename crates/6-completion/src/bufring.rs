@@ -9,6 +9,11 @@
 //! buffer id in the upper 16 bits of its flags, `IORING_CQE_F_BUFFER`). The buffer is then
 //! ours until we put it back; if the ring is empty, the receive fails with `ENOBUFS`.
 //!
+//! We do not put every buffer back at once. A buffer given back waits on a stack of spares,
+//! and before each turn the driver tops the ring up from the top of that stack — the buffers
+//! given back last — to one per receive in flight and a few more ([`offer`](BufRing::offer)):
+//! so the same few buffers come back again and again while they are still in the cache.
+//!
 //! ```text
 //!   entries: [ id 4 | id 5 | id 6 | … ]   the kernel takes from the head,
 //!                ▲ head          ▲ tail    we add at the tail (and publish the new tail)
@@ -48,14 +53,31 @@ pub struct BufRing {
     size: u32,
     /// Our tail: the next entry we fill. The kernel reads it through the shared tail field.
     tail: u16,
-    /// `lent[id]`: the buffer is ours now (the kernel put data in it), not in the ring.
-    lent: Vec<bool>,
+    /// Where each buffer is.
+    places: Vec<Place>,
+    /// The buffers that are ours and empty, the one given back last on top: the next to be
+    /// offered (see [`offer`](Self::offer)).
+    spare: Vec<u16>,
+    /// How many are in the ring.
+    offered: usize,
     lent_count: usize,
+}
+
+/// Where a buffer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In the ring: the kernel may fill it.
+    Offered,
+    /// Ours and empty, among the spares.
+    Spare,
+    /// Ours, holding bytes the kernel put there, until given back.
+    Lent,
 }
 
 impl BufRing {
     /// Allocates `count` buffers of `size` bytes (`count` a power of two), registers them
-    /// with the ring as buffer group [`GROUP`], and offers them all to the kernel.
+    /// with the ring as buffer group [`GROUP`], and offers them all to the kernel (later, only
+    /// as many as [`offer`](Self::offer) is asked for).
     ///
     /// # Safety
     /// The kernel keeps the addresses of the entries and of the buffers: the returned
@@ -109,18 +131,17 @@ impl BufRing {
             memory_len,
             size,
             tail: 0,
-            lent: vec![true; usize::from(count)],
-            lent_count: usize::from(count),
+            places: vec![Place::Spare; usize::from(count)],
+            spare: (0..count).rev().collect(),
+            offered: 0,
+            lent_count: 0,
         };
         // Safety: `entries` is page-aligned and holds `count` entries; the caller keeps them
         // (and the buffers they will point to) alive while the registration may be used.
         unsafe {
             submitter.register_buf_ring_with_flags(entries.as_ptr() as u64, count, GROUP, 0)?;
         }
-        for id in 0..count {
-            // Safety: every buffer starts out ours (`lent`), and nobody has seen one yet.
-            unsafe { ring.give_back(id) };
-        }
+        ring.offer(usize::from(count));
         Ok(ring)
     }
 
@@ -134,11 +155,16 @@ impl BufRing {
     /// back would put it in the ring twice.
     ///
     /// # Panics
-    /// If buffer `id` is already ours: the kernel never hands out a buffer twice.
+    /// If buffer `id` is not in the ring: the kernel hands out only buffers we offered, and
+    /// never one twice.
     pub(crate) unsafe fn take(&mut self, id: u16) -> NonNull<u8> {
-        let lent = &mut self.lent[usize::from(id)];
-        assert!(!*lent, "buffer {id} taken twice");
-        *lent = true;
+        let place = &mut self.places[usize::from(id)];
+        assert!(
+            *place == Place::Offered,
+            "buffer {id} taken twice, or never offered"
+        );
+        *place = Place::Lent;
+        self.offered -= 1;
         self.lent_count += 1;
         self.start_of(id)
     }
@@ -153,37 +179,60 @@ impl BufRing {
         self.size
     }
 
-    /// Puts buffer `id` back at the tail of the ring: the kernel may fill it again.
+    /// Buffer `id` is empty again: it goes on top of the spares, the first to be offered
+    /// again (at the next [`offer`](Self::offer)).
     ///
     /// # Safety
     /// Nobody reads or writes buffer `id`'s bytes any more (the [`RingBuf`] that held it is
-    /// being dropped, or there never was one): from now on the kernel may write into them.
+    /// being dropped, or there never was one): once offered, the kernel may write into them.
     ///
     /// # Panics
-    /// If buffer `id` is not ours (it would be in the ring twice).
+    /// If buffer `id` is not lent (it would be in the ring twice).
     pub(crate) unsafe fn give_back(&mut self, id: u16) {
-        let lent = &mut self.lent[usize::from(id)];
-        assert!(*lent, "buffer {id} given back twice");
-        *lent = false;
+        let place = &mut self.places[usize::from(id)];
+        assert!(*place == Place::Lent, "buffer {id} given back twice");
+        *place = Place::Spare;
         self.lent_count -= 1;
-        let mask = self.lent.len() - 1;
-        let start = self.start_of(id);
-        // Safety: the index is masked into the ring; the kernel reads only entries between
-        // its head and the tail we publish below, and this one is past that tail. One
-        // caveat: the shared tail lives inside entry 0 (`struct io_uring_buf_ring` overlays
-        // it on `bufs[0].resv`, the last 2 of the entry's 16 bytes), so the `&mut` to entry 0
-        // also covers the tail, which the kernel reads at any moment. Nothing writes it
-        // through this reference — `set_addr`, `set_len` and `set_bid` write the other
-        // fields — and the kernel never writes it; it is stored below, atomically, through a
-        // pointer of its own.
-        let entry = unsafe { &mut *self.entries.as_ptr().add(usize::from(self.tail) & mask) };
-        entry.set_addr(start.as_ptr() as u64);
-        entry.set_len(self.size);
-        entry.set_bid(id);
-        self.tail = self.tail.wrapping_add(1);
+        self.spare.push(id);
+    }
+
+    /// Puts spare buffers at the tail of the ring, the one given back last first, until
+    /// `target` are in the ring or no spare is left.
+    ///
+    /// Why not all of them: the kernel takes buffers from the head of the ring in turn, so
+    /// with all 1,024 offered a stream walks through all of them (32 MiB, more than the
+    /// caches hold), and each byte the kernel copies in, and the send copies out, misses the
+    /// cache. Keeping only a few more in the ring than the next turn needs, the same few
+    /// buffers come back again and again, and stay in the cache.
+    pub fn offer(&mut self, target: usize) {
+        let mask = self.places.len() - 1;
+        let before = self.tail;
+        while self.offered < target {
+            let Some(id) = self.spare.pop() else { break };
+            self.places[usize::from(id)] = Place::Offered;
+            self.offered += 1;
+            let start = self.start_of(id);
+            // Safety: the index is masked into the ring; the kernel reads only entries
+            // between its head and the tail we publish below, and this one is past that
+            // tail. One caveat: the shared tail lives inside entry 0 (`struct
+            // io_uring_buf_ring` overlays it on `bufs[0].resv`, the last 2 of the entry's 16
+            // bytes), so the `&mut` to entry 0 also covers the tail, which the kernel reads at
+            // any moment. Nothing writes it through this reference — `set_addr`, `set_len`
+            // and `set_bid` write the other fields — and the kernel never writes it; it is
+            // stored below, atomically, through a pointer of its own. The buffer is a spare:
+            // given back, so nobody uses its bytes (`give_back`'s contract).
+            let entry = unsafe { &mut *self.entries.as_ptr().add(usize::from(self.tail) & mask) };
+            entry.set_addr(start.as_ptr() as u64);
+            entry.set_len(self.size);
+            entry.set_bid(id);
+            self.tail = self.tail.wrapping_add(1);
+        }
+        if self.tail == before {
+            return;
+        }
         // Safety: the tail field lives inside the first entry, which the allocation holds;
         // the kernel reads it concurrently, so it is written atomically, with Release order
-        // so that the entry written above is visible before the new tail.
+        // so that the entries written above are visible before the new tail.
         unsafe {
             let tail = BufRingEntry::tail(self.entries.as_ptr()).cast::<AtomicU16>();
             (*tail).store(self.tail, Ordering::Release);
@@ -208,9 +257,15 @@ impl BufRing {
         self.lent_count
     }
 
-    /// How many buffers the kernel may still pick from.
+    /// How many buffers the kernel may pick from: those in the ring, and the spares that
+    /// the next [`offer`](Self::offer) may put there.
     pub fn available(&self) -> usize {
-        self.lent.len() - self.lent_count
+        self.places.len() - self.lent_count
+    }
+
+    /// How many buffers are in the ring now.
+    pub fn offered(&self) -> usize {
+        self.offered
     }
 }
 

@@ -59,8 +59,10 @@
 //! - one **multishot receive** per connection (Linux 6.0) into a **provided-buffer ring**
 //!   ([`bufring`], `IORING_REGISTER_PBUF_RING`): the kernel picks a buffer only when bytes
 //!   arrive, so 10,000 idle connections hold no buffer at all;
-//! - a **send** that owns the buffer it received ([`net`]); dropping it afterwards puts it
-//!   back in the ring;
+//! - a **send** that owns the buffer it received ([`net`]); dropping it afterwards gives it
+//!   back, and the next turn offers the buffers given back last first, keeping only a few
+//!   more in the ring than one per receive: the same buffers come back while they are still
+//!   in the cache;
 //! - **re-arm** when a multishot ends: after an error, EOF, `ENOBUFS` (the ring ran dry:
 //!   no byte is lost, they stay in the socket), or our own **pause**: a connection with
 //!   [`SHARE`](net::SHARE) (8) filled buffers waiting untaken is cancelled, so one busy

@@ -53,6 +53,15 @@ pub const SQ_ENTRIES: u32 = 1024;
 /// at the next enter.)
 pub const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
 
+/// How many buffers the ring holds beyond one per receive in flight, topped up before each
+/// enter from the buffers given back last (see [`BufRing::offer`]): enough for a stream's
+/// receive to fill a turn's worth without running dry, few enough that the same buffers
+/// come back while they are still in the cache. Measured on a 2-core VM, a 1 GB stream cost
+/// 0.68 s of CPU per GB with 64, 0.72 s with all 1,024 buffers offered, and 0.83 s with 4
+/// (the stream ran the ring dry and fell back to buffers of its own): see
+/// `docs/benchmark.md`.
+pub const SPARE_IN_RING: usize = 64;
+
 /// `io_uring_enter(2)`'s flag "wait for / collect completions", from `<linux/io_uring.h>`.
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
@@ -88,6 +97,11 @@ pub struct Driver {
     doorbell_armed: bool,
     /// Shutting down: the doorbell's read is not submitted again.
     closing: bool,
+    /// Receives from the buffer ring in flight: each may take a buffer at the next enter.
+    receiving: usize,
+    /// Where [`complete`](Self::complete) copies a turn's completions, kept from turn to
+    /// turn so that a turn allocates nothing.
+    reaped: Vec<(u64, Completion)>,
     trace: TurnTrace,
 }
 
@@ -132,6 +146,8 @@ impl Driver {
             doorbell_count: Box::new(0),
             doorbell_armed: false,
             closing: false,
+            receiving: 0,
+            reaped: Vec::new(),
             trace: TurnTrace::new(Trace::new(false)),
         };
         driver.arm_doorbell()?;
@@ -157,12 +173,13 @@ impl Driver {
     /// driver owns (the provided buffers).
     pub unsafe fn submit(&mut self, kind: &'static str, entry: squeue::Entry) -> io::Result<Token> {
         // Safety: passed on to our caller.
-        unsafe { self.submit_multishot(kind, entry, usize::MAX) }
+        unsafe { self.insert_and_push(kind, Yields::Value, false, entry, usize::MAX) }
     }
 
-    /// Like [`submit`](Self::submit), for a multishot request that is paused (cancelled)
-    /// when `pause_at` of its results wait untaken: its owner submits it again after taking
-    /// them.
+    /// Like [`submit`](Self::submit), for a multishot receive from the buffer ring, which is
+    /// paused (cancelled) when `pause_at` of its results wait untaken: its owner submits it
+    /// again after taking them. Until its last completion, it counts as one more receive
+    /// for which [`enter`](Self::enter) keeps a buffer in the ring.
     ///
     /// # Safety
     /// As for [`submit`](Self::submit).
@@ -173,7 +190,7 @@ impl Driver {
         pause_at: usize,
     ) -> io::Result<Token> {
         // Safety: as our caller promises.
-        unsafe { self.insert_and_push(kind, Yields::Value, entry, pause_at) }
+        unsafe { self.insert_and_push(kind, Yields::Value, true, entry, pause_at) }
     }
 
     /// Submits a multishot accept on `listener` (Linux 5.19): one completion per new
@@ -201,10 +218,11 @@ impl Driver {
             .build();
         // Safety: an accept that asks for no address points to no memory; our caller keeps
         // the number the listener's until the entry is submitted.
-        unsafe { self.insert_and_push("accept", Yields::NewFd, entry, usize::MAX) }
+        unsafe { self.insert_and_push("accept", Yields::NewFd, false, entry, usize::MAX) }
     }
 
     /// A slot for the request, then the entry, carrying the slot's token, into the ring.
+    /// `from_ring`: it receives into the buffer ring.
     ///
     /// # Safety
     /// As for [`submit`](Self::submit).
@@ -212,15 +230,17 @@ impl Driver {
         &mut self,
         kind: &'static str,
         yields: Yields,
+        from_ring: bool,
         entry: squeue::Entry,
         pause_at: usize,
     ) -> io::Result<Token> {
-        let token = self.slots.insert(kind, yields, pause_at);
+        let token = self.slots.insert(kind, yields, from_ring, pause_at);
         // Safety: as our caller promises.
         if let Err(err) = unsafe { self.push(kind, &entry.user_data(token.user_data())) } {
             self.slots.remove(token);
             return Err(err);
         }
+        self.receiving += usize::from(from_ring);
         Ok(token)
     }
 
@@ -314,7 +334,13 @@ impl Driver {
     /// if `wait`, sleeps until at least one completion is there (the doorbell's read is
     /// always in flight, so something can always end the sleep). Then call
     /// [`complete`](Self::complete).
+    ///
+    /// First the buffer ring is topped up to one buffer per receive in flight and
+    /// [`SPARE_IN_RING`] more, from the buffers given back last.
     pub fn enter(&mut self, wait: bool) -> io::Result<()> {
+        self.buffers
+            .borrow_mut()
+            .offer(self.receiving.saturating_add(SPARE_IN_RING));
         let span = timeline::begin();
         let entered = self.syscall(u32::from(wait));
         self.trace.entered(span.stop());
@@ -329,23 +355,21 @@ impl Driver {
     /// runtime (a buffer that owns a stream closes it through the ring).
     #[must_use = "drop it after the driver's borrow ends"]
     pub fn complete(&mut self, waited: bool) -> Vec<Box<dyn Any>> {
-        // Collected first: the completion ring is borrowed while we walk it.
-        let entries: Vec<(u64, Completion)> = self
-            .ring
-            .completion()
-            .map(|entry| {
-                let completion = Completion {
-                    result: entry.result(),
-                    flags: entry.flags(),
-                };
-                (entry.user_data(), completion)
-            })
-            .collect();
+        // Copied out first: the completion ring is borrowed while we walk it.
+        let mut reaped = std::mem::take(&mut self.reaped);
+        reaped.extend(self.ring.completion().map(|entry| {
+            let completion = Completion {
+                result: entry.result(),
+                flags: entry.flags(),
+            };
+            (entry.user_data(), completion)
+        }));
         let mut freed = Vec::new();
-        for (user_data, completion) in entries {
+        for (user_data, completion) in reaped.drain(..) {
             let kind = self.complete_one(user_data, completion, &mut freed);
             self.trace.completed(kind);
         }
+        self.reaped = reaped;
         self.trace.end_of_turn(waited);
         freed
     }
@@ -395,6 +419,9 @@ impl Driver {
         };
         let (kind, yields) = (slot.kind, slot.yields);
         let last = !completion.more_to_come();
+        if last && slot.from_ring {
+            self.receiving -= 1;
+        }
         if let Lifecycle::Abandoned(_) = slot.lifecycle {
             // Nobody will take this result: return its buffer, and once the kernel is done,
             // free the slot, handing what the kernel was using to the caller to drop.

@@ -117,6 +117,8 @@ pub struct Slot {
     /// What it is, for `--trace` only: `recv`, `send`, `accept`…
     pub kind: &'static str,
     pub yields: Yields,
+    /// It receives into the buffer ring (the driver counts those in flight).
+    pub from_ring: bool,
     pub lifecycle: Lifecycle,
     /// Results not yet taken by the owner.
     pub results: VecDeque<Completion>,
@@ -131,18 +133,29 @@ pub struct Slots {
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     generation: u32,
+    /// The result queues of freed slots, emptied, for the next slots: a request with one
+    /// result (a send) would otherwise allocate a queue and free it again every time.
+    spare_queues: Vec<VecDeque<Completion>>,
 }
 
 impl Slots {
-    /// A new slot for a request labelled `kind` whose results are `yields`; its token.
-    pub fn insert(&mut self, kind: &'static str, yields: Yields, pause_at: usize) -> Token {
+    /// A new slot for a request labelled `kind` whose results are `yields` (`from_ring`: it
+    /// receives into the buffer ring); its token.
+    pub fn insert(
+        &mut self,
+        kind: &'static str,
+        yields: Yields,
+        from_ring: bool,
+        pause_at: usize,
+    ) -> Token {
         self.generation = self.generation.wrapping_add(1);
         let slot = Slot {
             generation: self.generation,
             kind,
             yields,
+            from_ring,
             lifecycle: Lifecycle::Submitted,
-            results: VecDeque::new(),
+            results: self.spare_queues.pop().unwrap_or_default(),
             pause_at,
         };
         let index = match self.free.pop() {
@@ -171,11 +184,18 @@ impl Slots {
         (slot.generation == token.generation).then_some(slot)
     }
 
-    /// Frees `token`'s slot; returns it (whatever it kept is dropped with it).
+    /// Frees `token`'s slot; returns it (whatever it kept is dropped with it) — all but its
+    /// queue of results, which must be empty by now, and is kept for the next slot.
     pub fn remove(&mut self, token: Token) -> Option<Slot> {
         self.get(token)?;
         self.free.push(token.index);
-        self.slots[token.index as usize].take()
+        let mut slot = self.slots[token.index as usize].take()?;
+        let queue = std::mem::take(&mut slot.results);
+        debug_assert!(queue.is_empty(), "a freed slot had results nobody took");
+        if queue.capacity() > 0 {
+            self.spare_queues.push(queue);
+        }
+        Some(slot)
     }
 
     /// How many requests the kernel may still complete.

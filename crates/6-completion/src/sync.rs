@@ -67,7 +67,11 @@ impl Future for Wait<'_> {
                 }
             },
         };
-        waiters[place] = Some(cx.waker().clone());
+        // Polled again by the same task (each time it loses a race): keep the waker it has.
+        match &mut waiters[place] {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waiting => *waiting = Some(cx.waker().clone()),
+        }
         drop(waiters);
         self.place = Some(place);
         Poll::Pending

@@ -80,8 +80,8 @@ fn registered(ring: &io_uring::IoUring, count: u16) -> BufRing {
     unsafe { BufRing::register(&ring.submitter(), count, 64) }.unwrap()
 }
 
-/// Every buffer is in the ring at the start; taking and giving back each one leaves them
-/// all in the ring again.
+/// Every buffer is in the ring at the start; taking and giving back each one makes it a
+/// spare, and offering puts them all in the ring again.
 #[test]
 fn every_buffer_goes_back_exactly_once() {
     if !available() {
@@ -105,6 +105,39 @@ fn every_buffer_goes_back_exactly_once() {
         unsafe { buffers.give_back(id) };
     }
     assert_eq!(buffers.lent(), 0);
+    assert_eq!(buffers.offered(), 0);
+    buffers.offer(4);
+    assert_eq!(buffers.offered(), 4);
+}
+
+/// The ring is topped up with the buffer given back last first — the one most likely still
+/// in the cache — and no further than asked.
+#[test]
+fn the_buffer_given_back_last_is_offered_first() {
+    if !available() {
+        return;
+    }
+    let ring = tiny_ring();
+    let mut buffers = registered(&ring, 4);
+    for id in 0..4 {
+        // Safety: no request selects from this ring: the kernel never touches a buffer.
+        unsafe { buffers.take(id) };
+    }
+    for id in [0, 1, 2, 3] {
+        // Safety: as above.
+        unsafe { buffers.give_back(id) };
+    }
+    buffers.offer(1);
+    assert_eq!(buffers.offered(), 1);
+    assert_eq!(
+        buffers.available(),
+        4,
+        "the spares still count as available"
+    );
+    // Safety: as above. Buffer 3 was given back last: it is the one in the ring (taking a
+    // buffer that is not in the ring panics).
+    unsafe { buffers.take(3) };
+    assert_eq!(buffers.offered(), 0);
 }
 
 /// Giving a buffer back twice would put it in the ring twice — two receives writing into

@@ -6,7 +6,9 @@
 //! Ctrl+C (SIGINT) or SIGTERM shuts down gracefully, losing nothing it counted: stop
 //! accepting; each connection writes back the chunk in hand, sends EOF, and waits until
 //! everything it wrote has reached the client — for 10 s at most, then it gives up and says
-//! how many bytes it drops; one summary line.
+//! how many bytes it drops; one summary line. A client that resets its connection ends it at
+//! once, and what its kernel had not acknowledged is not counted as echoed (the reset threw
+//! it away: `fdio::delivery` says `Lost`).
 
 use std::io;
 use std::net;
@@ -14,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fdio::{ServerArgs, Trace, count, log_closed, log_connected};
+use fdio::{Delivery, ServerArgs, Trace, count, log_closed, log_connected};
 use nix::sys::signal::Signal;
 
 use crate::future::{Either, Event, race};
 use crate::net::{TcpListener, TcpStream};
-use crate::runtime::{Runtime, spawn_named};
+use crate::runtime::{DriverMode, Runtime, spawn_named};
 use crate::signal::Signals;
 use crate::time::timeout;
 
@@ -43,7 +45,7 @@ struct Stats {
     open: AtomicUsize,
     served: AtomicU64,
     /// Bytes written back to the clients, less those still in the kernel's send queue of a
-    /// connection given up: bytes that left.
+    /// connection given up, or thrown away by a client's reset: bytes that left.
     echoed: AtomicU64,
     /// Connections given up at the end of the grace period, and the bytes they dropped
     /// (still in hand, or still in the send queue).
@@ -61,9 +63,9 @@ enum Finished {
 }
 
 /// Prints `listening on …` and serves on `workers` workers until SIGINT or SIGTERM.
-pub fn run(args: &ServerArgs, workers: usize) -> io::Result<()> {
+pub fn run(args: &ServerArgs, workers: usize, driver: DriverMode) -> io::Result<()> {
     fdio::raise_fd_limit()?;
-    let runtime = Runtime::with_trace(workers, Trace::new(args.trace))?;
+    let runtime = Runtime::build(workers, driver, Trace::new(args.trace))?;
     runtime.block_on(async {
         // The signals first: one sent the moment `listening on` is printed is obeyed.
         let signals = Signals::new(&[Signal::SIGINT, Signal::SIGTERM])?;
@@ -80,19 +82,28 @@ async fn serve(mut listener: TcpListener, mut signals: Signals) -> io::Result<()
         // The signal first: when both are ready, it wins.
         match race(signals.recv(), listener.accept()).await {
             Either::Left(signal) => break signal?,
-            Either::Right(Ok((stream, peer))) => {
+            Either::Right(Ok((mut stream, peer))) => {
                 log_connected(peer);
                 stats.open.fetch_add(1, Ordering::SeqCst);
                 stats.served.fetch_add(1, Ordering::Relaxed);
                 let (shutdown, stats) = (Arc::clone(&shutdown), Arc::clone(&stats));
                 spawn_named(format_args!("conn {peer}"), async move {
-                    match echo(stream, &shutdown, &stats).await {
+                    match echo(&mut stream, &shutdown, &stats).await {
                         Ok(Finished::GaveUp { dropped }) => fdio::log!(
                             "connection {peer}: gave up after {GRACE:?}, dropping {}",
                             count(dropped, "byte")
                         ),
-                        result => log_closed(peer, result.err().as_ref()),
+                        Ok(Finished::Closed) => log_closed(peer, None),
+                        Err(err) => {
+                            // A reset threw away what the client had not acknowledged: it
+                            // was written, and never left.
+                            if let Ok(Delivery::Lost(lost)) = stream.delivery() {
+                                stats.echoed.fetch_sub(lost as u64, Ordering::Relaxed);
+                            }
+                            log_closed(peer, Some(&err));
+                        }
                     }
+                    drop(stream); // closed before it counts as closed
                     // The last one out, once the shutdown began, says so. SeqCst on both
                     // sides: either we see the shutdown, or `serve` sees our decrement.
                     if stats.open.fetch_sub(1, Ordering::SeqCst) == 1 && shutdown.begun.is_set() {
@@ -138,7 +149,7 @@ async fn serve(mut listener: TcpListener, mut signals: Signals) -> io::Result<()
 /// while data := await reader.read(65536):
 ///     writer.write(data); await writer.drain()
 /// ```
-async fn echo(mut stream: TcpStream, shutdown: &Shutdown, stats: &Stats) -> io::Result<Finished> {
+async fn echo(stream: &mut TcpStream, shutdown: &Shutdown, stats: &Stats) -> io::Result<Finished> {
     // One wait on the shutdown for the whole connection, raced again and again.
     let mut begun = shutdown.begun.wait();
     loop {
@@ -161,21 +172,21 @@ async fn echo(mut stream: TcpStream, shutdown: &Shutdown, stats: &Stats) -> io::
         stats.echoed.fetch_add(done as u64, Ordering::Relaxed);
         match written {
             Either::Left(result) => result?,
-            Either::Right(()) => return give_up(&stream, unsent.len(), stats),
+            Either::Right(()) => return give_up(stream, unsent.len(), stats),
         }
     }
     // The shutdown: EOF after the data, then wait until it has all left.
     stream.shutdown(net::Shutdown::Write)?;
     match race(stream.until_sent(), shutdown.over.wait()).await {
         Either::Left(result) => result.map(|()| Finished::Closed),
-        Either::Right(()) => give_up(&stream, 0, stats),
+        Either::Right(()) => give_up(stream, 0, stats),
     }
 }
 
 /// The grace period is over: counts what is dropped — `unsent` bytes still in hand, and
 /// what the kernel still has to send.
 fn give_up(stream: &TcpStream, unsent: usize, stats: &Stats) -> io::Result<Finished> {
-    let queued = stream.unsent_bytes()? as u64;
+    let queued = stream.delivery()?.undelivered() as u64;
     let dropped = unsent as u64 + queued;
     stats.given_up.fetch_add(1, Ordering::Relaxed);
     stats.dropped.fetch_add(dropped, Ordering::Relaxed);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use fdio::{interrupted, out_of_fds, would_block};
+use fdio::{Delivery, interrupted, out_of_fds, would_block};
 use mio::Token;
 use mio::event::Source;
 
@@ -104,8 +104,10 @@ impl<S: Source> Registered<S> {
         }
     }
 
-    /// The call got less than it asked for (a short read or write) at `tick`: the kernel had
-    /// no more, so skip the call that would only say `WouldBlock`.
+    /// A write got less than it asked for at `tick`: a TCP socket takes less than it is
+    /// offered only when its send buffer is full, so skip the call that would only say
+    /// `WouldBlock`. (Not a short read: a TCP read stops at an urgent byte's mark, with more
+    /// bytes queued behind it, and no new edge comes for those.)
     pub(crate) fn clear_ready<T>(&self, direction: Direction, done: &Done<T>) {
         Reactor::clear_ready(&self.io, direction, done.tick);
     }
@@ -220,6 +222,7 @@ impl TcpListener {
         Ok((
             TcpStream {
                 inner: Registered::new(stream)?,
+                eof_sent: false,
             },
             peer,
         ))
@@ -229,6 +232,9 @@ impl TcpListener {
 /// A TCP connection.
 pub struct TcpStream {
     inner: Registered<mio::net::TcpStream>,
+    /// `shutdown` has queued our EOF: the kernel counts it as one byte of its send queue,
+    /// and after a reset only we can tell it from data.
+    eof_sent: bool,
 }
 
 /// How long `until_sent` waits, at most, between two looks at what is still unsent.
@@ -255,7 +261,10 @@ impl TcpStream {
             })
         })
         .await?;
-        Ok(TcpStream { inner })
+        Ok(TcpStream {
+            inner,
+            eof_sent: false,
+        })
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -264,15 +273,11 @@ impl TcpStream {
 
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let len = buf.len();
         let done = poll_fn(|cx| {
             self.inner
                 .io(cx, Direction::Read, |stream| stream.read(buf))
         })
         .await?;
-        if done.result > 0 && done.result < len {
-            self.inner.clear_ready(Direction::Read, &done);
-        }
         Ok(done.result)
     }
 
@@ -292,9 +297,6 @@ impl TcpStream {
             })
         })
         .await?;
-        if !done.result.is_empty() && done.result.len() < READ_CHUNK {
-            self.inner.clear_ready(Direction::Read, &done);
-        }
         Ok(done.result)
     }
 
@@ -329,35 +331,43 @@ impl TcpStream {
     }
 
     /// Shuts down one or both directions (`Shutdown::Write` sends EOF, keeps reading).
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.inner.source.shutdown(how)
+    pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        self.inner.source.shutdown(how)?;
+        self.eof_sent |= how != Shutdown::Read;
+        Ok(())
     }
 
-    /// How many bytes written here have not reached the peer's kernel yet
-    /// ([`fdio::unsent_bytes`]: `SIOCOUTQ`).
-    pub fn unsent_bytes(&self) -> io::Result<usize> {
-        fdio::unsent_bytes(&self.inner.source)
+    /// What has become of the bytes written here ([`fdio::delivery`]: `SIOCOUTQ` and the
+    /// connection's state): all acknowledged by the peer, some still on their way, or some
+    /// lost to a reset.
+    pub fn delivery(&self) -> io::Result<Delivery> {
+        fdio::delivery(&self.inner.source, self.eof_sent)
     }
 
-    /// After `shutdown(Write)`: waits until everything written has reached the peer's kernel
-    /// (and with it our EOF), reading and dropping whatever the client still sends. Closing
+    /// After `shutdown(Write)`: waits until the peer has acknowledged everything written
+    /// here, and our EOF, reading and dropping whatever the client still sends. Closing
     /// before that, with its bytes unread, would reset the connection — and a reset throws
-    /// away what is still queued to send.
+    /// away what is still queued to send. If the peer resets it first, what it had not
+    /// acknowledged is lost: the error says how much ([`delivery`](Self::delivery) says it
+    /// too, and for good).
     ///
-    /// No event says "acknowledged", so it asks the kernel ([`fdio::all_acknowledged`]:
-    /// `SIOCOUTQ` is 0, our EOF included) after each chunk it drops, or after a pause: 1 ms, doubling up to 1 s (2,000 clients
-    /// that never read cost 14% of a core through the grace period when it stopped at 50 ms,
-    /// 2% now).
+    /// No event says "acknowledged", so it asks the kernel after each chunk it drops, or
+    /// after a pause: 1 ms, doubling up to 1 s (2,000 clients that never read cost 14% of a
+    /// core through the grace period when it stopped at 50 ms, 2% now).
     pub async fn until_sent(&mut self) -> io::Result<()> {
         let mut pause = Duration::from_millis(1);
         let mut client_done = false; // its EOF: there is nothing left to read
         loop {
-            // A reset leaves its error here, and the count where it was, for good.
-            if let Some(err) = self.inner.source.take_error()? {
-                return Err(err);
-            }
-            if fdio::all_acknowledged(&self.inner.source)? {
-                return Ok(());
+            match self.delivery()? {
+                Delivery::Done => return Ok(()),
+                Delivery::Pending(_) => {}
+                Delivery::Lost(bytes) => {
+                    let bytes = fdio::count(bytes as u64, "byte");
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        format!("reset by the peer with {bytes} not yet acknowledged"),
+                    ));
+                }
             }
             if client_done {
                 sleep(pause).await;

@@ -18,7 +18,7 @@
 //!
 //! ## The readiness bit, now with a tick
 //! As in lesson 5, each source keeps a readiness bit per direction: set by an event, cleared
-//! only by an operation that said `WouldBlock`. But now the reactor runs on another thread,
+//! only by an operation that said `WouldBlock` (or a write that came back short). But now the reactor runs on another thread,
 //! so an event can arrive *between* a task's `WouldBlock` and its clear — and the clear must
 //! not erase it, or the edge is lost for good (epoll will not repeat it). So the bits share
 //! one atomic word with a `tick` that every event bumps: an operation remembers the tick it
@@ -30,6 +30,7 @@
 //! or we find its bit. No edge falls between.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -214,6 +215,44 @@ pub(crate) struct Reactor {
     trace: Trace,
 }
 
+/// The waiting half of the reactor: the epoll instance, and what one wait fills. Only one
+/// thread at a time holds it and sleeps in its `epoll_wait`: the reactor's own thread
+/// (`--driver thread`), or an idle worker (`--driver worker`, behind a mutex that the others
+/// only ever `try_lock`).
+pub(crate) struct Driver {
+    poll: mio::Poll,
+    events: Events,
+    /// The wakers the last turn released, for the holder to wake.
+    pub(crate) woken: Vec<Waker>,
+}
+
+/// How long a turn of the driver may wait for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Not at all: just collect what is ready (a busy worker looking in passing).
+    No,
+    /// Until an event, an interrupt, or the next timer is due.
+    UntilTimer,
+}
+
+/// Who holds the driver, for the trace.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Holder {
+    /// The reactor's own thread (`--driver thread`).
+    Thread,
+    /// Worker number n (`--driver worker`).
+    Worker(usize),
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Thread => f.write_str("reactor"),
+            Holder::Worker(index) => write!(f, "worker {index}"),
+        }
+    }
+}
+
 /// The sources by token. A token is a slot's index and that slot's generation: a freed slot
 /// is reused with the next generation, so an event still in hand for the old source (read
 /// by `epoll_wait` just before it was deregistered) names a token that matches nobody. With
@@ -257,8 +296,10 @@ impl Slab {
 }
 
 impl Reactor {
-    /// Creates the reactor and starts its thread.
-    pub(crate) fn start(trace: Trace) -> io::Result<(Arc<Reactor>, thread::JoinHandle<()>)> {
+    /// Creates the reactor, and the driver that waits for it: whoever holds the [`Driver`]
+    /// sleeps in its `epoll_wait` (`--driver thread`: the reactor's thread; `--driver
+    /// worker`: an idle worker).
+    pub(crate) fn new(trace: Trace) -> io::Result<(Arc<Reactor>, Driver)> {
         let poll = mio::Poll::new()?;
         let reactor = Arc::new(Reactor {
             registry: poll.registry().try_clone()?,
@@ -269,86 +310,134 @@ impl Reactor {
             shutdown: AtomicBool::new(false),
             trace,
         });
-        let on_thread = Arc::clone(&reactor);
-        let thread = thread::Builder::new()
-            .name("reactor".to_string())
-            .spawn(move || crate::runtime::or_exit(|| on_thread.run(poll)))?;
-        Ok((reactor, thread))
+        let driver = Driver {
+            poll,
+            events: Events::with_capacity(1024),
+            woken: Vec::new(),
+        };
+        Ok((reactor, driver))
     }
 
-    /// Stops the reactor's thread (at its next wake).
-    pub(crate) fn shut_down(&self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        // If this fails the thread is gone already.
+    /// Starts the reactor's own thread (`--driver thread`), which holds the driver for good.
+    pub(crate) fn start_thread(
+        self: &Arc<Self>,
+        driver: Driver,
+    ) -> io::Result<thread::JoinHandle<()>> {
+        let reactor = Arc::clone(self);
+        thread::Builder::new()
+            .name("reactor".to_string())
+            .spawn(move || crate::runtime::or_exit(|| reactor.run(driver)))
+    }
+
+    /// Interrupts the `epoll_wait` of whoever holds the driver (or makes the next one return
+    /// at once): a new earliest timer, a worker to unpark, the shutdown.
+    pub(crate) fn interrupt(&self) {
+        // If this fails the eventfd's counter is full: a wake is pending anyway.
         let _ = self.waker.wake();
     }
 
-    fn run(&self, mut poll: mio::Poll) {
-        let mut events = Events::with_capacity(1024);
-        let mut wakers = Vec::new();
+    /// Stops the reactor's thread (at its next wake), if it has one.
+    pub(crate) fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.interrupt();
+    }
+
+    /// The reactor's thread (`--driver thread`): waits for I/O and timers, and sends the
+    /// tasks they wake to the injector, one batch per wait.
+    fn run(&self, mut driver: Driver) {
         // Looks left before sleeping again (see `SPINS`).
         let mut spins = 0;
         while !self.shutdown.load(Ordering::SeqCst) {
-            let timeout = if spins > 0 {
+            let wait = if spins > 0 {
                 spins -= 1;
                 thread::yield_now();
-                Some(Duration::ZERO)
+                Wait::No
             } else {
+                Wait::UntilTimer
+            };
+            if self.turn(&mut driver, wait, Holder::Thread) > 0 {
+                spins = SPINS;
+            }
+            // Woken with no lock held: a wake may run a lot (queue, unpark a worker).
+            crate::runtime::wake_in_one_batch(driver.woken.drain(..));
+        }
+    }
+
+    /// One wait for I/O: `epoll_wait` (for `wait`, and never past the next timer), then the
+    /// wakers of every source it found ready and of every timer due, left in
+    /// `driver.woken` for the caller to wake once it holds no lock. Returns how many events
+    /// it read.
+    pub(crate) fn turn(&self, driver: &mut Driver, wait: Wait, who: Holder) -> usize {
+        let timeout = match wait {
+            Wait::No => Some(Duration::ZERO),
+            Wait::UntilTimer => {
                 let timeout = self
                     .lock_timers()
                     .next_deadline()
                     .map(|deadline| deadline.saturating_duration_since(Instant::now()));
                 self.trace.say(|| {
                     format!(
-                        "reactor: waiting for I/O, timeout={}",
+                        "{who}: waiting for I/O, timeout={}",
                         timeout.map_or("none".to_string(), |t| format!("{t:.1?}"))
                     )
                 });
                 timeout
-            };
-            let waited = fdio::timeline::begin();
-            let polled = poll.poll(&mut events, timeout);
-            waited.wait("epoll_wait", || ready_args(&events, timeout));
-            match polled {
-                Ok(()) => {}
-                Err(err) if interrupted(&err) => continue,
-                Err(err) => {
-                    // No way to go on: every task waiting for I/O would hang. Say it loudly.
-                    fdio::log!("reactor: epoll_wait failed: {err}");
-                    std::process::abort();
-                }
             }
-            if !events.is_empty() {
-                spins = SPINS;
-            }
-            {
-                let sources = self.lock_sources();
-                for event in events.iter() {
-                    sources.dispatch(event.token(), readiness_of(event), &mut wakers);
-                }
-            }
-            let fired = self.lock_timers().fire_due(Instant::now(), &mut wakers);
-            if !wakers.is_empty() {
-                self.trace.say(|| {
-                    format!(
-                        "reactor: {} ready, {fired} timer(s) due → wake {}",
-                        fdio::count(events.iter().count() as u64, "event"),
-                        fdio::count(wakers.len() as u64, "task")
-                    )
-                });
-            }
-            // Woken with no lock held: a wake may run a lot (queue, unpark a worker).
-            crate::runtime::wake_in_one_batch(wakers.drain(..));
+        };
+        let waited = fdio::timeline::begin();
+        let polled = driver.poll.poll(&mut driver.events, timeout);
+        if wait == Wait::No && driver.events.is_empty() {
+            // A busy worker's look in passing that found nothing: not worth a slice.
+            drop(waited);
+        } else {
+            waited.wait("epoll_wait", || ready_args(&driver.events, timeout));
         }
-        // Shutting down: drop every waker, so the tasks they hold can be freed.
+        match polled {
+            Ok(()) => {}
+            // A signal: the caller turns again.
+            Err(err) if interrupted(&err) => return 0,
+            Err(err) => {
+                // No way to go on: every task waiting for I/O would hang. Say it loudly.
+                fdio::log!("{who}: epoll_wait failed: {err}");
+                std::process::abort();
+            }
+        }
+        {
+            let sources = self.lock_sources();
+            for event in driver.events.iter() {
+                sources.dispatch(event.token(), readiness_of(event), &mut driver.woken);
+            }
+        }
+        let fired = self
+            .lock_timers()
+            .fire_due(Instant::now(), &mut driver.woken);
+        let events = driver.events.iter().count();
+        if !driver.woken.is_empty() {
+            self.trace.say(|| {
+                format!(
+                    "{who}: {} ready, {fired} timer(s) due → wake {}",
+                    fdio::count(events as u64, "event"),
+                    fdio::count(driver.woken.len() as u64, "task")
+                )
+            });
+        }
+        events
+    }
+
+    /// At shutdown, once no thread waits in the driver: every waker left with a source or a
+    /// timer, which nothing will wake now (the runtime wakes them, so that their tasks are
+    /// queued, and drops those).
+    pub(crate) fn take_waiters(&self) -> Vec<Waker> {
         let sources = std::mem::take(&mut *self.lock_sources());
+        let mut wakers = Vec::new();
         for io in sources.slots.into_iter().filter_map(|slot| slot.io) {
             let mut waiters = io.lock();
-            waiters.reader = None;
-            waiters.writer = None;
+            wakers.extend(waiters.reader.take());
+            wakers.extend(waiters.writer.take());
         }
         let timers = std::mem::take(&mut *self.lock_timers());
-        drop(timers);
+        wakers.extend(timers.wakers.into_values());
+        wakers
     }
 
     fn lock_sources(&self) -> MutexGuard<'_, Slab> {
@@ -450,8 +539,8 @@ impl Reactor {
         let key = timers.insert(deadline, waker);
         drop(timers);
         if earliest {
-            // If this fails the reactor is shutting down: no timer fires any more anyway.
-            let _ = self.waker.wake();
+            // Whoever waits in the driver computes its timeout again.
+            self.interrupt();
         }
         key
     }
@@ -551,7 +640,7 @@ mod tests {
     /// cleared, and every read of the new source would be tried forever.
     #[test]
     fn a_stale_event_for_a_reused_token_reaches_nobody() {
-        let (reactor, thread) = Reactor::start(Trace::new(false)).unwrap();
+        let (reactor, _driver) = Reactor::new(Trace::new(false)).unwrap();
         let (old_pipe, _old_writer) = std::io::pipe().unwrap();
         let old_fd = std::os::fd::AsRawFd::as_raw_fd(&old_pipe);
         let mut old = mio::unix::SourceFd(&old_fd);
@@ -580,8 +669,6 @@ mod tests {
         assert_eq!(tick_and_readable(&io), (tick, false));
 
         reactor.deregister(new_token, &mut new);
-        reactor.shut_down();
-        thread.join().unwrap();
     }
 
     /// The peer's close stays: reads are tried until they see the EOF.

@@ -15,8 +15,8 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 
@@ -27,7 +27,7 @@ use crate::budget;
 use crate::idle::Idle;
 use crate::injector::Injector;
 use crate::queue::{self, Queue};
-use crate::reactor::Reactor;
+use crate::reactor::{Driver, Reactor};
 use crate::task::{JoinHandle, Task, TaskRef};
 use crate::worker::{Worker, run_worker};
 
@@ -37,6 +37,17 @@ pub struct Runtime {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
+/// Who waits for I/O: who holds the reactor's driver (its mio `Poll`) and sleeps in its
+/// `epoll_wait`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverMode {
+    /// An idle worker (tokio's way): the tasks it wakes go to its own queue.
+    #[default]
+    Worker,
+    /// A thread of its own, the reactor's: the tasks it wakes go to the injector.
+    Thread,
+}
+
 /// What the workers, the wakers and the reactor share.
 pub(crate) struct Shared {
     /// The thieves' end of every worker's queue, by worker number.
@@ -44,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) injector: Injector,
     pub(crate) idle: Idle,
     pub(crate) reactor: Arc<Reactor>,
+    /// `--driver worker`: the driver, taken by whichever worker parks while it is free.
+    driver: Option<Mutex<Driver>>,
     pub(crate) shutdown: AtomicBool,
     next_id: AtomicU64,
     pub(crate) trace: Trace,
@@ -81,26 +94,36 @@ fn whoami() -> String {
 }
 
 impl Runtime {
-    /// Starts `workers` worker threads (at least one) and the reactor's thread.
+    /// Starts `workers` worker threads (at least one); an idle worker waits for I/O.
     pub fn new(workers: usize) -> io::Result<Runtime> {
-        Runtime::with_trace(workers, Trace::new(false))
+        Runtime::build(workers, DriverMode::default(), Trace::new(false))
     }
 
-    /// Like [`new`](Self::new), narrating spawns, steals, parks and wakes on stderr.
-    pub fn with_trace(workers: usize, trace: Trace) -> io::Result<Runtime> {
+    /// Starts `workers` worker threads (at least one), and the reactor's thread if `driver`
+    /// says so; `trace` narrates spawns, steals, parks and wakes on stderr.
+    pub fn build(workers: usize, driver: DriverMode, trace: Trace) -> io::Result<Runtime> {
         let workers = workers.max(1);
-        let (reactor, reactor_thread) = Reactor::start(trace)?;
+        let (reactor, io_driver) = Reactor::new(trace)?;
+        let mut threads = Vec::new();
+        let io_driver = match driver {
+            DriverMode::Worker => Some(Mutex::new(io_driver)),
+            DriverMode::Thread => {
+                threads.push(reactor.start_thread(io_driver)?);
+                None
+            }
+        };
         let (owners, queues): (Vec<_>, Vec<_>) = (0..workers).map(|_| queue::new()).unzip();
+        let interrupt = Arc::clone(&reactor);
         let shared = Arc::new(Shared {
             queues,
             injector: Injector::default(),
-            idle: Idle::new(workers),
+            idle: Idle::new(workers, Box::new(move || interrupt.interrupt())),
             reactor,
+            driver: io_driver,
             shutdown: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             trace,
         });
-        let mut threads = vec![reactor_thread];
         for (index, local) in owners.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
             let thread = thread::Builder::new()
@@ -156,10 +179,13 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
-    /// Stops the workers and the reactor, then drops the tasks still queued. Tasks that wait
-    /// on the reactor or a timer are dropped with it; one waiting only on another task's
-    /// waker (a channel held by a task nobody will poll) is leaked: the runtime keeps no list
-    /// of every task, as tokio's `OwnedTasks` does, to keep `spawn` to one allocation.
+    /// Stops the workers and the reactor, then ends every task it can reach: those still
+    /// queued, and those waiting on the reactor or a timer — it wakes their wakers, which
+    /// queues them. Each is cancelled: its future is dropped, and its handle, if someone
+    /// still holds it, says `Err(JoinError::Cancelled)`. A task waiting only on another
+    /// task's waker (a channel held by a task nobody will poll) is not reached: it is
+    /// leaked, and its handle never resolves — the runtime keeps no list of every task, as
+    /// tokio's `OwnedTasks` does, to keep `spawn` to one allocation.
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.idle.unpark_all();
@@ -168,9 +194,22 @@ impl Drop for Runtime {
             // A worker that panicked outside a task has nothing more to clean up.
             let _ = thread.join();
         }
-        for task in self.shared.injector.take_all() {
-            task.cancel();
-            task.run();
+        // No thread is left to run a task, nor waits in the driver: a woken one goes to the
+        // injector.
+        for waker in self.shared.reactor.take_waiters() {
+            waker.wake();
+        }
+        // Dropping a future may wake more (the handle another task awaits): until none is left.
+        loop {
+            let tasks = self.shared.injector.take_all();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in tasks {
+                task.cancel();
+                // Cancelled, it is dropped, never run again.
+                let _ = task.run();
+            }
         }
     }
 }
@@ -321,15 +360,13 @@ impl Shared {
     pub(crate) fn schedule(self: &Arc<Self>, task: TaskRef) {
         let task = CURRENT.with(|current| match &*current.borrow() {
             Some(Current::Worker(worker)) if Arc::ptr_eq(&worker.shared, self) => {
-                worker
-                    .local
-                    .push(task, |batch| self.injector.push_batch(batch));
+                worker.schedule_local(task);
                 None
             }
             _ => Some(task),
         });
         let Some(task) = task else {
-            return self.notify_work();
+            return;
         };
         // On the reactor's thread, inside `wake_in_one_batch`: collect, queue them later.
         let task = WAKE_BATCH.with(|batch| match &mut *batch.borrow_mut() {
@@ -352,6 +389,16 @@ impl Shared {
         if let Some(woken) = self.idle.notify_one() {
             self.trace
                 .say(|| format!("{}: work queued → unpark worker {woken}", whoami()));
+        }
+    }
+
+    /// `--driver worker`: the driver, if no other worker holds it now.
+    pub(crate) fn try_take_driver(&self) -> Option<MutexGuard<'_, Driver>> {
+        match self.driver.as_ref()?.try_lock() {
+            Ok(driver) => Some(driver),
+            // A panic in a turn of the driver ends the process (`or_exit`): not reached.
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         }
     }
 

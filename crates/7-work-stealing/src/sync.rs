@@ -1,13 +1,17 @@
-//! The atomics, locks and `UnsafeCell` of the parts that threads race on — the local queue,
-//! the task state, parking, the readiness word, the join slot: std's in a normal build,
-//! loom's in the tests built with `--cfg loom`, so the model checks run the very code the
-//! runtime runs. (The checks' own threads and `Arc`s come from loom directly.)
+//! The atomics, locks and `UnsafeCell` of the parts whose races loom checks — the local
+//! queue, the task state, parking, the readiness word, the join slot: std's in a normal
+//! build, loom's in the tests built with `--cfg loom`, so those models run the very code the
+//! runtime runs. (The models' own threads and `Arc`s come from loom directly. What takes
+//! std's types itself — the injector, the shutdown flags, the reactor's tables — is not
+//! modelled: see the crate's doc.)
 //!
 //! loom replaces every atomic, mutex and condvar with one that records its accesses and
-//! explores, one run at a time, the orders in which the threads could make them — and every
-//! value a weak memory order lets a load return. Its `UnsafeCell` hands out no reference: it
-//! lends a raw pointer to a closure, so it can check that no two threads touch the cell at
-//! once. std's cell gets the same two methods here.
+//! runs the model again and again, each time with another order of the threads' accesses,
+//! and, where a load may return one of several earlier stores, another of those — a large
+//! set of executions, not every one the memory model allows (the crate's doc says what it
+//! leaves out). Its `UnsafeCell` hands out no reference: it lends a raw pointer to a
+//! closure, so it can check that no two threads touch the cell at once. std's cell gets the
+//! same two methods here.
 
 #[cfg(all(loom, test))]
 pub(crate) use loom::cell::UnsafeCell;

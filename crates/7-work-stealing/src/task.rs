@@ -49,9 +49,20 @@ pub(crate) type TaskRef = Arc<dyn Runnable>;
 /// What a worker does with a task it popped.
 pub(crate) trait Runnable: Send + Sync {
     /// Polls the task once (or drops it, if it was aborted).
-    fn run(self: Arc<Self>);
+    fn run(self: Arc<Self>) -> Ran;
     /// Marks it aborted; the next `run` drops its future. (Used at shutdown.)
     fn cancel(&self);
+}
+
+/// What the worker that ran a task must do with it next.
+#[must_use = "a task woken during its own poll is never polled again unless it is queued"]
+pub(crate) enum Ran {
+    /// Nothing: it finished, or it waits for a wake, which will queue it.
+    Done,
+    /// It was woken during its own poll — `yield_now`, a spent budget, or a waker on another
+    /// thread meanwhile — so no waker queued it: the worker puts it at the back of its own
+    /// queue. (The worker has it in hand: no need to look up which worker this thread is.)
+    Again(TaskRef),
 }
 
 /// Why a task has no result.
@@ -83,6 +94,8 @@ struct Joined<T> {
     result: Option<Result<T, JoinError>>,
     finished: bool,
     waiter: Option<Waker>,
+    /// The handle was dropped: nobody will take the result.
+    detached: bool,
 }
 
 impl<T> JoinSlot<T> {
@@ -91,6 +104,7 @@ impl<T> JoinSlot<T> {
             result: None,
             finished: false,
             waiter: None,
+            detached: false,
         }))
     }
 
@@ -98,17 +112,40 @@ impl<T> JoinSlot<T> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The task finished: leaves `result`, and wakes the handle if it waits.
-    fn finish(&self, result: Result<T, JoinError>) {
-        let waiter = {
+    /// The task finished: leaves `result` for the handle, then marks `state` COMPLETE, then
+    /// wakes the handle if it waits. In that order: `is_finished` reads the state, so once it
+    /// says `true` the result is in place and the handle's next poll is `Ready` (loom's
+    /// `loom_a_finished_task_has_its_result_in_place` failed with COMPLETE first).
+    ///
+    /// If the handle is gone, the result is dropped here instead, quietly ([`drop_quietly`]).
+    fn finish(&self, state: &State, result: Result<T, JoinError>) {
+        let (waiter, unwanted) = {
             let mut joined = self.lock();
-            joined.result = Some(result);
             joined.finished = true;
-            joined.waiter.take()
+            if joined.detached {
+                (None, Some(result))
+            } else {
+                joined.result = Some(result);
+                (joined.waiter.take(), None)
+            }
         };
+        state.complete();
         if let Some(waiter) = waiter {
             waiter.wake();
         }
+        drop_quietly(unwanted);
+    }
+
+    /// The handle was dropped: nobody will take the result. Drops it if it is there already
+    /// (quietly: [`drop_quietly`]); `finish` will drop it if it comes later.
+    fn detach(&self) {
+        let (result, waiter) = {
+            let mut joined = self.lock();
+            joined.detached = true;
+            (joined.result.take(), joined.waiter.take())
+        };
+        drop(waiter);
+        drop_quietly(result);
     }
 
     /// The handle's poll: the result, or `Pending` with `cx`'s waker left.
@@ -181,8 +218,22 @@ where
             (result, Ok(())) | (result @ Err(JoinError::Panicked(_)), Err(_)) => result,
             (_, Err(payload)) => Err(JoinError::Panicked(panic_message(&*payload))),
         };
-        self.state.complete();
-        self.join.finish(result);
+        self.join.finish(&self.state, result);
+    }
+}
+
+impl<F: Future> Drop for Task<F> {
+    /// A task freed before it finished — the last reference to it was a waker dropped
+    /// without a wake (a channel held by a task that is itself being dropped, say) — still
+    /// has its future: it is dropped here, in place, and a panic in its destructor stays
+    /// here too, as `finish`'s does. Unwinding out of this `drop` would end in whatever
+    /// dropped that waker: another task's poll, a worker, or the reactor's thread, whose
+    /// panic ends the process.
+    fn drop(&mut self) {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // Safety: `&mut self`: no other reference to the task, or its future, is left.
+            self.future.with_mut(|future| unsafe { *future = None });
+        }));
     }
 }
 
@@ -191,10 +242,10 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn run(self: Arc<Self>) {
+    fn run(self: Arc<Self>) -> Ran {
         if self.state.start() == Start::Cancel {
             self.finish(Err(JoinError::Cancelled));
-            return;
+            return Ran::Done;
         }
         // The plain form is `Waker::from(Arc::clone(&self))`; see `waker_ref` for what this
         // one saves.
@@ -219,13 +270,11 @@ where
             Err(payload) => self.finish(Err(JoinError::Panicked(panic_message(&*payload)))),
             Ok(Poll::Pending) => match self.state.after_pending() {
                 AfterPoll::Idle => {}
-                AfterPoll::Reschedule => {
-                    let runtime = Arc::clone(&self.runtime);
-                    runtime.schedule(self);
-                }
+                AfterPoll::Reschedule => return Ran::Again(self),
                 AfterPoll::Cancel => self.finish(Err(JoinError::Cancelled)),
             },
         }
+        Ran::Done
     }
 
     fn cancel(&self) {
@@ -260,6 +309,8 @@ trait Joinable<T>: Send + Sync {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
     fn is_finished(&self) -> bool;
     fn abort(self: Arc<Self>);
+    /// The handle is being dropped.
+    fn detach(&self);
 }
 
 impl<F> Joinable<F::Output> for Task<F>
@@ -280,6 +331,10 @@ where
             let runtime = Arc::clone(&self.runtime);
             runtime.schedule(self);
         }
+    }
+
+    fn detach(&self) {
+        self.join.detach();
     }
 }
 
@@ -310,12 +365,28 @@ impl<T: Send + 'static> JoinHandle<T> {
     }
 }
 
+impl<T> Drop for JoinHandle<T> {
+    /// Detaches the task: it runs on, and its result, nobody's now, is dropped as soon as
+    /// there is one.
+    fn drop(&mut self) {
+        self.task.detach();
+    }
+}
+
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.task.poll_join(cx)
     }
+}
+
+/// Drops a value nobody will ever see — a detached task's result — and catches a panic in
+/// its destructor: the panic hook has printed the message, and there is nobody to give it
+/// to. Left to unwind, it would end the process from a worker's loop (`or_exit`). tokio
+/// drops an unwanted output inside `catch_unwind` too.
+fn drop_quietly<T>(value: T) {
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(value)));
 }
 
 /// The message of a panic payload: `panic!("…")` gives a `&str` or a `String`.
@@ -453,6 +524,28 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
+    /// A task returns a value whose destructor panics; the value waits in the join slot and
+    /// is dropped with the handle, never awaited. The panic stays there: whoever drops the
+    /// handle goes on (the value is nobody's, as a detached task's result is).
+    #[test]
+    fn a_result_dropped_with_its_handle_does_not_unwind_into_the_dropper() {
+        let runtime = Runtime::new(1).unwrap();
+        let handle = runtime.spawn(async { PanicsOnDrop });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !handle.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(handle);
+        assert_eq!(
+            runtime.block_on(async { spawn(async { 6 * 7 }).await }),
+            Ok(42)
+        );
+    }
+
     /// `abort` on a task waiting for a wake that never comes: its future is dropped once,
     /// and its handle says `Cancelled`; a task that panics says `Panicked`.
     #[test]
@@ -503,7 +596,7 @@ mod loom_tests {
             let slot = loom::sync::Arc::new(JoinSlot::new());
             let worker = {
                 let slot = loom::sync::Arc::clone(&slot);
-                loom::thread::spawn(move || slot.finish(Ok(7)))
+                loom::thread::spawn(move || slot.finish(&State::new_scheduled(), Ok(7)))
             };
             let flag = Arc::new(Flag::default());
             let waker = Waker::from(Arc::clone(&flag));
@@ -517,6 +610,38 @@ mod loom_tests {
                     assert_eq!(slot.poll(&mut cx), Poll::Ready(Ok(7)));
                 }
             }
+        });
+    }
+
+    /// `JoinHandle::is_finished` racing the end of the task on a worker: once it says the
+    /// task finished, the result is there — the handle's next poll is `Ready`, never
+    /// `Pending` (a joiner that checks `is_finished` before it polls must not wait). (The
+    /// joiner is the spawned thread: loom 0.7 remembers only an atomic's last access, so a
+    /// load made before the other thread's read-modify-write would never be reordered.)
+    #[test]
+    fn loom_a_finished_task_has_its_result_in_place() {
+        loom::model(|| {
+            let state = loom::sync::Arc::new(State::new_scheduled());
+            let slot = loom::sync::Arc::new(JoinSlot::new());
+            assert_eq!(state.start(), crate::state::Start::Poll);
+            let joiner = {
+                let (state, slot) = (
+                    loom::sync::Arc::clone(&state),
+                    loom::sync::Arc::clone(&slot),
+                );
+                loom::thread::spawn(move || {
+                    if state.is_complete() {
+                        let mut cx = Context::from_waker(Waker::noop());
+                        assert_eq!(
+                            slot.poll(&mut cx),
+                            Poll::Ready(Ok(7)),
+                            "finished, no result"
+                        );
+                    }
+                })
+            };
+            slot.finish(&state, Ok(7));
+            joiner.join().unwrap();
         });
     }
 }

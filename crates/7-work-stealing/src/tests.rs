@@ -358,3 +358,106 @@ fn a_task_in_the_injector_waits_for_few_long_polls() {
         );
     });
 }
+
+// ---- From the review of lessons 7 and 8 (review78): panics in destructors, and shutdown. ----
+
+/// The environment variable that makes a test, run again as a child process, do the part
+/// that may end the process itself.
+const CHILD: &str = "WORK_STEALING_TEST_CHILD";
+
+/// Runs the test `name` again in a child process with `CHILD` set; its exit status and stderr.
+fn in_child_process(name: &str) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Panics when dropped: a destructor that fails.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the destructor fails on purpose");
+    }
+}
+
+/// A detached task (its handle dropped) returns a value whose destructor panics: nobody will
+/// ever take that output, so the worker drops it — and the panic must stay that task's, as
+/// a panic in `poll` or in the future's destructor does (tokio drops an unwanted output
+/// inside `catch_unwind`). It used to unwind out of `Task::run` into the worker's loop,
+/// where `or_exit` ended the whole process with exit 101 (in a child process here).
+#[test]
+fn a_detached_tasks_output_that_panics_when_dropped_ends_nothing_else() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = Runtime::new(1).unwrap();
+        runtime.block_on(async {
+            drop(spawn(async {
+                sleep(Duration::from_millis(20)).await;
+                PanicsOnDrop
+            }));
+            sleep(Duration::from_millis(300)).await;
+            assert_eq!(spawn(async { 6 * 7 }).await, Ok(42));
+        });
+        return;
+    }
+    let (status, stderr) = in_child_process(
+        "tests::a_detached_tasks_output_that_panics_when_dropped_ends_nothing_else",
+    );
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+/// Dropping the runtime ends a detached task that waits on a timer (see `Runtime`'s `drop`);
+/// its future's destructor panics. That panic is the task's: the drop of the runtime
+/// returns and the program goes on (tokio's shutdown drops each task inside `catch_unwind`).
+/// The reactor's thread used to drop the last waker, so the future, outside any
+/// `catch_unwind`: `or_exit` ended the process with exit 101 (in a child process here).
+#[test]
+fn a_destructor_that_panics_at_shutdown_ends_nothing_else() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = Runtime::new(1).unwrap();
+        runtime.block_on(async {
+            drop(spawn(async {
+                let _fails = PanicsOnDrop;
+                sleep(Duration::from_secs(3600)).await;
+            }));
+            sleep(Duration::from_millis(50)).await; // it runs, and waits on its timer
+        });
+        drop(runtime);
+        return;
+    }
+    let (status, stderr) =
+        in_child_process("tests::a_destructor_that_panics_at_shutdown_ends_nothing_else");
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+/// Dropping the runtime ends a task that waits on a timer even while its `JoinHandle` lives
+/// on: its future is dropped, and the handle, awaited from another runtime, says
+/// `Err(Cancelled)` (as tokio's does once its runtime is gone). The reactor used to drop the
+/// waker, the handle kept the task, and the handle was still pending after 2 s.
+#[test]
+fn a_task_waiting_on_a_timer_ends_with_its_runtime_even_with_a_handle() {
+    with_watchdog(Duration::from_secs(30), || {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let runtime = Runtime::new(1).unwrap();
+        let flag = DropFlag(Arc::clone(&dropped));
+        let waiting = runtime.spawn(async move {
+            let _flag = flag;
+            sleep(Duration::from_secs(3600)).await;
+        });
+        runtime.block_on(sleep(Duration::from_millis(50))); // it runs, and waits on its timer
+        drop(runtime);
+        let other = Runtime::new(1).unwrap();
+        let outcome = other.block_on(crate::timeout(Duration::from_secs(2), waiting));
+        assert_eq!(outcome, Ok(Err(JoinError::Cancelled)), "the handle");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the future was never dropped"
+        );
+    });
+}

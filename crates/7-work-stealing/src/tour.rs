@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use fdio::Trace;
 
 use crate::net::TcpListener;
-use crate::runtime::{Runtime, spawn};
+use crate::runtime::{DriverMode, Runtime, spawn};
 use crate::time::sleep;
 
 /// How many CPU-bound tasks step 1 spawns.
@@ -33,7 +33,7 @@ const STEAL_PATIENCE: Duration = Duration::from_secs(10);
 /// Runs the tour on `workers` workers (at least 2: the point is that there are several).
 pub fn run(workers: usize, trace: bool) -> io::Result<()> {
     let workers = workers.max(2);
-    let runtime = Runtime::with_trace(workers, Trace::new(trace))?;
+    let runtime = Runtime::build(workers, DriverMode::default(), Trace::new(trace))?;
     let tour = || -> io::Result<()> {
         writeln!(io::stdout(), "a runtime with {workers} workers")?;
         runtime.block_on(spawn_and_steal())?;

@@ -2,23 +2,28 @@
 //!
 //! ```text
 //! loop {
-//!     task = my queue            (about every 200 µs of polling: the injector first)
+//!     task = my queue            (about every 200 µs of polling: the driver, if free,
+//!                                 and the injector first)
 //!         or a share of the injector
 //!         or half of a random other worker's queue     (only while "searching")
-//!     found: run it (poll its future once);  nothing anywhere: park
+//!     found: run it (poll its future once)
+//!     nothing anywhere: park — in the driver's epoll_wait if no one holds it, else on
+//!                       my condvar
 //! }
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use crate::idle::GoingIdle;
+use crate::idle::{GoingIdle, Left, Woken};
 use crate::queue::{CAPACITY, Owner};
+use crate::reactor::{Holder, Wait};
 use crate::runtime::{Current, CurrentGuard, Shared};
-use crate::task::TaskRef;
+use crate::task::{Ran, TaskRef};
 
 /// How long a worker polls its own tasks, at most, between two looks at the injector first,
 /// so that a task woken there (by the reactor, a timer, another thread) cannot starve behind
@@ -46,6 +51,9 @@ pub(crate) struct Worker {
     interval: Interval,
     /// This worker counts in `Idle::searching`.
     searching: Cell<bool>,
+    /// `Some` while it wakes what its turn of the driver found: the tasks those wakes
+    /// schedule are collected here, to be queued together (see `wake_from_driver`).
+    collected: RefCell<Option<Vec<TaskRef>>>,
     /// A xorshift state: which victim to try first.
     random: Cell<u32>,
 }
@@ -59,6 +67,7 @@ pub(crate) fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared
         shared,
         interval: Interval::new(),
         searching: Cell::new(false),
+        collected: RefCell::new(None),
         random: Cell::new(0x9E37_79B9 ^ (index as u32 + 1).wrapping_mul(0x85EB_CA6B)),
     });
     let _current = CurrentGuard::enter(Current::Worker(Rc::clone(&worker)));
@@ -69,7 +78,9 @@ pub(crate) fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared
                     // The last searcher found work: there may be more, wake the next.
                     worker.shared.notify_work();
                 }
-                task.run();
+                if let Ran::Again(task) = task.run() {
+                    worker.push_local(task);
+                }
             }
             None => worker.park(),
         }
@@ -77,19 +88,86 @@ pub(crate) fn run_worker(index: usize, local: Owner<TaskRef>, shared: Arc<Shared
     // Shutting down: drop the futures still queued here, on this thread.
     while let Some(task) = worker.local.pop() {
         task.cancel();
-        task.run();
+        // Cancelled, it is dropped, never run again.
+        let _ = task.run();
     }
 }
 
 impl Worker {
-    /// The next task of our own: the local queue, else a batch from the injector.
+    /// The next task of our own: the local queue, else a batch from the injector. Every
+    /// so often, first what waits outside: I/O (if no one holds the driver), the injector.
     fn next_task(&self) -> Option<TaskRef> {
-        if self.interval.injector_first()
-            && let Some(task) = self.shared.injector.pop_batch(1).pop_front()
-        {
-            return Some(task);
+        if self.interval.look_outside_first() {
+            self.poll_driver_in_passing();
+            if let Some(task) = self.shared.injector.pop_batch(1).pop_front() {
+                return Some(task);
+            }
         }
         self.local.pop().or_else(|| self.take_from_injector())
+    }
+
+    /// Queues a task scheduled on this worker: on its own queue — unless it is waking what
+    /// the driver found (then it is collected).
+    pub(crate) fn schedule_local(&self, task: TaskRef) {
+        if let Some(collected) = self.collected.borrow_mut().as_mut() {
+            collected.push(task);
+            return;
+        }
+        self.push_local(task);
+    }
+
+    /// Pushes `task` at the back of this worker's queue, then makes sure some worker will
+    /// look (a parked one may steal it).
+    fn push_local(&self, task: TaskRef) {
+        self.local
+            .push(task, |batch| self.shared.injector.push_batch(batch));
+        self.shared.notify_work();
+    }
+
+    /// `--driver worker`, while busy: collects what is ready without waiting, if no other
+    /// worker holds the driver. Otherwise, with every worker busy, no one would look at
+    /// epoll until one ran out of tasks (tokio does this every 61st turn).
+    fn poll_driver_in_passing(&self) {
+        let Some(mut driver) = self.shared.try_take_driver() else {
+            return;
+        };
+        let who = Holder::Worker(self.index);
+        self.shared.reactor.turn(&mut driver, Wait::No, who);
+        let woken = std::mem::take(&mut driver.woken);
+        drop(driver);
+        self.wake_from_driver(woken, WokenInto::Injector);
+    }
+
+    /// Wakes what a turn of the driver found, and queues the tasks those wakes schedule
+    /// together: `into` says where. Then one parked worker is unparked, once for the batch,
+    /// if there is something for it.
+    fn wake_from_driver(&self, woken: Vec<Waker>, into: WokenInto) {
+        if woken.is_empty() {
+            return;
+        }
+        *self.collected.borrow_mut() = Some(Vec::new());
+        for waker in woken {
+            waker.wake();
+        }
+        let tasks = self.collected.borrow_mut().take().unwrap_or_default();
+        let something_to_steal = match into {
+            WokenInto::OwnQueue => {
+                let more_than_one = tasks.len() > 1;
+                for task in tasks {
+                    self.local
+                        .push(task, |batch| self.shared.injector.push_batch(batch));
+                }
+                more_than_one
+            }
+            WokenInto::Injector if tasks.is_empty() => false,
+            WokenInto::Injector => {
+                self.shared.injector.push_batch(tasks);
+                true
+            }
+        };
+        if something_to_steal {
+            self.shared.notify_work();
+        }
     }
 
     /// Takes a fair share of the injector (up to half a local queue): one to run now, the
@@ -151,27 +229,90 @@ impl Worker {
         x
     }
 
-    /// Nothing to do anywhere: sleep until a waker or a spawn unparks us.
+    /// Nothing to do anywhere: sleep until a waker or a spawn unparks us — in the driver's
+    /// `epoll_wait` if no other worker holds it (`--driver worker`), else on our condvar.
     fn park(&self) {
         let shared = &self.shared;
         let has_work = || shared.has_work() || shared.shutdown.load(Ordering::SeqCst);
         let was_searching = self.searching.replace(false);
-        if shared.idle.go_idle(self.index, was_searching, has_work) == GoingIdle::MustSleep {
-            shared
-                .trace
-                .say(|| format!("worker {}: nothing to do → park", self.index));
-            let parked = fdio::timeline::begin();
-            shared.idle.sleep(self.index);
-            parked.wait("park", fdio::timeline::Args::new);
-            // The time asleep was no polling: measure from here.
-            self.interval.restart();
-            shared
-                .trace
-                .say(|| format!("worker {}: unparked", self.index));
+        if shared.idle.go_idle(self.index, was_searching, has_work) == GoingIdle::FoundWork {
+            // `go_idle` counted us as searching again.
+            self.searching.set(true);
+            return;
         }
-        // Whoever woke us counted us as searching; so did `go_idle` if it found work.
-        self.searching.set(true);
+        shared
+            .trace
+            .say(|| format!("worker {}: nothing to do → park", self.index));
+        loop {
+            let (woken, from_driver) = self.sleep();
+            if woken == Woken::Unparked {
+                // Whoever woke us counted us as searching.
+                self.searching.set(true);
+                self.wake_from_driver(from_driver, WokenInto::OwnQueue);
+                break;
+            }
+            // The driver returned by itself. Nothing woken: sleep again, still a sleeper.
+            if from_driver.is_empty() && !shared.shutdown.load(Ordering::SeqCst) {
+                continue;
+            }
+            match shared.idle.leave(self.index) {
+                Left::Running => self.searching.set(false),
+                Left::TakeTheUnpark => {
+                    self.sleep_on_condvar();
+                    self.searching.set(true);
+                }
+            }
+            self.wake_from_driver(from_driver, WokenInto::OwnQueue);
+            break;
+        }
+        // The time asleep was no polling: measure from here.
+        self.interval.restart();
+        shared
+            .trace
+            .say(|| format!("worker {}: unparked", self.index));
     }
+
+    /// Sleeps once: in the driver if we can take it, else on the condvar. Returns why it
+    /// woke, and the wakers the driver released (to wake once the driver is let go).
+    fn sleep(&self) -> (Woken, Vec<std::task::Waker>) {
+        let shared = &self.shared;
+        let Some(mut driver) = shared.try_take_driver() else {
+            self.sleep_on_condvar();
+            return (Woken::Unparked, Vec::new());
+        };
+        let who = Holder::Worker(self.index);
+        let mut wait_for_io = || {
+            shared.reactor.turn(&mut driver, Wait::UntilTimer, who);
+        };
+        // `--timeline` shows this sleep as the driver's `epoll_wait`.
+        let woken = shared.idle.sleep(self.index, Some(&mut wait_for_io));
+        (woken, std::mem::take(&mut driver.woken))
+    }
+
+    /// Sleeps on our condvar until a waker unparks us (`--timeline`: a `park` slice).
+    fn sleep_on_condvar(&self) {
+        let parked = fdio::timeline::begin();
+        let woken = self.shared.idle.sleep(self.index, None);
+        debug_assert_eq!(
+            woken,
+            Woken::Unparked,
+            "only an unpark ends a condvar's sleep"
+        );
+        parked.wait("park", fdio::timeline::Args::new);
+    }
+}
+
+/// Where the tasks a turn of the driver woke are queued.
+enum WokenInto {
+    /// This worker's own queue: it was idle, and runs them now — no lock, and in this core's
+    /// cache (tokio's go there too). One parked worker is unparked if there is more than the
+    /// one it runs next: one task alone would only move to another thread, for a futex wake.
+    OwnQueue,
+    /// The injector, whose first task the worker runs at once: it was busy, and polled the
+    /// driver in passing. At the back of its own queue they would wait behind every task
+    /// there; this way a task woken by I/O waits at most one interval, as one woken by the
+    /// reactor's thread does.
+    Injector,
 }
 
 /// How often a worker looks at the injector first, tuned to its tasks, as tokio's is: it
@@ -179,12 +320,18 @@ impl Worker {
 /// turns. Short polls (a million tiny tasks) make the interval long, so the injector's lock
 /// is rarely taken; long ones (connections echoing a flood) make it short. Measured once per
 /// interval, not per poll: a clock read per poll would cost more than a short poll.
+///
+/// A turn is one pass of the worker's loop, which is one poll — except a pass that found
+/// nothing and did not sleep (a failed search, a last look before parking that found work):
+/// it counts as a turn too, and the time it spent searching counts as polling. So the mean
+/// is a turn's, not strictly a poll's: close enough to choose between 2 and 127, and a
+/// sleep, which is no turn, starts the measurement again.
 struct Interval {
     /// The interval now, in turns.
     turns: Cell<u32>,
     /// Turns left until the next look.
     left: Cell<u32>,
-    /// The running mean of one poll's duration, in nanoseconds.
+    /// The running mean of one turn's duration (mostly a poll's), in nanoseconds.
     mean_poll_nanos: Cell<f64>,
     /// When the current interval began.
     since: Cell<Instant>,
@@ -201,9 +348,10 @@ impl Interval {
         }
     }
 
-    /// Called once per turn: `true` on the turn that looks at the injector first. That turn
-    /// also folds the interval's polls into the mean and sets the next interval from it.
-    fn injector_first(&self) -> bool {
+    /// Called once per turn: `true` on the turn that looks outside first (the driver, the
+    /// injector). That turn also folds the interval's polls into the mean and sets the next
+    /// interval from it.
+    fn look_outside_first(&self) -> bool {
         let left = self.left.get();
         if left > 1 {
             self.left.set(left - 1);

@@ -35,11 +35,7 @@ impl PipeReader {
 
 impl Read for PipeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.io(Direction::Read, |pipe| read_fd(pipe, buf))?;
-        if n > 0 && n < buf.len() {
-            self.inner.clear_ready(Direction::Read); // took all there was
-        }
-        Ok(n)
+        self.inner.io(Direction::Read, |pipe| read_fd(pipe, buf))
     }
 }
 

@@ -121,7 +121,7 @@ impl<S: AsFd> Registered<S> {
         });
     }
 
-    /// The kernel has nothing more for `direction` for now.
+    /// The kernel has nothing more for `direction` for now (`WouldBlock`, or a short write).
     pub(crate) fn clear_ready(&self, direction: Direction) {
         with_runtime(|runtime| {
             runtime
@@ -246,14 +246,9 @@ impl AsFd for TcpStream {
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self
-            .inner
-            .io(Direction::Read, |mut socket| socket.read(buf))?;
-        if n > 0 && n < buf.len() {
-            // A short read took all there was: skip the read that would say `WouldBlock`.
-            self.inner.clear_ready(Direction::Read);
-        }
-        Ok(n)
+        // A short read is no proof the socket is empty (see `reactor`): it clears nothing.
+        self.inner
+            .io(Direction::Read, |mut socket| socket.read(buf))
     }
 }
 

@@ -9,17 +9,19 @@
 //! *change* to "ready" once. So what it said is kept in a **readiness bit** per direction,
 //! set by an event (whether a green thread waits or not) and at registration (nothing is known
 //! yet: try the call), and cleared only by a call that proved the kernel has nothing more: a
-//! `WouldBlock`, or a read or write that came back short. A green thread parks only while the
-//! bit is clear. Clearing after a short read saves the read that would only say `WouldBlock`:
-//! one system call of three per echoed message.
+//! `WouldBlock`, or a TCP write that came back short (the send buffer is full). A green thread
+//! parks only while the bit is clear. A short *read* proves nothing: a TCP read stops at an
+//! urgent byte's mark once it has copied anything (`tcp_recvmsg`), with ordinary bytes
+//! already queued behind it, and no new edge will come for those. So a read is tried until
+//! it says `WouldBlock`, as in lesson 5 — one system call more per echoed message than if a
+//! short read were taken for "empty", as tokio takes it.
 //!
 //! No event can slip in between a green thread's `WouldBlock` and its park: events are read
 //! only by the scheduler, and the scheduler runs only when the green thread has switched
 //! away. (Lesson 7's reactor, on its own thread, needs a tick per bit for that.)
 //!
-//! The peer closing its side (`EPOLLRDHUP`, `EPOLLHUP`) or an error is a state, not an event:
-//! it stays, and reads are tried until they return the EOF or the error — even after a short
-//! read, since the last bytes and the EOF may come under one edge.
+//! The peer closing its side (`EPOLLRDHUP`, `EPOLLHUP`) or an error needs nothing more: its
+//! event sets the read bit, and a read after the EOF or the error never says `WouldBlock`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -62,8 +64,6 @@ struct Source {
     fd: RawFd,
     read: Way,
     write: Way,
-    /// The peer closed its side, or the socket failed: reads are always worth trying.
-    read_closed: bool,
 }
 
 impl Source {
@@ -122,7 +122,6 @@ impl Reactor {
                 ready: true,
                 waiter: None,
             },
-            read_closed: false,
         };
         match self.sources.get_mut(token) {
             Some(slot) => *slot = Some(source),
@@ -150,14 +149,12 @@ impl Reactor {
     /// Whether the call is worth trying for `direction`.
     pub(crate) fn is_ready(&mut self, token: usize, direction: Direction) -> bool {
         match self.sources.get_mut(token).and_then(Option::as_mut) {
-            Some(source) => {
-                (direction == Direction::Read && source.read_closed) || source.way(direction).ready
-            }
+            Some(source) => source.way(direction).ready,
             None => true, // not watched: let the call itself say what is wrong
         }
     }
 
-    /// The kernel has nothing more for `direction` (`WouldBlock`, or a short read or write):
+    /// The kernel has nothing more for `direction` (`WouldBlock`, or a short write):
     /// park until the next event before trying again.
     pub(crate) fn clear_ready(&mut self, token: usize, direction: Direction) {
         if let Some(Some(source)) = self.sources.get_mut(token) {
@@ -243,7 +240,6 @@ impl Reactor {
             };
             let flags = event.events();
             let closed = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
-            source.read_closed |= flags.intersects(closed);
             let failed = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
             for (direction, ready) in [
                 (

@@ -9,9 +9,12 @@
 //! - `ping_pong`: 1,000 pairs of tasks wake each other through one-shot channels.
 //!
 //! Each is timed `rounds` times on each runtime, alternating; the table gives the medians
-//! and their ratio (target: ≤ 1.25× tokio's time). Then the echo row: `work-stealing echo
-//! --workers 2` and tokio's multi-thread echo (`bench tokio-echo --multi-thread 2`) under
-//! 100 connections of 64 B ping-pong, alternating, median msgs/s (target ≥ 0.90× tokio).
+//! and their ratio (target: ≤ 1.25× tokio's time). Lesson 7's runtime runs with each of its
+//! drivers (`--driver worker`: an idle worker waits in `epoll_wait`; `--driver thread`: the
+//! reactor's own thread does), the default first. Then the echo rows: `work-stealing echo
+//! --workers 2` with each driver and tokio's multi-thread echo (`bench tokio-echo
+//! --multi-thread 2`) under 100 connections of 64 B ping-pong, alternating, median msgs/s
+//! (target ≥ 0.90× tokio) and server CPU per message.
 //! Nothing is pinned there: on 2 cores the load client shares them with the server's two
 //! workers, so the CPU each side used is reported beside the rate.
 
@@ -25,7 +28,50 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use lesson_work_stealing::DriverMode;
+
 use crate::servers::{REFERENCE, Server, ServerSpec};
+
+/// Lesson 7's drivers, the default first (its figures go to the plot and the summary).
+fn drivers() -> [DriverMode; 2] {
+    match DriverMode::default() {
+        DriverMode::Worker => [DriverMode::Worker, DriverMode::Thread],
+        DriverMode::Thread => [DriverMode::Thread, DriverMode::Worker],
+    }
+}
+
+/// `--driver …` as typed.
+fn driver_name(driver: DriverMode) -> &'static str {
+    match driver {
+        DriverMode::Worker => "worker",
+        DriverMode::Thread => "thread",
+    }
+}
+
+/// `work-stealing echo --workers 2 --driver …`, as a server of the benchmark.
+fn work_stealing_echo(bin_dir: &Path, driver: DriverMode) -> Server {
+    let (label, args): (&'static str, &'static [&'static str]) = match driver {
+        DriverMode::Worker => (
+            "work-stealing --workers 2 --driver worker",
+            &["echo", "--workers", "2", "--driver", "worker"],
+        ),
+        DriverMode::Thread => (
+            "work-stealing --workers 2 --driver thread",
+            &["echo", "--workers", "2", "--driver", "thread"],
+        ),
+    };
+    Server {
+        spec: ServerSpec {
+            id: "work-stealing",
+            label,
+            binary: "work-stealing",
+            args,
+            streaming_args: None,
+            uses_epoll: true,
+        },
+        executable: bin_dir.join("work-stealing"),
+    }
+}
 
 /// How many tasks `spawn_many` spawns, as in tokio's benchmark.
 const SPAWN_MANY: usize = 10_000;
@@ -153,10 +199,10 @@ benchmarks!(
 );
 benchmarks!(theirs, tokio::spawn, tokio::task::yield_now);
 
-/// One benchmark's medians on both runtimes.
+/// One benchmark's medians on both runtimes (ours: with each of [`drivers`]).
 struct Timing {
     name: &'static str,
-    ours: Duration,
+    ours: [Duration; 2],
     tokio: Duration,
 }
 
@@ -168,7 +214,10 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 /// Runs the micro-benchmarks, `rounds` times each on each runtime (after one warm-up).
 fn micro_benchmarks(workers: usize, rounds: usize) -> io::Result<Vec<Timing>> {
-    let ours = lesson_work_stealing::Runtime::new(workers)?;
+    let build =
+        |driver| lesson_work_stealing::Runtime::build(workers, driver, fdio::Trace::new(false));
+    let [default, other] = drivers();
+    let ours = [build(default)?, build(other)?];
     let theirs = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -177,7 +226,7 @@ fn micro_benchmarks(workers: usize, rounds: usize) -> io::Result<Vec<Timing>> {
     // own queue, not through the injector.
     macro_rules! time_both {
         ($name:literal, $bench:ident) => {{
-            let time_ours = || {
+            let time_ours = |ours: &lesson_work_stealing::Runtime| {
                 let started = Instant::now();
                 ours.block_on(async { lesson_work_stealing::spawn(ours::$bench()).await })
                     .unwrap();
@@ -190,17 +239,20 @@ fn micro_benchmarks(workers: usize, rounds: usize) -> io::Result<Vec<Timing>> {
                     .unwrap();
                 started.elapsed()
             };
-            time_ours();
+            for runtime in &ours {
+                time_ours(runtime);
+            }
             time_theirs();
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
-                a.push(time_ours());
-                b.push(time_theirs());
+                a.push(time_ours(&ours[0]));
+                b.push(time_ours(&ours[1]));
+                c.push(time_theirs());
             }
             Timing {
                 name: $name,
-                ours: median(a),
-                tokio: median(b),
+                ours: [median(a), median(b)],
+                tokio: median(c),
             }
         }};
     }
@@ -281,11 +333,12 @@ pub struct Section {
     /// The micro-benchmarks' table and the echo row, as markdown (`bench scheduler` prints
     /// it; a full run adds it to its report).
     pub markdown: String,
-    /// Each benchmark's time on lesson 7's runtime as a multiple of tokio's (for the echo:
-    /// the time per message, tokio's msgs/s over ours), for `bench-scheduler.svg`.
+    /// Each benchmark's time on lesson 7's runtime (its default driver) as a multiple of
+    /// tokio's (for the echo: the time per message, tokio's msgs/s over ours), for
+    /// `bench-scheduler.svg`.
     pub versus_tokio: Vec<(&'static str, f64)>,
-    /// lesson 7's echo, then tokio multi_thread's (the median run of each), for the
-    /// README's summary table.
+    /// lesson 7's echo with each driver (the default first), then tokio multi_thread's (the
+    /// median run of each), for the README's summary table.
     pub echo: Vec<EchoRow>,
 }
 
@@ -308,34 +361,29 @@ pub fn section(
         "Median of {rounds} runs each, alternating; lower is better."
     );
     let _ = writeln!(out);
+    let [default, other] = drivers().map(driver_name);
     let _ = writeln!(
         out,
-        "| benchmark | work-stealing | tokio multi_thread | ratio | target ≤ 1.25× |"
+        "| benchmark | work-stealing, `--driver {default}` (default) | `--driver {other}` | \
+         tokio multi_thread | ratio, `{default}` | ratio, `{other}` | target ≤ 1.25× |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|");
     for timing in micro_benchmarks(workers, rounds)? {
-        let ratio = timing.ours.as_secs_f64() / timing.tokio.as_secs_f64();
+        let [ratio, other_ratio] = timing
+            .ours
+            .map(|ours| ours.as_secs_f64() / timing.tokio.as_secs_f64());
         versus_tokio.push((timing.name, ratio));
         let _ = writeln!(
             out,
-            "| `{}` | {:.2?} | {:.2?} | {ratio:.2}× | {} |",
+            "| `{}` | {:.2?} | {:.2?} | {:.2?} | {ratio:.2}× | {other_ratio:.2}× | {} |",
             timing.name,
-            timing.ours,
+            timing.ours[0],
+            timing.ours[1],
             timing.tokio,
             if ratio <= 1.25 { "met" } else { "missed" }
         );
     }
-    let work_stealing = Server {
-        spec: ServerSpec {
-            id: "work-stealing",
-            label: "work-stealing --workers 2",
-            binary: "work-stealing",
-            args: &["echo", "--workers", "2"],
-            streaming_args: None,
-            uses_epoll: true,
-        },
-        executable: bin_dir.join("work-stealing"),
-    };
+    let work_stealing = drivers().map(|driver| work_stealing_echo(bin_dir, driver));
     let tokio = Server {
         spec: ServerSpec {
             label: "tokio multi_thread, 2 workers",
@@ -344,14 +392,20 @@ pub fn section(
         },
         executable: std::env::current_exe()?,
     };
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs) = ([Vec::new(), Vec::new()], Vec::new());
     for _ in 0..rounds {
-        ours.push(echo_window(&work_stealing, window)?);
+        for (runs, server) in ours.iter_mut().zip(&work_stealing) {
+            runs.push(echo_window(server, window)?);
+        }
         theirs.push(echo_window(&tokio, window)?);
     }
-    let (ours, theirs) = (median_run(ours), median_run(theirs));
-    let ratio = ours.messages_per_sec / theirs.messages_per_sec;
-    versus_tokio.push(("echo, per message", 1.0 / ratio));
+    let (ours, theirs) = (ours.map(median_run), median_run(theirs));
+    let ratios = |ours: &EchoRun| {
+        let rate = ours.messages_per_sec / theirs.messages_per_sec;
+        let cpu = ours.cpu_per_message().as_secs_f64() / theirs.cpu_per_message().as_secs_f64();
+        (rate, cpu)
+    };
+    versus_tokio.push(("echo, per message", 1.0 / ratios(&ours[0]).0));
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -362,46 +416,49 @@ pub fn section(
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| server | msgs/s | server CPU | client CPU | ratio | target ≥ 0.90× |"
+        "| server | msgs/s | server CPU | client CPU | CPU per message | msgs/s ratio | \
+         CPU per message ratio | target ≥ 0.90× |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
-    for (label, run, ratio) in [
-        (work_stealing.spec.label, &ours, Some(ratio)),
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|");
+    let rows = [
+        (
+            work_stealing[0].spec.label,
+            &ours[0],
+            Some(ratios(&ours[0])),
+        ),
+        (
+            work_stealing[1].spec.label,
+            &ours[1],
+            Some(ratios(&ours[1])),
+        ),
         (tokio.spec.label, &theirs, None),
-    ] {
+    ];
+    for (label, run, ratios) in rows {
+        let (rate, cpu) = ratios.unwrap_or((1.0, 1.0));
         let _ = writeln!(
             out,
-            "| {label} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            "| {label} | {:.0} | {:.2} | {:.2} | {:.2?} | {rate:.2}× | {cpu:.2}× | {} |",
             run.messages_per_sec,
             run.server_cpu,
             run.client_cpu,
-            ratio.map_or("1.00×".to_string(), |r| format!("{r:.2}×")),
-            match ratio {
-                Some(r) if r >= 0.90 => "met",
+            run.cpu_per_message(),
+            match ratios {
+                Some(_) if rate >= 0.90 => "met",
                 Some(_) => "missed",
                 None => "",
             }
         );
     }
-    let echo = vec![
-        EchoRow {
-            label: work_stealing.spec.label,
-            messages_per_sec: ours.messages_per_sec,
-            cpu_per_message: ours.cpu_per_message(),
-            user_cpu_per_message: ours.user_cpu_per_message(),
-            ratios: Some((
-                ratio,
-                ours.cpu_per_message().as_secs_f64() / theirs.cpu_per_message().as_secs_f64(),
-            )),
-        },
-        EchoRow {
-            label: tokio.spec.label,
-            messages_per_sec: theirs.messages_per_sec,
-            cpu_per_message: theirs.cpu_per_message(),
-            user_cpu_per_message: theirs.user_cpu_per_message(),
-            ratios: None,
-        },
-    ];
+    let echo = rows
+        .into_iter()
+        .map(|(label, run, ratios)| EchoRow {
+            label,
+            messages_per_sec: run.messages_per_sec,
+            cpu_per_message: run.cpu_per_message(),
+            user_cpu_per_message: run.user_cpu_per_message(),
+            ratios,
+        })
+        .collect();
     Ok(Section {
         markdown: out,
         versus_tokio,

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// `bench scheduler --rounds 1 --seconds 0.05` prints both tables with every row. The echo
+/// `bench scheduler --rounds 1 --seconds 0.05` prints both tables with every row, lesson 7
+/// with each of its drivers. The echo
 /// row needs `work-stealing` beside the benchmark (`cargo test --workspace` builds it);
 /// without it the test says so and checks nothing.
 #[test]
@@ -34,7 +35,8 @@ fn scheduler_prints_both_tables() {
         "| `yield_many` |",
         "| `chained_spawn` |",
         "| `ping_pong` |",
-        "| work-stealing --workers 2 |",
+        "| work-stealing --workers 2 --driver worker |",
+        "| work-stealing --workers 2 --driver thread |",
         "| tokio multi_thread, 2 workers |",
     ] {
         assert!(stdout.contains(row), "no {row:?} in:\n{stdout}");

@@ -45,7 +45,7 @@ pub use net::{
 pub use output::{OutputLog, Source};
 pub use pending::PendingWrite;
 pub use session::WriterSession;
-pub use signal::{signal_of, signal_pipe};
+pub use signal::{catch_signals, signal_of, signal_pipe};
 pub use ticker::Ticker;
 pub use trace::{FdList, Trace};
 

@@ -26,7 +26,8 @@ extern "C" fn on_signal(signal: libc::c_int) {
     // Only async-signal-safe work here: one write(2), with errno saved and restored so the
     // interrupted code never sees it change.
     let saved = Errno::last_raw();
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    // Acquire, paired with the Release in `create_pipe`: see there.
+    let fd = SIGNAL_PIPE.load(Ordering::Acquire);
     if fd >= 0 {
         let byte = signal as u8;
         // Safety: `fd` is the pipe's write end, open for the rest of the process; the buffer
@@ -48,6 +49,15 @@ pub fn signal_pipe(signals: &[Signal]) -> io::Result<PipeReader> {
     let reader = create_pipe()
         .map_err(|err| io::Error::new(err.kind(), format!("cannot make the signal pipe: {err}")))?;
     *made = true;
+    catch_signals(signals)?;
+    Ok(reader)
+}
+
+/// Installs the handler for `signals` too, after [`signal_pipe`]: their bytes come down the
+/// same pipe. Installing it again for a signal it already catches changes nothing. For the
+/// rest of the process, as with `signal_pipe`: the signals' default action (ending the
+/// process) is never given back.
+pub fn catch_signals(signals: &[Signal]) -> io::Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,
@@ -57,7 +67,7 @@ pub fn signal_pipe(signals: &[Signal]) -> io::Result<PipeReader> {
         // Safety: the handler only calls async-signal-safe functions (see `on_signal`).
         unsafe { sigaction(signal, &action) }?;
     }
-    Ok(reader)
+    Ok(())
 }
 
 /// The signal a byte read from the pipe stands for.
@@ -73,6 +83,12 @@ fn create_pipe() -> io::Result<PipeReader> {
     crate::set_nonblocking(&writer)?;
     // The write end must stay open as long as a handler may run — for the whole process — so
     // its ownership is given up here.
-    SIGNAL_PIPE.store(writer.into_raw_fd(), Ordering::Relaxed);
+    //
+    // Release, and Acquire in the handler: a handler that finds the fd — on any thread —
+    // also finds done what came before this store, the pipe made and made non-blocking, so
+    // it can never block on it. Those are kernel state, and the kernel orders its own;
+    // Release/Acquire makes the argument in the language's rules instead of the kernel's,
+    // for nothing on x86 and little elsewhere. (A lock-free atomic is async-signal-safe.)
+    SIGNAL_PIPE.store(writer.into_raw_fd(), Ordering::Release);
     Ok(reader)
 }

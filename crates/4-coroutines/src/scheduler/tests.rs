@@ -178,7 +178,7 @@ impl Coroutine<()> for Edge {
             2 => {
                 assert!(readiness::may_try(fd, Interest::READABLE));
                 self.reader.read_exact(&mut [0]).unwrap();
-                // A short read: that was everything, as `recv` would note.
+                // Nothing more: as `recv` notes a `WouldBlock`.
                 readiness::drained(fd, Interest::READABLE);
                 assert!(!readiness::may_try(fd, Interest::READABLE));
                 // New bytes come while this task is not parked on the pipe.
