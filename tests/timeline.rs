@@ -229,3 +229,37 @@ fn a_timeline_that_cannot_be_written_is_said_at_once() {
     );
     assert!(output.stdout.is_empty(), "it started anyway");
 }
+
+/// A FIFO as `--timeline` is refused at once, in one line, whether or not anyone reads it:
+/// the trace is written in one go at the end, so with no reader the open would block before
+/// `listening on` (silently, forever), and a reader that stops reading would hold the end of
+/// the program after `shutdown complete`, deaf to every signal.
+#[test]
+fn a_fifo_as_the_timeline_is_refused() {
+    let fifo = TempFile::new("timeline.fifo");
+    nix::unistd::mkfifo(&fifo.path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let path = fifo.path.to_str().expect("a UTF-8 path");
+    let args = ["echo", "--addr", "127.0.0.1:0", "--timeline", path];
+    let refused = |server: &mut common::Process| {
+        assert_eq!(server.wait_exit(), Some(1), "it started");
+        let stderr = server.stderr();
+        assert_eq!(stderr.len(), 1, "{stderr:?}");
+        assert!(
+            stderr[0].contains(&format!("--timeline {path}: a FIFO")),
+            "{stderr:?}"
+        );
+    };
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_async-await"));
+    command.args(args);
+    refused(&mut common::Process::spawn(command)); // nobody reads it
+    // A reader that holds it open and never reads (opening for reading and writing does not
+    // wait for a writer).
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo.path)
+        .expect("open the FIFO");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_async-await"));
+    command.args(args);
+    refused(&mut common::Process::spawn(command));
+}

@@ -9,11 +9,13 @@
 //! pipe wakes up and stops the accept loop (a deadline on the listener: see `net`). Then every
 //! connection gets a read deadline of *now* — it never reads a new chunk — and a write
 //! deadline 10 s away: it finishes the chunk in hand, sends EOF, reads and drops what the
-//! client still sends until all it wrote has been acknowledged (`SIOCOUTQ` is 0), and closes.
+//! client still sends until all it wrote has been acknowledged ([`fdio::delivery`], asked
+//! after each chunk dropped or after a pause that doubles from 10 ms to 1 s), and closes.
 //! Closing earlier, with unread bytes, would send a reset, and a reset throws away what is
-//! still in the send queue. A connection that has not got there 10 s after the signal is
-//! given up, with one line saying how many bytes it dropped; the summary counts as echoed
-//! only the bytes that left. That part is [`shutdown`].
+//! still in the send queue. A reset from the client ends the wait at once. A connection that
+//! has not got there 10 s after the signal is given up, with one line saying how many bytes
+//! it dropped; the summary counts as echoed only the bytes that left — not those a reset
+//! threw away. That part is [`shutdown`].
 
 pub mod shutdown;
 
@@ -31,7 +33,7 @@ use crate::net::{TcpListener, TcpStream, timed_out};
 use crate::signal::Signals;
 use crate::spawn::{panic_message, spawn_named};
 use crate::sync::Notify;
-use shutdown::{Counted, finish_at_shutdown, shut_down};
+use shutdown::{Counted, finish_at_shutdown, shut_down, undelivered};
 
 /// How long to stop accepting after running out of file descriptors, at most: a connection
 /// that closes, or a signal, ends the pause at once.
@@ -136,9 +138,15 @@ fn serve_client(stream: &TcpStream, peer: SocketAddr, server: &Server) {
         Err(err) if timed_out(&err) && server.grace.get().is_some() => {
             finish_at_shutdown(stream, peer, &counted, server);
         }
-        result => {
+        // The client's EOF: all that is in the socket leaves after we close. An error (a
+        // reset): what is still there never will.
+        Ok(()) => {
             server.count_echoed(counted.written);
-            log_closed(peer, result.err().as_ref());
+            log_closed(peer, None);
+        }
+        Err(err) => {
+            server.count_echoed(counted.written.saturating_sub(undelivered(stream)));
+            log_closed(peer, Some(&err));
         }
     }
 }

@@ -51,7 +51,7 @@
 //!    handler on an alternate signal stack names it in one line and aborts.
 //! 4. [`runtime`]: the M:1 scheduler — park and unpark, `yield_now`, `sleep`, the loop
 //!    around `epoll_wait`; then [`spawn`]: a new green thread, where it starts, `join`; a
-//!    panic ends one green thread.
+//!    panic ends one green thread, and [`unwinding`]: while it unwinds, no other runs.
 //! 5. [`reactor`]: epoll, and which green thread is parked on which fd: lesson 5's reactor,
 //!    with green threads where it had wakers.
 //! 6. [`net`] and [`io`]: I/O that looks blocking — `WouldBlock` parks; the cooperative
@@ -101,7 +101,9 @@
 //!
 //! ## Thread-locals and `Send` under M:1
 //! All green threads of a runtime run on one OS thread, so they share its thread-locals: a
-//! `thread_local!` is per OS thread, not per green thread. And nothing runs in parallel, so
+//! `thread_local!` is per OS thread, not per green thread — std's own too, such as the count
+//! of panics unwinding, which is why no green thread runs while another one's panic unwinds
+//! ([`unwinding`]). And nothing runs in parallel, so
 //! an `Rc` or a `RefCell` may be held across a park (`writer` shares its log so), and
 //! `spawn` asks for no `Send`. An M:N runtime — Go's, or a stackful twin of lesson 7 — moves
 //! a parked green thread to whichever OS thread is free when it resumes. Then a thread-local
@@ -153,6 +155,7 @@ pub mod stack;
 pub mod stacks;
 pub mod switch;
 pub mod sync;
+pub mod unwinding;
 pub mod writer;
 
 // The runtime refuses to start off x86-64 (see `switch`): nothing to test there.

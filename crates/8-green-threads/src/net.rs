@@ -2,10 +2,10 @@
 //! `Write` — so `read`, `write_all`, `BufReader`, any code written for blocking sockets.
 //!
 //! Underneath, every call is the same loop (`Registered::io`): try the system call on the
-//! non-blocking socket; if it says `WouldBlock`, leave this green thread with the reactor as
-//! the socket's waiter and **park** — switch to the scheduler, which runs the others and
-//! sleeps in `epoll_wait`; when epoll reports the socket, the scheduler switches back here,
-//! and the call is tried again. The caller saw one call that took a while: lesson 0's
+//! non-blocking socket; if it says `WouldBlock`, leave this green thread with the reactor
+//! among the socket's waiters and **park** — switch to the scheduler, which runs the others
+//! and sleeps in `epoll_wait`; when epoll reports the socket, the scheduler switches back
+//! here, and the call is tried again. The caller saw one call that took a while: lesson 0's
 //! program runs unchanged, on lesson 5's mechanism.
 //!
 //! **The budget.** A connection whose client never stops sending would never park: each read
@@ -22,15 +22,16 @@
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::time::Instant;
 
-use fdio::{interrupted, would_block};
+use fdio::{Delivery, interrupted, would_block};
 
-use crate::reactor::{Direction, Interest};
-use crate::runtime::{park_until, spend_budget, try_with_runtime, unpark, with_runtime};
+use crate::reactor::{Direction, Interest, Reactor};
+use crate::runtime::{RuntimeId, park_until, spend_budget, unpark, with_runtime, with_runtime_of};
 
 /// A call failed because its deadline passed (see the module doc).
 pub fn timed_out(err: &io::Error) -> bool {
@@ -38,28 +39,38 @@ pub fn timed_out(err: &io::Error) -> bool {
 }
 
 /// An fd watched by this thread's reactor, with a deadline per direction; deregistered when
-/// dropped, before `source` closes it. One green thread at a time may wait on each direction.
+/// dropped, before `source` closes it. Any number of green threads may wait on it at once
+/// (a stream shared through an `Rc`): an event wakes them all. Its token means something
+/// only to the reactor of the runtime that registered it: every use goes through that
+/// runtime, and under another one (the next `run`, if `main` returned the stream) the fd is
+/// not registered at all. It stays on its OS thread: the `PhantomData` makes it (and every
+/// I/O type holding it) impossible to send to another.
 pub(crate) struct Registered<S: AsFd> {
     source: S,
     token: usize,
+    runtime: RuntimeId,
     read_deadline: Cell<Option<Instant>>,
     write_deadline: Cell<Option<Instant>>,
+    on_this_thread: PhantomData<Rc<()>>,
 }
 
 impl<S: AsFd> Registered<S> {
     /// Registers `source` (which must be non-blocking, or look it: see `io::Stdin`).
     pub(crate) fn new(source: S, interest: Interest) -> io::Result<Registered<S>> {
-        let token = with_runtime(|runtime| {
-            runtime
+        let (token, runtime) = with_runtime(|runtime| {
+            let token = runtime
                 .reactor
                 .borrow_mut()
-                .register(source.as_fd(), interest)
+                .register(source.as_fd(), interest);
+            token.map(|token| (token, runtime.id))
         })?;
         Ok(Registered {
             source,
             token,
+            runtime,
             read_deadline: Cell::new(None),
             write_deadline: Cell::new(None),
+            on_this_thread: PhantomData,
         })
     }
 
@@ -77,9 +88,9 @@ impl<S: AsFd> Registered<S> {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
             spend_budget();
-            let ready = with_runtime(|runtime| {
-                runtime.reactor.borrow_mut().is_ready(self.token, direction)
-            });
+            let ready = self
+                .reactor(|reactor| reactor.is_ready(self.token, direction))
+                .ok_or_else(gone)?;
             if ready {
                 match op(&self.source) {
                     Err(err) if would_block(&err) => self.clear_ready(direction),
@@ -103,32 +114,19 @@ impl<S: AsFd> Registered<S> {
                 };
                 format!("{green}: {call} on fd {fd} would block → park")
             });
-            let waiter = Rc::clone(&green);
-            runtime
-                .reactor
-                .borrow_mut()
-                .set_waiter(self.token, direction, waiter);
             green
         });
+        let waiter = Rc::clone(&green);
+        self.reactor(|reactor| reactor.add_waiter(self.token, direction, waiter));
         park_until(deadline);
-        // Woken by the event, the waiter is gone already; by the deadline or a spurious wake,
-        // it is still here: take it back.
-        with_runtime(|runtime| {
-            runtime
-                .reactor
-                .borrow_mut()
-                .forget_waiter(self.token, direction, &green)
-        });
+        // Woken by the event, it is no waiter any more; by the deadline or a spurious wake, it
+        // still is: take it back.
+        self.reactor(|reactor| reactor.forget_waiter(self.token, direction, &green));
     }
 
     /// The kernel has nothing more for `direction` for now (`WouldBlock`, or a short write).
     pub(crate) fn clear_ready(&self, direction: Direction) {
-        with_runtime(|runtime| {
-            runtime
-                .reactor
-                .borrow_mut()
-                .clear_ready(self.token, direction)
-        });
+        self.reactor(|reactor| reactor.clear_ready(self.token, direction));
     }
 
     fn deadline(&self, direction: Direction) -> &Cell<Option<Instant>> {
@@ -138,32 +136,33 @@ impl<S: AsFd> Registered<S> {
         }
     }
 
-    /// Sets the deadline of `direction`, and wakes a green thread parked there, so that it
-    /// looks at the new deadline.
+    /// Sets the deadline of `direction`, and wakes the green threads parked there, so that
+    /// they look at the new deadline.
     pub(crate) fn set_deadline(&self, direction: Direction, deadline: Option<Instant>) {
         self.deadline(direction).set(deadline);
-        let waiter = with_runtime(|runtime| {
-            runtime
-                .reactor
-                .borrow_mut()
-                .take_waiter(self.token, direction)
-        });
-        if let Some(green) = waiter {
-            unpark(&green);
+        let waiters = self.reactor(|reactor| reactor.take_waiters(self.token, direction));
+        for green in waiters.iter().flatten() {
+            unpark(green);
         }
+    }
+
+    /// Runs `f` with the reactor that knows this fd; `None` under another runtime, or none.
+    fn reactor<R>(&self, f: impl FnOnce(&mut Reactor) -> R) -> Option<R> {
+        with_runtime_of(self.runtime, |runtime| f(&mut runtime.reactor.borrow_mut()))
     }
 }
 
 impl<S: AsFd> Drop for Registered<S> {
     fn drop(&mut self) {
-        // After the runtime has ended there is nothing to deregister from.
-        try_with_runtime(|runtime| {
-            runtime
-                .reactor
-                .borrow_mut()
-                .deregister(self.token, self.source.as_fd())
-        });
+        // Only from the reactor that registered it: another runtime's may have given the same
+        // token to another fd, and after the runtime has ended there is nothing to undo.
+        self.reactor(|reactor| reactor.deregister(self.token, self.source.as_fd()));
     }
+}
+
+/// The error for an I/O object used under another runtime than the one that made it.
+fn gone() -> io::Error {
+    io::Error::other("this I/O object belongs to a green-thread runtime that has ended")
 }
 
 /// A listening socket.
@@ -199,8 +198,17 @@ impl TcpListener {
 }
 
 /// A TCP connection. `Read` and `Write` are implemented for `&TcpStream` too, as for std's.
+/// It belongs to the runtime of its OS thread, so it cannot be sent to another thread:
+///
+/// ```compile_fail,E0277
+/// fn send_away(stream: lesson_green_threads::net::TcpStream) {
+///     std::thread::spawn(move || drop(stream));
+/// }
+/// ```
 pub struct TcpStream {
     inner: Registered<std::net::TcpStream>,
+    /// `shutdown(Write)` has queued our EOF: [`delivery`](Self::delivery) does not count it.
+    eof_sent: Cell<bool>,
 }
 
 impl TcpStream {
@@ -209,6 +217,7 @@ impl TcpStream {
         stream.set_nonblocking(true)?;
         Ok(TcpStream {
             inner: Registered::new(stream, Interest::ReadWrite)?,
+            eof_sent: Cell::new(false),
         })
     }
 
@@ -224,7 +233,16 @@ impl TcpStream {
 
     /// Shuts down one or both directions (`Shutdown::Write` sends EOF, reading goes on).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.inner.source.shutdown(how)
+        self.inner.source.shutdown(how)?;
+        self.eof_sent
+            .set(self.eof_sent.get() || how != Shutdown::Read);
+        Ok(())
+    }
+
+    /// What has become of the bytes written here ([`fdio::delivery`]): all acknowledged by
+    /// the peer, some still on their way, or some lost to a reset.
+    pub fn delivery(&self) -> io::Result<Delivery> {
+        fdio::delivery(self, self.eof_sent.get())
     }
 
     /// From `deadline` on, reads fail with `TimedOut` — also one parked now.

@@ -7,9 +7,13 @@
 //! kernel, unable to push one, would kill the process without a word. So it runs on an
 //! **alternate signal stack** (`sigaltstack(2)`, and `SA_ONSTACK` when it is installed), which
 //! each runtime sets up for its OS thread while it runs. std does the same for the stacks of
-//! its own threads: that is where `thread 'main' has overflowed its stack` comes from.
+//! its own threads: that is where `thread 'main' has overflowed its stack` comes from. Any
+//! other handler must ask for that stack too: a signal may come while a green thread is a few
+//! hundred bytes from its guard page, with no room for the 3.4 KiB the kernel pushes (with
+//! AVX-512). `fdio::signal_pipe`'s SIGINT/SIGTERM handler does (`SA_ONSTACK`).
 //!
-//! The handler looks at where the fault was (`si_addr`). In the guard page of the green thread
+//! The handler looks at what the fault was (`si_code`: an access to a page, not a `kill` or a
+//! general protection fault) and where (`si_addr`). In the guard page of the green thread
 //! running now, it writes one line and aborts:
 //!
 //! ```text
@@ -40,6 +44,12 @@ use crate::stack::Stack;
 /// The alternate signal stack's size: the handler needs little, but the kernel pushes the
 /// whole register state first (several KiB with AVX-512).
 const ALT_STACK_SIZE: usize = 64 * 1024;
+
+/// `si_code`s of a `SIGSEGV` raised by an access to an address: none mapped there, or not
+/// allowed (a `PROT_NONE` guard page). Linux's <asm-generic/siginfo.h>; the libc crate does
+/// not name them for Linux.
+const SEGV_MAPERR: libc::c_int = 1;
+const SEGV_ACCERR: libc::c_int = 2;
 
 /// What the handler needs to know about a green thread, readable from a signal handler.
 pub(crate) struct GuardInfo {
@@ -111,9 +121,14 @@ extern "C" fn on_fault(
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
-    // Safety: the kernel passes a valid siginfo_t to an SA_SIGINFO handler. For a fault it
-    // raised itself (`si_code` > 0: not a `kill`), `si_addr` is the address that faulted.
-    let address = unsafe { ((*info).si_code > 0).then(|| (*info).si_addr() as usize) };
+    // Safety: the kernel passes a valid siginfo_t to an SA_SIGINFO handler. Only for a fault
+    // at an address (`SEGV_MAPERR`, or `SEGV_ACCERR`: the guard page's) is `si_addr` the
+    // address that faulted. Not for a `kill` or `sigqueue` (`si_code` ≤ 0: those bytes are
+    // the sender's pid and uid), nor for `SI_KERNEL` (a general protection fault, such as a
+    // non-canonical address: the kernel knows no address and sends 0).
+    let address = unsafe {
+        matches!((*info).si_code, SEGV_MAPERR | SEGV_ACCERR).then(|| (*info).si_addr() as usize)
+    };
     let running = RUNNING.get();
     // Safety: set by the scheduler to the `GuardInfo` of the green thread it switched to,
     // which stays alive while that green thread runs, and reset when it switches back.

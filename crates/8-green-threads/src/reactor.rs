@@ -2,8 +2,12 @@
 //!
 //! This is lesson 5's reactor with green threads where lesson 5 had wakers. I/O is
 //! optimistic: a green thread tries the system call; only if it says `WouldBlock` does it
-//! leave itself here as the fd's *waiter* and switch away. When `epoll_wait` reports the fd,
-//! the scheduler makes the waiter runnable again, and it tries the call again.
+//! leave itself here as one of the fd's *waiters* and switch away. When `epoll_wait` reports
+//! the fd, the scheduler makes every waiter of that direction runnable again, and each tries
+//! its call again. Usually there is one; there are more when green threads share a stream
+//! (`Read for &TcpStream`, as std allows): the first takes the bytes, the others find
+//! `WouldBlock` and park again. Keeping only the latest would forget the others — a reader
+//! that sleeps for ever beside bytes meant for it. (tokio's `ScheduledIo` keeps such a list.)
 //!
 //! Every fd is registered once, **edge-triggered** (`EPOLLET`), as mio does: epoll reports a
 //! *change* to "ready" once. So what it said is kept in a **readiness bit** per direction,
@@ -53,10 +57,19 @@ pub enum Interest {
 }
 
 /// One direction of one fd: is the call worth trying, and who is parked until it is.
-#[derive(Default)]
 struct Way {
     ready: bool,
-    waiter: Option<Rc<Green>>,
+    waiters: Vec<Rc<Green>>,
+}
+
+impl Way {
+    /// Registration: nothing is known yet, so the call is worth trying.
+    fn new() -> Way {
+        Way {
+            ready: true,
+            waiters: Vec::new(),
+        }
+    }
 }
 
 /// What the reactor knows about one registered fd.
@@ -114,14 +127,8 @@ impl Reactor {
         }
         let source = Source {
             fd: fd.as_raw_fd(),
-            read: Way {
-                ready: true,
-                waiter: None,
-            },
-            write: Way {
-                ready: true,
-                waiter: None,
-            },
+            read: Way::new(),
+            write: Way::new(),
         };
         match self.sources.get_mut(token) {
             Some(slot) => *slot = Some(source),
@@ -138,10 +145,7 @@ impl Reactor {
         if let Some(slot) = self.sources.get_mut(token)
             && let Some(source) = slot.take()
         {
-            self.parked -= [source.read.waiter, source.write.waiter]
-                .iter()
-                .filter(|waiter| waiter.is_some())
-                .count();
+            self.parked -= source.read.waiters.len() + source.write.waiters.len();
             self.free.push(token);
         }
     }
@@ -162,43 +166,40 @@ impl Reactor {
         }
     }
 
-    /// Leaves `green` as the waiter of `token`'s `direction`, in place of any other.
-    pub(crate) fn set_waiter(&mut self, token: usize, direction: Direction, green: Rc<Green>) {
-        if let Some(Some(source)) = self.sources.get_mut(token)
-            && source.way(direction).waiter.replace(green).is_none()
-        {
+    /// Leaves `green` among the waiters of `token`'s `direction`.
+    pub(crate) fn add_waiter(&mut self, token: usize, direction: Direction, green: Rc<Green>) {
+        if let Some(Some(source)) = self.sources.get_mut(token) {
+            source.way(direction).waiters.push(green);
             self.parked += 1;
         }
     }
 
-    /// Removes `green` as the waiter of `token`'s `direction`, if it still is.
+    /// Removes `green` from the waiters of `token`'s `direction`, if it is still there.
     pub(crate) fn forget_waiter(&mut self, token: usize, direction: Direction, green: &Rc<Green>) {
         if let Some(Some(source)) = self.sources.get_mut(token) {
-            let way = source.way(direction);
-            if way
-                .waiter
-                .as_ref()
-                .is_some_and(|waiter| Rc::ptr_eq(waiter, green))
-            {
-                way.waiter = None;
+            let waiters = &mut source.way(direction).waiters;
+            if let Some(index) = waiters.iter().position(|waiter| Rc::ptr_eq(waiter, green)) {
+                waiters.swap_remove(index);
                 self.parked -= 1;
             }
         }
     }
 
-    /// Takes the waiter of `token`'s `direction`, for the runtime to wake: a deadline changed.
-    pub(crate) fn take_waiter(&mut self, token: usize, direction: Direction) -> Option<Rc<Green>> {
-        let waiter = self
-            .sources
-            .get_mut(token)
-            .and_then(Option::as_mut)?
-            .way(direction)
-            .waiter
-            .take();
-        if waiter.is_some() {
-            self.parked -= 1;
-        }
-        waiter
+    /// Takes the waiters of `token`'s `direction`, for the runtime to wake: a deadline changed.
+    pub(crate) fn take_waiters(&mut self, token: usize, direction: Direction) -> Vec<Rc<Green>> {
+        let Some(Some(source)) = self.sources.get_mut(token) else {
+            return Vec::new();
+        };
+        let waiters = std::mem::take(&mut source.way(direction).waiters);
+        self.parked -= waiters.len();
+        waiters
+    }
+
+    /// Whether `green` is among the waiters of some fd.
+    pub(crate) fn is_waiting(&self, green: &Rc<Green>) -> bool {
+        let waits_on = |way: &Way| way.waiters.iter().any(|waiter| Rc::ptr_eq(waiter, green));
+        (self.sources.iter().flatten())
+            .any(|source| waits_on(&source.read) || waits_on(&source.write))
     }
 
     /// How many green threads are parked on an fd.
@@ -206,8 +207,8 @@ impl Reactor {
         self.parked
     }
 
-    /// Waits for events for at most `timeout` (`None`: no limit), records them, and puts the
-    /// green threads parked on the ready fds into `woken`.
+    /// Waits for events for at most `timeout` (`None`: no limit), records them, and puts
+    /// every green thread parked on a direction that became ready into `woken`.
     pub(crate) fn wait(
         &mut self,
         timeout: Option<Duration>,
@@ -254,11 +255,11 @@ impl Reactor {
                 if !ready {
                     continue;
                 }
+                let fd = source.fd;
                 let way = source.way(direction);
                 way.ready = true;
-                if let Some(green) = way.waiter.take() {
+                for green in way.waiters.drain(..) {
                     self.parked -= 1;
-                    let fd = source.fd;
                     let now = match direction {
                         Direction::Read => "readable",
                         Direction::Write => "writable",

@@ -22,13 +22,20 @@
 //! **A panic** unwinds the green thread's own stack up to its entry function, which catches
 //! it: the panic ends that green thread only, and `join` returns it as `Err`, as
 //! `std::thread`'s does. No unwinding ever crosses a switch: the frames above the entry
-//! function belong to no one (its return address is 0).
+//! function belong to no one (its return address is 0). And while a panic unwinds, no other
+//! green thread runs: std's panic state is the OS thread's, so a destructor that parks waits
+//! on the OS thread for its fd or timer instead of switching ([`crate::unwinding`]). All
+//! of this needs unwinding: built with `panic = "abort"` (a Cargo profile setting), any
+//! green thread's panic ends the whole process, as any `std::thread`'s would.
 //!
 //! **When `main` returns**, `run` returns. Green threads still parked then are *abandoned*:
 //! never resumed, and their stacks never freed. Go does the same when `main` returns (greenlet
 //! instead throws `GreenletExit` into each greenlet it collects). Freeing them would not be
 //! safe: a value pinned on a stack is promised to stay where it is until it is dropped, and
-//! these are never dropped. Leaking is safe; the memory goes back at exit.
+//! these are never dropped. Leaking is safe; the memory goes back at exit. Never resumed
+//! means by the next `run` on the thread too: a green thread, like a stream's token, belongs
+//! to the runtime that made it (`RuntimeId`), so a `Notify` or a `TcpStream` that `main`
+//! returned, used under the next runtime, wakes nothing and deregisters nothing there.
 //!
 //! One rule keeps this file sound: **no `RefCell` borrow is held across a switch**. A borrow
 //! held by a parked green thread would make every other one that touches the runtime panic.
@@ -39,6 +46,8 @@ use std::fmt;
 use std::io;
 use std::panic;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use fdio::Trace;
@@ -49,6 +58,7 @@ use crate::reactor::Reactor;
 use crate::spawn::spawn_named;
 use crate::stack::Stack;
 use crate::switch::{Context, SUPPORTED, switch};
+use crate::unwinding;
 
 /// How many I/O operations a green thread may make before it must let the others run: the
 /// cooperative budget (see `net`). tokio's number, with the same 4 KiB reads: a connection
@@ -70,6 +80,8 @@ pub(crate) struct Green {
     pub(crate) joiner: Cell<Option<Rc<Green>>>,
     /// Its name, and what the stack-overflow handler needs to know about it.
     pub(crate) guard: GuardInfo,
+    /// The runtime whose scheduler runs it: no other ever resumes it.
+    pub(crate) runtime: RuntimeId,
     /// Its name and its last wake, for `--timeline`.
     pub(crate) tag: TaskTag,
 }
@@ -92,6 +104,7 @@ impl Drop for Green {
 /// Everything one running scheduler owns. Reached through a thread-local, as the OS thread
 /// is the one thing all its green threads share.
 pub(crate) struct Runtime {
+    pub(crate) id: RuntimeId,
     /// The scheduler's own context, on the OS thread's stack.
     pub(crate) scheduler: Context,
     /// The green thread running now. Holding it keeps it alive while it runs.
@@ -128,6 +141,18 @@ pub(crate) fn try_with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
     RUNTIME.with_borrow(|runtime| runtime.as_deref().map(f))
 }
 
+/// Like [`try_with_runtime`], but `None` unless this thread's runtime is runtime `id`: a
+/// token or a green thread of an ended runtime means nothing to the next one.
+pub(crate) fn with_runtime_of<R>(id: RuntimeId, f: impl FnOnce(&Runtime) -> R) -> Option<R> {
+    try_with_runtime(|runtime| (runtime.id == id).then(|| f(runtime))).flatten()
+}
+
+/// Which runtime a green thread or a registered fd belongs to. Tokens are slab indexes that
+/// every runtime hands out again from 0, so the next `run` on the thread has the same ones;
+/// this number, never reused in the process, tells the runtimes apart (lesson 5's, again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuntimeId(u64);
+
 /// Runs `main` as the first green thread of a new scheduler on this OS thread, with every
 /// green thread it spawns, until `main` returns; returns what `main` returned. A panic in
 /// `main` is resumed here, after the runtime is gone. Errors: this is not x86-64, the OS
@@ -149,7 +174,9 @@ pub fn run<T: 'static>(trace: Trace, main: impl FnOnce() -> T + 'static) -> io::
             "a green-thread runtime is already running on this thread",
         ));
     }
+    static RUNTIMES_STARTED: AtomicU64 = AtomicU64::new(0);
     let runtime = Rc::new(Runtime {
+        id: RuntimeId(RUNTIMES_STARTED.fetch_add(1, Ordering::Relaxed)),
         scheduler: Context::empty(),
         current: RefCell::new(None),
         run_queue: RefCell::new(VecDeque::new()),
@@ -209,10 +236,9 @@ impl Runtime {
             }
             // 2. Wait for I/O: not at all if a green thread is runnable, else until the
             //    nearest timer, or for ever. If nothing could ever wake anyone, say so.
-            let nearest = self.timers.borrow().keys().next().map(|(at, _)| *at);
             let timeout = if !self.run_queue.borrow().is_empty() {
                 Some(Duration::ZERO)
-            } else if let Some(at) = nearest {
+            } else if let Some(at) = self.nearest_timer() {
                 Some(at.saturating_duration_since(Instant::now()))
             } else if self.reactor.borrow().parked() == 0 {
                 return Err(io::Error::other(
@@ -221,22 +247,37 @@ impl Runtime {
             } else {
                 None
             };
-            self.reactor.borrow_mut().wait(timeout, &mut woken)?;
-            for green in woken.drain(..) {
-                self.unpark(&green);
-            }
-            // 3. Wake the green threads whose timer is due.
-            let now = Instant::now();
-            loop {
-                let mut timers = self.timers.borrow_mut();
-                let Some(due) = timers.first_entry().filter(|entry| entry.key().0 <= now) else {
-                    break;
-                };
-                let green = due.remove();
-                drop(timers);
-                self.unpark(&green);
-            }
+            // 3. Unpark the green threads whose fd is ready or whose timer is due.
+            self.wait_for_events(timeout, &mut woken)?;
         }
+    }
+
+    /// Waits in `epoll_wait` for at most `timeout` (`None`: no limit), then unparks the green
+    /// threads whose fd became ready, and those whose timer is due.
+    pub(crate) fn wait_for_events(
+        &self,
+        timeout: Option<Duration>,
+        woken: &mut Vec<Rc<Green>>,
+    ) -> io::Result<()> {
+        self.reactor.borrow_mut().wait(timeout, woken)?;
+        for green in woken.drain(..) {
+            self.unpark(&green);
+        }
+        let now = Instant::now();
+        loop {
+            let mut timers = self.timers.borrow_mut();
+            let Some(due) = timers.first_entry().filter(|entry| entry.key().0 <= now) else {
+                return Ok(());
+            };
+            let green = due.remove();
+            drop(timers);
+            self.unpark(&green);
+        }
+    }
+
+    /// When the nearest timer is due.
+    pub(crate) fn nearest_timer(&self) -> Option<Instant> {
+        self.timers.borrow().keys().next().map(|(at, _)| *at)
     }
 
     /// Switches to `green` until it parks, yields or ends.
@@ -267,11 +308,31 @@ impl Runtime {
 
     /// Puts `green` in the run queue, unless it is there already or has finished. A green
     /// thread unparked while it runs goes on when it next parks: a park may always return
-    /// without a reason, and every caller checks again what it waited for.
+    /// without a reason, and every caller checks again what it waited for. One of an ended
+    /// runtime (a `Notify` outlived it) is abandoned: this scheduler never resumes it.
     pub(crate) fn unpark(&self, green: &Rc<Green>) {
+        if green.runtime != self.id {
+            return;
+        }
         if !green.queued.replace(true) && !green.finished.get() {
             green.tag.woken();
             self.run_queue.borrow_mut().push_back(Rc::clone(green));
+        }
+    }
+
+    /// Whether something but another green thread can unpark `green`: its fd, or its timer.
+    /// (A look through every fd and timer: only for the rare park during a panic.)
+    pub(crate) fn waits_for_io_or_time(&self, green: &Rc<Green>) -> bool {
+        let has_timer = (self.timers.borrow().values()).any(|timer| Rc::ptr_eq(timer, green));
+        has_timer || self.reactor.borrow().is_waiting(green)
+    }
+
+    /// Takes `green` out of the run queue: it goes on without waiting for its turn.
+    pub(crate) fn dequeue(&self, green: &Rc<Green>) {
+        if green.queued.replace(false) {
+            self.run_queue
+                .borrow_mut()
+                .retain(|queued| !Rc::ptr_eq(queued, green));
         }
     }
 
@@ -288,6 +349,10 @@ impl Runtime {
 /// Switches from the running green thread to the scheduler; returns when the green thread is
 /// next resumed — after an `unpark`, or for no reason at all: check again what you wait for.
 pub(crate) fn park() {
+    if thread::panicking() {
+        // std's panic state is per OS thread: no other green thread may run now.
+        return unwinding::block_until_unparked();
+    }
     let (from, to) = with_runtime(|runtime| {
         let current = runtime.current.borrow();
         let green = current.as_ref().expect("park() outside a green thread");

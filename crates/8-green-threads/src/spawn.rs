@@ -4,8 +4,9 @@
 //! `spawn` maps a stack, writes onto it the frame a first switch expects
 //! ([`Context::new`](crate::switch::Context::new)), and queues the green thread. Its first
 //! switch "returns" into `green_main`, which runs the body inside `catch_unwind` — a panic
-//! stops at the bottom of the green thread's own stack — stores the result for `join`, and
-//! switches to the scheduler for the last time. The scheduler then unmaps the stack.
+//! stops at the bottom of the green thread's own stack — stores the result for `join` (or
+//! drops it, still inside `catch_unwind`, if no handle is left to take it), and switches to
+//! the scheduler for the last time. The scheduler then unmaps the stack.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -45,10 +46,19 @@ fn start<T: 'static>(
     let stack = Stack::new(STACK_SIZE)?;
     let result: Rc<RefCell<Option<thread::Result<T>>>> = Rc::new(RefCell::new(None));
     let slot = Rc::clone(&result);
-    // The panic stops here, at the bottom of the green thread's own stack.
+    // Every piece of the caller's code this green thread runs, runs inside `catch_unwind`,
+    // so that a panic stops at the bottom of the green thread's own stack: the body, and the
+    // output's destructor, which runs here if no `JoinHandle` is left to take the output.
     let body: Box<dyn FnOnce()> = Box::new(move || {
-        let output = panic::catch_unwind(AssertUnwindSafe(body));
-        *slot.borrow_mut() = Some(output);
+        let finish = move || {
+            let output = panic::catch_unwind(AssertUnwindSafe(body));
+            *slot.borrow_mut() = Some(output);
+            drop(slot); // the last owner once the handle is gone: the output is dropped here
+        };
+        // The output's destructor panicked: the panic hook has printed it, no one waits for
+        // it. (Its payload is dropped out here: if that panics too, the process aborts. std
+        // aborts one step earlier, when a detached thread's result panics on drop.)
+        let _ = panic::catch_unwind(AssertUnwindSafe(finish));
     });
     // Safety: the top of a fresh stack, page-aligned, that nothing else uses.
     let context = unsafe { Context::new(stack.top(), green_main) };
@@ -64,6 +74,7 @@ fn start<T: 'static>(
             queued: Cell::new(false),
             joiner: Cell::new(None),
             guard,
+            runtime: runtime.id,
             tag: name
                 .as_deref()
                 .map_or_else(|| TaskTag::numbered(id), TaskTag::named),
@@ -80,7 +91,7 @@ fn start<T: 'static>(
 extern "C" fn green_main() -> ! {
     let body = with_runtime(|runtime| runtime.current().body.take());
     if let Some(body) = body {
-        body(); // catches its own panic: nothing unwinds out of here
+        body(); // catches its own panics: nothing unwinds out of here
     }
     // Everything `body` owned is dropped by now: nothing on this stack needs its destructor,
     // so the stack can be unmapped as it is.
@@ -109,10 +120,18 @@ impl<T> JoinHandle<T> {
     /// Parks until the green thread has finished; its output, or the panic that ended it.
     ///
     /// # Panics
-    /// Outside a green thread.
+    /// Outside a green thread, and for a green thread of a runtime that has ended (returned
+    /// by its `main`): abandoned, it will never finish.
     pub fn join(self) -> thread::Result<T> {
         while !self.green.finished.get() {
-            with_runtime(|runtime| self.green.joiner.set(Some(runtime.current())));
+            with_runtime(|runtime| {
+                assert!(
+                    runtime.id == self.green.runtime,
+                    "join: {} belongs to a runtime that has ended: it will never finish",
+                    self.green
+                );
+                self.green.joiner.set(Some(runtime.current()));
+            });
             park();
         }
         self.try_take()

@@ -60,7 +60,12 @@ impl Stack {
         let page = page_size();
         let len = size.div_ceil(page) * page + page;
         // Safety: a new anonymous mapping at an address the kernel picks touches no existing
-        // memory. MAP_NORESERVE: reserve addresses only, commit nothing until touched.
+        // memory. Its pages are committed only when touched, with or without flags.
+        // MAP_NORESERVE (mmap(2): "do not reserve swap space for this mapping") keeps the
+        // whole 256 KiB out of the kernel's commit accounting, so 10,000 stacks do not count
+        // as 2.5 GB promised; the price, if memory runs out when a page is first touched, is
+        // a signal or the OOM killer rather than an error from mmap. With strict accounting
+        // (vm.overcommit_memory = 2, proc(5)) the flag is ignored and every stack counts.
         let base = unsafe {
             libc::mmap(
                 ptr::null_mut(),
@@ -86,7 +91,10 @@ impl Stack {
         if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        stack.valgrind_id = valgrind_request(STACK_REGISTER, stack.bottom(), stack.top());
+        // valgrind.h: from "the lowest addressable stack byte" to "the highest" — the last
+        // byte below `top`, not `top`.
+        let highest = stack.top().wrapping_sub(1);
+        stack.valgrind_id = valgrind_request(STACK_REGISTER, stack.bottom(), highest);
         Ok(stack)
     }
 

@@ -353,3 +353,403 @@ fn another_fault_is_not_called_an_overflow() {
     );
     assert!(!stderr.contains("overflow"), "{stderr}");
 }
+
+/// The lowest address the running green thread's stack may use.
+fn running_stack_bottom() -> usize {
+    crate::runtime::with_runtime(|runtime| {
+        let green = runtime.current();
+        let stack = green.stack.borrow();
+        stack.as_ref().map_or(0, |stack| stack.bottom() as usize)
+    })
+}
+
+/// Recurses until less than `margin` bytes of the running green thread's stack are left,
+/// then calls `at_the_bottom` there.
+#[inline(never)]
+fn descend_to(bottom: usize, margin: usize, at_the_bottom: &dyn Fn()) {
+    let frame = std::hint::black_box([0_u8; 256]);
+    if (&raw const frame) as usize > bottom + margin {
+        descend_to(bottom, margin, at_the_bottom);
+    } else {
+        at_the_bottom();
+    }
+    std::hint::black_box(&frame);
+}
+
+/// A signal (here SIGUSR1, through `fdio::signal_pipe`, as SIGTERM reaches `echo`) that
+/// comes while a green thread is a few hundred bytes from the end of its stack: its handler
+/// runs on the alternate signal stack (`SA_ONSTACK`), and the signal arrives. Without the
+/// flag the kernel finds no room for the handler's frame (3.4 KiB with AVX-512): the signal
+/// is lost, or the fault is called an overflow (in a child process).
+#[test]
+fn a_signal_near_the_end_of_a_green_threads_stack_is_handled() {
+    if std::env::var_os(CHILD).is_some() {
+        let received = run(quiet(), || {
+            use nix::sys::signal::Signal;
+            let mut signals = crate::signal::Signals::new(&[Signal::SIGUSR1]).unwrap();
+            // A lost signal must fail the test, not hang it.
+            spawn(|| {
+                sleep(Duration::from_secs(5));
+                fdio::log!("no SIGUSR1 within 5 s: it was lost");
+                std::process::exit(3);
+            })
+            .unwrap();
+            spawn(|| {
+                descend_to(running_stack_bottom(), 1024, &|| {
+                    // Safety: tgkill only sends a signal, to this very thread.
+                    unsafe {
+                        nix::libc::syscall(
+                            nix::libc::SYS_tgkill,
+                            nix::libc::getpid(),
+                            nix::libc::gettid(),
+                            nix::libc::SIGUSR1,
+                        )
+                    };
+                });
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+            signals.recv().unwrap()
+        })
+        .unwrap();
+        assert_eq!(received, nix::sys::signal::Signal::SIGUSR1);
+        return;
+    }
+    let (status, stderr) =
+        in_child_process("tests::a_signal_near_the_end_of_a_green_threads_stack_is_handled");
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+/// A SIGSEGV that no access to an address raised is never called an overflow, even if its
+/// `si_addr` bytes look like the guard page's: here one with `si_code` `SI_KERNEL` (what a
+/// general protection fault sends, with no address) queued to this thread with the running
+/// green thread's guard page in those bytes. The handler hands it on, and std's handler,
+/// seeing no fault of its own thread, lets the process go on (in a child process).
+#[test]
+fn a_sigsegv_that_is_no_page_fault_is_not_called_an_overflow() {
+    if std::env::var_os(CHILD).is_some() {
+        run(quiet(), || {
+            let guard = running_stack_bottom() - crate::stack::page_size();
+            // siginfo_t on x86-64: si_signo, si_errno, si_code (three ints), padding, then
+            // the union whose first word is si_addr. 128 bytes in all.
+            let mut info = [0_u64; 16];
+            info[0] = nix::libc::SIGSEGV as u64; // si_errno 0 in the high half
+            info[1] = nix::libc::SI_KERNEL as u64;
+            info[2] = guard as u64;
+            // Safety: rt_tgsigqueueinfo reads 128 bytes of `info`; sending to our own thread
+            // with a positive si_code is allowed.
+            let sent = unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_rt_tgsigqueueinfo,
+                    nix::libc::getpid(),
+                    nix::libc::gettid(),
+                    nix::libc::SIGSEGV,
+                    info.as_ptr(),
+                )
+            };
+            assert_eq!(sent, 0, "{}", std::io::Error::last_os_error());
+        })
+        .unwrap();
+        return;
+    }
+    let (status, stderr) =
+        in_child_process("tests::a_sigsegv_that_is_no_page_fault_is_not_called_an_overflow");
+    assert!(!stderr.contains("overflowed"), "{stderr}");
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+// ---- Review of lessons 7 and 8 (branch review78): each test below fails on main as it is. ----
+
+/// Two green threads parked in reads of one stream (`Read for &TcpStream`, shared through an
+/// `Rc`, as std's `&TcpStream` allows): the first bytes wake one of them, the next bytes the
+/// other. Neither is forgotten — today the second park replaces the first as the fd's only
+/// waiter, and the first sleeps until its deadline (for ever without one).
+#[test]
+fn two_readers_of_one_stream_are_both_woken() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let results = run(quiet(), move || {
+        let stream = Rc::new(TcpStream::from_std(accepted).unwrap());
+        // Only a bound for the test: a forgotten reader fails at it instead of hanging.
+        stream.set_read_deadline(Some(Instant::now() + Duration::from_secs(3)));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let stream = Rc::clone(&stream);
+                spawn(move || (&*stream).read(&mut [0; 16]).map_err(|err| err.kind())).unwrap()
+            })
+            .collect();
+        yield_now(); // both park: nothing to read yet
+        client.write_all(b"a").unwrap();
+        sleep(Duration::from_millis(50)); // one reader wakes and takes the byte
+        client.write_all(b"b").unwrap();
+        readers
+            .into_iter()
+            .map(|reader| reader.join().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    assert_eq!(results, [Ok(1), Ok(1)]);
+}
+
+/// A `TcpStream` made by one `run` and dropped inside the next (it was `run`'s output) leaves
+/// the new runtime alone: the new listener, which got the same slot in the new reactor, still
+/// accepts. Today the stale token deregisters the listener's slot (epoll still watches the fd,
+/// but the reactor no longer knows it): `accept` parks where no event can reach it and sees
+/// the connection only at its deadline — without one, `run` ends with "deadlock". Lesson 5
+/// has its `RuntimeId` check and lesson 7 its generations; lesson 8 has neither.
+#[test]
+fn a_stream_from_an_ended_runtime_leaves_the_next_one_alone() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _client = std::net::TcpStream::connect(addr).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let old = run(quiet(), move || TcpStream::from_std(accepted).unwrap()).unwrap();
+    let connector = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        std::net::TcpStream::connect(addr)
+    });
+    let accepted = run(quiet(), move || {
+        let listener = crate::net::TcpListener::from_std(listener).unwrap();
+        listener.set_deadline(Some(Instant::now() + Duration::from_secs(5)));
+        drop(old);
+        listener.accept().map(|_| ()).map_err(|err| err.kind())
+    });
+    let _ = connector.join();
+    assert_eq!(
+        accepted.map_err(|err| err.to_string()),
+        Ok(Ok(())),
+        "the listener of the second runtime"
+    );
+}
+
+/// A stream made by one `run` and read under the next fails with an error that says why,
+/// instead of asking the new reactor about a token that is not its own.
+#[test]
+fn a_stream_from_an_ended_runtime_cannot_be_read_in_the_next() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let old = run(quiet(), move || TcpStream::from_std(accepted).unwrap()).unwrap();
+    let read = run(quiet(), move || {
+        (&old).read(&mut [0; 16]).map_err(|err| err.to_string())
+    })
+    .unwrap();
+    let err = read.expect_err("a read under another runtime");
+    assert!(err.contains("runtime that has ended"), "{err}");
+}
+
+/// Joining a green thread of an ended runtime panics with a message, instead of parking for
+/// ever (the green thread was abandoned: it will never finish).
+#[test]
+fn joining_a_green_thread_of_an_ended_runtime_panics_with_a_reason() {
+    let handle = run(quiet(), || {
+        let handle = spawn(|| sleep(Duration::from_secs(60))).unwrap();
+        yield_now(); // it parks in its sleep
+        handle
+    })
+    .unwrap();
+    let joined = run(quiet(), move || {
+        let joiner = spawn(move || handle.join().is_ok()).unwrap();
+        joiner
+            .join()
+            .map_err(|panic| panic_message(&*panic).to_string())
+    })
+    .unwrap();
+    let message = joined.expect_err("join should panic");
+    assert!(message.contains("runtime that has ended"), "{message}");
+}
+
+thread_local! {
+    static ABANDONED_RAN_ON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `runtime`'s doc: green threads still parked when `main` returns are "abandoned: never
+/// resumed". One parked on a `Notify` that outlives the runtime (its output) is resumed by
+/// the next runtime on the thread when that one notifies — on a stack the doc calls leaked,
+/// in a runtime it never belonged to (and its fds and timers name the old reactor's slots).
+#[test]
+fn an_abandoned_green_thread_is_never_resumed() {
+    let gate = run(quiet(), || {
+        let gate = Rc::new(Notify::new());
+        let waiter = Rc::clone(&gate);
+        spawn(move || {
+            waiter.wait();
+            ABANDONED_RAN_ON.set(true);
+        })
+        .unwrap();
+        yield_now(); // it parks on the gate
+        gate
+    })
+    .unwrap();
+    run(quiet(), move || {
+        gate.notify_all();
+        yield_now();
+    })
+    .unwrap();
+    assert!(
+        !ABANDONED_RAN_ON.get(),
+        "a green thread of the first runtime ran in the second"
+    );
+}
+
+/// std keeps its panic state per OS thread, and every green thread shares it: while one
+/// green thread's panic unwinds through a destructor that parks (a `BufWriter` flushing into
+/// a socket, here a `yield_now`), another that ran would see `thread::panicking()`, and a
+/// `std::sync::Mutex` guard it dropped would poison the mutex although it never panicked. So
+/// none runs meanwhile: the mutex stays clean.
+#[test]
+fn a_panic_unwinding_in_one_green_thread_does_not_poison_anothers_mutex() {
+    struct ParksWhenDropped;
+    impl Drop for ParksWhenDropped {
+        fn drop(&mut self) {
+            yield_now();
+        }
+    }
+    let poisoned = run(quiet(), || {
+        let mutex = Rc::new(std::sync::Mutex::new(0));
+        let holder = {
+            let mutex = Rc::clone(&mutex);
+            spawn(move || {
+                let mut guard = mutex.lock().unwrap();
+                yield_now(); // the other one starts to panic meanwhile
+                *guard += 1;
+            })
+            .unwrap()
+        };
+        let panicking = spawn(|| {
+            let _parks = ParksWhenDropped;
+            panic!("on purpose, while the other holds its lock");
+        })
+        .unwrap();
+        holder.join().unwrap();
+        let _ = panicking.join();
+        mutex.is_poisoned()
+    })
+    .unwrap();
+    assert!(
+        !poisoned,
+        "a mutex poisoned by a green thread that never panicked"
+    );
+}
+
+/// A detached green thread (its `JoinHandle` dropped) returns a value whose destructor
+/// panics: nobody will take that output, so it is dropped where the green thread ends — and
+/// the panic must stay that green thread's ("a panic ends only its green thread"). Today the
+/// output is dropped in `green_main`, outside `catch_unwind`, and a panic cannot unwind out of
+/// an `extern "C"` function: the process aborts (in a child process here).
+#[test]
+fn a_detached_green_threads_output_that_panics_when_dropped_ends_nothing_else() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the destructor fails on purpose");
+        }
+    }
+    if std::env::var_os(CHILD).is_some() {
+        let after = run(quiet(), || {
+            drop(spawn(|| PanicsOnDrop).unwrap());
+            yield_now(); // it runs, returns its value, and ends
+            spawn(|| 6 * 7).unwrap().join().unwrap()
+        });
+        assert_eq!(after.unwrap(), 42);
+        return;
+    }
+    let (status, stderr) = in_child_process(
+        "tests::a_detached_green_threads_output_that_panics_when_dropped_ends_nothing_else",
+    );
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+/// A destructor that reads a socket while its green thread's panic unwinds gets its bytes —
+/// and meanwhile no other green thread runs: one that yields in a loop never once sees
+/// `thread::panicking()` (std's panic state is the OS thread's: see `unwinding`).
+#[test]
+fn while_a_panic_unwinds_through_a_read_no_other_green_thread_runs() {
+    struct ReadsWhenDropped(Rc<TcpStream>, Rc<Cell<usize>>);
+    impl Drop for ReadsWhenDropped {
+        fn drop(&mut self) {
+            let n = (&*self.0).read(&mut [0; 16]).unwrap_or(0);
+            self.1.set(n);
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        client.write_all(b"late").map(|()| client)
+    });
+    let (read, saw_a_panic) = run(quiet(), move || {
+        let stream = Rc::new(TcpStream::from_std(accepted).unwrap());
+        let read = Rc::new(Cell::new(0));
+        let unwinding = Rc::new(Cell::new(false));
+        let observer = {
+            let unwinding = Rc::clone(&unwinding);
+            spawn(move || {
+                let mut saw_a_panic = false;
+                while !unwinding.get() {
+                    saw_a_panic |= std::thread::panicking();
+                    yield_now();
+                }
+                saw_a_panic
+            })
+            .unwrap()
+        };
+        let panicking = {
+            let (stream, read) = (Rc::clone(&stream), Rc::clone(&read));
+            spawn(move || {
+                let _reads = ReadsWhenDropped(stream, read);
+                panic!("on purpose, with a read in a destructor");
+            })
+            .unwrap()
+        };
+        assert!(panicking.join().is_err());
+        unwinding.set(true);
+        (read.get(), observer.join().unwrap())
+    })
+    .unwrap();
+    let _client = writer.join().unwrap().unwrap();
+    assert_eq!(read, 4, "the destructor's read");
+    assert!(!saw_a_panic, "another green thread ran inside the panic");
+}
+
+/// A green thread that, while its panic unwinds, waits for another green thread (a `join`)
+/// could never be woken, since none may run: the process aborts with one line that says so,
+/// rather than hang (in a child process).
+#[test]
+fn waiting_for_another_green_thread_while_unwinding_aborts_with_a_reason() {
+    struct JoinsWhenDropped(Option<crate::spawn::JoinHandle<()>>);
+    impl Drop for JoinsWhenDropped {
+        fn drop(&mut self) {
+            if let Some(other) = self.0.take() {
+                let _ = other.join();
+            }
+        }
+    }
+    if std::env::var_os(CHILD).is_some() {
+        let _ = run(quiet(), || {
+            let other = spawn(|| sleep(Duration::from_secs(60))).unwrap();
+            spawn(move || {
+                let _joins = JoinsWhenDropped(Some(other));
+                panic!("on purpose, with a join in a destructor");
+            })
+            .unwrap()
+            .join()
+        });
+        unreachable!("the join while unwinding should have aborted the process");
+    }
+    let (status, stderr) = in_child_process(
+        "tests::waiting_for_another_green_thread_while_unwinding_aborts_with_a_reason",
+    );
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGABRT),
+        "{status}: {stderr}"
+    );
+    assert!(
+        stderr.contains("waits for another green thread while a panic unwinds it"),
+        "{stderr}"
+    );
+}

@@ -58,9 +58,14 @@ pub fn signal_pipe(signals: &[Signal]) -> io::Result<PipeReader> {
 /// rest of the process, as with `signal_pipe`: the signals' default action (ending the
 /// process) is never given back.
 pub fn catch_signals(signals: &[Signal]) -> io::Result<()> {
+    // SA_ONSTACK: on the thread's alternate signal stack if it has one (sigaltstack(2)). The
+    // signal may come while lesson 8 runs a green thread near the end of its small stack;
+    // without it the handler's frame would land in that stack's guard page, and the fault
+    // would be reported as the green thread's overflow. Without an alternate stack the flag
+    // changes nothing.
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
+        SaFlags::SA_RESTART | SaFlags::SA_ONSTACK,
         SigSet::empty(),
     );
     for &signal in signals {

@@ -32,6 +32,7 @@ use std::collections::HashSet;
 use std::fmt::{self, Display, Write as _};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -45,16 +46,23 @@ pub const EVENT_LIMIT: usize = 500_000;
 static RECORDER: Recorder = Recorder::new();
 
 /// Starts recording if `path` is given (the `--timeline` option), for `program` (the process
-/// name the viewer shows: `async-await echo`). The file is created now, so a bad path fails
-/// before the program runs; it is written when the returned [`Recording`] is dropped.
+/// name the viewer shows: `async-await echo`). The file is created now, so a bad path (or a
+/// FIFO) fails before the program runs; it is written when the returned [`Recording`] is
+/// dropped.
 /// Without a path this does nothing, and every recording call stays one branch.
 pub fn record(path: Option<&Path>, program: &str) -> io::Result<Recording> {
     let Some(path) = path else {
         return Ok(Recording { active: false });
     };
-    let file = File::create(path).map_err(|err| {
-        io::Error::new(err.kind(), format!("--timeline {}: {err}", path.display()))
-    })?;
+    let failed = |err: &dyn Display| format!("--timeline {}: {err}", path.display());
+    // The trace is written in one go at the end: to a FIFO, the open would wait for a reader
+    // before the program starts, and a reader that stops would hold its end, deaf to signals.
+    if std::fs::metadata(path).is_ok_and(|found| found.file_type().is_fifo()) {
+        let why = "a FIFO: the trace is written in one go when the program ends, and a FIFO \
+                   nobody reads would stop it there; give a file";
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, failed(&why)));
+    }
+    let file = File::create(path).map_err(|err| io::Error::new(err.kind(), failed(&err)))?;
     RECORDER.start(Box::new(file), path.to_path_buf(), program, EVENT_LIMIT);
     Ok(Recording { active: true })
 }

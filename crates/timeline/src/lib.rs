@@ -161,6 +161,13 @@ pub struct Wake {
 impl Trace {
     /// Reads a trace: the JSON object format (`{"traceEvents":[…]}`) or a bare array.
     pub fn parse(text: &str) -> Result<Trace, String> {
+        if text.trim().is_empty() {
+            return Err(
+                "empty: a --timeline file is written when its program ends; was it \
+                        killed before?"
+                    .into(),
+            );
+        }
         let json: Value = serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
         let events = match &json {
             Value::Array(events) => events,
@@ -321,11 +328,23 @@ impl Trace {
     }
 
     /// The slice on lane `tid` that contains moment `ts`, the innermost if several do.
+    /// Looks back from `ts` through the slices in time order: the first that contains it
+    /// began last, so it is the innermost (of two that begin together, the shorter).
     pub fn slice_at(&self, tid: i64, ts: f64) -> Option<&Slice> {
-        self.slices
-            .iter()
-            .filter(|slice| slice.tid == tid && slice.ts <= ts && ts <= slice.ts + slice.dur)
-            .min_by(|a, b| a.dur.total_cmp(&b.dur))
+        let begun = self.slices.partition_point(|slice| slice.ts <= ts);
+        let mut found: Option<&Slice> = None;
+        for slice in self.slices[..begun].iter().rev() {
+            if found.is_some_and(|inner| slice.ts < inner.ts) {
+                break;
+            }
+            if slice.tid == tid
+                && ts <= slice.ts + slice.dur
+                && found.is_none_or(|inner| slice.dur < inner.dur)
+            {
+                found = Some(slice);
+            }
+        }
+        found
     }
 }
 
@@ -408,5 +427,147 @@ mod tests {
         let picture = svg::render(&trace, 500.0, 2000.0);
         assert_eq!(picture.polls, 1);
         assert!(!picture.svg.contains("a: poll"));
+    }
+    /// Runs `f` on a thread of its own and waits up to `limit` for it: catches a hang.
+    fn within<T: Send + 'static>(
+        limit: std::time::Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(f());
+        });
+        result
+            .recv_timeout(limit)
+            .expect("it did not finish: a hang")
+    }
+
+    /// A recording at the size limit (200,000 polls on two lanes and as many wakes, what a
+    /// lesson under load writes) is drawn without a hang, and each arrow ends at the poll it
+    /// caused: finding that poll must not look through every slice of the trace for every
+    /// wake (on a real 500,000-event recording that took four minutes).
+    #[test]
+    fn a_full_recording_draws_without_a_search_per_wake() {
+        const POLLS: usize = 200_000;
+        let mut trace = Trace {
+            program: "full".into(),
+            ..Trace::default()
+        };
+        trace.lanes = (1..=2)
+            .map(|tid| Lane {
+                tid,
+                name: format!("worker {tid}"),
+                sort: tid,
+            })
+            .collect();
+        for n in 0..POLLS {
+            let ts = n as f64 * 10.0;
+            let tid = 1 + (n % 2) as i64;
+            trace.slices.push(Slice {
+                tid,
+                name: format!("task {}", n % 7),
+                cat: "poll".into(),
+                ts,
+                dur: 4.0,
+                args: String::new(),
+            });
+            trace.wakes.push(Wake {
+                id: n as u64 + 1,
+                from: (3 - tid, ts - 3.0),
+                to: (tid, ts + 2.0),
+            });
+        }
+        let (picture, trace) = within(std::time::Duration::from_secs(60), move || {
+            (svg::render(&trace, 1_000_000.0, 1_000_100.0), trace)
+        });
+        assert_eq!(picture.polls, 11);
+        assert_eq!(
+            picture.wakes, 11,
+            "the wakes whose polls begin in the window"
+        );
+        let poll = trace.slice_at(2, 1_000_012.0).expect("a poll");
+        assert_eq!(poll.ts, 1_000_010.0);
+        assert!(
+            trace.slice_at(2, 1_000_015.0).is_none(),
+            "between two polls"
+        );
+        assert!(
+            trace.slice_at(1, 1_000_012.0).is_none(),
+            "another lane's poll"
+        );
+    }
+
+    /// Of nested slices, the innermost is the one a moment falls in.
+    #[test]
+    fn the_innermost_slice_contains_a_moment() {
+        let outer = r#"{"name":"job","cat":"work","ph":"X","ts":10,"dur":100,"pid":1,"tid":1}"#;
+        let inner = r#"{"name":"a","cat":"poll","ph":"X","ts":10,"dur":20,"pid":1,"tid":1}"#;
+        let later = r#"{"name":"b","cat":"poll","ph":"X","ts":50,"dur":5,"pid":1,"tid":1}"#;
+        let trace = trace(&[META, later, outer, inner]).expect("valid");
+        let name = |ts: f64| trace.slice_at(1, ts).map(|slice| slice.name.as_str());
+        assert_eq!(name(15.0), Some("a"));
+        assert_eq!(name(52.0), Some("b"));
+        assert_eq!(name(40.0), Some("job"));
+        assert_eq!(name(200.0), None);
+    }
+
+    /// Names and args with `<`, `&`, quotes, any Unicode, and control characters (which
+    /// JSON may carry escaped, and XML 1.0 allows in no form) still make well-formed XML.
+    #[test]
+    fn any_name_makes_well_formed_xml() {
+        let weird = r#"a<b>&c \"q\" ünï 😀 \u0001\u0007\u001b[31m"#;
+        let events = [
+            format!(
+                r#"{{"name":"thread_name","ph":"M","ts":0,"pid":1,"tid":1,"args":{{"name":"{weird}"}}}}"#
+            ),
+            format!(
+                r#"{{"name":"process_name","ph":"M","ts":0,"pid":1,"tid":1,"args":{{"name":"{weird}"}}}}"#
+            ),
+            format!(
+                r#"{{"name":"{weird}","cat":"poll","ph":"X","ts":0,"dur":0,"pid":1,"tid":1,"args":{{"k":"{weird}"}}}}"#
+            ),
+            format!(
+                r#"{{"name":"epoll_wait","cat":"wait","ph":"X","ts":0,"dur":900,"pid":1,"tid":1,"args":{{"ready":"{weird}"}}}}"#
+            ),
+            format!(r#"{{"name":"{weird}","ph":"i","ts":5,"pid":1,"tid":1,"s":"t"}}"#),
+        ];
+        let events: Vec<&str> = events.iter().map(String::as_str).collect();
+        let trace = trace(&events).expect("valid");
+        assert!(trace.lanes[0].name.contains('\u{1}'), "{:?}", trace.lanes);
+        let picture = svg::render(&trace, 0.0, 1000.0);
+        if let Err(err) = roxmltree::Document::parse(&picture.svg) {
+            panic!("not well-formed: {err}\n{}", picture.svg);
+        }
+        assert!(
+            picture
+                .svg
+                .contains("a&lt;b&gt;&amp;c &quot;q&quot; ünï 😀")
+        );
+    }
+
+    /// A window far from the trace's start (timestamps of 10^20 µs, which JSON allows) and
+    /// a single ulp wide still draws, and ends: the axis's ticks are counted, not added up
+    /// until they pass the end (a step smaller than the rounding never got there).
+    #[test]
+    fn a_window_far_from_zero_ends() {
+        let ts = 1e20_f64;
+        let ulp = f64::from_bits(ts.to_bits() + 1) - ts;
+        let event = format!(
+            r#"{{"name":"a","cat":"poll","ph":"X","ts":{ts:e},"dur":{ulp},"pid":1,"tid":1}}"#
+        );
+        let trace = trace(&[META, &event]).expect("valid");
+        let picture = within(std::time::Duration::from_secs(20), move || {
+            svg::render(&trace, ts, ts + ulp)
+        });
+        assert_eq!(picture.polls, 1);
+    }
+
+    /// An empty file — what a recording leaves when its program is killed before it ends —
+    /// is said to be that, not "EOF while parsing".
+    #[test]
+    fn an_empty_file_says_why_it_may_be() {
+        let err = Trace::parse("").expect_err("empty");
+        assert!(err.contains("empty"), "{err}");
+        assert!(err.contains("written when"), "{err}");
     }
 }

@@ -193,11 +193,14 @@ pub fn render(trace: &Trace, from: f64, to: f64) -> Picture {
     for wake in &trace.wakes {
         let (from_tid, from_ts) = wake.from;
         let (to_tid, to_ts) = wake.to;
-        // The arrow ends where the poll it caused begins.
+        // The arrow ends where the poll it caused begins (at `to_ts` or before).
+        if to_ts < from || from_ts > to {
+            continue;
+        }
         let target = trace
             .slice_at(to_tid, to_ts)
             .map_or(to_ts, |slice| slice.ts);
-        if target < from || from_ts > to {
+        if target < from {
             continue;
         }
         picture.wakes += 1;
@@ -307,8 +310,11 @@ fn axis(svg: &mut String, from: f64, to: f64, bottom: f64, x: &impl Fn(f64) -> f
         r##"<line x1="{LABELS}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#444"/>"##,
         LABELS + PLOT
     );
-    let mut tick = (from / 1000.0 / step).ceil() * step;
-    while tick <= to / 1000.0 + step * 1e-9 {
+    // Counted, not added up until past the end: far from zero, a step can be lost to
+    // rounding.
+    let first = (from / 1000.0 / step).ceil();
+    let ticks = ((to / 1000.0 / step + 1e-9).floor() - first + 1.0).clamp(0.0, 20.0) as usize;
+    for tick in (0..ticks).map(|n| (first + n as f64) * step) {
         let at = x(tick * 1000.0);
         let _ = writeln!(
             svg,
@@ -317,7 +323,6 @@ fn axis(svg: &mut String, from: f64, to: f64, bottom: f64, x: &impl Fn(f64) -> f
             axis_y - 4.0,
             axis_y - 7.0
         );
-        tick += step;
     }
 }
 
@@ -367,10 +372,21 @@ fn legend_rows<'a>(tasks: &[&'a str]) -> Vec<Vec<Entry<'a>>> {
     rows
 }
 
-/// Text made safe for XML.
+/// Text made safe for XML: the five markup characters escaped, and the characters XML 1.0
+/// allows in no form (control characters other than tab and newlines, U+FFFE, U+FFFF)
+/// shown as �.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\t' | '\n' | '\r' => escaped.push(c),
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => escaped.push('\u{FFFD}'),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }

@@ -6,16 +6,16 @@
 //! connections are open; each one finishes its chunk, shuts down its write side, then reads
 //! and drops what the client still sends until `SIOCOUTQ` reads 0 — everything it wrote
 //! has left the socket and been acknowledged; closing with unread input would send a reset,
-//! which throws the send queue away. All of it bounded by one deadline, 10 s after the
-//! signal. The summary counts as echoed only the bytes that left.
+//! which throws the send queue away. A reset from the client ends the wait at once: nothing
+//! will move again. All of it bounded by one deadline, 10 s after the signal. The summary
+//! counts as echoed only the bytes that left.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use fdio::{interrupted, log_closed};
+use fdio::{Delivery, interrupted, log_closed};
 use nix::sys::signal::Signal;
 
 use super::Server;
@@ -25,8 +25,11 @@ use crate::runtime::sleep_until;
 /// How long, after the signal, connections get to finish.
 pub(super) const GRACE: Duration = Duration::from_secs(10);
 
-/// How often a closing connection looks whether all it wrote has been acknowledged.
-const LINGER_POLL: Duration = Duration::from_millis(5);
+/// How soon a closing connection looks again whether the client has acknowledged everything
+/// (no event says so): at first, and at most — the wait doubles each time, so a client that
+/// never takes its last bytes costs a look a second, not two hundred. Lesson 5's numbers.
+const ACK_CHECK_FIRST: Duration = Duration::from_millis(10);
+const ACK_CHECK_MOST: Duration = Duration::from_secs(1);
 
 /// The shutdown stopped this connection: its read deadline between two chunks, or the end
 /// of the grace period in the middle of one.
@@ -39,7 +42,9 @@ pub(super) fn finish_at_shutdown(
     let unwritten = counted.read - counted.written; // the rest of the chunk in hand
     let closing = match unwritten {
         0 => close_gracefully(stream, server.grace.get().unwrap_or_else(Instant::now)),
-        _ => send_queue(stream).map(|unacknowledged| Closing::GaveUp { unacknowledged }),
+        _ => stream.delivery().map(|delivery| Closing::GaveUp {
+            unacknowledged: delivery.undelivered() as u64,
+        }),
     };
     match closing {
         Ok(Closing::Done) => {
@@ -55,10 +60,18 @@ pub(super) fn finish_at_shutdown(
             fdio::log!("connection {peer}: gave up after {GRACE:?}, dropping {dropped}");
         }
         Err(err) => {
-            server.count_echoed(counted.written);
+            server.count_echoed(counted.written.saturating_sub(undelivered(stream)));
             log_closed(peer, Some(&err));
         }
     }
+}
+
+/// What is still in `stream`'s socket, or was lost with it to a reset: bytes that never
+/// reached the client. (If the socket cannot even say, it failed: count nothing as lost.)
+pub(super) fn undelivered(stream: &TcpStream) -> u64 {
+    stream
+        .delivery()
+        .map_or(0, |delivery| delivery.undelivered() as u64)
 }
 
 /// How a closing connection ended.
@@ -70,24 +83,36 @@ enum Closing {
 }
 
 /// Sends EOF, then reads and drops what the client still sends, until the client has
-/// acknowledged every byte (and the EOF) or `grace` has passed.
+/// acknowledged every byte and the EOF (after the client's own EOF every byte is enough:
+/// nothing can be left unread, so closing sends no reset) or `grace` has passed. A reset
+/// ends it at once, with an error that says how much it threw away. No event says
+/// "acknowledged": this asks the kernel again after each chunk it drops, or after a pause
+/// that doubles each time.
 fn close_gracefully(stream: &TcpStream, grace: Instant) -> io::Result<Closing> {
     stream.shutdown(Shutdown::Write)?;
     let mut discard = [0; 4096];
     let mut client_closed = false;
+    let mut pause = ACK_CHECK_FIRST;
     loop {
-        // Data and the EOF: the EOF takes one place in the queue until it is acknowledged.
-        let queued = send_queue(stream)?;
-        if queued == 0 {
-            return Ok(Closing::Done);
-        }
-        let now = Instant::now();
-        if now >= grace {
-            let unacknowledged = queued - 1;
-            return Ok(Closing::GaveUp { unacknowledged });
+        match stream.delivery()? {
+            Delivery::Done => return Ok(Closing::Done),
+            Delivery::Pending(0) if client_closed => return Ok(Closing::Done),
+            Delivery::Pending(unacknowledged) if Instant::now() >= grace => {
+                let unacknowledged = unacknowledged as u64;
+                return Ok(Closing::GaveUp { unacknowledged });
+            }
+            Delivery::Pending(_) => {}
+            Delivery::Lost(bytes) => {
+                let bytes = fdio::count(bytes as u64, "byte");
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("reset by the peer with {bytes} not yet acknowledged"),
+                ));
+            }
         }
         // Wait a little: for the client's bytes (read and dropped), or for time to pass.
-        let until = (now + LINGER_POLL).min(grace);
+        let until = (Instant::now() + pause).min(grace);
+        pause = (pause * 2).min(ACK_CHECK_MOST);
         if client_closed {
             sleep_until(until);
             continue;
@@ -100,19 +125,6 @@ fn close_gracefully(stream: &TcpStream, grace: Instant) -> io::Result<Closing> {
             Err(err) => return Err(err),
         }
     }
-}
-
-/// What `stream`'s peer has not acknowledged yet, `SIOCOUTQ` (tcp(7)): the bytes sent or
-/// waiting to be, and one for the EOF once `shutdown(Write)` has queued it.
-fn send_queue(stream: &TcpStream) -> io::Result<u64> {
-    let mut queued: nix::libc::c_int = 0;
-    // Safety: SIOCOUTQ (Linux's name for TIOCOUTQ on a socket) writes one int, into `queued`.
-    let result =
-        unsafe { nix::libc::ioctl(stream.as_fd().as_raw_fd(), nix::libc::TIOCOUTQ, &mut queued) };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(u64::try_from(queued).unwrap_or(0))
 }
 
 /// The stream, counting what goes through it: when the grace period ends in the middle of a
