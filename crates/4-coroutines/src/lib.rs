@@ -77,8 +77,9 @@
 //! `WriteWait(fd)`, `NewTask(task)`, `Sleep(d)` — and the scheduler keeps a ready queue
 //! and `to_read` / `to_write` maps, waiting on epoll only when no task is ready. Each client
 //! task delegates to `recv` and `send_all` sub-coroutines, which try the operation, yield
-//! `ReadWait` / `WriteWait` only once the kernel said there is nothing — `WouldBlock`, or a
-//! write that came back short — and no event came since, and return the result. epoll is
+//! `ReadWait` / `WriteWait` only once the kernel said there is nothing — `WouldBlock`, a read
+//! after which it said it holds nothing more, or a write that came back short — and no
+//! event came since, and return the result. epoll is
 //! edge-triggered: it will not repeat an edge that has passed, so the scheduler writes
 //! every event down in a [`readiness`] table, also when no task waits for it, and the
 //! sub-coroutines ask it before they try. The backpressure of the other lessons comes for

@@ -8,17 +8,23 @@
 //!
 //! - a direction is **set** by every event epoll reports for it, whether or not a task waits
 //!   (and an fd the table knows nothing about counts as set: try the call);
-//! - it is **cleared** by a sub-coroutine whose call said `WouldBlock` — or by a write that
-//!   took only part of its bytes: on Linux a TCP socket takes less than it was offered only
-//!   when its send buffer is full. A short read clears nothing: a TCP read stops at an
-//!   urgent byte's mark once it has copied anything (`tcp_recvmsg`), with ordinary bytes
-//!   already queued behind it, and those bring no new edge;
+//! - it is **cleared** by a sub-coroutine whose call said `WouldBlock` — or whose call
+//!   brought its own proof: a TCP read after which the kernel said it holds nothing more,
+//!   or a write that took only part of its bytes (on Linux a TCP socket takes less than it
+//!   was offered only when its send buffer is full);
 //! - a sub-coroutine whose direction is clear parks at once, without asking the kernel.
+//!
+//! A short read alone proves nothing: a TCP read stops at an urgent byte's mark once it has
+//! copied anything (`tcp_recvmsg`), with ordinary bytes already queued behind it, and those
+//! bring no new edge. So `recv` reads with `recvmsg` on a socket that asked the kernel to
+//! say, with each read, how many bytes it still holds (`TCP_INQ`, tcp(7)): the urgent byte
+//! and the bytes behind it count, and so does the EOF (as one). Only `0` marks the read
+//! direction drained — which saves, in a ping-pong, the `recv` that would say `WouldBlock`
+//! after each message (tokio saves it by taking a short read for "empty", which the urgent
+//! byte shows wrong).
 //!
 //! Without the table, a task would have to try its call before every park, and an edge that
 //! came while it was busy elsewhere would be lost. Lesson 5's reactor keeps the same bits.
-//! (tokio also clears on a short read, to save the `recv` that says `WouldBlock` after each
-//! message; the urgent byte shows why we pay that call.)
 //!
 //! The peer closing its side needs nothing more: its event sets the read direction, and a
 //! read after the EOF never says `WouldBlock` — it returns the EOF again.
@@ -55,8 +61,8 @@ thread_local! {
     static TABLE: RefCell<Vec<Ready>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether a call on `fd` that way is worth trying: no `WouldBlock` (or short write) since
-/// the last event. `interest` is `Interest::READABLE` or `WRITABLE`.
+/// Whether a call on `fd` that way is worth trying: no `WouldBlock` (or read that emptied
+/// the socket, or short write) since the last event. `interest` is `Interest::READABLE` or `WRITABLE`.
 pub fn may_try(fd: RawFd, interest: Interest) -> bool {
     TABLE.with_borrow(|table| {
         let ready = usize::try_from(fd)
@@ -72,8 +78,9 @@ pub fn may_try(fd: RawFd, interest: Interest) -> bool {
     })
 }
 
-/// A sub-coroutine's call on `fd` said `WouldBlock` (or a write came back short): the kernel
-/// has nothing more that way until the next event.
+/// A sub-coroutine's call on `fd` said `WouldBlock` (or the kernel said after a read that it
+/// holds nothing more, or a write came back short): nothing more that way until the next
+/// event.
 pub fn drained(fd: RawFd, interest: Interest) {
     update(fd, |ready| {
         if interest.is_readable() {

@@ -16,7 +16,7 @@
 //!
 //! Errors are not exceptions here: each returns an `io::Result`, and the caller decides.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -91,6 +91,11 @@ impl Coroutine<()> for Accept {
                 }
                 result => {
                     budget::spend();
+                    if let Ok((stream, _)) = &result {
+                        // Each read then says what is left (see `Recv`). Without it (a
+                        // kernel before 4.18) reads go on until `WouldBlock`.
+                        let _ = fdio::report_rest(stream);
+                    }
                     return Ok(State::Complete(result));
                 }
             }
@@ -115,19 +120,25 @@ impl Coroutine<()> for Accept {
 /// ```python
 /// def recv(sock):
 ///     while True:
-///         if may_try(sock, READ):           # no WouldBlock since the last event
+///         if may_try(sock, READ):           # nothing said "empty" since the last event
 ///             try:
-///                 return sock.recv(65536)   # costs one from the budget
+///                 data, rest = read_and_rest(sock, 65536)  # costs one from the budget
 ///             except BlockingIOError:       # nothing to read
 ///                 drained(sock, READ)
+///             else:
+///                 if data and rest == 0:    # the kernel holds nothing more
+///                     drained(sock, READ)
+///                 return data
 ///         yield ReadWait(sock)              # only now park
 /// ```
 ///
-/// A read that comes back short does not prove the socket empty, so it does not park the
-/// next `recv`: a TCP read stops at an urgent byte's mark once it has copied anything
-/// (`tcp_recvmsg`), with ordinary bytes already queued behind it, and no new edge will come
-/// for them. In a ping-pong that costs a third system call per message, the `recv` that
-/// says `WouldBlock`.
+/// A read that comes back short does not prove the socket empty: a TCP read stops at an
+/// urgent byte's mark once it has copied anything (`tcp_recvmsg`), with ordinary bytes
+/// already queued behind it, and no new edge will come for them. So the read is a
+/// `recvmsg` after which the kernel says how many bytes it still holds ([`fdio::read_and_rest`],
+/// switched on by `Accept`), and only 0 marks the socket drained (`drained(sock, READ)`):
+/// in a ping-pong that saves the third system call per message, the `recv` that would say
+/// `WouldBlock`.
 ///
 /// What it returns is the read buffer itself, lent by a pool ([`Bytes`]): nothing is copied.
 pub enum Recv {
@@ -166,7 +177,13 @@ impl Coroutine<()> for Recv {
             return Ok(State::Yielded(Syscall::ReadWait(fd)));
         }
         loop {
-            match Bytes::read_with(BUFFER_SIZE, |buf| (&*stream).read(buf)) {
+            let mut rest = None;
+            let read = Bytes::read_with(BUFFER_SIZE, |buf| {
+                let (n, left) = fdio::read_and_rest(&*stream, buf)?;
+                rest = left;
+                Ok(n)
+            });
+            match read {
                 Err(err) if interrupted(&err) => continue,
                 Err(err) if would_block(&err) => {
                     // Nothing there: park, until epoll reports the next bytes.
@@ -176,6 +193,11 @@ impl Coroutine<()> for Recv {
                 }
                 result => {
                     budget::spend();
+                    if rest == Some(0) && result.as_ref().is_ok_and(|bytes| !bytes.is_empty()) {
+                        // The kernel said it holds nothing more: the next `recv` parks
+                        // without asking.
+                        readiness::drained(fd, Interest::READABLE);
+                    }
                     return Ok(State::Complete(result));
                 }
             }
@@ -318,7 +340,7 @@ fn escape<Y, R>(was: GeneratorState, exception: Exception) -> Step<Y, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::thread;
     use std::time::{Duration, Instant};
 
@@ -328,7 +350,60 @@ mod tests {
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
+        fdio::report_rest(&ours).unwrap(); // as `Accept` does
         (Rc::new(TcpStream::from_std(ours)), peer)
+    }
+
+    /// Waits (bounded) until everything `peer` sent sits in our socket: our kernel has
+    /// acknowledged it.
+    fn wait_acknowledged(peer: &std::net::TcpStream) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fdio::all_acknowledged(peer).unwrap() {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A read after which the kernel says it holds nothing more (`TCP_INQ`) marks the socket
+    /// drained: the next `recv` parks without asking, even though bytes arrived meanwhile
+    /// (their event, not yet written down, will wake it).
+    #[test]
+    fn a_read_that_empties_the_socket_parks_the_next_recv_without_asking() {
+        let (ours, mut peer) = socket_pair();
+        peer.write_all(b"one").unwrap();
+        wait_acknowledged(&peer);
+        budget::set(budget::PER_TURN);
+        let Ok(State::Complete(first)) = Recv::new(Rc::clone(&ours)).resume(()) else {
+            panic!("the bytes are there: the first recv reads")
+        };
+        assert_eq!(&*first.unwrap(), b"one");
+        assert!(!readiness::may_try(ours.as_raw_fd(), Interest::READABLE));
+        peer.write_all(b"two").unwrap();
+        wait_acknowledged(&peer);
+        match Recv::new(Rc::clone(&ours)).resume(()) {
+            Ok(State::Yielded(Syscall::ReadWait(_))) => {}
+            _ => panic!("the recv after an emptying read asked the kernel again"),
+        }
+    }
+
+    /// The last bytes and the EOF together: the read that takes the bytes hears that one
+    /// thing is left (the kernel counts the EOF as one), so the next `recv`, with no event
+    /// written down, returns the EOF instead of parking.
+    #[test]
+    fn the_eof_behind_the_last_bytes_is_read_without_an_event() {
+        let (ours, mut peer) = socket_pair();
+        peer.write_all(b"last").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        wait_acknowledged(&peer);
+        budget::set(budget::PER_TURN);
+        let Ok(State::Complete(first)) = Recv::new(Rc::clone(&ours)).resume(()) else {
+            panic!("the bytes are there: the first recv reads")
+        };
+        assert_eq!(&*first.unwrap(), b"last");
+        match Recv::new(Rc::clone(&ours)).resume(()) {
+            Ok(State::Complete(eof)) => assert!(eof.unwrap().is_empty()),
+            _ => panic!("the EOF was left waiting for an event"),
+        }
     }
 
     /// Resumes `coroutine` until it completes, as the scheduler would: after each wait it

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
 use std::ops::Deref;
@@ -207,6 +207,9 @@ impl TcpListener {
                 .io(cx, Direction::Read, |listener| listener.accept())
         })
         .await?;
+        // Without it (a kernel before 4.18) every read says `None` and a read that found
+        // the socket empty is made once more, to hear `WouldBlock`.
+        let _ = fdio::report_rest(&stream);
         Ok((
             TcpStream {
                 inner: Registered::new(stream)?,
@@ -233,6 +236,7 @@ impl TcpStream {
     /// the socket becomes writable when it is done, and `SO_ERROR` says how it went.
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         let mut inner = Registered::new(mio::net::TcpStream::connect(addr)?)?;
+        let _ = fdio::report_rest(&inner.source); // as in `accept`
         poll_fn(|cx| {
             inner.io(cx, Direction::Write, |stream| {
                 if let Some(err) = stream.take_error()? {
@@ -262,25 +266,41 @@ impl TcpStream {
 
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| {
-            self.inner
-                .io(cx, Direction::Read, |stream| stream.read(buf))
+        let (n, rest) = poll_fn(|cx| {
+            self.inner.io(cx, Direction::Read, |stream| {
+                fdio::read_and_rest(stream, buf)
+            })
         })
-        .await
+        .await?;
+        self.after_read(n, rest);
+        Ok(n)
     }
 
     /// Reads what is there (at most [`READ_CHUNK`] bytes) into a buffer the runtime lends
     /// only once bytes have arrived; an empty chunk means EOF. Use it where many connections
     /// wait: a `read(&mut buf)` that waits holds its `buf` all the while.
     pub async fn read_chunk(&mut self) -> io::Result<Chunk> {
-        poll_fn(|cx| {
+        let (chunk, rest) = poll_fn(|cx| {
             self.inner.io(cx, Direction::Read, |stream| {
                 let mut buffer = with_runtime(|runtime| runtime.buffers.lend());
-                let len = stream.read(&mut buffer)?;
-                Ok(Chunk { buffer, len })
+                let (len, rest) = fdio::read_and_rest(stream, &mut buffer)?;
+                Ok((Chunk { buffer, len }, rest))
             })
         })
-        .await
+        .await?;
+        self.after_read(chunk.len(), rest);
+        Ok(chunk)
+    }
+
+    /// A read got `n` bytes, and the kernel said it holds `rest` more (`TCP_INQ`). Only
+    /// `Some(0)` proves the socket empty — a short read does not: it stops at an urgent
+    /// byte's mark with the bytes behind it queued — so only then skip the read that would
+    /// say `WouldBlock` and wait for the next event. In the poll that made the read: see
+    /// [`crate::reactor`]. (`n == 0` is the EOF: it stays there to read again.)
+    fn after_read(&self, n: usize, rest: Option<usize>) {
+        if n > 0 && rest == Some(0) {
+            self.inner.clear_ready(Direction::Read);
+        }
     }
 
     /// Writes some of `buf` (at least one byte) and returns how much.

@@ -15,17 +15,26 @@
 //! - **set** by an event (whether or not a task waits), and at registration (we have not
 //!   asked yet: try the call);
 //! - **cleared** only by an operation that got `WouldBlock` — proof that the kernel has
-//!   nothing more — or by a TCP write that came back short: a TCP socket takes less than it
-//!   is offered only when its send buffer is full (and it then flags itself, so that epoll
-//!   reports the next room), which saves the write that would only say `WouldBlock`;
+//!   nothing more — or by one that brought its own proof: a TCP read after which the kernel
+//!   said it holds nothing more (below), or a TCP write that came back short (a TCP socket
+//!   takes less than it is offered only when its send buffer is full, and it then flags
+//!   itself, so that epoll reports the next room). Each saves the call that would only say
+//!   `WouldBlock`;
 //! - a task waits only while the bit is clear.
 //!
-//! A short *read* clears nothing: it is no proof that the socket is empty. A TCP read stops
-//! at an urgent byte's mark once it has copied anything (`tcp_recvmsg`), with ordinary bytes
-//! already queued behind it; a datagram socket gives one datagram per read, a terminal one
-//! line. A reactor that took a short read for "empty" would wait for an edge that never
-//! comes — the bytes behind it are already there. (tokio takes it so, to save the read that
-//! would only say `WouldBlock`; we pay that read.)
+//! A short *read* is no such proof. A TCP read stops at an urgent byte's mark once it has
+//! copied anything (`tcp_recvmsg`), with ordinary bytes already queued behind it; a datagram
+//! socket gives one datagram per read, a terminal one line. A reactor that took a short
+//! read for "empty" would wait for an edge that never comes — the bytes behind it are
+//! already there. (tokio takes it so.) So a `TcpStream` reads with `recvmsg` and asks the
+//! kernel to say, with each read, how many bytes it still holds (`TCP_INQ`, tcp(7); Linux
+//! 4.18): it counts every byte received and not yet read, the urgent byte and what follows
+//! it included, and says 1 when only the EOF is left. Only `0` clears the bit — bytes that
+//! arrive after that read bring an event of their own. (Watching for `EPOLLPRI` would not
+//! do: the kernel reports it only once the urgent byte arrives with its pointer known, and
+//! a peer can send the pointer after the byte, which came out of order: the read still
+//! stops at the mark, and no `EPOLLPRI` ever comes.) Pipes and stdin read until
+//! `WouldBlock`.
 //!
 //! tokio's `ScheduledIo` also keeps a *tick* with the bit, because its reactor runs on
 //! another thread: an event may arrive between a task's `WouldBlock` and its clear, and the
@@ -33,8 +42,8 @@
 //! own thread, so a clear can never erase a newer event — on one condition, which every
 //! caller keeps: **the clear happens in the same poll as the system call that justified
 //! it** — in `Registered::io`'s loop for a `WouldBlock`, and right after the `.await` of a
-//! write that came back short (code after an `.await` that was `Ready` runs in the same
-//! poll). A clear made after another `.await` could erase an event the loop handled
+//! read or write that brought its proof (code after an `.await` that was `Ready` runs in the
+//! same poll). A clear made after another `.await` could erase an event the loop handled
 //! meanwhile, and the task would wait for an edge that had already come.
 //!
 //! The peer closing its side needs nothing more: its event sets the bit like any other, and
@@ -190,9 +199,10 @@ impl Reactor {
         Poll::Pending
     }
 
-    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or a TCP write came
-    /// back short): wait for the next event before trying again. Call it in the same poll as that system call (see the
-    /// module's doc), or a newer event may be erased.
+    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or so after a TCP
+    /// read, or a TCP write came back short): wait for the next event before trying again.
+    /// Call it in the same poll as that system call (see the module's doc), or a newer event
+    /// may be erased.
     pub(crate) fn clear_ready(&mut self, token: Token, direction: Direction) {
         if let Some(Some(state)) = self.sources.get_mut(token.0) {
             state.way(direction).ready = false;

@@ -364,6 +364,110 @@ fn an_edge_with_nobody_waiting_is_remembered() {
     );
 }
 
+/// Polls `future` once, from inside a task: what it says before the loop turns again.
+async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+/// Waits (blocking, bounded) until everything `peer` sent sits in our socket: our kernel has
+/// acknowledged it.
+fn wait_acknowledged(peer: &std::net::TcpStream) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fdio::all_acknowledged(peer).unwrap() {
+        assert!(Instant::now() < deadline, "the bytes never arrived");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A read after which the kernel says it holds nothing more (`TCP_INQ`) clears the readiness
+/// bit: the next read waits for an event without asking the kernel. Proven by bytes that
+/// arrive before the loop turns again: a read that asked would find them; this one says
+/// `Pending` at once, and finds them after the loop took their event.
+#[test]
+fn a_read_that_empties_the_socket_skips_the_next_read() {
+    let _watchdog = Watchdog::arm("a_read_that_empties_the_socket_skips_the_next_read");
+    let (first, skipped, second) = run(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"one").unwrap();
+        wait_acknowledged(&peer);
+        let first = stream.read_chunk().await.unwrap().to_vec();
+        // No `.await` from here to the poll: the loop takes no event meanwhile.
+        peer.write_all(b"two").unwrap();
+        wait_acknowledged(&peer);
+        let (skipped, second) = match poll_once(stream.read_chunk()).await {
+            Poll::Pending => (true, stream.read_chunk().await.unwrap().to_vec()),
+            Poll::Ready(chunk) => (false, chunk.unwrap().to_vec()),
+        };
+        (first, skipped, second)
+    });
+    assert_eq!(first, b"one");
+    assert!(
+        skipped,
+        "the read after an emptying read asked the kernel again"
+    );
+    assert_eq!(second, b"two");
+}
+
+/// A short read is no proof the socket is empty: a TCP read stops at an urgent byte's mark,
+/// with the bytes behind it queued and no event to come for them. The kernel says so
+/// (`TCP_INQ` counts them), so the readiness bit stays set and the next read, polled before
+/// the loop turns, reads them.
+#[test]
+fn a_read_stopped_at_an_urgent_mark_reads_again() {
+    use nix::sys::socket::{MsgFlags, send};
+    let _watchdog = Watchdog::arm("a_read_stopped_at_an_urgent_mark_reads_again");
+    let (first, second) = run(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"abc").unwrap();
+        send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        peer.write_all(b"def").unwrap();
+        wait_acknowledged(&peer);
+        let first = stream.read_chunk().await.unwrap().to_vec();
+        let second = match poll_once(stream.read_chunk()).await {
+            Poll::Ready(chunk) => chunk.unwrap().to_vec(),
+            Poll::Pending => b"(waited for an event that never comes)".to_vec(),
+        };
+        (first, second)
+    });
+    assert_eq!(first, b"abc", "the read stops at the urgent mark");
+    assert_eq!(second, b"def");
+}
+
+/// The last bytes and the EOF under one event: the read that takes the bytes hears from the
+/// kernel that something is left (the EOF counts as one), so the next read, polled before
+/// the loop turns, returns the EOF.
+#[test]
+fn the_eof_behind_the_last_bytes_is_read_without_an_event() {
+    let _watchdog = Watchdog::arm("the_eof_behind_the_last_bytes_is_read_without_an_event");
+    let (first, eof) = run(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"last").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        wait_acknowledged(&peer);
+        let first = stream.read_chunk().await.unwrap().to_vec();
+        let eof = match poll_once(stream.read_chunk()).await {
+            Poll::Ready(chunk) => chunk.unwrap().is_empty(),
+            Poll::Pending => false,
+        };
+        (first, eof)
+    });
+    assert_eq!(first, b"last");
+    assert!(eof, "the EOF was left waiting for an event");
+}
+
 /// A main future that panics unwinds out of `block_on` cleanly: the task it left pending is
 /// dropped, the thread-local no longer names the dead runtime, and the same thread can run
 /// another `block_on` (before, the thread aborted on exit: "thread local panicked on drop").

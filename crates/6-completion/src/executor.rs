@@ -127,17 +127,30 @@ pub(crate) fn with_driver_of<R>(id: RuntimeId, f: impl FnOnce(&mut Driver) -> R)
 }
 
 /// Runs `future` to completion on a new ring in this thread, with every task it spawns.
+///
+/// # Panics
+/// Inside another `block_on` (in one of its tasks): see [`block_on_with`].
 pub fn block_on<F: Future>(trace: Trace, future: F) -> io::Result<F::Output> {
     block_on_with(trace, BUFFERS, future)
 }
 
 /// [`block_on`] with a buffer ring of a chosen shape.
+///
+/// # Panics
+/// Inside another `block_on` (in one of its tasks). The outer loop would stand still
+/// meanwhile, and its ring would be out of reach: a handle of the outer runtime dropped in
+/// here could not close its fd through that ring, after the entries that name it (see
+/// [`crate::fd`]).
 pub fn block_on_with<F: Future>(
     trace: Trace,
     buffers: Buffers,
     future: F,
 ) -> io::Result<F::Output> {
     static RUNTIMES_STARTED: AtomicU64 = AtomicU64::new(0);
+    assert!(
+        try_with_runtime(|_| ()).is_none(),
+        "block_on inside block_on: await the future instead"
+    );
     let driver = Driver::new(trace, buffers)?;
     let ready = Arc::new(ReadyQueue {
         ids: Mutex::new(VecDeque::new()),

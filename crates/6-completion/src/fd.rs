@@ -28,11 +28,12 @@
 //!
 //! [`TcpStream::shutdown_write`]: crate::net::TcpStream::shutdown_write
 
+use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
-use crate::executor::{RuntimeId, runtime_id, with_driver_of};
+use crate::executor::{RuntimeId, runtime_id, with_driver_of, with_runtime_of};
 
 /// An fd whose requests go through one runtime's ring, closed through that ring when
 /// dropped. Like every handle here it stays on its thread (its ring is a thread-local):
@@ -62,6 +63,16 @@ impl RingFd {
             on_this_thread: PhantomData,
         }
     }
+
+    /// The fd's number, for an entry of the current runtime's ring — which must be its own:
+    /// the close goes through its own ring, after *its* entries. An entry in another ring
+    /// (another `block_on` the handle was carried into) could wait there while the fd is
+    /// closed and its number given to the next file: an error then, not a request.
+    pub fn number_for_request(&self) -> io::Result<RawFd> {
+        with_runtime_of(self.runtime, |_| self.as_raw_fd()).ok_or_else(|| {
+            io::Error::other("this fd belongs to another runtime (another block_on)")
+        })
+    }
 }
 
 impl AsFd for RingFd {
@@ -82,10 +93,9 @@ impl Drop for RingFd {
             return;
         };
         // In its runtime: after the entries already pushed. Outside it, the closure is not
-        // run and `fd` is dropped with it — `close(2)` — which is sound once that runtime
-        // has ended: its driver submitted every entry before it closed its ring. (Not so
-        // inside a `block_on` nested in a task of its runtime, whose ring is out of reach:
-        // nothing here does that.)
+        // run and `fd` is dropped with it — `close(2)` — which is sound because that runtime
+        // has ended (`block_on` does not nest): its driver submitted every entry before it
+        // closed its ring, and no other ring has one (`number_for_request`).
         with_driver_of(self.runtime, move |driver| driver.close(fd));
     }
 }

@@ -75,7 +75,7 @@ impl Reader {
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
         loop {
-            let fd = self.fd.as_raw_fd();
+            let fd = self.fd.number_for_request()?;
             let op = self.in_flight.get_or_insert_with(|| {
                 if self.polling {
                     poll_readable(fd)
@@ -108,7 +108,10 @@ impl Reader {
 /// how many bytes the kernel wrote, and the buffer. (A [`RingFd`], not any fd: if this
 /// future is dropped, its request may still wait in the ring, naming the fd's number.)
 pub async fn append<B: IoBuf>(fd: &RingFd, bytes: B) -> (io::Result<usize>, B) {
-    let fd = fd.as_raw_fd();
+    let fd = match fd.number_for_request() {
+        Ok(fd) => fd,
+        Err(err) => return (Err(err), bytes),
+    };
     // Safety: the entry points into `bytes`' stable bytes (`IoBuf`), which the `Op` owns
     // until the request's last completion.
     let op = unsafe {

@@ -100,9 +100,12 @@ impl TcpListener {
                 Some(token) => token,
                 None => {
                     let listener = self.fd.as_fd();
-                    let token =
-                        with_driver_of(self.runtime, |driver| driver.submit_accept(listener))
-                            .unwrap_or_else(|| Err(another_runtime()))?;
+                    // Safety: `fd` is a `RingFd` of this runtime (`with_driver_of`): it is
+                    // closed through this ring, after the accept's entry.
+                    let token = with_driver_of(self.runtime, |driver| unsafe {
+                        driver.submit_accept(listener)
+                    })
+                    .unwrap_or_else(|| Err(another_runtime()))?;
                     *self.accept.insert(token)
                 }
             };
@@ -278,7 +281,7 @@ impl TcpStream {
     /// The receive to submit: a multishot from the ring, or — when the ring is empty or
     /// just ran dry — one receive into a buffer of our own.
     fn start_receiving(&mut self) -> io::Result<Receiving> {
-        let fd = self.fd.as_raw_fd();
+        let fd = self.fd.number_for_request()?;
         let (available, size) = {
             let buffers = self.buffers.borrow();
             (buffers.available(), buffers.buffer_size() as usize)
@@ -337,8 +340,12 @@ impl TcpStream {
         let mut buf = buf;
         let mut sent = 0;
         self.unsent = buf.len() as u64;
+        let fd = match self.fd.number_for_request() {
+            Ok(fd) => fd,
+            Err(err) => return (Err(err), buf),
+        };
         while sent < buf.len() {
-            let (result, returned) = send(self.fd.as_raw_fd(), buf, sent).await;
+            let (result, returned) = send(fd, buf, sent).await;
             buf = returned;
             match result {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),

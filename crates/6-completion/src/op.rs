@@ -118,7 +118,11 @@ impl<T: 'static> Op<T> {
     /// request's last completion: it must point into the bytes `owned` keeps stable while
     /// moved (see [`IoBuf`](crate::buf::IoBuf): heap memory it owns, not `owned` itself),
     /// reached through the reference `entry` is given — or into memory that outlives the
-    /// runtime. `owned` is dropped only after the last completion (or leaked).
+    /// runtime. `owned` is dropped only after the last completion (or leaked). An fd number
+    /// in the entry must stay the caller's until the kernel has issued the request: a
+    /// [`RingFd`](crate::fd::RingFd)'s, from
+    /// [`number_for_request`](crate::fd::RingFd::number_for_request), is closed through
+    /// this ring after it.
     ///
     /// # Panics
     /// Outside `block_on`.
@@ -231,7 +235,7 @@ impl<T: 'static> Drop for Op<T> {
             runtime.driver.borrow_mut().abandon(token, Box::new(owned))
         });
         drop(done_with);
-        // Not in its runtime (it ended, or this is another one nested in it): whether the
+        // Not in its runtime (it ended; `block_on` does not nest): whether the
         // kernel is done cannot be known here, so the only sound choice is to leak it.
         if let Some(owned) = owned {
             std::mem::forget(owned);

@@ -197,11 +197,27 @@ impl Driver {
     /// connection, each result a new fd (close-on-exec) that whoever takes it owns. The
     /// driver builds this request itself: it is the only one whose results it treats as fds
     /// ([`Yields::NewFd`]), closing those that nobody takes.
-    pub fn submit_accept(&mut self, listener: BorrowedFd<'_>) -> io::Result<Token> {
+    ///
+    /// # Safety
+    /// The entry names `listener` by its fd number, which the kernel looks up only when the
+    /// next `io_uring_enter` submits it — after the borrow has ended. The number must stay
+    /// the listener's until then: a [`RingFd`](crate::fd::RingFd) of this driver's runtime
+    /// is closed through this ring, after the entry. (Borrowed and closed meanwhile, the
+    /// number may be the next listener's by then, and its clients accepted here.)
+    ///
+    /// ```compile_fail,E0133
+    /// # use lesson_completion::ring::Driver;
+    /// # use std::os::fd::AsFd;
+    /// fn accept_on(driver: &mut Driver, listener: std::net::TcpListener) {
+    ///     let _ = driver.submit_accept(listener.as_fd()); // error: unsafe
+    /// }
+    /// ```
+    pub unsafe fn submit_accept(&mut self, listener: BorrowedFd<'_>) -> io::Result<Token> {
         let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build();
-        // Safety: an accept that asks for no address points to no memory.
+        // Safety: an accept that asks for no address points to no memory; our caller keeps
+        // the number the listener's until the entry is submitted.
         unsafe { self.insert_and_push("accept", Yields::NewFd, false, entry, usize::MAX) }
     }
 

@@ -144,6 +144,81 @@ fn send_queue(socket: &impl AsFd) -> io::Result<usize> {
     Ok(usize::try_from(queued).unwrap_or(0))
 }
 
+/// Asks the kernel to say, with each read through [`read_and_rest`] on this TCP socket, how
+/// many bytes it still holds (`TCP_INQ`, Linux 4.18). Fails on an older kernel: then every
+/// read says `None`.
+pub fn report_rest(socket: &impl AsFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // Safety: the kernel reads one `int` at the pointer, which points at `on`, alive for the
+    // call, and `len` says so.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_INQ,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads into `buf` like `read(2)` (one `recvmsg`), and says how many bytes the kernel still
+/// holds right after it: `Some(0)` proves the socket empty at that moment (bytes that arrive
+/// later bring a new event), `Some(n)` that a read would find more. Only on a socket that
+/// [`report_rest`] switched on, else `None`.
+///
+/// This is the proof a short read cannot give: a TCP read stops at an urgent byte's mark
+/// once it has copied anything, with the bytes behind it already queued. The kernel counts
+/// every byte it received and we did not read (`tcp_inq_hint`: `rcv_nxt - copied_seq`, the
+/// urgent byte and what follows it included), and says 1 when only the EOF is left.
+pub fn read_and_rest(socket: &impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<usize>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one control message holding an `int` (CMSG_SPACE(4) is 24 bytes on 64-bit
+    // Linux), aligned as a `cmsghdr` must be.
+    let mut control = [0u64; 4];
+    // Safety: all-zero is a valid `msghdr` (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control);
+    // Safety: `msg` points at one iovec covering `buf` (writable, `buf.len()` bytes) and at
+    // `control` (writable, `msg_controllen` bytes); all three live across the call, and the
+    // kernel writes only inside them.
+    let n = unsafe { libc::recvmsg(socket.as_fd().as_raw_fd(), &raw mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut rest = None;
+    // Safety: `msg` is the header recvmsg filled: its control pointer and length describe
+    // what the kernel wrote into `control`, which is still alive.
+    let mut header = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+    while !header.is_null() {
+        // Safety: CMSG_FIRSTHDR/CMSG_NXTHDR return null or a header inside `control`.
+        let (level, kind) = unsafe { ((*header).cmsg_level, (*header).cmsg_type) };
+        if level == libc::SOL_TCP && kind == libc::TCP_CM_INQ {
+            // Safety: a TCP_CM_INQ message carries one `int` (put_cmsg in tcp_recvmsg), at
+            // CMSG_DATA inside `control`; it may be unaligned for an `int`, so read it so.
+            let value = unsafe {
+                libc::CMSG_DATA(header)
+                    .cast::<libc::c_int>()
+                    .read_unaligned()
+            };
+            rest = usize::try_from(value).ok();
+        }
+        // Safety: `header` is a header inside the control data `msg` describes.
+        header = unsafe { libc::CMSG_NXTHDR(&raw const msg, header) };
+    }
+    Ok((n as usize, rest))
+}
+
 // The connection states `TCP_INFO` reports (RFC 9293's; the numbers are Linux's).
 const FIN_WAIT1: u8 = 4;
 const TCP_CLOSE: u8 = 7;
