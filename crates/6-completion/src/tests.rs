@@ -568,20 +568,9 @@ fn a_dropped_streams_send_never_reaches_the_next_socket_with_its_fd() {
         )
         .await;
         drop(a);
-        let b = reuse_fd_number(b, number);
-        // A few turns: whatever waits in the submission ring reaches the kernel.
-        sleep(Duration::from_millis(50)).await;
-        drop(b);
-        b_peer.set_nonblocking(true).unwrap();
-        let mut got = Vec::new();
-        let _ = (&b_peer).read_to_end(&mut got);
-        got
+        what_the_next_socket_gets(b, b_peer, number).await
     });
-    assert!(
-        leaked.is_empty(),
-        "another connection's peer received {:?}",
-        String::from_utf8_lossy(&leaked)
-    );
+    nothing_leaked(&leaked);
 }
 
 /// A dropped stream closes its fd through the ring: at the loop's next `io_uring_enter`,
@@ -982,20 +971,9 @@ fn a_stream_from_another_runtime_never_sends_through_this_ones_ring() {
         )
         .await;
         drop(a);
-        let b = reuse_fd_number(b, number);
-        // A few turns: whatever waits in the submission ring reaches the kernel.
-        sleep(Duration::from_millis(50)).await;
-        drop(b);
-        b_peer.set_nonblocking(true).unwrap();
-        let mut got = Vec::new();
-        let _ = (&b_peer).read_to_end(&mut got);
-        got
+        what_the_next_socket_gets(b, b_peer, number).await
     });
-    assert!(
-        leaked.is_empty(),
-        "another connection's peer received {:?}",
-        String::from_utf8_lossy(&leaked)
-    );
+    nothing_leaked(&leaked);
 }
 
 /// The same through a `block_on` nested in a task: the outer runtime's stream pushes a send
@@ -1024,23 +1002,38 @@ fn a_stream_dropped_in_a_nested_block_on_never_sends_to_the_next_socket() {
             let _ = block_on_with(Trace::new(false), crate::executor::BUFFERS, async move {
                 drop(a);
             });
-            let b = reuse_fd_number(b, number);
-            sleep(Duration::from_millis(50)).await;
-            drop(b);
-            b_peer.set_nonblocking(true).unwrap();
-            let mut got = Vec::new();
-            let _ = (&b_peer).read_to_end(&mut got);
-            got
+            what_the_next_socket_gets(b, b_peer, number).await
         })
     });
     // Refusing to nest (a panic) is as good as not leaking.
     if let Ok(leaked) = leaked {
-        assert!(
-            leaked.is_empty(),
-            "another connection's peer received {:?}",
-            String::from_utf8_lossy(&leaked)
-        );
+        nothing_leaked(&leaked);
     }
+}
+
+/// Gives `b` the fd `number` a dropped stream had, lets a few turns pass (whatever waits in
+/// the submission ring reaches the kernel), closes it, and returns what `b`'s peer received.
+async fn what_the_next_socket_gets(
+    b: UnixStream,
+    b_peer: UnixStream,
+    number: std::os::fd::RawFd,
+) -> Vec<u8> {
+    let b = reuse_fd_number(b, number);
+    sleep(Duration::from_millis(50)).await;
+    drop(b);
+    b_peer.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let _ = (&b_peer).read_to_end(&mut got);
+    got
+}
+
+/// The next socket's peer received none of the bytes meant for the dropped stream's.
+fn nothing_leaked(leaked: &[u8]) {
+    assert!(
+        leaked.is_empty(),
+        "another connection's peer received {:?}",
+        String::from_utf8_lossy(leaked)
+    );
 }
 
 /// Runs the test `name` of this binary alone in a child process, with `CHILD_TEST` set so it
