@@ -315,11 +315,7 @@ fn abandoned_event_waits_leave_nothing_behind() {
 fn eof_arriving_with_the_last_bytes_is_not_lost() {
     let _watchdog = Watchdog::arm("eof_arriving_with_the_last_bytes_is_not_lost");
     let (first, after) = run(async {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (mut stream, mut peer) = connected().await;
         peer.write_all(b"bye").unwrap();
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         // Let the reactor take the one edge for both while nobody waits to read.
@@ -339,11 +335,7 @@ fn eof_arriving_with_the_last_bytes_is_not_lost() {
 fn an_edge_with_nobody_waiting_is_remembered() {
     let _watchdog = Watchdog::arm("an_edge_with_nobody_waiting_is_remembered");
     let (first, second) = run(async {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (mut stream, mut peer) = connected().await;
         peer.write_all(b"one").unwrap();
         let first = stream.read_chunk().await.unwrap().to_vec();
         // Nothing more: a read says `WouldBlock` (the bit is cleared) and gives up.
@@ -371,6 +363,17 @@ async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
 }
 
 /// Waits (blocking, bounded) until everything `peer` sent sits in our socket: our kernel has
+/// A connection: our `TcpStream`, connected on this runtime, and its peer, a plain blocking
+/// std socket the test writes to.
+async fn connected() -> (TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (stream, peer)
+}
+
 /// acknowledged it.
 fn wait_acknowledged(peer: &std::net::TcpStream) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -388,11 +391,7 @@ fn wait_acknowledged(peer: &std::net::TcpStream) {
 fn a_read_that_empties_the_socket_skips_the_next_read() {
     let _watchdog = Watchdog::arm("a_read_that_empties_the_socket_skips_the_next_read");
     let (first, skipped, second) = run(async {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (mut stream, mut peer) = connected().await;
         peer.write_all(b"one").unwrap();
         wait_acknowledged(&peer);
         let first = stream.read_chunk().await.unwrap().to_vec();
@@ -422,11 +421,7 @@ fn a_read_stopped_at_an_urgent_mark_reads_again() {
     use nix::sys::socket::{MsgFlags, send};
     let _watchdog = Watchdog::arm("a_read_stopped_at_an_urgent_mark_reads_again");
     let (first, second) = run(async {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (mut stream, mut peer) = connected().await;
         peer.write_all(b"abc").unwrap();
         send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
         peer.write_all(b"def").unwrap();
@@ -449,11 +444,7 @@ fn a_read_stopped_at_an_urgent_mark_reads_again() {
 fn the_eof_behind_the_last_bytes_is_read_without_an_event() {
     let _watchdog = Watchdog::arm("the_eof_behind_the_last_bytes_is_read_without_an_event");
     let (first, eof) = run(async {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (mut stream, mut peer) = connected().await;
         peer.write_all(b"last").unwrap();
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         wait_acknowledged(&peer);
@@ -590,11 +581,7 @@ fn a_task_that_always_has_work_lets_the_others_run() {
     let _watchdog = Watchdog::arm("a_task_that_always_has_work_lets_the_others_run");
     const SENT: usize = 64 * 1024;
     let read_when_the_other_ran = run(async {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (mut stream, mut peer) = connected().await;
         peer.write_all(&[7; SENT]).unwrap();
         sleep(Duration::from_millis(50)).await; // every byte is in our receive buffer
         let read = Rc::new(Cell::new(0));
