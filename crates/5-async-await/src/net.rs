@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
 use std::ops::Deref;
@@ -106,6 +106,15 @@ impl<S: Source> Registered<S> {
                 .reactor
                 .borrow_mut()
                 .clear_ready(self.token, direction)
+        });
+    }
+
+    /// A TCP read got less than it asked for: it took all there was, so skip the read that
+    /// would only say `WouldBlock` — unless an event said an urgent byte, the peer's FIN or an
+    /// error (see [`crate::reactor`]). Only in the poll that made the read.
+    pub(crate) fn read_came_short(&self) {
+        with_runtime_of(self.runtime, |runtime| {
+            runtime.reactor.borrow_mut().read_came_short(self.token)
         });
     }
 }
@@ -207,9 +216,6 @@ impl TcpListener {
                 .io(cx, Direction::Read, |listener| listener.accept())
         })
         .await?;
-        // Without it (a kernel before 4.18) every read says `None` and a read that found
-        // the socket empty is made once more, to hear `WouldBlock`.
-        let _ = fdio::report_rest(&stream);
         Ok((
             TcpStream {
                 inner: Registered::new(stream)?,
@@ -236,7 +242,6 @@ impl TcpStream {
     /// the socket becomes writable when it is done, and `SO_ERROR` says how it went.
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         let mut inner = Registered::new(mio::net::TcpStream::connect(addr)?)?;
-        let _ = fdio::report_rest(&inner.source); // as in `accept`
         poll_fn(|cx| {
             inner.io(cx, Direction::Write, |stream| {
                 if let Some(err) = stream.take_error()? {
@@ -266,13 +271,13 @@ impl TcpStream {
 
     /// Reads what is there (at least one byte), or `Ok(0)` at EOF.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (n, rest) = poll_fn(|cx| {
-            self.inner.io(cx, Direction::Read, |stream| {
-                fdio::read_and_rest(stream, buf)
-            })
+        let asked = buf.len();
+        let n = poll_fn(|cx| {
+            self.inner
+                .io(cx, Direction::Read, |stream| stream.read(buf))
         })
         .await?;
-        self.after_read(n, rest);
+        self.after_read(n, asked);
         Ok(n)
     }
 
@@ -280,26 +285,26 @@ impl TcpStream {
     /// only once bytes have arrived; an empty chunk means EOF. Use it where many connections
     /// wait: a `read(&mut buf)` that waits holds its `buf` all the while.
     pub async fn read_chunk(&mut self) -> io::Result<Chunk> {
-        let (chunk, rest) = poll_fn(|cx| {
+        let chunk = poll_fn(|cx| {
             self.inner.io(cx, Direction::Read, |stream| {
                 let mut buffer = with_runtime(|runtime| runtime.buffers.lend());
-                let (len, rest) = fdio::read_and_rest(stream, &mut buffer)?;
-                Ok((Chunk { buffer, len }, rest))
+                let len = stream.read(&mut buffer)?;
+                Ok(Chunk { buffer, len })
             })
         })
         .await?;
-        self.after_read(chunk.len(), rest);
+        self.after_read(chunk.len(), READ_CHUNK);
         Ok(chunk)
     }
 
-    /// A read got `n` bytes, and the kernel said it holds `rest` more (`TCP_INQ`). Only
-    /// `Some(0)` proves the socket empty — a short read does not: it stops at an urgent
-    /// byte's mark with the bytes behind it queued — so only then skip the read that would
-    /// say `WouldBlock` and wait for the next event. In the poll that made the read: see
-    /// [`crate::reactor`]. (`n == 0` is the EOF: it stays there to read again.)
-    fn after_read(&self, n: usize, rest: Option<usize>) {
-        if n > 0 && rest == Some(0) {
-            self.inner.clear_ready(Direction::Read);
+    /// A read got `n` of the `asked` bytes: fewer (a short read) means it took all there
+    /// was, and the next read waits for an event, as tokio's does — unless the reactor knows
+    /// of an urgent byte or the peer's FIN that a short read leaves behind (see
+    /// [`crate::reactor`]). In the poll that made the read. (`n == 0` is the EOF: it stays
+    /// there to read again.)
+    fn after_read(&self, n: usize, asked: usize) {
+        if n > 0 && n < asked {
+            self.inner.read_came_short();
         }
     }
 

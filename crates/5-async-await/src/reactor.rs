@@ -15,26 +15,36 @@
 //! - **set** by an event (whether or not a task waits), and at registration (we have not
 //!   asked yet: try the call);
 //! - **cleared** only by an operation that got `WouldBlock` — proof that the kernel has
-//!   nothing more — or by one that brought its own proof: a TCP read after which the kernel
-//!   said it holds nothing more (below), or a TCP write that came back short (a TCP socket
-//!   takes less than it is offered only when its send buffer is full, and it then flags
-//!   itself, so that epoll reports the next room). Each saves the call that would only say
-//!   `WouldBlock`;
+//!   nothing more — or by one that brought its own proof: a TCP write that came back short
+//!   (a TCP socket takes less than it is offered only when its send buffer is full, and it
+//!   then flags itself, so that epoll reports the next room), or a TCP read that came back
+//!   short (below). Each saves the call that would only say `WouldBlock`;
 //! - a task waits only while the bit is clear.
 //!
-//! A short *read* is no such proof. A TCP read stops at an urgent byte's mark once it has
-//! copied anything (`tcp_recvmsg`), with ordinary bytes already queued behind it; a datagram
-//! socket gives one datagram per read, a terminal one line. A reactor that took a short
-//! read for "empty" would wait for an edge that never comes — the bytes behind it are
-//! already there. (tokio takes it so.) So a `TcpStream` reads with `recvmsg` and asks the
-//! kernel to say, with each read, how many bytes it still holds (`TCP_INQ`, tcp(7); Linux
-//! 4.18): it counts every byte received and not yet read, the urgent byte and what follows
-//! it included, and says 1 when only the EOF is left. Only `0` clears the bit — bytes that
-//! arrive after that read bring an event of their own. (Watching for `EPOLLPRI` would not
-//! do: the kernel reports it only once the urgent byte arrives with its pointer known, and
-//! a peer can send the pointer after the byte, which came out of order: the read still
-//! stops at the mark, and no `EPOLLPRI` ever comes.) Pipes and stdin read until
-//! `WouldBlock`.
+//! **A short read.** A TCP read copies until the buffer is full or the socket has nothing
+//! more (`tcp_recvmsg`), so a read that returns fewer bytes than it asked for found the
+//! socket empty — as tokio takes it, and in a ping-pong that saves the third system call
+//! per message. Except twice, where the read leaves something behind and no new edge will
+//! come for it: it stops at an **urgent byte**'s mark once it has copied anything, with
+//! ordinary bytes already queued behind it; and the read that takes the last bytes takes
+//! the peer's **FIN** with them (or meets the error of a reset), so the next read returns
+//! at once. Both say so in their event: epoll reports `EPOLLPRI` while an urgent byte waits
+//! (every source is registered for it), `EPOLLRDHUP` once the peer closed, `EPOLLERR` on an
+//! error. Such an event marks the source for good: from then on a short read of it clears
+//! nothing, and only `WouldBlock` does — which a read after the EOF never says (it returns
+//! the EOF again), so the bit stays set. (tokio keeps "read closed" the same way, but does
+//! not ask for `EPOLLPRI`: it can stall on an urgent byte.) Ordinary clients never send an
+//! urgent byte and close only when done, so they keep the two-call echo. Pipes and stdin read until
+//! `WouldBlock` (a terminal gives one line per read).
+//!
+//! One case is left, and it costs only its own connection. The kernel reports `EPOLLPRI`
+//! only once it holds the urgent byte itself (`TCP_URG_VALID`). A misbehaving sender can
+//! point its urgent pointer at a byte that already came, out of order: the kernel then
+//! never learns the byte (`TCP_URG_NOTYET`, see `tcp_check_urg`), no `EPOLLPRI` comes, yet
+//! the read still stops at the mark, and the bytes behind it wait for the next edge that
+//! client brings — its next bytes, or its FIN. (Only asking the kernel how many bytes it
+//! still holds after each read, `TCP_INQ`, would close that gap; it takes `recvmsg` instead
+//! of `recv`, which cost 0.2–0.3 µs more per 64-byte message: see docs/benchmark.md.)
 //!
 //! tokio's `ScheduledIo` also keeps a *tick* with the bit, because its reactor runs on
 //! another thread: an event may arrive between a task's `WouldBlock` and its clear, and the
@@ -46,13 +56,9 @@
 //! same poll). A clear made after another `.await` could erase an event the loop handled
 //! meanwhile, and the task would wait for an edge that had already come.
 //!
-//! The peer closing its side needs nothing more: its event sets the bit like any other, and
-//! a read after the EOF never says `WouldBlock` — it returns the EOF again — so the bit stays
-//! set for good.
-//!
-//! A source is registered for reading when it is created and for writing only when a write
-//! first says `WouldBlock`: stdin registered for writability would wake the loop each time
-//! a line is printed to the terminal.
+//! A source is registered for reading (and `EPOLLPRI`) when it is created, and for writing
+//! only when a write first says `WouldBlock`: stdin registered for writability would wake
+//! the loop each time a line is printed to the terminal.
 
 use std::io;
 use std::task::{Context, Poll, Waker};
@@ -84,6 +90,9 @@ struct Way {
 struct IoState {
     read: Way,
     write: Way,
+    /// Whether a read that comes back short proves the source empty: until an event said an
+    /// urgent byte waits, or the peer closed, or an error (see the module's doc).
+    short_read_drains: bool,
     /// What epoll watches this source for.
     interest: Interest,
 }
@@ -121,8 +130,9 @@ impl Reactor {
         self.poll.registry()
     }
 
-    /// Registers `source` for reading and returns its token. Both directions start ready:
-    /// nothing is known yet, so the first call is simply tried.
+    /// Registers `source` for reading (and for an urgent byte: see the module's doc) and
+    /// returns its token. Both directions start ready: nothing is known yet, so the first
+    /// call is simply tried.
     pub(crate) fn register(&mut self, source: &mut impl Source) -> io::Result<Token> {
         let index = match self.free.pop() {
             Some(index) => index,
@@ -132,7 +142,8 @@ impl Reactor {
             }
         };
         let token = Token(index);
-        if let Err(err) = self.registry().register(source, token, Interest::READABLE) {
+        let interest = Interest::READABLE | Interest::PRIORITY;
+        if let Err(err) = self.registry().register(source, token, interest) {
             self.free.push(index);
             return Err(err);
         }
@@ -143,7 +154,8 @@ impl Reactor {
         self.sources[index] = Some(IoState {
             read: ready(),
             write: ready(),
-            interest: Interest::READABLE,
+            short_read_drains: true,
+            interest,
         });
         Ok(token)
     }
@@ -199,13 +211,24 @@ impl Reactor {
         Poll::Pending
     }
 
-    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or so after a TCP
-    /// read, or a TCP write came back short): wait for the next event before trying again.
-    /// Call it in the same poll as that system call (see the module's doc), or a newer event
-    /// may be erased.
+    /// The kernel has nothing more for `direction` (it said `WouldBlock`, or a TCP write came
+    /// back short): wait for the next event before trying again. Call it in the same poll as
+    /// that system call (see the module's doc), or a newer event may be erased.
     pub(crate) fn clear_ready(&mut self, token: Token, direction: Direction) {
         if let Some(Some(state)) = self.sources.get_mut(token.0) {
             state.way(direction).ready = false;
+        }
+    }
+
+    /// A TCP read came back short: it took all there was, so wait for the next event — unless
+    /// an event said an urgent byte waits, the peer closed, or an error, since then the read
+    /// may have stopped at the urgent byte's mark or left the EOF behind (see the module's
+    /// doc). In the same poll as the read, like `clear_ready`.
+    pub(crate) fn read_came_short(&mut self, token: Token) {
+        if let Some(Some(state)) = self.sources.get_mut(token.0)
+            && state.short_read_drains
+        {
+            state.read.ready = false;
         }
     }
 
@@ -261,6 +284,11 @@ impl Reactor {
             };
             // "closed" and "error" make the call worth trying too: it reports them.
             let failed = event.is_error();
+            // An urgent byte, the peer's FIN or an error: from now on a short read may leave
+            // something behind.
+            if event.is_priority() || event.is_read_closed() || failed {
+                state.short_read_drains = false;
+            }
             if event.is_readable() || event.is_read_closed() || failed {
                 state.read.ready = true;
                 if let Some(waker) = state.read.waiter.take() {

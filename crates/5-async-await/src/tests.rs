@@ -308,9 +308,10 @@ fn abandoned_event_waits_leave_nothing_behind() {
     assert!(woken);
 }
 
-/// The peer's last bytes and its EOF can arrive under one epoll edge. After reading those
-/// bytes, the next read must still find the EOF: only a `WouldBlock` clears the readiness
-/// bit, so the reactor does not wait for an edge that never comes.
+/// The peer's last bytes and its EOF can arrive under one epoll edge, taken while nobody
+/// waits to read. The read of those bytes comes back short, but the event said the peer
+/// closed: the bit stays set, and the next read finds the EOF instead of waiting for an edge
+/// that never comes.
 #[test]
 fn eof_arriving_with_the_last_bytes_is_not_lost() {
     let _watchdog = Watchdog::arm("eof_arriving_with_the_last_bytes_is_not_lost");
@@ -362,7 +363,6 @@ async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
-/// Waits (blocking, bounded) until everything `peer` sent sits in our socket: our kernel has
 /// A connection: our `TcpStream`, connected on this runtime, and its peer, a plain blocking
 /// std socket the test writes to.
 async fn connected() -> (TcpStream, std::net::TcpStream) {
@@ -374,6 +374,7 @@ async fn connected() -> (TcpStream, std::net::TcpStream) {
     (stream, peer)
 }
 
+/// Waits (blocking, bounded) until everything `peer` sent sits in our socket: our kernel has
 /// acknowledged it.
 fn wait_acknowledged(peer: &std::net::TcpStream) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -383,8 +384,8 @@ fn wait_acknowledged(peer: &std::net::TcpStream) {
     }
 }
 
-/// A read after which the kernel says it holds nothing more (`TCP_INQ`) clears the readiness
-/// bit: the next read waits for an event without asking the kernel. Proven by bytes that
+/// A read that comes back short (it took all there was) clears the readiness bit: the next
+/// read waits for an event without asking the kernel. Proven by bytes that
 /// arrive before the loop turns again: a read that asked would find them; this one says
 /// `Pending` at once, and finds them after the loop took their event.
 #[test]
@@ -412,16 +413,29 @@ fn a_read_that_empties_the_socket_skips_the_next_read() {
     assert_eq!(second, b"two");
 }
 
-/// A short read is no proof the socket is empty: a TCP read stops at an urgent byte's mark,
-/// with the bytes behind it queued and no event to come for them. The kernel says so
-/// (`TCP_INQ` counts them), so the readiness bit stays set and the next read, polled before
-/// the loop turns, reads them.
+/// Leaves a read of `stream` waiting on its empty socket: it says `WouldBlock`, clears the
+/// readiness bit, and the next event will wake the task.
+async fn park_a_read(stream: &mut TcpStream) {
+    assert!(
+        poll_once(stream.read_chunk()).await.is_pending(),
+        "the socket is empty"
+    );
+}
+
+/// `abc`, an urgent byte and `def` arrive while a read waits, and one event reports them:
+/// a TCP read stops at an urgent byte's mark once it has copied anything, so the read it
+/// wakes comes back short with `def` still queued, and no edge will come for it. The event
+/// said an urgent byte waits (`EPOLLPRI`), so that short read clears nothing, and the next
+/// read, polled before the loop turns, reads `def`. (With a short read taken for "empty",
+/// `def` waited for the client's next bytes.)
 #[test]
 fn a_read_stopped_at_an_urgent_mark_reads_again() {
     use nix::sys::socket::{MsgFlags, send};
     let _watchdog = Watchdog::arm("a_read_stopped_at_an_urgent_mark_reads_again");
     let (first, second) = run(async {
         let (mut stream, mut peer) = connected().await;
+        park_a_read(&mut stream).await;
+        // No `.await` until all of it is in our socket: the loop sees it in one event.
         peer.write_all(b"abc").unwrap();
         send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
         peer.write_all(b"def").unwrap();
@@ -437,14 +451,16 @@ fn a_read_stopped_at_an_urgent_mark_reads_again() {
     assert_eq!(second, b"def");
 }
 
-/// The last bytes and the EOF under one event: the read that takes the bytes hears from the
-/// kernel that something is left (the EOF counts as one), so the next read, polled before
-/// the loop turns, returns the EOF.
+/// The last bytes and the EOF arrive while a read waits, and one event reports them: the
+/// read it wakes takes the bytes and the FIN with them, and comes back short; no edge will
+/// come for the EOF. The event said the peer closed (`EPOLLRDHUP`), so that short read
+/// clears nothing, and the next read, polled before the loop turns, returns the EOF.
 #[test]
-fn the_eof_behind_the_last_bytes_is_read_without_an_event() {
-    let _watchdog = Watchdog::arm("the_eof_behind_the_last_bytes_is_read_without_an_event");
+fn the_eof_behind_the_last_bytes_is_read_without_a_second_event() {
+    let _watchdog = Watchdog::arm("the_eof_behind_the_last_bytes_is_read_without_a_second_event");
     let (first, eof) = run(async {
         let (mut stream, mut peer) = connected().await;
+        park_a_read(&mut stream).await;
         peer.write_all(b"last").unwrap();
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         wait_acknowledged(&peer);

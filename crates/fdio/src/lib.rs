@@ -40,8 +40,7 @@ pub use fd::{
     would_block,
 };
 pub use net::{
-    Delivery, all_acknowledged, delivery, listen, log_closed, log_connected, read_and_rest,
-    report_rest, unsent_bytes,
+    Delivery, all_acknowledged, delivery, listen, log_closed, log_connected, unsent_bytes,
 };
 pub use output::{OutputLog, Source};
 pub use pending::PendingWrite;
