@@ -129,6 +129,11 @@ impl<S: AsFd> Registered<S> {
         self.reactor(|reactor| reactor.clear_ready(self.token, direction));
     }
 
+    /// A TCP read came back short (see `Reactor::read_came_short`).
+    pub(crate) fn read_came_short(&self) {
+        self.reactor(|reactor| reactor.read_came_short(self.token));
+    }
+
     fn deadline(&self, direction: Direction) -> &Cell<Option<Instant>> {
         match direction {
             Direction::Read => &self.read_deadline,
@@ -264,9 +269,14 @@ impl AsFd for TcpStream {
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // A short read is no proof the socket is empty (see `reactor`): it clears nothing.
-        self.inner
-            .io(Direction::Read, |mut socket| socket.read(buf))
+        let n = self
+            .inner
+            .io(Direction::Read, |mut socket| socket.read(buf))?;
+        if n > 0 && n < buf.len() {
+            // It took all there was, unless an event said otherwise: see `reactor`.
+            self.inner.read_came_short();
+        }
+        Ok(n)
     }
 }
 

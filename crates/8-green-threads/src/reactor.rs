@@ -13,19 +13,27 @@
 //! *change* to "ready" once. So what it said is kept in a **readiness bit** per direction,
 //! set by an event (whether a green thread waits or not) and at registration (nothing is known
 //! yet: try the call), and cleared only by a call that proved the kernel has nothing more: a
-//! `WouldBlock`, or a TCP write that came back short (the send buffer is full). A green thread
-//! parks only while the bit is clear. A short *read* proves nothing: a TCP read stops at an
-//! urgent byte's mark once it has copied anything (`tcp_recvmsg`), with ordinary bytes
-//! already queued behind it, and no new edge will come for those. So a read is tried until
-//! it says `WouldBlock`, as in lesson 5 — one system call more per echoed message than if a
-//! short read were taken for "empty", as tokio takes it.
+//! `WouldBlock`, a TCP write that came back short (the send buffer is full), or a TCP read
+//! that came back short. A green thread parks only while the bit is clear.
 //!
-//! No event can slip in between a green thread's `WouldBlock` and its park: events are read
+//! A TCP read copies until the buffer is full or the socket has nothing more
+//! (`tcp_recvmsg`), so a short read found the socket empty — as tokio takes it, and it saves
+//! the read that would say `WouldBlock` after each echoed message. Except twice, as in
+//! lesson 5, where the read leaves something behind and no new edge will come for it: it
+//! stops at an **urgent byte**'s mark once it has copied anything, with ordinary bytes
+//! already queued behind it; and the read that takes the last bytes takes the peer's **FIN**
+//! (or meets an error) with them. epoll tells both — `EPOLLPRI` while an urgent byte waits
+//! (every fd is registered for it), `EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR` — and such an event
+//! marks the fd for good: from then on a short read of it clears nothing, and only
+//! `WouldBlock` does, which a read after the EOF or the error never says. One gap is left,
+//! and it costs only its own connection: the kernel reports `EPOLLPRI` only once it holds
+//! the urgent byte itself, and a misbehaving sender can point its urgent pointer at a byte
+//! that already came, out of order (`TCP_URG_NOTYET`, see `tcp_check_urg`): no `EPOLLPRI`,
+//! yet the read stops at the mark, and the bytes behind it wait for that client's next edge.
+//!
+//! No event can slip in between the call that cleared a bit and the park: events are read
 //! only by the scheduler, and the scheduler runs only when the green thread has switched
 //! away. (Lesson 7's reactor, on its own thread, needs a tick per bit for that.)
-//!
-//! The peer closing its side (`EPOLLRDHUP`, `EPOLLHUP`) or an error needs nothing more: its
-//! event sets the read bit, and a read after the EOF or the error never says `WouldBlock`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -77,6 +85,9 @@ struct Source {
     fd: RawFd,
     read: Way,
     write: Way,
+    /// Whether a read that comes back short proves the fd empty: until an event said an
+    /// urgent byte waits, or the peer closed, or an error (see the module's doc).
+    short_read_drains: bool,
 }
 
 impl Source {
@@ -117,7 +128,11 @@ impl Reactor {
     /// `EPERM` means epoll refuses this kind of fd: a regular file, which is always ready.
     pub(crate) fn register(&mut self, fd: BorrowedFd<'_>, interest: Interest) -> io::Result<usize> {
         let token = self.free.pop().unwrap_or(self.sources.len());
-        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        // EPOLLPRI: an urgent byte waits (see the module's doc).
+        let mut flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLPRI
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
         if interest == Interest::ReadWrite {
             flags |= EpollFlags::EPOLLOUT;
         }
@@ -129,6 +144,7 @@ impl Reactor {
             fd: fd.as_raw_fd(),
             read: Way::new(),
             write: Way::new(),
+            short_read_drains: true,
         };
         match self.sources.get_mut(token) {
             Some(slot) => *slot = Some(source),
@@ -163,6 +179,18 @@ impl Reactor {
     pub(crate) fn clear_ready(&mut self, token: usize, direction: Direction) {
         if let Some(Some(source)) = self.sources.get_mut(token) {
             source.way(direction).ready = false;
+        }
+    }
+
+    /// A TCP read came back short: it took all there was, so park at the next read until
+    /// the next event — unless an event said an urgent byte waits, the peer closed, or an
+    /// error: then the read may have stopped at the urgent byte's mark or left the EOF
+    /// behind (see the module's doc), and the bit stays set.
+    pub(crate) fn read_came_short(&mut self, token: usize) {
+        if let Some(Some(source)) = self.sources.get_mut(token)
+            && source.short_read_drains
+        {
+            source.read.ready = false;
         }
     }
 
@@ -242,10 +270,15 @@ impl Reactor {
             let flags = event.events();
             let closed = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
             let failed = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+            // An urgent byte, the peer's FIN or an error: from now on a short read may leave
+            // something behind.
+            if flags.intersects(EpollFlags::EPOLLPRI | closed) {
+                source.short_read_drains = false;
+            }
             for (direction, ready) in [
                 (
                     Direction::Read,
-                    flags.intersects(EpollFlags::EPOLLIN | closed),
+                    flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLPRI | closed),
                 ),
                 (
                     Direction::Write,

@@ -2,7 +2,7 @@
 //! is tested in `switch.rs`.)
 
 use std::cell::{Cell, RefCell};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::rc::Rc;
@@ -491,6 +491,72 @@ fn two_readers_of_one_stream_are_both_woken() {
     })
     .unwrap();
     assert_eq!(results, [Ok(1), Ok(1)]);
+}
+
+/// Runs `send` (as the client, on `client`) while a green thread's read of the server's end
+/// is parked on its empty socket, all of it before the scheduler next asks epoll, so that one
+/// event reports everything `send` did. The reader then reads twice (16-byte buffer); returns
+/// what each read got, or its error's kind. The reads have a deadline, only so that a read
+/// that parks for an edge that never comes fails instead of hanging.
+fn two_reads_after_one_event(
+    send: impl FnOnce(&mut std::net::TcpStream) + 'static,
+) -> [Result<Vec<u8>, io::ErrorKind>; 2] {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    run(quiet(), move || {
+        let stream = TcpStream::from_std(accepted).unwrap();
+        stream.set_read_deadline(Some(Instant::now() + Duration::from_secs(3)));
+        let reader = spawn(move || {
+            let read = || {
+                let mut buf = [0; 16];
+                let n = (&stream).read(&mut buf).map_err(|err| err.kind())?;
+                Ok(buf[..n].to_vec())
+            };
+            [read(), read()]
+        })
+        .unwrap();
+        yield_now(); // the reader parks: nothing to read yet
+        send(&mut client);
+        // Everything is in the server's socket once its kernel has acknowledged it. (No
+        // green thread runs meanwhile: this one does not park.)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fdio::all_acknowledged(&client).unwrap() {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        reader.join().unwrap()
+    })
+    .unwrap()
+}
+
+/// `abc`, an urgent byte and `def`, reported by one event: a TCP read stops at an urgent
+/// byte's mark once it has copied anything, so the first read comes back short with `def`
+/// still queued, and no edge will come for it. The event said an urgent byte waits
+/// (`EPOLLPRI`), so that short read clears nothing, and the second read gets `def`.
+#[test]
+fn the_bytes_behind_an_urgent_byte_need_no_second_event() {
+    use nix::sys::socket::{MsgFlags, send};
+    use std::os::fd::AsRawFd;
+    let reads = two_reads_after_one_event(|client| {
+        client.write_all(b"abc").unwrap();
+        send(client.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        client.write_all(b"def").unwrap();
+    });
+    assert_eq!(reads, [Ok(b"abc".to_vec()), Ok(b"def".to_vec())]);
+}
+
+/// The last bytes and the FIN, reported by one event: the first read takes the bytes and the
+/// FIN with them, and comes back short; no edge will come for the EOF. The event said the
+/// peer closed (`EPOLLRDHUP`), so that short read clears nothing, and the second read
+/// returns the EOF.
+#[test]
+fn the_eof_behind_the_last_bytes_needs_no_second_event() {
+    let reads = two_reads_after_one_event(|client| {
+        client.write_all(b"last").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    assert_eq!(reads, [Ok(b"last".to_vec()), Ok(Vec::new())]);
 }
 
 /// A `TcpStream` made by one `run` and dropped inside the next (it was `run`'s output) leaves
