@@ -23,8 +23,10 @@
 //! up to 7 % of its samples land there, and its user-space share read 1 % in some stretches
 //! of a steady load and 5 % in others; with those samples counted as user space, 8 % and 7 %
 //! (`perf record -e cpu-clock`, 100 ms windows). So a kernel sample whose instruction lies in
-//! `irqentry_exit_to_user_mode` (its address from `/proc/kallsyms`) counts as user space. A
-//! kernel that does not show its addresses leaves those samples in the kernel, as perf does.
+//! `irqentry_exit_to_user_mode` (its address from `/proc/kallsyms`) counts as user space —
+//! and with it the delivery of the interrupt that stopped the thread, as for any interrupt
+//! that stops user code while nothing holds the timer back. A kernel that does not show its
+//! addresses leaves those samples in the kernel, as perf does.
 //!
 //! Each sample interrupts the server for a moment, and every server pays the same.
 
