@@ -1109,3 +1109,25 @@ fn race_keeps_each_future_once() {
     );
     assert_eq!(run(raced), Either::Left(7 * 1024));
 }
+
+/// A finished request's queue of results is kept for the next request, not freed: a send
+/// would otherwise allocate a queue for its one result and free it again, every message.
+/// (The slot's owner frees it with `abandon`, which once took the queue out first and
+/// dropped it.)
+#[test]
+fn a_finished_request_leaves_its_result_queue_to_the_next() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_finished_request_leaves_its_result_queue_to_the_next");
+    run(async {
+        let before = with_driver(|driver| driver.spare_queues());
+        // One request with one result: its slot's queue is allocated for that result.
+        sleep(Duration::from_millis(1)).await;
+        let after = with_driver(|driver| driver.spare_queues());
+        assert_eq!(after, before + 1, "the finished request's queue was freed");
+        // The next request takes it: no queue is allocated for it.
+        sleep(Duration::from_millis(1)).await;
+        assert_eq!(with_driver(|driver| driver.spare_queues()), after);
+    });
+}
