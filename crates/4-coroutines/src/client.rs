@@ -181,7 +181,7 @@ mod tests {
         while echoed.len() < 4 {
             assert!(Instant::now() < deadline, "no echo");
             // What the scheduler does when epoll reports the socket readable.
-            crate::readiness::record(fd, true, false);
+            crate::readiness::record(fd, true, false, false);
             // Each resume runs recv, then send_all, then parks in recv again.
             assert!(matches!(
                 client.resume(()),

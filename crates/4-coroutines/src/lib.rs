@@ -77,13 +77,14 @@
 //! `WriteWait(fd)`, `NewTask(task)`, `Sleep(d)` — and the scheduler keeps a ready queue
 //! and `to_read` / `to_write` maps, waiting on epoll only when no task is ready. Each client
 //! task delegates to `recv` and `send_all` sub-coroutines, which try the operation, yield
-//! `ReadWait` / `WriteWait` only once the kernel said there is nothing — `WouldBlock`, a read
-//! after which it said it holds nothing more, or a write that came back short — and no
-//! event came since, and return the result. epoll is
-//! edge-triggered: it will not repeat an edge that has passed, so the scheduler writes
-//! every event down in a [`readiness`] table, also when no task waits for it, and the
-//! sub-coroutines ask it before they try. The backpressure of the other lessons comes for
-//! free: a client is not read again until `send_all` returned.
+//! `ReadWait` / `WriteWait` only once the kernel said there is nothing — `WouldBlock`, or a
+//! read or write that came back short — and no event came since, and return the result.
+//! epoll is edge-triggered: it will not repeat an edge that has passed, so the scheduler
+//! writes every event down in a [`readiness`] table, also when no task waits for it, and the
+//! sub-coroutines ask it before they try. (A short read proves the socket empty, except when
+//! it stopped at an urgent byte or took the peer's FIN along: epoll reports both, and the
+//! table remembers that too.) The backpressure of the other lessons comes for free: a
+//! client is not read again until `send_all` returned.
 //!
 //! **The cooperative budget.** A client that never stops sending never makes its socket say
 //! `WouldBlock`, so its task would never yield, and the others would wait — a quiet client's

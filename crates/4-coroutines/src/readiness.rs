@@ -9,25 +9,25 @@
 //! - a direction is **set** by every event epoll reports for it, whether or not a task waits
 //!   (and an fd the table knows nothing about counts as set: try the call);
 //! - it is **cleared** by a sub-coroutine whose call said `WouldBlock` — or whose call
-//!   brought its own proof: a TCP read after which the kernel said it holds nothing more,
-//!   or a write that took only part of its bytes (on Linux a TCP socket takes less than it
-//!   was offered only when its send buffer is full);
+//!   brought its own proof: a read that came back short (see below), or a write that took
+//!   only part of its bytes (on Linux a TCP socket takes less than it was offered only when
+//!   its send buffer is full);
 //! - a sub-coroutine whose direction is clear parks at once, without asking the kernel.
 //!
-//! A short read alone proves nothing: a TCP read stops at an urgent byte's mark once it has
-//! copied anything (`tcp_recvmsg`), with ordinary bytes already queued behind it, and those
-//! bring no new edge. So `recv` reads with `recvmsg` on a socket that asked the kernel to
-//! say, with each read, how many bytes it still holds (`TCP_INQ`, tcp(7)): the urgent byte
-//! and the bytes behind it count, and so does the EOF (as one). Only `0` marks the read
-//! direction drained — which saves, in a ping-pong, the `recv` that would say `WouldBlock`
-//! after each message (tokio saves it by taking a short read for "empty", which the urgent
-//! byte shows wrong).
+//! **A short read.** A TCP read copies until the buffer is full or the socket has nothing
+//! more (`tcp_recvmsg`), so a read that comes back short found the socket empty — that saves,
+//! in a ping-pong, the `recv` that would say `WouldBlock` after each message. Except in two
+//! cases, where bytes or an answer are left behind and no new edge will come for them: the
+//! read stops at an **urgent byte**'s mark once it has copied anything, with ordinary bytes
+//! queued behind it; and a read that takes the last bytes takes the **FIN** (or meets the
+//! error of a reset) with them, so the next read returns the EOF at once. Both say so in
+//! their event — epoll reports `EPOLLPRI` while an urgent byte waits (the scheduler asks for
+//! it), `EPOLLRDHUP` or `EPOLLERR` once the peer closed or reset — so such an event marks
+//! the fd for good: there, a short read clears nothing, and only `WouldBlock` does (or the
+//! EOF ends the task). Ordinary clients never send either, and keep the two-call echo.
 //!
 //! Without the table, a task would have to try its call before every park, and an edge that
 //! came while it was busy elsewhere would be lost. Lesson 5's reactor keeps the same bits.
-//!
-//! The peer closing its side needs nothing more: its event sets the read direction, and a
-//! read after the EOF never says `WouldBlock` — it returns the EOF again.
 //!
 //! Events are written down only between two turns, on the scheduler's own thread, so a clear
 //! made right after a system call can never erase a newer event (tokio's reactor runs on
@@ -48,11 +48,15 @@ use mio::Interest;
 struct Ready {
     read: bool,
     write: bool,
+    /// Whether a read that comes back short proves the fd empty: until an event said urgent
+    /// byte, closed or error.
+    short_read_drains: bool,
 }
 
 const UNKNOWN: Ready = Ready {
     read: true,
     write: true,
+    short_read_drains: true,
 };
 
 thread_local! {
@@ -61,8 +65,8 @@ thread_local! {
     static TABLE: RefCell<Vec<Ready>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether a call on `fd` that way is worth trying: no `WouldBlock` (or read that emptied
-/// the socket, or short write) since the last event. `interest` is `Interest::READABLE` or `WRITABLE`.
+/// Whether a call on `fd` that way is worth trying: no `WouldBlock` (or short read or
+/// write) since the last event. `interest` is `Interest::READABLE` or `WRITABLE`.
 pub fn may_try(fd: RawFd, interest: Interest) -> bool {
     TABLE.with_borrow(|table| {
         let ready = usize::try_from(fd)
@@ -78,9 +82,8 @@ pub fn may_try(fd: RawFd, interest: Interest) -> bool {
     })
 }
 
-/// A sub-coroutine's call on `fd` said `WouldBlock` (or the kernel said after a read that it
-/// holds nothing more, or a write came back short): nothing more that way until the next
-/// event.
+/// A sub-coroutine's call on `fd` said `WouldBlock` (or a read or write came back short):
+/// nothing more that way until the next event.
 pub fn drained(fd: RawFd, interest: Interest) {
     update(fd, |ready| {
         if interest.is_readable() {
@@ -91,12 +94,25 @@ pub fn drained(fd: RawFd, interest: Interest) {
     });
 }
 
+/// Whether a read of `fd` that came back short proves it empty: no event said urgent byte,
+/// closed or error since the fd was new.
+pub fn short_read_drains(fd: RawFd) -> bool {
+    TABLE.with_borrow(|table| {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|at| table.get(at))
+            .is_none_or(|ready| ready.short_read_drains)
+    })
+}
+
 /// The scheduler, for each event epoll reports: `fd` is worth trying for reading, for
-/// writing, as the event says.
-pub(crate) fn record(fd: RawFd, readable: bool, writable: bool) {
+/// writing, as the event says; and if the event says an urgent byte waits, or the peer
+/// closed, or an error (`keep_reading`), a short read of `fd` no longer proves it empty.
+pub(crate) fn record(fd: RawFd, readable: bool, writable: bool, keep_reading: bool) {
     update(fd, |ready| {
         ready.read |= readable;
         ready.write |= writable;
+        ready.short_read_drains &= !keep_reading;
     });
 }
 
@@ -141,9 +157,22 @@ mod tests {
         let fd = 100_002;
         drained(fd, Interest::READABLE);
         drained(fd, Interest::WRITABLE);
-        record(fd, true, false);
+        record(fd, true, false, false);
         assert!(may_try(fd, Interest::READABLE));
         assert!(!may_try(fd, Interest::WRITABLE));
         forget(fd);
+    }
+
+    /// An event that says urgent byte, closed or error makes short reads prove nothing, for
+    /// good: later events do not undo it, only forgetting the fd does.
+    #[test]
+    fn short_reads_prove_nothing_once_an_event_said_so() {
+        let fd = 100_003;
+        assert!(short_read_drains(fd));
+        record(fd, true, false, true);
+        record(fd, true, false, false);
+        assert!(!short_read_drains(fd));
+        forget(fd);
+        assert!(short_read_drains(fd));
     }
 }

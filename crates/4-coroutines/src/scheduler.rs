@@ -20,12 +20,12 @@
 //!
 //! epoll is told about an fd once, and again (with both directions) the first time a task
 //! waits on it the other way: mio registrations are edge-triggered and stay. That is why
-//! every task here parks only after the kernel said "nothing now" (`WouldBlock`, or a write
-//! that came back short): data that came earlier made its edge earlier, and waiting for it
-//! would wait forever. And why every event is written down in the [`readiness`] table, also
-//! when no task is parked on its fd (its task may be busy writing): the sub-coroutines ask
-//! the table before they try, so an edge that came while nobody waited is not lost, and a
-//! socket the kernel already said is empty (`WouldBlock`) is not asked again.
+//! every task here parks only after the kernel said "nothing now" (`WouldBlock`, or a read
+//! or write that came back short): data that came earlier made its edge earlier, and waiting
+//! for it would wait forever. And why every event is written down in the [`readiness`]
+//! table, also when no task is parked on its fd (its task may be busy writing): the
+//! sub-coroutines ask the table before they try, so an edge that came while nobody waited is
+//! not lost, and a socket the kernel already said is empty is not asked again.
 //!
 //! A task that never meets `WouldBlock` — its client never stops sending — would keep the
 //! loop from ever getting back to epoll. The [`budget`] stops it: after 32
@@ -159,7 +159,10 @@ impl Scheduler {
                 let failed = event.is_error();
                 let readable = event.is_readable() || event.is_read_closed() || failed;
                 let writable = event.is_writable() || event.is_write_closed() || failed;
-                readiness::record(fd, readable, writable);
+                // An urgent byte, the peer's FIN or an error: a short read may leave
+                // something behind (see `readiness`).
+                let keep_reading = event.is_priority() || event.is_read_closed() || failed;
+                readiness::record(fd, readable, writable, keep_reading);
                 if readable {
                     self.wake(Interest::READABLE, fd);
                 }
@@ -277,6 +280,12 @@ impl Scheduler {
     fn watch(&mut self, fd: RawFd, interest: Interest) -> io::Result<()> {
         let registry = self.poll.registry();
         let token = Token(fd as usize);
+        // Reading, we also want to hear of an urgent byte (`EPOLLPRI`): see `readiness`.
+        let interest = if interest.is_readable() {
+            interest | Interest::PRIORITY
+        } else {
+            interest
+        };
         let interest = match self.watching.get(&fd) {
             Some(&current) if current | interest == current => return Ok(()),
             Some(&current) => {

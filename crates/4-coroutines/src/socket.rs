@@ -4,8 +4,8 @@
 //! `data = yield from recv(client)`.
 //!
 //! The rule that makes this work on edge-triggered epoll: each one *tries first* and parks
-//! only once the kernel said there is nothing — `WouldBlock`, or a read that came back
-//! short — and no event came since. epoll reports a change to ready once; a sub-coroutine
+//! only once the kernel said there is nothing — `WouldBlock`, or a read or write that came
+//! back short — and no event came since. epoll reports a change to ready once; a sub-coroutine
 //! that parked while data was already waiting would wait for an edge that has already
 //! passed. The [`readiness`] table is where that is remembered: each one asks it before
 //! trying, and clears its direction when the kernel said "that was all".
@@ -16,7 +16,7 @@
 //!
 //! Errors are not exceptions here: each returns an `io::Result`, and the caller decides.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -91,11 +91,6 @@ impl Coroutine<()> for Accept {
                 }
                 result => {
                     budget::spend();
-                    if let Ok((stream, _)) = &result {
-                        // Each read then says what is left (see `Recv`). Without it (a
-                        // kernel before 4.18) reads go on until `WouldBlock`.
-                        let _ = fdio::report_rest(stream);
-                    }
                     return Ok(State::Complete(result));
                 }
             }
@@ -122,23 +117,22 @@ impl Coroutine<()> for Accept {
 ///     while True:
 ///         if may_try(sock, READ):           # nothing said "empty" since the last event
 ///             try:
-///                 data, rest = read_and_rest(sock, 65536)  # costs one from the budget
+///                 data = sock.recv(65536)   # costs one from the budget
 ///             except BlockingIOError:       # nothing to read
 ///                 drained(sock, READ)
 ///             else:
-///                 if data and rest == 0:    # the kernel holds nothing more
-///                     drained(sock, READ)
+///                 if 0 < len(data) < 65536 and short_read_drains(sock):
+///                     drained(sock, READ)   # it read all there was
 ///                 return data
 ///         yield ReadWait(sock)              # only now park
 /// ```
 ///
-/// A read that comes back short does not prove the socket empty: a TCP read stops at an
-/// urgent byte's mark once it has copied anything (`tcp_recvmsg`), with ordinary bytes
-/// already queued behind it, and no new edge will come for them. So the read is a
-/// `recvmsg` after which the kernel says how many bytes it still holds ([`fdio::read_and_rest`],
-/// switched on by `Accept`), and only 0 marks the socket drained (`drained(sock, READ)`):
-/// in a ping-pong that saves the third system call per message, the `recv` that would say
-/// `WouldBlock`.
+/// A read that comes back short found the socket empty, so the next `recv` parks without
+/// asking: in a ping-pong that saves the third system call per message, the `recv` that
+/// would say `WouldBlock`. Unless an event said an urgent byte came, or the peer closed, or
+/// an error (`short_read_drains`, see [`readiness`]): a TCP read stops at an urgent byte's
+/// mark with bytes behind it, and takes the FIN with the last bytes, and no new edge comes
+/// for what it left.
 ///
 /// What it returns is the read buffer itself, lent by a pool ([`Bytes`]): nothing is copied.
 pub enum Recv {
@@ -177,12 +171,7 @@ impl Coroutine<()> for Recv {
             return Ok(State::Yielded(Syscall::ReadWait(fd)));
         }
         loop {
-            let mut rest = None;
-            let read = Bytes::read_with(BUFFER_SIZE, |buf| {
-                let (n, left) = fdio::read_and_rest(&*stream, buf)?;
-                rest = left;
-                Ok(n)
-            });
+            let read = Bytes::read_with(BUFFER_SIZE, |buf| (&*stream).read(buf));
             match read {
                 Err(err) if interrupted(&err) => continue,
                 Err(err) if would_block(&err) => {
@@ -193,9 +182,9 @@ impl Coroutine<()> for Recv {
                 }
                 result => {
                     budget::spend();
-                    if rest == Some(0) && result.as_ref().is_ok_and(|bytes| !bytes.is_empty()) {
-                        // The kernel said it holds nothing more: the next `recv` parks
-                        // without asking.
+                    let short = |bytes: &Bytes| !bytes.is_empty() && bytes.len() < BUFFER_SIZE;
+                    if result.as_ref().is_ok_and(short) && readiness::short_read_drains(fd) {
+                        // It read all there was: the next `recv` parks without asking.
                         readiness::drained(fd, Interest::READABLE);
                     }
                     return Ok(State::Complete(result));
@@ -340,7 +329,6 @@ fn escape<Y, R>(was: GeneratorState, exception: Exception) -> Step<Y, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
     use std::thread;
     use std::time::{Duration, Instant};
 
@@ -350,7 +338,6 @@ mod tests {
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
-        fdio::report_rest(&ours).unwrap(); // as `Accept` does
         (Rc::new(TcpStream::from_std(ours)), peer)
     }
 
@@ -364,9 +351,9 @@ mod tests {
         }
     }
 
-    /// A read after which the kernel says it holds nothing more (`TCP_INQ`) marks the socket
-    /// drained: the next `recv` parks without asking, even though bytes arrived meanwhile
-    /// (their event, not yet written down, will wake it).
+    /// A read that comes back short marks the socket drained: the next `recv` parks without
+    /// asking, even though bytes arrived meanwhile (their event, not yet written down, will
+    /// wake it).
     #[test]
     fn a_read_that_empties_the_socket_parks_the_next_recv_without_asking() {
         let (ours, mut peer) = socket_pair();
@@ -386,15 +373,17 @@ mod tests {
         }
     }
 
-    /// The last bytes and the EOF together: the read that takes the bytes hears that one
-    /// thing is left (the kernel counts the EOF as one), so the next `recv`, with no event
-    /// written down, returns the EOF instead of parking.
+    /// The last bytes and the EOF together, and the one event that says so (readable, and
+    /// closed: what the scheduler writes down for it): the read that takes the bytes comes
+    /// back short, having taken the FIN too, and the next `recv` returns the EOF instead of
+    /// parking for an edge that will not come.
     #[test]
-    fn the_eof_behind_the_last_bytes_is_read_without_an_event() {
+    fn the_eof_behind_the_last_bytes_is_read_without_a_second_event() {
         let (ours, mut peer) = socket_pair();
         peer.write_all(b"last").unwrap();
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         wait_acknowledged(&peer);
+        readiness::record(ours.as_raw_fd(), true, false, true);
         budget::set(budget::PER_TURN);
         let Ok(State::Complete(first)) = Recv::new(Rc::clone(&ours)).resume(()) else {
             panic!("the bytes are there: the first recv reads")
@@ -421,8 +410,8 @@ mod tests {
             assert!(Instant::now() < deadline, "never completed");
             thread::sleep(Duration::from_millis(1));
             match call {
-                Syscall::ReadWait(fd) => readiness::record(fd, true, false),
-                Syscall::WriteWait(fd) => readiness::record(fd, false, true),
+                Syscall::ReadWait(fd) => readiness::record(fd, true, false, false),
+                Syscall::WriteWait(fd) => readiness::record(fd, false, true, false),
                 _ => {}
             }
         }
@@ -447,12 +436,12 @@ mod tests {
         assert!(drive(&mut Recv::new(ours)).unwrap().is_empty());
     }
 
-    /// A short read does not prove the socket empty: a TCP read stops at an urgent byte's
-    /// mark, with ordinary bytes behind it. Sent `abc`, one urgent byte, `def`, all queued
-    /// before the first read: that read gets only `abc`, and the next `recv`, with no event
-    /// written down since (no scheduler runs here), still reads `def` instead of parking to
-    /// wait for an edge that has already come. (When a short read marked the socket drained,
-    /// it parked, and the echo of `def` waited for the client's next bytes.)
+    /// After an event that said an urgent byte waits, a short read does not mark the socket
+    /// drained: a TCP read stops at an urgent byte's mark, with ordinary bytes behind it.
+    /// Sent `abc`, one urgent byte, `def`, all queued before the first read, and the one
+    /// event for them written down (readable, urgent): that read gets only `abc`, and the
+    /// next `recv` still reads `def` instead of parking to wait for an edge that has already
+    /// come.
     #[test]
     fn a_recv_after_a_short_read_still_reads_the_bytes_behind_an_urgent_byte() {
         use nix::sys::socket::{MsgFlags, send};
@@ -460,12 +449,8 @@ mod tests {
         peer.write_all(b"abc").unwrap();
         send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
         peer.write_all(b"def").unwrap();
-        // Everything is in our socket once our kernel has acknowledged it to the peer.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !fdio::all_acknowledged(&peer).unwrap() {
-            assert!(Instant::now() < deadline, "the bytes never arrived");
-            thread::sleep(Duration::from_millis(1));
-        }
+        wait_acknowledged(&peer);
+        readiness::record(ours.as_raw_fd(), true, false, true);
         budget::set(budget::PER_TURN);
         let Ok(State::Complete(first)) = Recv::new(Rc::clone(&ours)).resume(()) else {
             panic!("the bytes are there: the first recv reads")

@@ -222,3 +222,123 @@ fn an_edge_nobody_waited_for_is_kept() {
     ));
     scheduler.run().unwrap();
 }
+
+/// A task that does what a client does, from inside the scheduler, then returns: its bytes
+/// are all in the server's socket before the scheduler next asks epoll, so one event
+/// reports them all.
+struct Peer<F>(Option<F>);
+
+impl<F: FnOnce()> Coroutine<()> for Peer<F> {
+    type Yield = Syscall;
+    type Return = ();
+
+    fn resume(&mut self, (): ()) -> Step<Syscall, ()> {
+        if let Some(act) = self.0.take() {
+            act();
+        }
+        Ok(State::Complete(()))
+    }
+
+    fn throw(&mut self, exception: Exception) -> Step<Syscall, ()> {
+        Err(Error::raised(exception))
+    }
+
+    fn state(&self) -> GeneratorState {
+        GeneratorState::Suspended
+    }
+}
+
+/// Runs a scheduler on its own thread with a client task on our end of a fresh connection,
+/// parked in `recv` on an empty socket, and then a task that runs `act` on the peer's end
+/// (given a clone of it) and waits until our kernel has acknowledged all it sent. Returns the
+/// peer's end and a receiver for `run`'s result.
+fn serve_one_client(
+    act: impl FnOnce(&mut std::net::TcpStream) + Send + 'static,
+) -> (
+    std::net::TcpStream,
+    std::sync::mpsc::Receiver<io::Result<()>>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    peer.set_nodelay(true).unwrap();
+    let (ours, addr) = listener.accept().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let mut theirs = peer.try_clone().unwrap();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut scheduler = Scheduler::new(Trace::new(false)).unwrap();
+        let client = crate::client::Client::new(mio::net::TcpStream::from_std(ours), addr);
+        // The client runs first: it finds nothing, parks, and epoll starts watching.
+        scheduler.spawn(Task::new("client", client));
+        scheduler.spawn(Task::new(
+            "peer",
+            Peer(Some(move || {
+                act(&mut theirs);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !fdio::all_acknowledged(&theirs).unwrap() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })),
+        ));
+        let _ = done.send(scheduler.run());
+    });
+    (peer, result)
+}
+
+/// Reads from `peer` until `want` bytes came or 10 s passed; returns what came.
+fn read_echo(peer: &mut std::net::TcpStream, want: usize) -> Vec<u8> {
+    use std::io::Read;
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut echoed = Vec::new();
+    let mut buf = [0; 64];
+    while echoed.len() < want {
+        match peer.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => echoed.extend_from_slice(&buf[..n]),
+        }
+    }
+    echoed
+}
+
+/// The last bytes and the FIN come together, reported by one event while the client task
+/// is parked: the read that takes the bytes takes the FIN too (it comes back short), and no
+/// edge will follow. The task must still see the EOF — echo `last`, close, and the scheduler
+/// ends — rather than park for an edge that has passed.
+#[test]
+fn the_eof_behind_the_last_bytes_needs_no_second_event() {
+    let (mut peer, result) = serve_one_client(|peer| {
+        peer.write_all(b"last").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    assert_eq!(read_echo(&mut peer, 5), b"last", "echoed, then the EOF");
+    let ended = result.recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "the client task never saw the EOF: {ended:?}"
+    );
+}
+
+/// `abc`, an urgent byte, `def`, all in the socket before the one event that reports them: a
+/// TCP read stops at the urgent byte's mark once it has copied anything, so the first read
+/// comes back short with `def` still queued, and no edge will come for it. The task must
+/// read on and echo `abcdef`.
+#[test]
+fn the_bytes_behind_an_urgent_byte_need_no_second_event() {
+    let (mut peer, result) = serve_one_client(|peer| {
+        use nix::sys::socket::{MsgFlags, send};
+        peer.write_all(b"abc").unwrap();
+        send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        peer.write_all(b"def").unwrap();
+    });
+    let echoed = read_echo(&mut peer, 6);
+    peer.shutdown(std::net::Shutdown::Write).unwrap(); // lets the task end either way
+    assert_eq!(
+        echoed, b"abcdef",
+        "the bytes behind the urgent byte were not echoed"
+    );
+    assert!(matches!(
+        result.recv_timeout(Duration::from_secs(10)),
+        Ok(Ok(()))
+    ));
+}
