@@ -24,7 +24,16 @@
 //! their event — epoll reports `EPOLLPRI` while an urgent byte waits (the scheduler asks for
 //! it), `EPOLLRDHUP` or `EPOLLERR` once the peer closed or reset — so such an event marks
 //! the fd for good: there, a short read clears nothing, and only `WouldBlock` does (or the
-//! EOF ends the task). Ordinary clients never send either, and keep the two-call echo.
+//! EOF ends the task). An urgent byte or a FIN that comes after the last event was written
+//! down brings an event of its own, which wakes the task however its read ended. Ordinary
+//! clients send no urgent byte, and a FIN only at the end: they keep the two-call echo.
+//!
+//! One case escapes the table: a peer whose urgent pointer names a byte the kernel already
+//! holds out of order (a crafted or reordered segment: the "misbehaving sender" of
+//! `tcp_check_urg`). The pointer then stays pending (`TCP_URG_NOTYET`), so epoll never
+//! reports `EPOLLPRI`, yet a read still stops at its mark: the bytes behind it wait for the
+//! peer's next bytes, whose edge brings them along. That stalls only the connection of the
+//! peer that did it — which could as well stall it by sending nothing.
 //!
 //! Without the table, a task would have to try its call before every park, and an edge that
 //! came while it was busy elsewhere would be lost. Lesson 5's reactor keeps the same bits.
