@@ -27,13 +27,12 @@
 //! EOF ends the task). An urgent byte or a FIN that comes after the last event was written
 //! down brings an event of its own, which wakes the task however its read ended. Ordinary
 //! clients send no urgent byte, and a FIN only at the end: they keep the two-call echo.
-//!
-//! One case escapes the table: a peer whose urgent pointer names a byte the kernel already
-//! holds out of order (a crafted or reordered segment: the "misbehaving sender" of
-//! `tcp_check_urg`). The pointer then stays pending (`TCP_URG_NOTYET`), so epoll never
-//! reports `EPOLLPRI`, yet a read still stops at its mark: the bytes behind it wait for the
-//! peer's next bytes, whose edge brings them along. That stalls only the connection of the
-//! peer that did it — which could as well stall it by sending nothing.
+//! (One gap is left, and it costs only its own connection: the kernel reports `EPOLLPRI`
+//! only once it holds the urgent byte itself. A misbehaving sender can point its urgent
+//! pointer at a byte that already came, out of order — the kernel then never learns the
+//! byte, `TCP_URG_NOTYET` in `tcp_check_urg` — so no `EPOLLPRI` comes, yet the read still
+//! stops at the mark, and the bytes behind it wait for that client's next edge: its next
+//! bytes, or its FIN.)
 //!
 //! Without the table, a task would have to try its call before every park, and an edge that
 //! came while it was busy elsewhere would be lost. Lesson 5's reactor keeps the same bits.
