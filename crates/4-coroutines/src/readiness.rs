@@ -24,7 +24,9 @@
 //! their event — epoll reports `EPOLLPRI` while an urgent byte waits (the scheduler asks for
 //! it), `EPOLLRDHUP` or `EPOLLERR` once the peer closed or reset — so such an event marks
 //! the fd for good: there, a short read clears nothing, and only `WouldBlock` does (or the
-//! EOF ends the task). Ordinary clients never send either, and keep the two-call echo.
+//! EOF ends the task). An urgent byte or a FIN that comes after the last event was written
+//! down brings an event of its own, which wakes the task however its read ended. Ordinary
+//! clients send no urgent byte, and a FIN only at the end: they keep the two-call echo.
 //! (One gap is left, and it costs only its own connection: the kernel reports `EPOLLPRI`
 //! only once it holds the urgent byte itself. A misbehaving sender can point its urgent
 //! pointer at a byte that already came, out of order — the kernel then never learns the

@@ -642,6 +642,27 @@ fn an_io_object_from_another_runtime_leaves_this_one_alone() {
     assert_eq!(echoed.unwrap(), b"still mine");
 }
 
+/// `race` keeps each future it is given once: an `async fn race` kept both twice (the
+/// arguments, then the locals that pin them), and as the echo server races each
+/// connection's whole echo, every idle connection paid for its echo twice. The raced
+/// future still runs: the first to finish wins.
+#[test]
+fn race_keeps_each_future_once() {
+    let with_a_buffer = async {
+        let buffer = [7u8; 1024];
+        yield_now().await;
+        buffer.iter().map(|&byte| u32::from(byte)).sum::<u32>()
+    };
+    let alone = size_of_val(&with_a_buffer);
+    let raced = race(with_a_buffer, std::future::pending::<()>());
+    assert!(
+        size_of_val(&raced) <= alone + 16,
+        "race of a {alone}-byte future takes {} bytes",
+        size_of_val(&raced)
+    );
+    assert_eq!(run(raced), Either::Left(7 * 1024));
+}
+
 /// `join_all` runs its futures concurrently (each starts before any finishes) and returns
 /// their outputs in the order given, though they finish in the reverse order. Each waits a
 /// number of turns of the loop, not of milliseconds: sleeps 10 ms apart finished together,

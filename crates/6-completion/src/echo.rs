@@ -65,7 +65,7 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
         // The signal is raced first: an accept that fails at once, every time, cannot
         // starve it.
         match race(signals.recv(), listener.accept()).await {
-            Either::Right(Ok((stream, peer))) => {
+            Either::Right(Ok((mut stream, peer))) => {
                 log_connected(peer);
                 stats.open.set(stats.open.get() + 1);
                 stats.served.set(stats.served.get() + 1);
@@ -76,7 +76,8 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
                     Rc::clone(&stats),
                 );
                 spawn_named(format_args!("conn {peer}"), async move {
-                    serve_one(stream, peer, &shutdown, &give_up, &stats).await;
+                    serve_one(&mut stream, peer, &shutdown, &give_up, &stats).await;
+                    drop(stream); // closed: its fd is free for the next accept
                     stats.open.set(stats.open.get() - 1);
                     stats.closed.borrow().set();
                     if stats.open.get() == 0 && shutdown.is_set() {
@@ -133,14 +134,18 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
 
 /// One connection, from accept to close: its echo — unless the grace period runs out
 /// first, and then what it still held is counted as dropped.
+///
+/// It borrows the stream its task holds: an `async fn` keeps what it is given twice (the
+/// argument, and the local its body moves it into), so a stream handed over would be kept
+/// three times by each of 10,000 idle connections (120 bytes each time).
 async fn serve_one(
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
     peer: SocketAddr,
     shutdown: &Event,
     give_up: &Event,
     stats: &Stats,
 ) {
-    let finished = race(echo(&mut stream, shutdown), give_up.wait()).await;
+    let finished = race(echo(stream, shutdown), give_up.wait()).await;
     // What the client has not acknowledged by now never reaches it (0 after a clean close;
     // what a reset threw away; what we give up on): only the rest was echoed.
     let in_flight = stream
@@ -191,4 +196,35 @@ async fn echo(stream: &mut TcpStream, shutdown: &Event) -> io::Result<()> {
     // EOF to the client, then wait until it has every byte: closing sooner could reset
     // the connection and destroy what is still on its way.
     stream.close_gracefully().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    /// An idle connection's task stays small: it holds no buffer, so the task — the stream
+    /// (120 bytes), the counters and this future — is most of what each of 10,000 idle
+    /// connections costs (under 1 KB in all). The future borrows the stream: an `async fn`
+    /// keeps what it is given twice, and taking the stream, with a `race` that kept its
+    /// futures twice, made it 1,152 bytes.
+    #[test]
+    fn an_idle_connections_task_stays_small() {
+        if !crate::tests::available() {
+            return;
+        }
+        let (ours, _theirs) = UnixStream::pair().expect("a socket pair");
+        let future_size = block_on(Trace::new(false), async {
+            let mut stream = TcpStream::new(ours.into());
+            let (shutdown, give_up, stats) = (Event::new(), Event::new(), Stats::default());
+            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            size_of_val(&serve_one(&mut stream, peer, &shutdown, &give_up, &stats))
+        })
+        .expect("the ring");
+        assert!(
+            future_size <= 512,
+            "serve_one's future takes {future_size} bytes"
+        );
+    }
 }

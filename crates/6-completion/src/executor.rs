@@ -29,7 +29,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::Display;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
@@ -283,19 +283,42 @@ pub enum Either<A, B> {
 /// Biased: `a` is polled first. Dropping a future that has a request in flight cancels the
 /// request (see [`crate::op`]) — so the I/O types here keep their requests in themselves,
 /// not in the futures, and a lost race costs nothing.
-pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
-    poll_fn(|cx| {
-        if let Poll::Ready(output) = a.as_mut().poll(cx) {
+pub fn race<A: Future, B: Future>(a: A, b: B) -> Race<A, B> {
+    Race { a, b }
+}
+
+/// The future of [`race`]: a plain struct rather than an `async fn`, as in lesson 5. An
+/// `async fn` keeps what it is given twice — the argument, and the local its body moves it
+/// into (here, to pin it) — and the echo server races each connection's whole echo against
+/// the give-up.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Race<A, B> {
+    a: A,
+    b: B,
+}
+
+impl<A: Future, B: Future> Future for Race<A, B> {
+    type Output = Either<A::Output, B::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Safety: `a` and `b` are pinned with the `Race` that holds them: nothing moves
+        // them out of it (no method takes them, and `Race` has no `Drop`), and the compiler
+        // makes `Race` `Unpin` only when both are.
+        let (a, b) = unsafe {
+            let this = self.get_unchecked_mut();
+            (
+                Pin::new_unchecked(&mut this.a),
+                Pin::new_unchecked(&mut this.b),
+            )
+        };
+        if let Poll::Ready(output) = a.poll(cx) {
             return Poll::Ready(Either::Left(output));
         }
-        if let Poll::Ready(output) = b.as_mut().poll(cx) {
+        if let Poll::Ready(output) = b.poll(cx) {
             return Poll::Ready(Either::Right(output));
         }
         Poll::Pending
-    })
-    .await
+    }
 }
 
 type BoxedTask = Pin<Box<dyn Future<Output = ()>>>;

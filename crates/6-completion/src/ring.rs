@@ -283,6 +283,12 @@ impl Driver {
         }
     }
 
+    /// How many emptied result queues the slots keep for the next requests (for tests).
+    #[cfg(test)]
+    pub fn spare_queues(&self) -> usize {
+        self.slots.spare_queues()
+    }
+
     /// The owner of `token` is gone. If the kernel is done, the slot is freed and
     /// `keep_alive` handed back; if not, the request is cancelled and `keep_alive` —
     /// whatever the kernel may still use — stays in the slot until its last completion.
@@ -296,7 +302,8 @@ impl Driver {
         let Some(slot) = self.slots.get_mut(token) else {
             return Some(keep_alive);
         };
-        let leftovers = std::mem::take(&mut slot.results);
+        // Taken out, to be discarded below; the emptied queue goes back to the slots.
+        let mut leftovers = std::mem::take(&mut slot.results);
         let yields = slot.yields;
         let unused = match slot.lifecycle {
             Lifecycle::Finished => {
@@ -310,9 +317,10 @@ impl Driver {
                 None
             }
         };
-        for completion in leftovers {
+        for completion in leftovers.drain(..) {
             self.discard(yields, completion);
         }
+        self.slots.keep_queue(leftovers);
         unused
     }
 

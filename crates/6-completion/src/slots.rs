@@ -192,10 +192,22 @@ impl Slots {
         let mut slot = self.slots[token.index as usize].take()?;
         let queue = std::mem::take(&mut slot.results);
         debug_assert!(queue.is_empty(), "a freed slot had results nobody took");
+        self.keep_queue(queue);
+        Some(slot)
+    }
+
+    /// Keeps an emptied queue of results for the next slot (one that never held a result
+    /// has nothing worth keeping).
+    pub fn keep_queue(&mut self, queue: VecDeque<Completion>) {
         if queue.capacity() > 0 {
             self.spare_queues.push(queue);
         }
-        Some(slot)
+    }
+
+    /// How many emptied result queues wait for the next slots (for tests).
+    #[cfg(test)]
+    pub fn spare_queues(&self) -> usize {
+        self.spare_queues.len()
     }
 
     /// How many requests the kernel may still complete.

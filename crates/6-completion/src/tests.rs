@@ -23,7 +23,7 @@ use crate::net::TcpStream;
 use crate::ring::Driver;
 use crate::time::sleep;
 
-fn available() -> bool {
+pub(crate) fn available() -> bool {
     match crate::probe::check() {
         Ok(_) => true,
         Err(why) => {
@@ -1084,4 +1084,50 @@ fn a_reader_dropped_at_thread_exit_is_dropped_quietly() {
         });
     });
     thread.join().expect("the thread");
+}
+
+/// `race` keeps each future it is given once: an `async fn race` kept both twice (the
+/// arguments, then the locals that pin them), and as the echo server races each
+/// connection's whole echo, every idle connection paid for its echo twice. The raced
+/// future still runs: the first to finish wins.
+#[test]
+fn race_keeps_each_future_once() {
+    if !available() {
+        return;
+    }
+    let with_a_buffer = async {
+        let buffer = [7u8; 1024];
+        sleep(Duration::from_millis(1)).await;
+        buffer.iter().map(|&byte| u32::from(byte)).sum::<u32>()
+    };
+    let alone = size_of_val(&with_a_buffer);
+    let raced = race(with_a_buffer, std::future::pending::<()>());
+    assert!(
+        size_of_val(&raced) <= alone + 16,
+        "race of a {alone}-byte future takes {} bytes",
+        size_of_val(&raced)
+    );
+    assert_eq!(run(raced), Either::Left(7 * 1024));
+}
+
+/// A finished request's queue of results is kept for the next request, not freed: a send
+/// would otherwise allocate a queue for its one result and free it again, every message.
+/// (The slot's owner frees it with `abandon`, which once took the queue out first and
+/// dropped it.)
+#[test]
+fn a_finished_request_leaves_its_result_queue_to_the_next() {
+    if !available() {
+        return;
+    }
+    let _watchdog = Watchdog::arm("a_finished_request_leaves_its_result_queue_to_the_next");
+    run(async {
+        let before = with_driver(|driver| driver.spare_queues());
+        // One request with one result: its slot's queue is allocated for that result.
+        sleep(Duration::from_millis(1)).await;
+        let after = with_driver(|driver| driver.spare_queues());
+        assert_eq!(after, before + 1, "the finished request's queue was freed");
+        // The next request takes it: no queue is allocated for it.
+        sleep(Duration::from_millis(1)).await;
+        assert_eq!(with_driver(|driver| driver.spare_queues()), after);
+    });
 }

@@ -438,7 +438,8 @@ fn ping_pong_tables(out: &mut String, results: &[PointResult]) {
          work (ksoftirqd) and whatever else ran on the machine: high values mean a noisy run. \
          User space is the share of the server's CPU time that perf's cpu-clock samples \
          (about 2,000 per window for a server keeping one core busy) found in the server's \
-         own code rather than in the kernel. System calls are counted per server thread with perf on the \
+         own code rather than in the kernel (a sample held back behind an interrupt that \
+         stopped the server in user space counts there; see \"How it measures\"). System calls are counted per server thread with perf on the \
          tracepoint raw_syscalls:sys_enter over the measurement window (n/a where perf may \
          not sample or count them): a readiness server makes at least a read and a write per \
          message, an io_uring server one io_uring_enter per turn of its loop, shared by every \
