@@ -32,10 +32,12 @@
 //! (every source is registered for it), `EPOLLRDHUP` once the peer closed, `EPOLLERR` on an
 //! error. Such an event marks the source for good: from then on a short read of it clears
 //! nothing, and only `WouldBlock` does — which a read after the EOF never says (it returns
-//! the EOF again), so the bit stays set. (tokio keeps "read closed" the same way, but does
-//! not ask for `EPOLLPRI`: it can stall on an urgent byte.) Ordinary clients never send an
-//! urgent byte and close only when done, so they keep the two-call echo. Pipes and stdin read until
-//! `WouldBlock` (a terminal gives one line per read).
+//! the EOF again), so the bit stays set. An urgent byte or a FIN that comes after the last
+//! event was taken brings an event of its own, which wakes the read however the last one
+//! ended. (tokio keeps "read closed" the same way, but does not ask for `EPOLLPRI`: it can
+//! stall on an urgent byte.) Ordinary clients send no urgent byte, and a FIN only at the
+//! end: they keep the two-call echo. Pipes and stdin read until `WouldBlock` (a terminal
+//! gives one line per read).
 //!
 //! One case is left, and it costs only its own connection. The kernel reports `EPOLLPRI`
 //! only once it holds the urgent byte itself (`TCP_URG_VALID`). A misbehaving sender can

@@ -451,6 +451,28 @@ fn a_read_stopped_at_an_urgent_mark_reads_again() {
     assert_eq!(second, b"def");
 }
 
+/// `abc`, an urgent byte and `def`, in the socket before the loop has taken their event: the
+/// first read's short `abc` is taken for "empty" (nothing has said urgent yet), and the next
+/// read waits. What saves it is that event, still to come: it says urgent, and wakes the
+/// read, which gets `def`.
+#[test]
+fn a_short_read_before_the_event_waits_for_it() {
+    use nix::sys::socket::{MsgFlags, send};
+    let _watchdog = Watchdog::arm("a_short_read_before_the_event_waits_for_it");
+    let (first, second) = run(async {
+        let (mut stream, mut peer) = connected().await;
+        peer.write_all(b"abc").unwrap();
+        send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        peer.write_all(b"def").unwrap();
+        wait_acknowledged(&peer);
+        let first = stream.read_chunk().await.unwrap().to_vec();
+        let second = stream.read_chunk().await.unwrap().to_vec();
+        (first, second)
+    });
+    assert_eq!(first, b"abc", "the read stops at the urgent mark");
+    assert_eq!(second, b"def");
+}
+
 /// The last bytes and the EOF arrive while a read waits, and one event reports them: the
 /// read it wakes takes the bytes and the FIN with them, and comes back short; no edge will
 /// come for the EOF. The event said the peer closed (`EPOLLRDHUP`), so that short read
