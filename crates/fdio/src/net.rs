@@ -21,6 +21,11 @@ const BACKLOG: i32 = 4096;
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let listener = bind_listener(addr)
         .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
+    // A server with no fd left beside the listener could neither make its epoll nor accept
+    // anyone: say so now, not after `listening on` (`ulimit -n 4`).
+    listener.try_clone().map_err(|err| {
+        io::Error::new(err.kind(), format!("no fd left beside the listener: {err}"))
+    })?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", listener.local_addr()?)?;
     stdout.flush()?;
