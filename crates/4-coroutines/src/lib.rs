@@ -82,8 +82,8 @@
 //! epoll is edge-triggered: it will not repeat an edge that has passed, so the scheduler
 //! writes every event down in a [`readiness`] table, also when no task waits for it, and the
 //! sub-coroutines ask it before they try. (A short read proves the socket empty, except when
-//! it stopped at an urgent byte or took the peer's FIN along: epoll reports both, and the
-//! table remembers that too.) The backpressure of the other lessons comes for free: a
+//! it stopped at an urgent byte or took the peer's FIN along: epoll reports both — but for
+//! one hostile case, see [`readiness`] — and the table remembers that too.) The backpressure of the other lessons comes for free: a
 //! client is not read again until `send_all` returned.
 //!
 //! **The cooperative budget.** A client that never stops sending never makes its socket say

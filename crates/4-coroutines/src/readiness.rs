@@ -24,7 +24,15 @@
 //! their event — epoll reports `EPOLLPRI` while an urgent byte waits (the scheduler asks for
 //! it), `EPOLLRDHUP` or `EPOLLERR` once the peer closed or reset — so such an event marks
 //! the fd for good: there, a short read clears nothing, and only `WouldBlock` does (or the
-//! EOF ends the task). Ordinary clients never send either, and keep the two-call echo.
+//! EOF ends the task). An urgent byte or a FIN that comes after the last event was written
+//! down brings an event of its own, which wakes the task however its read ended. Ordinary
+//! clients send no urgent byte, and a FIN only at the end: they keep the two-call echo.
+//! (One gap is left, and it costs only its own connection: the kernel reports `EPOLLPRI`
+//! only once it holds the urgent byte itself. A misbehaving sender can point its urgent
+//! pointer at a byte that already came, out of order — the kernel then never learns the
+//! byte, `TCP_URG_NOTYET` in `tcp_check_urg` — so no `EPOLLPRI` comes, yet the read still
+//! stops at the mark, and the bytes behind it wait for that client's next edge: its next
+//! bytes, or its FIN.)
 //!
 //! Without the table, a task would have to try its call before every park, and an edge that
 //! came while it was busy elsewhere would be lost. Lesson 5's reactor keeps the same bits.

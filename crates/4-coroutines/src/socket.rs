@@ -462,6 +462,64 @@ mod tests {
         }
     }
 
+    /// What a short read taken for "empty" relies on when the urgent byte and the FIN come
+    /// only after the event the scheduler last wrote down (which said neither): they bring
+    /// an event of their own — edge-triggered epoll reports each wake-up the socket makes,
+    /// not only a change from empty — and it says urgent byte and closed. So the short read
+    /// that stops at the mark parks the task for an event that is on its way, not one that
+    /// has passed.
+    #[test]
+    fn an_urgent_byte_and_a_fin_after_the_last_event_bring_their_own() {
+        use mio::unix::SourceFd;
+        use mio::{Events, Poll, Token};
+        use nix::sys::socket::{MsgFlags, send};
+        let (ours, mut peer) = socket_pair();
+        let mut poll = Poll::new().unwrap();
+        let interest = Interest::READABLE | Interest::PRIORITY; // as the scheduler asks
+        let fd = ours.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), Token(0), interest)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        let mut next_event = |what: &str| {
+            poll.poll(&mut events, Some(Duration::from_secs(10)))
+                .unwrap();
+            let event = events
+                .iter()
+                .next()
+                .unwrap_or_else(|| panic!("no event for {what}"));
+            (
+                event.is_readable(),
+                event.is_priority(),
+                event.is_read_closed(),
+            )
+        };
+        peer.write_all(b"abc").unwrap();
+        wait_acknowledged(&peer);
+        assert_eq!(
+            next_event("abc"),
+            (true, false, false),
+            "readable, nothing more"
+        );
+        // After that event, before our read: an urgent byte, more bytes, the FIN.
+        send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        peer.write_all(b"def").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        wait_acknowledged(&peer);
+        let mut buf = [0; 64];
+        let n = (&*ours).read(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..n],
+            b"abc",
+            "short: stopped at the urgent byte's mark"
+        );
+        assert_eq!(
+            next_event("the rest"),
+            (true, true, true),
+            "urgent byte, and closed"
+        );
+    }
+
     /// send_all of more than the socket buffers hold parks on WriteWait, keeps the unsent
     /// tail, and returns once the peer has read every byte, in order.
     #[test]

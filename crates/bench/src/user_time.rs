@@ -26,7 +26,10 @@
 //! `irqentry_exit_to_user_mode` (its address from `/proc/kallsyms`) counts as user space —
 //! and with it the delivery of the interrupt that stopped the thread, as for any interrupt
 //! that stops user code while nothing holds the timer back. A kernel that does not show its
-//! addresses leaves those samples in the kernel, as perf does.
+//! addresses leaves those samples in the kernel, as perf does — and so does one that turns
+//! interrupts on again in another function (this one, 6.18, also has an out-of-line
+//! `exit_to_user_mode_loop`): check with `perf report` where they land before trusting the
+//! user-space column of a server that takes IPIs.
 //!
 //! Each sample interrupts the server for a moment, and every server pays the same.
 

@@ -342,3 +342,39 @@ fn the_bytes_behind_an_urgent_byte_need_no_second_event() {
         Ok(Ok(()))
     ));
 }
+
+/// `abc`, an urgent byte, `def` and the FIN, all in the socket before its task first runs:
+/// no event has said anything about the fd yet, so the first read's short `abc` is taken for
+/// "empty" and the task parks. What saves it is that the park is where epoll starts
+/// watching the fd, and epoll then reports what the fd holds already (`EPOLL_CTL_ADD` polls
+/// it): that event wakes the task, which reads on — `def`, then the EOF — and ends.
+#[test]
+fn bytes_behind_an_urgent_byte_sent_before_the_first_read_are_echoed() {
+    use nix::sys::socket::{MsgFlags, send};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (ours, addr) = listener.accept().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    peer.write_all(b"abc").unwrap();
+    send(peer.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+    peer.write_all(b"def").unwrap();
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fdio::all_acknowledged(&peer).unwrap() {
+        assert!(Instant::now() < deadline, "the bytes never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut scheduler = Scheduler::new(Trace::new(false)).unwrap();
+        let client = crate::client::Client::new(mio::net::TcpStream::from_std(ours), addr);
+        scheduler.spawn(Task::new("client", client));
+        let _ = done.send(scheduler.run());
+    });
+    assert_eq!(read_echo(&mut peer, 7), b"abcdef", "echoed, then the EOF");
+    let ended = result.recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "the client task never ended: {ended:?}"
+    );
+}
