@@ -17,7 +17,8 @@ use nix::sys::socket::{
 const BACKLOG: i32 = 4096;
 
 /// Binds `addr` and prints `listening on <real addr>` as the first line on stdout, so that
-/// with `--addr 127.0.0.1:0` a script or test can read which port the kernel picked.
+/// with `--addr 127.0.0.1:0` a script or test can read which port the kernel picked. Fails
+/// before printing it if not even one more fd can be opened beside the listener.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let listener = bind_listener(addr)
         .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
