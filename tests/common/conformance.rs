@@ -616,9 +616,10 @@ pub fn run_out_of_fds(server: &Server) -> Vec<TcpStream> {
     clients
 }
 
-/// Allowed only 8 open files (`ulimit -n 8`), the server either runs — answers a client,
-/// and ends on SIGTERM — or exits 1 before `listening on` with one stderr line that names
-/// the cause (`Too many open files`), not a misleading one.
+/// Allowed only 8 open files (`ulimit -n 8`), the server either runs — still alive half a
+/// second after a client connected (it may have no fd left to accept it), and ends on
+/// SIGTERM — or exits 1 before `listening on` with one stderr line that names the cause
+/// (`Too many open files`), not a misleading one.
 pub fn starts_or_says_why_with_eight_fds(bin: &str, args: &[&str]) {
     starts_or_says_why_with(bin, args, 8);
 }
