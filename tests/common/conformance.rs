@@ -20,7 +20,7 @@ use super::{PATIENCE, Process, Server, command_with_fd_limit, first_stdout_line,
 /// One `#[test]` per conformance check, each against a fresh server `bin args…`.
 ///
 /// - `single_client:` what even a server that serves one client at a time must do: byte-exact
-///   echo, half-close, a broken stderr, a signal at start-up, a tiny fd limit.
+///   echo, half-close, a broken stderr, a signal at start-up, tiny fd limits.
 /// - `concurrent:` adds the checks that need a server serving many clients at once: a flood
 ///   beside a quiet client, clients that never read, running out of fds (a signal then too).
 /// - `graceful:` is `concurrent:` for the servers that shut down gracefully on SIGINT and
@@ -61,7 +61,7 @@ macro_rules! conformance_suite {
             bytes_behind_an_urgent_byte, bulk_stream, pipelined_client);
         $crate::conformance_suite!(@own conformance, $bin, $args, $run;
             serves_on_with_a_broken_stderr, serves_on_with_a_stalled_stderr,
-            starts_or_says_why_with_eight_fds);
+            starts_or_says_why_with_eight_fds, starts_or_says_why_with_few_fds);
     };
     (@many_clients $bin:expr, $args:expr, $run:expr) => {
         $crate::conformance_suite!(@checks $bin, $args, $run;
@@ -616,11 +616,30 @@ pub fn run_out_of_fds(server: &Server) -> Vec<TcpStream> {
     clients
 }
 
-/// Allowed only 8 open files (`ulimit -n 8`), the server either runs — answers a client,
-/// and ends on SIGTERM — or exits 1 before `listening on` with one stderr line that names
-/// the cause (`Too many open files`), not a misleading one.
+/// Allowed only 8 open files (`ulimit -n 8`), the server either runs — still alive half a
+/// second after a client connected (it may have no fd left to accept it), and ends on
+/// SIGTERM — or exits 1 before `listening on` with one stderr line that names the cause
+/// (`Too many open files`), not a misleading one.
 pub fn starts_or_says_why_with_eight_fds(bin: &str, args: &[&str]) {
-    let mut process = Process::spawn(command_with_fd_limit(bin, args, 8));
+    starts_or_says_why_with(bin, args, 8);
+}
+
+/// The same under each tighter limit, 4 to 7 fds (under 4 the dynamic loader itself fails):
+/// a server whose own fds (the listener,
+/// epoll, a signal pipe, a ring) do not all fit exits 1 before `listening on`, naming the
+/// cause — it never prints `listening on` and then dies for an fd it opens after it, leaving
+/// a learner's `nc` to connect to a server that is gone.
+pub fn starts_or_says_why_with_few_fds(bin: &str, args: &[&str]) {
+    for max_fds in 4..=7 {
+        starts_or_says_why_with(bin, args, max_fds);
+    }
+}
+
+/// Allowed only `max_fds` open files: `listening on` and still running (half a second
+/// later: a server that fails to start dies at once), or exit 1 before it with one stderr
+/// line naming the cause.
+fn starts_or_says_why_with(bin: &str, args: &[&str], max_fds: u64) {
+    let mut process = Process::spawn(command_with_fd_limit(bin, args, max_fds));
     match first_stdout_line(&mut process) {
         Some(line) => {
             let addr = line
@@ -630,6 +649,13 @@ pub fn starts_or_says_why_with_eight_fds(bin: &str, args: &[&str]) {
             let mut server = Server { process, addr };
             // It may have no fd left for a client; it must still obey the signal.
             let _client = connect(server.addr, PATIENCE);
+            thread::sleep(Duration::from_millis(500));
+            let exited = server.process.child.try_wait().expect("try_wait");
+            assert!(
+                exited.is_none(),
+                "allowed {max_fds} fds, it printed `listening on` and then exited ({exited:?}): {:?}",
+                server.process.stderr()
+            );
             signal(&server, Signal::SIGTERM);
             server.process.wait_exit();
         }
@@ -639,11 +665,11 @@ pub fn starts_or_says_why_with_eight_fds(bin: &str, args: &[&str]) {
             assert_eq!(
                 code,
                 Some(1),
-                "no `listening on`, and exit {code:?}: {stderr:?}"
+                "allowed {max_fds} fds: no `listening on`, and exit {code:?}: {stderr:?}"
             );
             assert!(
                 stderr.len() == 1 && stderr[0].contains("Too many open files"),
-                "under a limit of 8 fds the error must be one line naming the cause: {stderr:?}"
+                "under a limit of {max_fds} fds the error must be one line naming the cause: {stderr:?}"
             );
         }
     }

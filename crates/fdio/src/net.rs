@@ -17,10 +17,16 @@ use nix::sys::socket::{
 const BACKLOG: i32 = 4096;
 
 /// Binds `addr` and prints `listening on <real addr>` as the first line on stdout, so that
-/// with `--addr 127.0.0.1:0` a script or test can read which port the kernel picked.
+/// with `--addr 127.0.0.1:0` a script or test can read which port the kernel picked. Fails
+/// before printing it if not even one more fd can be opened beside the listener.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let listener = bind_listener(addr)
         .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
+    // A server with no fd left beside the listener could neither make its epoll nor accept
+    // anyone: say so now, not after `listening on` (`ulimit -n 4`).
+    listener.try_clone().map_err(|err| {
+        io::Error::new(err.kind(), format!("no fd left beside the listener: {err}"))
+    })?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", listener.local_addr()?)?;
     stdout.flush()?;
