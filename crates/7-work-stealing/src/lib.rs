@@ -89,7 +89,8 @@
 //!
 //! mio registers sources edge-triggered: epoll(7) reports a change once, "edge-triggered
 //! mode delivers events only when changes occur". So, as in lesson 5, each source keeps a
-//! readiness bit per direction until an operation says `WouldBlock`. With the reactor on
+//! readiness bit per direction until an operation says `WouldBlock` (or a TCP read or write
+//! comes back short, as in lesson 5's rule, see [`reactor`]). With the reactor on
 //! another thread an event can now arrive between a task's `WouldBlock` and its clear, so
 //! the bits carry a *tick* that every event bumps, and a clear only succeeds if the tick has
 //! not moved (tokio's `ScheduledIo` does the same).

@@ -3,7 +3,10 @@
 //!
 //! The same dance as lesson 5, in `Registered::io`: if the reactor says the direction may be
 //! ready, try the system call; on `WouldBlock`, clear the readiness (with the tick we saw),
-//! leave the waker and return `Pending`; each operation spends one unit of the budget.
+//! leave the waker and return `Pending`; each operation spends one unit of the budget. A
+//! TCP read or write that comes back short clears it too (with the tick it saw): it took
+//! all there was, or the send buffer is full — a read unless an event said an urgent byte
+//! waits, or the peer closed (see `reactor`).
 //!
 //! What changed is who may hold these objects: a task moves between workers, so a
 //! `TcpStream` must be `Send` — and it is, because it holds an `Arc` to the shared reactor
@@ -106,10 +109,16 @@ impl<S: Source> Registered<S> {
 
     /// A write got less than it asked for at `tick`: a TCP socket takes less than it is
     /// offered only when its send buffer is full, so skip the call that would only say
-    /// `WouldBlock`. (Not a short read: a TCP read stops at an urgent byte's mark, with more
-    /// bytes queued behind it, and no new edge comes for those.)
+    /// `WouldBlock`. (A short read is `read_came_short`'s.)
     pub(crate) fn clear_ready<T>(&self, direction: Direction, done: &Done<T>) {
         Reactor::clear_ready(&self.io, direction, done.tick);
+    }
+
+    /// A TCP read got less than it asked for at `tick`: it took all there was, so skip the
+    /// read that would only say `WouldBlock` — unless an event said otherwise (see
+    /// `reactor`).
+    pub(crate) fn read_came_short<T>(&self, done: &Done<T>) {
+        Reactor::read_came_short(&self.io, done.tick);
     }
 }
 
@@ -275,9 +284,12 @@ impl TcpStream {
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let done = poll_fn(|cx| {
             self.inner
-                .io(cx, Direction::Read, |stream| stream.read(buf))
+                .io(cx, Direction::Read, |stream| stream.read(&mut *buf))
         })
         .await?;
+        if done.result > 0 && done.result < buf.len() {
+            self.inner.read_came_short(&done); // see `reactor`
+        }
         Ok(done.result)
     }
 
@@ -297,6 +309,9 @@ impl TcpStream {
             })
         })
         .await?;
+        if done.result.len > 0 && done.result.len < READ_CHUNK {
+            self.inner.read_came_short(&done); // see `reactor`
+        }
         Ok(done.result)
     }
 

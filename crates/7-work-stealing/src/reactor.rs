@@ -18,12 +18,28 @@
 //!
 //! ## The readiness bit, now with a tick
 //! As in lesson 5, each source keeps a readiness bit per direction: set by an event, cleared
-//! only by an operation that said `WouldBlock` (or a write that came back short). But now the reactor runs on another thread,
-//! so an event can arrive *between* a task's `WouldBlock` and its clear — and the clear must
-//! not erase it, or the edge is lost for good (epoll will not repeat it). So the bits share
-//! one atomic word with a `tick` that every event bumps: an operation remembers the tick it
-//! saw when it found the bit set, and its clear succeeds only if the tick has not moved
-//! (tokio's `ScheduledIo` does the same).
+//! only by an operation that said `WouldBlock`, or a TCP write that came back short (the
+//! send buffer is full), or a TCP read that came back short (it took all there was). But now
+//! the driver runs on another thread, so an event can arrive *between* a task's `WouldBlock`
+//! and its clear — and the clear must not erase it, or the edge is lost for good (epoll will
+//! not repeat it). So the bits share one atomic word with a `tick` that every event bumps:
+//! an operation remembers the tick it saw when it found the bit set, and its clear succeeds
+//! only if the tick has not moved (tokio's `ScheduledIo` does the same).
+//!
+//! A short read is lesson 5's rule, made atomic. It is wrong twice, and no new edge comes
+//! for what the read left: a TCP read stops at an urgent byte's mark once it has copied
+//! anything, with ordinary bytes queued behind it; and the read that takes the last bytes
+//! takes the peer's FIN (or meets an error) with them. epoll tells both — `EPOLLPRI` while
+//! an urgent byte waits (every source is registered for it), `EPOLLRDHUP`, `EPOLLHUP`,
+//! `EPOLLERR` — and such an event sets a flag in the same word, in the same step as its
+//! bits and its tick: `URGENT`, or `READ_CLOSED` (which also keeps reads worth trying for
+//! good). The short read's clear is the tick's clear, skipped when a flag is set — one
+//! atomic step: an event before the tick the read saw has set its flag by then, and one
+//! after it has moved the tick. One gap is left, and it costs only its own connection: the
+//! kernel reports `EPOLLPRI` only once it holds the urgent byte itself, and a misbehaving
+//! sender can point its urgent pointer at a byte that already came, out of order
+//! (`TCP_URG_NOTYET`, see `tcp_check_urg`): no `EPOLLPRI`, yet the read stops at the mark,
+//! and the bytes behind it wait for that client's next edge.
 //!
 //! A task that finds the bit clear leaves its waker, then looks at the bit once more: the
 //! reactor sets the bit *before* it takes the waker, so either the reactor finds our waker,
@@ -56,8 +72,15 @@ const SPINS: u32 = 8;
 
 const READ: usize = 1;
 const WRITE: usize = 2;
+/// The peer closed, or an error: reads are worth trying for good (they report it).
 const READ_CLOSED: usize = 4;
-const TICK_SHIFT: usize = 3;
+/// An event said an urgent byte waits (`EPOLLPRI`): from now on a short read proves nothing.
+const URGENT: usize = 8;
+const TICK_SHIFT: usize = 4;
+
+/// What epoll watches every source for: reading, and urgent bytes (`EPOLLPRI`, see the
+/// module's doc).
+const READ_INTEREST: Interest = Interest::READABLE.add(Interest::PRIORITY);
 
 /// Which way a task waits on a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +102,7 @@ impl Direction {
 /// What the reactor knows about one source, shared by its I/O object and the reactor.
 /// (Its atomic and its lock are `crate::sync`'s: loom checks the handshake below.)
 pub(crate) struct ScheduledIo {
-    /// `tick << TICK_SHIFT | READ_CLOSED | WRITE | READ`.
+    /// `tick << TICK_SHIFT | URGENT | READ_CLOSED | WRITE | READ`.
     readiness: sync::AtomicUsize,
     waiters: sync::Mutex<Waiters>,
 }
@@ -93,14 +116,14 @@ struct Waiters {
 
 impl ScheduledIo {
     /// A new source: both directions ready (nothing is known yet, so the first call is
-    /// simply tried), watched by epoll for reading only.
+    /// simply tried), watched by epoll for reading (and urgent bytes) only.
     fn new() -> ScheduledIo {
         ScheduledIo {
             readiness: sync::AtomicUsize::new(READ | WRITE),
             waiters: sync::Mutex::new(Waiters {
                 reader: None,
                 writer: None,
-                interest: Interest::READABLE,
+                interest: READ_INTEREST,
             }),
         }
     }
@@ -162,6 +185,21 @@ impl ScheduledIo {
                 });
     }
 
+    /// A TCP read came back short at `tick`: it took all there was, so clear the read bit —
+    /// unless an event came since (as `clear_ready`), or an event ever said an urgent byte
+    /// waits, or the peer closed, or an error: then the read may have stopped at the urgent
+    /// byte's mark, or left the EOF behind, and only `WouldBlock` clears. One atomic step
+    /// checks both: the flag is set by the same step as the event's bits and tick, so an
+    /// event before our tick is seen here, and one after it moved the tick.
+    fn read_came_short(&self, tick: usize) {
+        let _ =
+            self.readiness
+                .fetch_update(sync::Ordering::AcqRel, sync::Ordering::Acquire, |word| {
+                    let proves_nothing = word & (URGENT | READ_CLOSED) != 0;
+                    (word >> TICK_SHIFT == tick && !proves_nothing).then_some(word & !READ)
+                });
+    }
+
     /// Sets `bits` and bumps the tick: an event happened.
     fn record(&self, bits: usize) {
         let _ =
@@ -194,6 +232,9 @@ fn readiness_of(event: &Event) -> usize {
     }
     if event.is_read_closed() || failed {
         bits |= READ_CLOSED;
+    }
+    if event.is_priority() {
+        bits |= READ | URGENT;
     }
     if event.is_writable() || event.is_write_closed() || failed {
         bits |= WRITE;
@@ -471,7 +512,7 @@ impl Reactor {
             None => return Err(io::Error::other("too many sources for one reactor")),
         };
         let token = token(index, sources.slots[index].generation);
-        if let Err(err) = self.registry.register(source, token, Interest::READABLE) {
+        if let Err(err) = self.registry.register(source, token, READ_INTEREST) {
             sources.free.push(index);
             return Err(err);
         }
@@ -536,6 +577,12 @@ impl Reactor {
     /// unless an event came since (then the call is worth trying again).
     pub(crate) fn clear_ready(io: &ScheduledIo, direction: Direction, tick: usize) {
         io.clear_ready(direction, tick);
+    }
+
+    /// A TCP read came back short at `tick`: clear the read bit, unless an event came since
+    /// or one said a short read proves nothing (see the module's doc).
+    pub(crate) fn read_came_short(io: &ScheduledIo, tick: usize) {
+        io.read_came_short(tick);
     }
 
     /// Adds a timer; wakes the reactor's thread if it is now the earliest.
@@ -677,6 +724,28 @@ mod tests {
         reactor.deregister(new_token, &mut new);
     }
 
+    /// A short read at the current tick clears the bit: it took all there was.
+    #[test]
+    fn a_short_read_clears_at_the_current_tick() {
+        let io = fresh();
+        io.record(READ);
+        let (tick, _) = tick_and_readable(&io);
+        Reactor::read_came_short(&io, tick);
+        assert_eq!(tick_and_readable(&io), (tick, false));
+    }
+
+    /// Once an event said an urgent byte waits, a short read clears nothing: it may have
+    /// stopped at the mark, with bytes behind it.
+    #[test]
+    fn a_short_read_after_an_urgent_event_keeps_the_bit() {
+        let io = fresh();
+        io.record(READ | URGENT);
+        io.record(READ); // later events leave the flag
+        let (tick, _) = tick_and_readable(&io);
+        Reactor::read_came_short(&io, tick);
+        assert_eq!(tick_and_readable(&io), (tick, true));
+    }
+
     /// The peer's close stays: reads are tried until they see the EOF.
     #[test]
     fn read_closed_is_not_cleared() {
@@ -743,6 +812,48 @@ mod loom_tests {
             assert!(
                 got_bytes || (waiting && flag.0.load(sync::Ordering::Acquire)),
                 "the task waits, and nobody will wake it"
+            );
+        });
+    }
+
+    /// An urgent byte arrives with bytes behind it, and the driver records its event
+    /// (`READ | URGENT`), while a task's read comes back short — stopped at the mark — and
+    /// clears the read bit with the tick it saw. (A plain clear, blind to the flag, fails
+    /// here: the event first, then the task's tick.) In every interleaving the read bit
+    /// survives: either the event came before the task's tick, and the clear sees the flag,
+    /// or after it, and the tick has moved. Never "flag set, bit cleared": the bytes behind
+    /// the mark would wait for an edge that never comes.
+    #[test]
+    fn loom_an_urgent_event_racing_a_short_read_keeps_the_bit() {
+        loom::model(|| {
+            let io = loom::sync::Arc::new(ScheduledIo::new());
+            let reactor = {
+                let io = loom::sync::Arc::clone(&io);
+                loom::thread::spawn(move || {
+                    let mut wakers = Vec::new();
+                    io.set_ready(READ | URGENT, &mut wakers);
+                    wakers.into_iter().for_each(Waker::wake);
+                })
+            };
+            // The task on a thread of its own too, so that loom runs either side first.
+            let task = {
+                let io = loom::sync::Arc::clone(&io);
+                loom::thread::spawn(move || {
+                    let never_writes = |_| unreachable!("a reader never watches writes");
+                    let Poll::Ready(Ok(tick)) =
+                        io.poll_ready(Direction::Read, Waker::noop(), never_writes)
+                    else {
+                        unreachable!("the read bit is set from the start");
+                    };
+                    io.read_came_short(tick);
+                })
+            };
+            reactor.join().unwrap();
+            task.join().unwrap();
+            let word = io.readiness.load(sync::Ordering::Acquire);
+            assert!(
+                word & URGENT == 0 || word & READ != 0,
+                "an urgent byte waits, and the read bit is clear"
             );
         });
     }

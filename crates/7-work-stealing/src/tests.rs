@@ -530,3 +530,88 @@ fn a_runtime_dropped_at_thread_exit_is_dropped_quietly() {
         in_child_process("tests::a_runtime_dropped_at_thread_exit_is_dropped_quietly");
     assert!(status.success(), "{status}: {stderr}");
 }
+
+/// On one worker (which alone turns the driver, `--driver worker`, and only between two
+/// polls): a task parks a read on its empty socket, then runs `send` as the client and waits
+/// until the server's kernel holds all of it, without returning — so the driver's next turn
+/// sees everything `send` did in one event. Then the task reads twice (16-byte buffer) and
+/// returns what each read got; the second read has a deadline, only so that a read that
+/// waits for an edge that never comes fails instead of hanging.
+fn two_reads_after_one_event(
+    send: impl FnOnce(&mut std::net::TcpStream) + Send + 'static,
+) -> (Vec<u8>, Result<Vec<u8>, String>) {
+    use std::io::Write as _;
+    let (result, done) = mpsc::channel();
+    with_watchdog(Duration::from_secs(30), move || {
+        let runtime = Runtime::new(1).unwrap();
+        let reads = runtime.block_on(async move {
+            spawn(async move {
+                let mut listener =
+                    crate::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                let mut client =
+                    std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut buf = [0; 16];
+                let parked = poll_fn(|cx| {
+                    let read = std::pin::pin!(stream.read(&mut buf));
+                    Poll::Ready(read.poll(cx).is_pending())
+                })
+                .await;
+                assert!(parked, "the empty socket had something to read");
+                send(&mut client);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !fdio::all_acknowledged(&client).unwrap() {
+                    assert!(Instant::now() < deadline, "the bytes never arrived");
+                    thread::sleep(Duration::from_millis(1));
+                }
+                client.flush().unwrap();
+                let n = stream.read(&mut buf).await.unwrap();
+                let first = buf[..n].to_vec();
+                let second =
+                    match crate::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+                        Ok(read) => read
+                            .map(|n| buf[..n].to_vec())
+                            .map_err(|err| err.to_string()),
+                        Err(_) => Err("waited for an event that never comes".to_string()),
+                    };
+                drop(client);
+                (first, second)
+            })
+            .await
+            .unwrap()
+        });
+        let _ = result.send(reads);
+    });
+    done.recv().unwrap()
+}
+
+/// `abc`, an urgent byte and `def`, reported by one event: a TCP read stops at an urgent
+/// byte's mark once it has copied anything, so the first read comes back short with `def`
+/// still queued, and no edge will come for it. The event said an urgent byte waits
+/// (`EPOLLPRI`), so that short read clears nothing, and the second read gets `def`.
+#[test]
+fn the_bytes_behind_an_urgent_byte_need_no_second_event() {
+    use nix::sys::socket::{MsgFlags, send};
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    let reads = two_reads_after_one_event(|client| {
+        client.write_all(b"abc").unwrap();
+        send(client.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        client.write_all(b"def").unwrap();
+    });
+    assert_eq!(reads, (b"abc".to_vec(), Ok(b"def".to_vec())));
+}
+
+/// The last bytes and the FIN, reported by one event: the first read takes the bytes and the
+/// FIN with them, and comes back short; no edge will come for the EOF. The event said the
+/// peer closed (`EPOLLRDHUP`), which keeps the read worth trying for good, so the second
+/// read returns the EOF.
+#[test]
+fn the_eof_behind_the_last_bytes_needs_no_second_event() {
+    use std::io::Write as _;
+    let reads = two_reads_after_one_event(|client| {
+        client.write_all(b"last").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    assert_eq!(reads, (b"last".to_vec(), Ok(Vec::new())));
+}
