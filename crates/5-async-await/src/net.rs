@@ -49,8 +49,11 @@ pub(crate) struct Registered<S: Source> {
 }
 
 impl<S: Source> Registered<S> {
-    pub(crate) fn new(mut source: S) -> io::Result<Registered<S>> {
-        let token = with_runtime(|runtime| runtime.reactor.borrow_mut().register(&mut source))?;
+    /// Registers `source` for reading, and for `EPOLLPRI` too if `urgent` (a TCP stream: see
+    /// [`crate::reactor`]; a pipe, a terminal or a listener has no urgent byte).
+    pub(crate) fn new(mut source: S, urgent: bool) -> io::Result<Registered<S>> {
+        let token =
+            with_runtime(|runtime| runtime.reactor.borrow_mut().register(&mut source, urgent))?;
         Ok(Registered {
             source,
             token,
@@ -196,7 +199,7 @@ impl TcpListener {
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         Ok(TcpListener {
-            inner: Registered::new(mio::net::TcpListener::from_std(listener))?,
+            inner: Registered::new(mio::net::TcpListener::from_std(listener), false)?,
         })
     }
 
@@ -218,7 +221,7 @@ impl TcpListener {
         .await?;
         Ok((
             TcpStream {
-                inner: Registered::new(stream)?,
+                inner: Registered::new(stream, true)?,
                 written: 0,
                 eof_sent: false,
             },
@@ -241,7 +244,7 @@ impl TcpStream {
     /// Connects to `addr` without blocking: the kernel starts the handshake (`EINPROGRESS`),
     /// the socket becomes writable when it is done, and `SO_ERROR` says how it went.
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-        let mut inner = Registered::new(mio::net::TcpStream::connect(addr)?)?;
+        let mut inner = Registered::new(mio::net::TcpStream::connect(addr)?, true)?;
         poll_fn(|cx| {
             inner.io(cx, Direction::Write, |stream| {
                 if let Some(err) = stream.take_error()? {

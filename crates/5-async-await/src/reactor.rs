@@ -29,7 +29,7 @@
 //! ordinary bytes already queued behind it; and the read that takes the last bytes takes
 //! the peer's **FIN** with them (or meets the error of a reset), so the next read returns
 //! at once. Both say so in their event: epoll reports `EPOLLPRI` while an urgent byte waits
-//! (every source is registered for it), `EPOLLRDHUP` once the peer closed, `EPOLLERR` on an
+//! (every TCP stream is registered for it), `EPOLLRDHUP` once the peer closed, `EPOLLERR` on an
 //! error. Such an event marks the source for good: from then on a short read of it clears
 //! nothing, and only `WouldBlock` does — which a read after the EOF never says (it returns
 //! the EOF again), so the bit stays set. An urgent byte or a FIN that comes after the last
@@ -58,7 +58,7 @@
 //! same poll). A clear made after another `.await` could erase an event the loop handled
 //! meanwhile, and the task would wait for an edge that had already come.
 //!
-//! A source is registered for reading (and `EPOLLPRI`) when it is created, and for writing
+//! A source is registered for reading (a TCP stream for `EPOLLPRI` too) when it is created, and for writing
 //! only when a write first says `WouldBlock`: stdin registered for writability would wake
 //! the loop each time a line is printed to the terminal.
 
@@ -132,10 +132,10 @@ impl Reactor {
         self.poll.registry()
     }
 
-    /// Registers `source` for reading (and for an urgent byte: see the module's doc) and
-    /// returns its token. Both directions start ready: nothing is known yet, so the first
-    /// call is simply tried.
-    pub(crate) fn register(&mut self, source: &mut impl Source) -> io::Result<Token> {
+    /// Registers `source` for reading (and, if `urgent`, for an urgent byte: see the module's
+    /// doc) and returns its token. Both directions start ready: nothing is known yet, so the
+    /// first call is simply tried.
+    pub(crate) fn register(&mut self, source: &mut impl Source, urgent: bool) -> io::Result<Token> {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -144,7 +144,11 @@ impl Reactor {
             }
         };
         let token = Token(index);
-        let interest = Interest::READABLE | Interest::PRIORITY;
+        let interest = if urgent {
+            Interest::READABLE | Interest::PRIORITY
+        } else {
+            Interest::READABLE
+        };
         if let Err(err) = self.registry().register(source, token, interest) {
             self.free.push(index);
             return Err(err);
@@ -334,7 +338,7 @@ mod tests {
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let mut ours = mio::net::UnixStream::from_std(ours);
-        let token = reactor.register(&mut ours).unwrap();
+        let token = reactor.register(&mut ours, false).unwrap();
         reactor.wait(Some(Duration::from_millis(50))).unwrap();
         assert!(
             reactor.events.is_empty(),
@@ -355,7 +359,7 @@ mod tests {
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let mut ours = mio::net::UnixStream::from_std(ours);
-        let token = reactor.register(&mut ours).unwrap();
+        let token = reactor.register(&mut ours, false).unwrap();
         let mut cx = Context::from_waker(Waker::noop());
         let mut poll_read =
             |reactor: &mut Reactor| reactor.poll_ready(token, &mut ours, Direction::Read, &mut cx);
