@@ -72,7 +72,7 @@ pub struct AsyncReader {
 /// The process's stdin, for async reads. If epoll refuses it, one line on stderr says so.
 pub fn stdin() -> io::Result<AsyncReader> {
     let stdin = io::stdin().as_raw_fd();
-    let input = match Registered::new(Fd(stdin)) {
+    let input = match Registered::new(Fd(stdin), false) {
         Ok(registration) => Input::BlockingStdin { registration },
         Err(err) if epoll_refuses(&err) => {
             fdio::log!("{}", epoll_refuses_line("work-stealing", stdin, "reading"));
@@ -88,7 +88,7 @@ impl AsyncReader {
     pub fn pipe(pipe: PipeReader) -> io::Result<AsyncReader> {
         let pipe = OwnedFd::from(pipe);
         set_nonblocking(&pipe)?;
-        let registration = Registered::new(Fd(pipe.as_raw_fd()))?;
+        let registration = Registered::new(Fd(pipe.as_raw_fd()), false)?;
         Ok(AsyncReader {
             input: Input::Pipe { registration, pipe },
         })

@@ -61,10 +61,11 @@ pub(crate) struct Done<T> {
 }
 
 impl<S: Source> Registered<S> {
-    /// Registers `source` with the current runtime's reactor.
-    pub(crate) fn new(mut source: S) -> io::Result<Registered<S>> {
+    /// Registers `source` with the current runtime's reactor, watched for urgent bytes too
+    /// if `urgent` (a TCP stream: see `reactor`).
+    pub(crate) fn new(mut source: S, urgent: bool) -> io::Result<Registered<S>> {
         let reactor = with_shared(|shared| Arc::clone(&shared.reactor));
-        let (token, io) = reactor.register(&mut source)?;
+        let (token, io) = reactor.register(&mut source, urgent)?;
         Ok(Registered {
             source,
             token,
@@ -188,7 +189,7 @@ impl TcpListener {
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         Ok(TcpListener {
-            inner: Registered::new(mio::net::TcpListener::from_std(listener))?,
+            inner: Registered::new(mio::net::TcpListener::from_std(listener), false)?,
             out_of_fds: None,
         })
     }
@@ -230,7 +231,7 @@ impl TcpListener {
         let (stream, peer) = done.result;
         Ok((
             TcpStream {
-                inner: Registered::new(stream)?,
+                inner: Registered::new(stream, true)?,
                 eof_sent: false,
             },
             peer,
@@ -253,7 +254,7 @@ impl TcpStream {
     /// Connects to `addr` without blocking: writable once the handshake is done, and
     /// `SO_ERROR` says how it went.
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-        let mut inner = Registered::new(mio::net::TcpStream::connect(addr)?)?;
+        let mut inner = Registered::new(mio::net::TcpStream::connect(addr)?, true)?;
         poll_fn(|cx| {
             inner.io(cx, Direction::Write, |stream| {
                 if let Some(err) = stream.take_error()? {

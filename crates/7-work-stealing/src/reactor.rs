@@ -30,7 +30,7 @@
 //! for what the read left: a TCP read stops at an urgent byte's mark once it has copied
 //! anything, with ordinary bytes queued behind it; and the read that takes the last bytes
 //! takes the peer's FIN (or meets an error) with them. epoll tells both — `EPOLLPRI` while
-//! an urgent byte waits (every source is registered for it), `EPOLLRDHUP`, `EPOLLHUP`,
+//! an urgent byte waits (every TCP stream is registered for it), `EPOLLRDHUP`, `EPOLLHUP`,
 //! `EPOLLERR` — and such an event sets a flag in the same word, in the same step as its
 //! bits and its tick: `URGENT`, or `READ_CLOSED` (which also keeps reads worth trying for
 //! good). The short read's clear is the tick's clear, skipped when a flag is set — one
@@ -78,9 +78,10 @@ const READ_CLOSED: usize = 4;
 const URGENT: usize = 8;
 const TICK_SHIFT: usize = 4;
 
-/// What epoll watches every source for: reading, and urgent bytes (`EPOLLPRI`, see the
-/// module's doc).
-const READ_INTEREST: Interest = Interest::READABLE.add(Interest::PRIORITY);
+/// What epoll watches a TCP stream for from the start: reading, and urgent bytes
+/// (`EPOLLPRI`, see the module's doc). Other sources (a listener, a pipe, stdin) have no
+/// urgent byte: reading only.
+const READ_AND_URGENT: Interest = Interest::READABLE.add(Interest::PRIORITY);
 
 /// Which way a task waits on a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,14 +117,15 @@ struct Waiters {
 
 impl ScheduledIo {
     /// A new source: both directions ready (nothing is known yet, so the first call is
-    /// simply tried), watched by epoll for reading (and urgent bytes) only.
-    fn new() -> ScheduledIo {
+    /// simply tried), watched by epoll for `interest` (reading, and urgent bytes for a TCP
+    /// stream).
+    fn new(interest: Interest) -> ScheduledIo {
         ScheduledIo {
             readiness: sync::AtomicUsize::new(READ | WRITE),
             waiters: sync::Mutex::new(Waiters {
                 reader: None,
                 writer: None,
-                interest: READ_INTEREST,
+                interest,
             }),
         }
     }
@@ -495,13 +497,19 @@ impl Reactor {
         self.timers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers `source` for reading; both directions start ready (nothing is known yet,
-    /// so the first call is simply tried).
+    /// Registers `source` for reading, and for urgent bytes if `urgent` (a TCP stream); both
+    /// directions start ready (nothing is known yet, so the first call is simply tried).
     pub(crate) fn register(
         &self,
         source: &mut impl Source,
+        urgent: bool,
     ) -> io::Result<(Token, Arc<ScheduledIo>)> {
-        let io = Arc::new(ScheduledIo::new());
+        let interest = if urgent {
+            READ_AND_URGENT
+        } else {
+            Interest::READABLE
+        };
+        let io = Arc::new(ScheduledIo::new(interest));
         let mut sources = self.lock_sources();
         let index = match sources.free.pop() {
             Some(index) => index,
@@ -512,7 +520,7 @@ impl Reactor {
             None => return Err(io::Error::other("too many sources for one reactor")),
         };
         let token = token(index, sources.slots[index].generation);
-        if let Err(err) = self.registry.register(source, token, READ_INTEREST) {
+        if let Err(err) = self.registry.register(source, token, interest) {
             sources.free.push(index);
             return Err(err);
         }
@@ -658,7 +666,7 @@ mod tests {
     use super::*;
 
     fn fresh() -> ScheduledIo {
-        ScheduledIo::new()
+        ScheduledIo::new(READ_AND_URGENT)
     }
 
     fn tick_and_readable(io: &ScheduledIo) -> (usize, bool) {
@@ -697,12 +705,12 @@ mod tests {
         let (old_pipe, _old_writer) = std::io::pipe().unwrap();
         let old_fd = std::os::fd::AsRawFd::as_raw_fd(&old_pipe);
         let mut old = mio::unix::SourceFd(&old_fd);
-        let (old_token, _) = reactor.register(&mut old).unwrap();
+        let (old_token, _) = reactor.register(&mut old, false).unwrap();
         reactor.deregister(old_token, &mut old);
         let (new_pipe, _new_writer) = std::io::pipe().unwrap();
         let new_fd = std::os::fd::AsRawFd::as_raw_fd(&new_pipe);
         let mut new = mio::unix::SourceFd(&new_fd);
-        let (new_token, io) = reactor.register(&mut new).unwrap();
+        let (new_token, io) = reactor.register(&mut new, false).unwrap();
         // The new source waits for bytes: its bit is clear, its waker is left.
         let (tick, _) = tick_and_readable(&io);
         Reactor::clear_ready(&io, Direction::Read, tick);
@@ -781,7 +789,7 @@ mod loom_tests {
     #[test]
     fn loom_an_event_racing_a_clear_is_never_lost() {
         loom::model(|| {
-            let io = loom::sync::Arc::new(ScheduledIo::new());
+            let io = loom::sync::Arc::new(ScheduledIo::new(READ_AND_URGENT));
             let bytes = loom::sync::Arc::new(AtomicBool::new(false));
             let reactor = {
                 let (io, bytes) = (loom::sync::Arc::clone(&io), loom::sync::Arc::clone(&bytes));
@@ -826,7 +834,7 @@ mod loom_tests {
     #[test]
     fn loom_an_urgent_event_racing_a_short_read_keeps_the_bit() {
         loom::model(|| {
-            let io = loom::sync::Arc::new(ScheduledIo::new());
+            let io = loom::sync::Arc::new(ScheduledIo::new(READ_AND_URGENT));
             let reactor = {
                 let io = loom::sync::Arc::clone(&io);
                 loom::thread::spawn(move || {
